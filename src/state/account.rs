@@ -1,0 +1,594 @@
+//! One account's state (SPEC §1, §3.1): reference data, usage windows, ticket
+//! lifecycles, revenue history. Everything is kept so that the §3.1 figures at
+//! the watermark are read off counters, and so that the next instant at which
+//! any of them changes by the mere passing of time is known.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::event::{AccountUpsert, Priority, RevenueKind, TicketAction, TicketEvent};
+use crate::time::{Ts, days};
+
+use super::config::StateConfig;
+use super::health::{Health, Tier};
+use super::window::{LatestSeen, Scores, Touch, Window, min_opt};
+
+/// Reference data from `cs.accounts` upserts, with the ts that last set each field.
+#[derive(Clone, Debug)]
+pub struct Info {
+    pub name: Option<String>,
+    pub csm_id: Option<Arc<str>>,
+    pub segment: Arc<str>,
+    pub region: Arc<str>,
+    pub seats: u64,
+    pub renewal_date: Option<i32>,
+    /// When each field was last set, in the order above (`None`: never).
+    set_at: [Option<Ts>; 6],
+}
+
+impl Default for Info {
+    fn default() -> Self {
+        Info {
+            name: None,
+            csm_id: None,
+            segment: Arc::from("unknown"),
+            region: Arc::from("unknown"),
+            seats: 0,
+            renewal_date: None,
+            set_at: [None; 6],
+        }
+    }
+}
+
+impl Info {
+    /// Applies the present fields of an upsert whose ts is >= the ts that last
+    /// set each of them (so replays and reordering converge).
+    pub fn upsert(&mut self, u: &AccountUpsert<'_>, ts: Ts) {
+        let mut newer = |i: usize| {
+            let ok = self.set_at[i].is_none_or(|at| ts >= at);
+            if ok {
+                self.set_at[i] = Some(ts);
+            }
+            ok
+        };
+        let take_name = u.name.is_some() && newer(0);
+        let take_csm = u.csm_id.is_some() && newer(1);
+        let take_segment = u.segment.is_some() && newer(2);
+        let take_region = u.region.is_some() && newer(3);
+        let take_seats = u.seats.is_some() && newer(4);
+        let take_renewal = u.renewal_date.is_some() && newer(5);
+        if take_name {
+            self.name = u.name.as_deref().map(str::to_owned);
+        }
+        if take_csm {
+            self.csm_id = u.csm_id.as_ref().and_then(|c| c.as_deref()).map(Arc::from);
+        }
+        if take_segment {
+            self.segment = Arc::from(u.segment.as_deref().unwrap_or_default());
+        }
+        if take_region {
+            self.region = Arc::from(u.region.as_deref().unwrap_or_default());
+        }
+        if take_seats {
+            self.seats = u.seats.unwrap_or_default();
+        }
+        if take_renewal {
+            self.renewal_date = u.renewal_date;
+        }
+    }
+}
+
+/// Interned feature names with their portfolio-wide 30-day counts (§3.3).
+#[derive(Clone, Debug, Default)]
+pub struct FeatureTable {
+    names: Vec<Arc<str>>,
+    ids: HashMap<Arc<str>, u32>,
+    /// Accounts with a usage event on the feature in the last 30 days.
+    pub accounts_30d: Vec<u64>,
+    /// Distinct (account, user) pairs with a usage event on it in 30 days.
+    pub users_30d: Vec<u64>,
+    /// Whether each feature counts for adoption.
+    core: Vec<bool>,
+}
+
+impl FeatureTable {
+    pub fn intern(&mut self, name: &str, cfg: &StateConfig) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        let name: Arc<str> = Arc::from(name);
+        self.core
+            .push(cfg.core_features.is_empty() || cfg.core_features.iter().any(|f| **f == *name));
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        self.accounts_30d.push(0);
+        self.users_30d.push(0);
+        id
+    }
+
+    pub fn is_core(&self, id: u32) -> bool {
+        self.core[id as usize]
+    }
+
+    pub fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// Usage windows (§3.1 usage section).
+#[derive(Clone, Debug)]
+pub struct Usage {
+    /// Usage events in the last 14 days, counting the last 7 apart.
+    events: Window<u64>,
+    /// Users seen in the last 30 days, counting the last 7 apart.
+    users: LatestSeen<Arc<str>>,
+    features: LatestSeen<u32>,
+    /// (user, feature) pairs in the last 30 days, for the portfolio feature table.
+    user_features: LatestSeen<(Arc<str>, u32)>,
+    pub last_activity: Option<Ts>,
+    /// Latest usage on a core feature (adoption, §3.2).
+    pub last_core: Option<Ts>,
+}
+
+impl Default for Usage {
+    fn default() -> Self {
+        Usage {
+            events: Window::new(days(14), Some(days(7))),
+            users: LatestSeen::new(days(30), Some(days(7))),
+            features: LatestSeen::new(days(30), None),
+            user_features: LatestSeen::new(days(30), None),
+            last_activity: None,
+            last_core: None,
+        }
+    }
+}
+
+impl Usage {
+    pub fn advance(&mut self, now: Ts, table: &mut FeatureTable) {
+        self.events.advance(now);
+        self.users.advance(now, |_| {});
+        self.features.advance(now, |f| table.accounts_30d[*f as usize] -= 1);
+        self.user_features.advance(now, |(_, f)| table.users_30d[*f as usize] -= 1);
+    }
+
+    pub fn record(&mut self, ts: Ts, user_id: &str, feature: u32, table: &mut FeatureTable) {
+        self.last_activity = self.last_activity.max(Some(ts));
+        if table.is_core(feature) {
+            self.last_core = self.last_core.max(Some(ts));
+        }
+        self.events.insert(ts, 1);
+        self.users.touch(user_id, ts, || Arc::from(user_id));
+        if self.features.touch(&feature, ts, || feature) == Touch::Entered {
+            table.accounts_30d[feature as usize] += 1;
+        }
+        if let Some(user) = self.users.stored_key(user_id) {
+            let key = (user.clone(), feature);
+            if self.user_features.touch(&key, ts, || key.clone()) == Touch::Entered {
+                table.users_30d[feature as usize] += 1;
+            }
+        }
+    }
+
+    pub fn active_users_7d(&self) -> u64 {
+        self.users.short_len() as u64
+    }
+    pub fn active_users_30d(&self) -> u64 {
+        self.users.len() as u64
+    }
+    pub fn events_7d(&self) -> u64 {
+        self.events.short_total()
+    }
+    pub fn events_prev_7d(&self) -> u64 {
+        self.events.outside_short()
+    }
+    pub fn features_30d(&self) -> u64 {
+        self.features.len() as u64
+    }
+
+    /// Withdraws this account from the feature table (when it is dropped).
+    pub fn features(&self) -> impl Iterator<Item = u32> + '_ {
+        self.features.iter().map(|(f, _)| *f)
+    }
+
+    fn next_change(&self, now: Ts) -> Option<Ts> {
+        let core = self.last_core.map(|t| t + days(7)).filter(|t| *t > now);
+        [self.events.next_change(), self.users.next_change(), self.features.next_change(), self.user_features.next_change(), core]
+            .into_iter()
+            .fold(None, min_opt)
+    }
+}
+
+/// One step of a ticket's history, kept to re-derive its state when events
+/// arrive out of order.
+#[derive(Clone, Copy, Debug)]
+struct TicketStep {
+    ts: Ts,
+    seq: u64,
+    action: TicketAction,
+    priority: Option<Priority>,
+}
+
+/// A ticket's state derived from its steps in (ts, arrival) order (§1.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TicketState {
+    pub open: bool,
+    pub priority: Option<Priority>,
+    pub escalated: bool,
+    pub first_opened: Option<Ts>,
+    pub first_response: Option<Ts>,
+}
+
+impl TicketState {
+    fn derive(steps: &[TicketStep]) -> Self {
+        let mut s = TicketState::default();
+        for step in steps {
+            match step.action {
+                TicketAction::Opened => {
+                    s.open = true;
+                    s.priority = step.priority.or(s.priority);
+                    s.first_opened = Some(s.first_opened.map_or(step.ts, |t| t.min(step.ts)));
+                }
+                TicketAction::Reopened => {
+                    s.open = true;
+                    s.priority = step.priority.or(s.priority);
+                }
+                TicketAction::Escalated => {
+                    s.escalated = true;
+                    s.priority = step.priority.or(s.priority);
+                }
+                TicketAction::Resolved => {
+                    s.open = false;
+                    s.escalated = false;
+                }
+                TicketAction::FirstResponse => {
+                    s.first_response = Some(s.first_response.map_or(step.ts, |t| t.min(step.ts)));
+                }
+                TicketAction::Csat => {}
+            }
+        }
+        s
+    }
+
+    /// First-response time in µs, once both ends are known.
+    pub fn first_response_time(&self) -> Option<(Ts, i64)> {
+        Some((self.first_response?, self.first_response? - self.first_opened?))
+    }
+
+    /// When this ticket can breach its SLA: open, opened, unanswered, prioritised.
+    fn sla_clock(&self) -> Option<(Ts, Priority)> {
+        if self.open && self.first_response.is_none() {
+            Some((self.first_opened?, self.priority?))
+        } else {
+            None
+        }
+    }
+}
+
+/// Tickets of one account and the counters §3.1 reads.
+#[derive(Clone, Debug)]
+pub struct Tickets {
+    tickets: HashMap<Box<str>, Vec<TicketStep>>,
+    states: HashMap<Box<str>, TicketState>,
+    pub open: [u64; 4],
+    pub open_total: u64,
+    pub escalated_open: u64,
+    /// Tickets that can breach: ticket → (first opened, priority).
+    sla_clocks: HashMap<Box<str>, (Ts, Priority)>,
+    /// First-response times by first-response ts, while within 30 days.
+    first_responses: BTreeMap<(Ts, Box<str>), i64>,
+    csat: Window<Scores>,
+}
+
+impl Default for Tickets {
+    fn default() -> Self {
+        Tickets {
+            tickets: HashMap::new(),
+            states: HashMap::new(),
+            open: [0; 4],
+            open_total: 0,
+            escalated_open: 0,
+            sla_clocks: HashMap::new(),
+            first_responses: BTreeMap::new(),
+            csat: Window::new(days(90), None),
+        }
+    }
+}
+
+const FIRST_RESPONSE_WINDOW: i64 = days(30);
+
+impl Tickets {
+    pub fn advance(&mut self, now: Ts) {
+        self.csat.advance(now);
+        let floor = now - FIRST_RESPONSE_WINDOW;
+        while let Some(entry) = self.first_responses.first_entry() {
+            if entry.key().0 > floor {
+                break;
+            }
+            entry.remove();
+        }
+    }
+
+    pub fn apply(&mut self, ev: &TicketEvent<'_>, ts: Ts, seq: u64, now: Ts) {
+        if ev.action == TicketAction::Csat {
+            let score = ev.score.unwrap_or_default() as u64;
+            self.csat.insert(ts, Scores { count: 1, sum: score });
+            return;
+        }
+        let step = TicketStep { ts, seq, action: ev.action, priority: ev.priority };
+        let id: &str = &ev.ticket_id;
+        if !self.tickets.contains_key(id) {
+            self.tickets.insert(Box::from(id), Vec::new());
+        }
+        let steps = self.tickets.get_mut(id).expect("inserted above");
+        let at = steps.partition_point(|s| (s.ts, s.seq) <= (ts, seq));
+        steps.insert(at, step);
+        let new = TicketState::derive(steps);
+        let old = self.states.get(id).copied().unwrap_or_default();
+        if new == old {
+            return;
+        }
+        self.count(&old, -1);
+        self.count(&new, 1);
+        let key: Box<str> = Box::from(id);
+        match new.sla_clock() {
+            Some(clock) => {
+                self.sla_clocks.insert(key.clone(), clock);
+            }
+            None => {
+                self.sla_clocks.remove(id);
+            }
+        }
+        if let Some((fr, _)) = old.first_response_time() {
+            self.first_responses.remove(&(fr, key.clone()));
+        }
+        if let Some((fr, frt)) = new.first_response_time()
+            && fr > now - FIRST_RESPONSE_WINDOW
+        {
+            self.first_responses.insert((fr, key.clone()), frt);
+        }
+        self.states.insert(key, new);
+    }
+
+    fn count(&mut self, s: &TicketState, sign: i64) {
+        if !s.open {
+            return;
+        }
+        let add = |v: &mut u64| *v = v.wrapping_add_signed(sign);
+        add(&mut self.open_total);
+        if let Some(p) = s.priority {
+            add(&mut self.open[p.index()]);
+        }
+        if s.escalated {
+            add(&mut self.escalated_open);
+        }
+    }
+
+    pub fn sla_breached(&self, now: Ts, cfg: &StateConfig) -> u64 {
+        self.sla_clocks
+            .values()
+            .filter(|(opened, p)| now - opened > cfg.sla[p.index()])
+            .count() as u64
+    }
+
+    pub fn csat(&self) -> Scores {
+        self.csat.total()
+    }
+
+    /// First-response times (µs) whose first response is within 30 days.
+    pub fn first_response_times(&self) -> impl Iterator<Item = i64> + '_ {
+        self.first_responses.values().copied()
+    }
+
+    fn next_change(&self, now: Ts, cfg: &StateConfig) -> Option<Ts> {
+        let breach = self
+            .sla_clocks
+            .values()
+            .map(|(opened, p)| opened + cfg.sla[p.index()] + 1)
+            .filter(|t| *t > now)
+            .min();
+        let fr = self.first_responses.keys().next().map(|(t, _)| t + FIRST_RESPONSE_WINDOW);
+        [self.csat.next_change(), breach, fr].into_iter().fold(None, min_opt)
+    }
+}
+
+/// One revenue event as kept in the history.
+#[derive(Clone, Copy, Debug)]
+struct RevenueStep {
+    ts: Ts,
+    seq: u64,
+    kind: RevenueKind,
+    arr: i64,
+}
+
+/// Revenue history of one account, ordered by (ts, arrival) (§1.4, §3.2).
+#[derive(Clone, Debug, Default)]
+pub struct Revenue {
+    history: Vec<RevenueStep>,
+}
+
+/// An account's share of a retention cohort (§3.2), in cents.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CohortShare {
+    pub start: i64,
+    pub current: i64,
+    pub capped: i64,
+}
+
+/// ARR movements of the quarter to date, positive magnitudes in cents.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flows {
+    pub expansion: i64,
+    pub contraction: i64,
+    pub churned: i64,
+}
+
+pub const T12M: i64 = days(365);
+
+impl Revenue {
+    pub fn record(&mut self, ts: Ts, seq: u64, kind: RevenueKind, arr: i64) {
+        let at = self.history.partition_point(|s| (s.ts, s.seq) <= (ts, seq));
+        self.history.insert(at, RevenueStep { ts, seq, kind, arr });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.history.is_empty()
+    }
+
+    /// ARR now (every accepted event has ts <= now).
+    pub fn arr(&self) -> i64 {
+        self.history.last().map_or(0, |s| s.arr)
+    }
+
+    /// ARR at the last instant before `s`.
+    pub fn arr_before(&self, s: Ts) -> i64 {
+        let i = self.history.partition_point(|step| step.ts < s);
+        if i == 0 { 0 } else { self.history[i - 1].arr }
+    }
+
+    pub fn cohort(&self, s: Ts) -> CohortShare {
+        let start = self.arr_before(s);
+        if start <= 0 {
+            return CohortShare::default();
+        }
+        let current = self.arr();
+        CohortShare { start, current, capped: current.min(start) }
+    }
+
+    /// Expansion, contraction and churn since `quarter_start`, each event
+    /// measured against the previous one in (ts, arrival) order.
+    pub fn flows(&self, quarter_start: Ts) -> Flows {
+        let first = self.history.partition_point(|s| s.ts < quarter_start);
+        let mut prev = if first == 0 { 0 } else { self.history[first - 1].arr };
+        let mut f = Flows::default();
+        for step in &self.history[first..] {
+            match step.kind {
+                RevenueKind::Expansion => f.expansion += (step.arr - prev).max(0),
+                RevenueKind::Contraction => f.contraction += (prev - step.arr).max(0),
+                RevenueKind::Churn => f.churned += prev,
+                RevenueKind::New | RevenueKind::Renewal => {}
+            }
+            prev = step.arr;
+        }
+        f
+    }
+
+    /// When the trailing-twelve-month cohort start next changes: the first
+    /// event not yet before `now − 365d` crosses it just after `ts + 365d`.
+    fn next_change(&self, now: Ts) -> Option<Ts> {
+        let i = self.history.partition_point(|s| s.ts < now - T12M);
+        self.history.get(i).map(|s| s.ts + T12M + 1)
+    }
+}
+
+/// Everything known about one account.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub id: Arc<str>,
+    pub info: Info,
+    pub usage: Usage,
+    pub tickets: Tickets,
+    pub revenue: Revenue,
+    /// Firing condition alerts of account scope: critical, warning.
+    pub alerts: [u64; 2],
+}
+
+/// The §3.1 figures of an account at the watermark, before presentation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metrics {
+    pub active_users_7d: u64,
+    pub active_users_30d: u64,
+    pub usage_events_7d: u64,
+    pub usage_events_prev_7d: u64,
+    pub features_30d: u64,
+    pub open: [u64; 4],
+    pub open_total: u64,
+    pub escalated_open: u64,
+    pub sla_breached: u64,
+    pub csat: Scores,
+    pub arr: i64,
+    pub health: Health,
+}
+
+impl Metrics {
+    pub fn drop_ratio(&self) -> f64 {
+        if self.usage_events_prev_7d > 0 {
+            1.0 - self.usage_events_7d as f64 / self.usage_events_prev_7d as f64
+        } else {
+            0.0
+        }
+    }
+
+    pub fn csat_avg(&self) -> Option<f64> {
+        (self.csat.count > 0).then(|| self.csat.sum as f64 / self.csat.count as f64)
+    }
+
+    pub fn tier(&self) -> Tier {
+        self.health.tier
+    }
+}
+
+impl Account {
+    pub fn new(id: &str) -> Self {
+        Account {
+            id: Arc::from(id),
+            info: Info::default(),
+            usage: Usage::default(),
+            tickets: Tickets::default(),
+            revenue: Revenue::default(),
+            alerts: [0; 2],
+        }
+    }
+
+    /// Moves every window to `now`.
+    pub fn advance(&mut self, now: Ts, table: &mut FeatureTable) {
+        self.usage.advance(now, table);
+        self.tickets.advance(now);
+    }
+
+    pub fn metrics(&self, now: Ts, cfg: &StateConfig) -> Metrics {
+        let u = &self.usage;
+        let t = &self.tickets;
+        let mut m = Metrics {
+            active_users_7d: u.active_users_7d(),
+            active_users_30d: u.active_users_30d(),
+            usage_events_7d: u.events_7d(),
+            usage_events_prev_7d: u.events_prev_7d(),
+            features_30d: u.features_30d(),
+            open: t.open,
+            open_total: t.open_total,
+            escalated_open: t.escalated_open,
+            sla_breached: t.sla_breached(now, cfg),
+            csat: t.csat(),
+            arr: self.revenue.arr(),
+            health: Health::default(),
+        };
+        m.health = Health::score(&m, self.info.seats, cfg);
+        m
+    }
+
+    /// Whether the account used a core feature in the last 7 days.
+    pub fn core_usage_7d(&self, now: Ts) -> bool {
+        self.usage.last_core.is_some_and(|t| t > now - days(7))
+    }
+
+    /// The next instant after `now` at which a figure changes by time alone.
+    pub fn next_change(&self, now: Ts, cfg: &StateConfig) -> Option<Ts> {
+        [self.usage.next_change(now), self.tickets.next_change(now, cfg), self.revenue.next_change(now)]
+            .into_iter()
+            .fold(None, min_opt)
+    }
+
+    /// Whole days from `now`'s UTC date to the renewal date.
+    pub fn days_to_renewal(&self, now: Ts) -> Option<i64> {
+        self.info.renewal_date.map(|d| d as i64 - crate::time::utc_day(now) as i64)
+    }
+}

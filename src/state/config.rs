@@ -1,0 +1,41 @@
+//! The parameters of the fold (SPEC §2–§4), derived from the configuration.
+
+use crate::time::{MICROS_PER_MIN, days};
+
+/// Everything the fold needs to know beyond the events themselves.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateConfig {
+    /// Largest accepted message, in bytes (`kafka.max_message_bytes`).
+    pub max_message_bytes: usize,
+    /// Events older than their partition's largest ts minus this are `late` (µs).
+    pub allowed_lateness: i64,
+    /// Events further than this ahead of the wall clock are `future_ts` (µs).
+    pub max_future_skew: i64,
+    /// How long an accepted `event_id` is remembered, in event time (µs).
+    pub dedup_horizon: i64,
+    /// Health component weights: adoption, engagement, support, sentiment.
+    pub weights: [f64; 4],
+    /// Tier thresholds on the unrounded score: green >= `green`, yellow >= `yellow`.
+    pub green: f64,
+    pub yellow: f64,
+    /// First-response SLA per priority p1..p4 (µs).
+    pub sla: [i64; 4],
+    /// Features that count for adoption; empty means every feature.
+    pub core_features: Vec<String>,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            max_message_bytes: 1 << 20,
+            allowed_lateness: days(35),
+            max_future_skew: 60 * MICROS_PER_MIN,
+            dedup_horizon: days(7),
+            weights: [0.35, 0.20, 0.25, 0.20],
+            green: 70.0,
+            yellow: 40.0,
+            sla: [60 * MICROS_PER_MIN, 240 * MICROS_PER_MIN, 1440 * MICROS_PER_MIN, 4320 * MICROS_PER_MIN],
+            core_features: Vec::new(),
+        }
+    }
+}

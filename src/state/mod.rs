@@ -1,0 +1,349 @@
+//! The fold: exact, incrementally maintained state (SPEC §2–§4, §9 checks).
+//!
+//! `Engine::fold` takes one Kafka message and either rejects it (with the
+//! reason of §9), drops it as a duplicate, or folds it into the state. It is
+//! plain synchronous code over owned data: the wall clock (for `future_ts`)
+//! comes in as an argument and event time is the watermark, so replaying the
+//! same input gives the same state.
+//!
+//! Time-driven change (window expiry, SLA breaches, the T12M cohort start) is
+//! driven by a wake-up queue: every account knows the next instant at which
+//! one of its figures changes by the passing of time alone, and only accounts
+//! whose instant has come are re-evaluated when the watermark advances.
+
+pub mod account;
+pub mod config;
+pub mod health;
+#[cfg(test)]
+pub mod naive;
+pub mod scope;
+#[cfg(test)]
+mod tests;
+pub mod view;
+pub mod window;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::event::{Body, Event, Topic};
+use crate::ingest::decode::{Reason, Rejection, decode};
+use crate::time::{Ts, format_rfc3339, quarter_start};
+
+use account::{Account, FeatureTable, Metrics, T12M};
+pub use config::StateConfig;
+use scope::{Cohort, Contribution, ScopeKeys, Scopes, Totals};
+
+/// What became of one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    /// A known `event_id`: dropped and counted, not dead-lettered.
+    Duplicate,
+    Rejected(Rejection),
+}
+
+/// One input message as the fold sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    pub topic: Topic,
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: &'a [u8],
+    /// The wall clock when the message was consumed (for `future_ts`).
+    pub wall: Ts,
+}
+
+/// Per input partition: lateness reference and consumed position.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Largest ts accepted from this partition.
+    pub max_ts: Option<Ts>,
+    /// Offset of the next message to consume (all before it are folded).
+    pub next_offset: i64,
+}
+
+/// Counters of the fold, exported to `/metrics` by the ingest loop.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FoldStats {
+    pub accepted: [u64; 4],
+    pub rejected: [u64; 5],
+    pub duplicates: u64,
+}
+
+/// Accepted event ids still within the de-duplication horizon.
+#[derive(Clone, Debug, Default)]
+struct Dedup {
+    ts_of: HashMap<Arc<str>, Ts>,
+    by_ts: BTreeMap<Ts, Vec<Arc<str>>>,
+}
+
+impl Dedup {
+    fn remember(&mut self, id: &str, ts: Ts) {
+        let id: Arc<str> = Arc::from(id);
+        self.by_ts.entry(ts).or_default().push(id.clone());
+        self.ts_of.insert(id, ts);
+    }
+
+    fn forget_through(&mut self, floor: Ts) {
+        while let Some(entry) = self.by_ts.first_entry() {
+            if *entry.key() > floor {
+                break;
+            }
+            let ts = *entry.key();
+            for id in entry.remove() {
+                if self.ts_of.get(&id) == Some(&ts) {
+                    self.ts_of.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+/// An account and what the engine keeps about it.
+#[derive(Clone, Debug)]
+struct Slot {
+    account: Account,
+    /// What the account currently adds to the scopes under `keys`.
+    contribution: Contribution,
+    keys: Option<ScopeKeys>,
+    /// The account's entry in the wake-up queue.
+    wake: Option<Ts>,
+}
+
+/// The whole in-memory state.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    cfg: StateConfig,
+    watermark: Option<Ts>,
+    /// Arrival sequence of accepted events (orders equal timestamps).
+    seq: u64,
+    partitions: HashMap<(Topic, i32), Progress>,
+    dedup: Dedup,
+    slots: Vec<Slot>,
+    index: HashMap<Arc<str>, u32>,
+    scopes: Scopes,
+    /// Each CSM's book: account slots by `csm_id`.
+    books: HashMap<Arc<str>, BTreeSet<u32>>,
+    features: FeatureTable,
+    wakeups: BTreeSet<(Ts, u32)>,
+    /// Start of the watermark's calendar quarter (QTD figures).
+    quarter: Ts,
+    stats: FoldStats,
+}
+
+impl Engine {
+    pub fn new(cfg: StateConfig) -> Self {
+        Engine {
+            cfg,
+            watermark: None,
+            seq: 0,
+            partitions: HashMap::new(),
+            dedup: Dedup::default(),
+            slots: Vec::new(),
+            index: HashMap::new(),
+            scopes: Scopes::default(),
+            books: HashMap::new(),
+            features: FeatureTable::default(),
+            wakeups: BTreeSet::new(),
+            quarter: Ts::MIN,
+            stats: FoldStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &StateConfig {
+        &self.cfg
+    }
+
+    /// The largest accepted ts (`now`), if any event was accepted.
+    pub fn watermark(&self) -> Option<Ts> {
+        self.watermark
+    }
+
+    pub fn stats(&self) -> &FoldStats {
+        &self.stats
+    }
+
+    pub fn partitions(&self) -> &HashMap<(Topic, i32), Progress> {
+        &self.partitions
+    }
+
+    pub fn account_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Checks one message in the order of SPEC §14 and folds it if accepted.
+    pub fn fold(&mut self, input: &Input<'_>) -> Outcome {
+        let progress = self.partitions.entry((input.topic, input.partition)).or_default();
+        progress.next_offset = progress.next_offset.max(input.offset + 1);
+        let max_ts = progress.max_ts;
+        let outcome = match decode(input.topic, input.payload, self.cfg.max_message_bytes) {
+            Err(rejection) => Outcome::Rejected(rejection),
+            Ok(ev) => self.check_and_apply(ev, input, max_ts),
+        };
+        match &outcome {
+            Outcome::Accepted => self.stats.accepted[input.topic.index()] += 1,
+            Outcome::Duplicate => self.stats.duplicates += 1,
+            Outcome::Rejected(r) => self.stats.rejected[r.reason.index()] += 1,
+        }
+        outcome
+    }
+
+    fn check_and_apply(&mut self, ev: Event<'_>, input: &Input<'_>, partition_max: Option<Ts>) -> Outcome {
+        if ev.ts > input.wall.saturating_add(self.cfg.max_future_skew) {
+            return Outcome::Rejected(Rejection::new(
+                Reason::FutureTs,
+                format!("ts {} is ahead of the wall clock {} by more than the allowed skew", format_rfc3339(ev.ts), format_rfc3339(input.wall)),
+            ));
+        }
+        if let Some(max) = partition_max
+            && ev.ts < max - self.cfg.allowed_lateness
+        {
+            return Outcome::Rejected(Rejection::new(
+                Reason::Late,
+                format!("ts {} is older than the partition's latest {} minus the allowed lateness", format_rfc3339(ev.ts), format_rfc3339(max)),
+            ));
+        }
+        if let (Some(&seen), Some(w)) = (self.dedup.ts_of.get(&*ev.event_id), self.watermark)
+            && seen > w - self.cfg.dedup_horizon
+        {
+            return Outcome::Duplicate;
+        }
+        let progress = self.partitions.get_mut(&(input.topic, input.partition)).expect("entry made in fold");
+        progress.max_ts = progress.max_ts.max(Some(ev.ts));
+        self.seq += 1;
+        self.dedup.remember(&ev.event_id, ev.ts);
+        self.advance(ev.ts);
+        self.apply(&ev);
+        Outcome::Accepted
+    }
+
+    /// Moves the watermark to `ts` if it is ahead, re-evaluating what time changes.
+    fn advance(&mut self, ts: Ts) {
+        if self.watermark.is_some_and(|w| w >= ts) {
+            return;
+        }
+        self.watermark = Some(ts);
+        self.dedup.forget_through(ts - self.cfg.dedup_horizon);
+        let quarter = quarter_start(ts);
+        if quarter != self.quarter {
+            self.quarter = quarter;
+            let with_revenue: Vec<u32> =
+                (0..self.slots.len() as u32).filter(|&i| !self.slots[i as usize].account.revenue.is_empty()).collect();
+            for idx in with_revenue {
+                self.refresh(idx);
+            }
+        }
+        while let Some(&(at, idx)) = self.wakeups.first() {
+            if at > ts {
+                break;
+            }
+            self.wakeups.pop_first();
+            self.slots[idx as usize].wake = None;
+            self.refresh(idx);
+        }
+    }
+
+    fn slot_of(&mut self, account_id: &str) -> u32 {
+        if let Some(&idx) = self.index.get(account_id) {
+            return idx;
+        }
+        let idx = self.slots.len() as u32;
+        let account = Account::new(account_id);
+        self.index.insert(account.id.clone(), idx);
+        self.slots.push(Slot { account, contribution: Contribution::default(), keys: None, wake: None });
+        idx
+    }
+
+    fn apply(&mut self, ev: &Event<'_>) {
+        let now = self.watermark.expect("advanced before apply");
+        let idx = self.slot_of(&ev.account_id);
+        let seq = self.seq;
+        let account = &mut self.slots[idx as usize].account;
+        account.advance(now, &mut self.features);
+        match &ev.body {
+            Body::Account(upsert) => account.info.upsert(upsert, ev.ts),
+            Body::Usage { user_id, feature } => {
+                let feature = self.features.intern(feature, &self.cfg);
+                account.usage.record(ev.ts, user_id, feature, &mut self.features);
+            }
+            Body::Ticket(t) => account.tickets.apply(t, ev.ts, seq, now),
+            Body::Revenue { kind, arr_cents } => account.revenue.record(ev.ts, seq, *kind, *arr_cents),
+        }
+        self.refresh(idx);
+    }
+
+    /// Brings one account's windows to the watermark, re-derives its
+    /// contribution, moves the difference into the scopes and reschedules it.
+    fn refresh(&mut self, idx: u32) {
+        let now = self.watermark.expect("refresh needs a watermark");
+        let slot = &mut self.slots[idx as usize];
+        slot.account.advance(now, &mut self.features);
+        let metrics = slot.account.metrics(now, &self.cfg);
+        let contribution = contribution_of(&slot.account, &metrics, now, self.quarter);
+        let info = &slot.account.info;
+        let keys = ScopeKeys { segment: info.segment.clone(), region: info.region.clone(), csm: info.csm_id.clone() };
+        if slot.keys.as_ref() != Some(&keys) || slot.contribution != contribution {
+            if let Some(old) = &slot.keys {
+                self.scopes.apply(old, &slot.contribution, -1);
+                if old.csm != keys.csm
+                    && let Some(csm) = &old.csm
+                    && let Some(book) = self.books.get_mut(csm)
+                {
+                    book.remove(&idx);
+                    if book.is_empty() {
+                        self.books.remove(csm);
+                    }
+                }
+            }
+            if let Some(csm) = &keys.csm {
+                self.books.entry(csm.clone()).or_default().insert(idx);
+            }
+            self.scopes.apply(&keys, &contribution, 1);
+            slot.keys = Some(keys);
+            slot.contribution = contribution;
+        }
+        let next = slot.account.next_change(now, &self.cfg);
+        debug_assert!(next.is_none_or(|t| t > now), "wake-ups lie ahead of the watermark");
+        if next != slot.wake {
+            if let Some(old) = slot.wake {
+                self.wakeups.remove(&(old, idx));
+            }
+            if let Some(at) = next {
+                self.wakeups.insert((at, idx));
+            }
+            slot.wake = next;
+        }
+    }
+}
+
+/// What an account adds to its scopes at `now`.
+fn contribution_of(a: &Account, m: &Metrics, now: Ts, quarter: Ts) -> Contribution {
+    let tier = m.tier().index();
+    let paying = i64::from(m.arr > 0);
+    let mut t = Totals {
+        accounts: 1,
+        score_fixed: m.health.score_fixed(),
+        arr: m.arr,
+        paying,
+        active_users_7d: m.active_users_7d as i64,
+        active_users_30d: m.active_users_30d as i64,
+        usage_events_7d: m.usage_events_7d as i64,
+        adoption_base: paying,
+        adoption_hit: paying * i64::from(a.core_usage_7d(now)),
+        open: m.open.map(|v| v as i64),
+        open_total: m.open_total as i64,
+        escalated_open: m.escalated_open as i64,
+        sla_breached: m.sla_breached as i64,
+        csat_count: m.csat.count as i64,
+        csat_sum: m.csat.sum as i64,
+        qtd: Cohort::of(a.revenue.cohort(quarter)),
+        t12m: Cohort::of(a.revenue.cohort(now - T12M)),
+        alerts: a.alerts.map(|v| v as i64),
+        ..Totals::default()
+    };
+    t.tier_accounts[tier] = 1;
+    t.tier_arr[tier] = m.arr;
+    t.histogram[m.health.bucket()] = 1;
+    t.set_flows(a.revenue.flows(quarter));
+    Contribution { totals: t, first_responses: a.tickets.first_response_times().collect() }
+}

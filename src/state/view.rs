@@ -1,0 +1,304 @@
+//! Presentation of the state (SPEC §3, §6.2): account objects, KPI objects and
+//! the data of each channel, as JSON. Reads only; never changes the state.
+
+use std::cmp::Reverse;
+use std::fmt;
+
+use serde_json::{Map, Value, json};
+
+use super::account::Account;
+use super::health::{COMPONENTS, Tier, round1};
+use super::scope::Scope;
+use super::{Engine, Slot};
+use crate::time::{MICROS_PER_MIN, Ts, format_date, format_rfc3339};
+
+/// A push channel (§6.2).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Channel {
+    Executive,
+    Manager,
+    Analyst,
+    Csm(String),
+}
+
+impl Channel {
+    pub fn parse(s: &str) -> Option<Channel> {
+        Some(match s {
+            "executive" => Channel::Executive,
+            "manager" => Channel::Manager,
+            "analyst" => Channel::Analyst,
+            _ => {
+                let id = s.strip_prefix("csm:")?;
+                if id.is_empty() || id.chars().count() > 128 {
+                    return None;
+                }
+                Channel::Csm(id.to_owned())
+            }
+        })
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Channel::Executive => f.write_str("executive"),
+            Channel::Manager => f.write_str("manager"),
+            Channel::Analyst => f.write_str("analyst"),
+            Channel::Csm(id) => write!(f, "csm:{id}"),
+        }
+    }
+}
+
+/// Money as a JSON number of currency units, exact to the cent.
+pub fn money(cents: i64) -> Value {
+    json!(cents as f64 / 100.0)
+}
+
+fn ratio(num: i64, den: i64) -> Value {
+    if den > 0 { json!(num as f64 / den as f64) } else { Value::Null }
+}
+
+fn instant(ts: Option<Ts>) -> Value {
+    ts.map_or(Value::Null, |t| Value::String(format_rfc3339(t)))
+}
+
+/// The KPI object of a scope (§3.2).
+pub fn kpi(scope: &Scope) -> Value {
+    let t = &scope.totals;
+    let tiers: Map<String, Value> = Tier::ALL
+        .iter()
+        .map(|tier| {
+            let i = tier.index();
+            (tier.as_str().to_owned(), json!({"accounts": t.tier_accounts[i], "arr": money(t.tier_arr[i])}))
+        })
+        .collect();
+    let red = Tier::Red.index();
+    let at_risk_share = if t.arr > 0 { t.tier_arr[red] as f64 / t.arr as f64 } else { 0.0 };
+    let avg_score = if t.accounts > 0 {
+        json!(t.score_fixed as f64 / 1e9 / t.accounts as f64)
+    } else {
+        Value::Null
+    };
+    let minutes = |p| {
+        scope.first_response_percentile(p).map_or(Value::Null, |us| json!(us as f64 / MICROS_PER_MIN as f64))
+    };
+    json!({
+        "health": {
+            "accounts": t.accounts,
+            "tiers": tiers,
+            "at_risk_arr": money(t.tier_arr[red]),
+            "at_risk_share": at_risk_share,
+            "avg_score": avg_score,
+        },
+        "usage": {
+            "active_users_7d": t.active_users_7d,
+            "active_users_30d": t.active_users_30d,
+            "usage_events_7d": t.usage_events_7d,
+            "adoption_rate": ratio(t.adoption_hit, t.adoption_base),
+        },
+        "tickets": {
+            "open": {"p1": t.open[0], "p2": t.open[1], "p3": t.open[2], "p4": t.open[3], "total": t.open_total},
+            "escalated_open": t.escalated_open,
+            "sla_breached": t.sla_breached,
+            "first_response_minutes": {
+                "count": scope.first_response_count,
+                "p50": minutes(50),
+                "p90": minutes(90),
+                "p99": minutes(99),
+            },
+            "csat_avg_90d": ratio(t.csat_sum, t.csat_count),
+            "csat_count_90d": t.csat_count,
+        },
+        "revenue": {
+            "arr": money(t.arr),
+            "paying_accounts": t.paying,
+            "grr_qtd": t.qtd.grr(),
+            "nrr_qtd": t.qtd.nrr(),
+            "grr_t12m": t.t12m.grr(),
+            "nrr_t12m": t.t12m.nrr(),
+            "expansion_arr_qtd": money(t.expansion_qtd),
+            "contraction_arr_qtd": money(t.contraction_qtd),
+            "churned_arr_qtd": money(t.churned_qtd),
+        },
+        "alerts": {"critical": t.alerts[0], "warning": t.alerts[1]},
+    })
+}
+
+fn keyed_kpis<'a>(scopes: impl Iterator<Item = (&'a std::sync::Arc<str>, &'a Scope)>) -> Value {
+    Value::Object(scopes.map(|(k, s)| (k.to_string(), kpi(s))).collect())
+}
+
+/// The priority key of §3.4: red renewing within 90 days, tier, score,
+/// ARR descending, account id.
+type PriorityKey<'a> = (bool, Tier, OrderedScore, Reverse<i64>, &'a str);
+
+#[derive(Clone, Copy, PartialEq, PartialOrd)]
+struct OrderedScore(f64);
+impl Eq for OrderedScore {}
+impl Ord for OrderedScore {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+impl Engine {
+    fn now(&self) -> Ts {
+        self.watermark.unwrap_or(0)
+    }
+
+    fn priority_key<'a>(&'a self, slot: &'a Slot) -> PriorityKey<'a> {
+        let now = self.now();
+        let a = &slot.account;
+        let m = a.metrics(now, &self.cfg);
+        let renewing = m.tier() == Tier::Red && a.days_to_renewal(now).is_some_and(|d| (0..=90).contains(&d));
+        (!renewing, m.tier(), OrderedScore(m.health.score), Reverse(m.arr), &a.id)
+    }
+
+    /// A CSM's book in priority order (§3.4).
+    pub fn book_order(&self, csm_id: &str) -> Vec<u32> {
+        let Some(book) = self.books.get(csm_id) else { return Vec::new() };
+        let mut keyed: Vec<(PriorityKey<'_>, u32)> =
+            book.iter().map(|&i| (self.priority_key(&self.slots[i as usize]), i)).collect();
+        keyed.sort();
+        keyed.into_iter().map(|(_, i)| i).collect()
+    }
+
+    fn rank_of(&self, idx: u32) -> Option<usize> {
+        let csm = self.slots[idx as usize].account.info.csm_id.as_deref()?;
+        self.book_order(csm).iter().position(|&i| i == idx).map(|p| p + 1)
+    }
+
+    /// The account object of §3.1, or `None` for an unknown account.
+    pub fn account_view(&self, account_id: &str) -> Option<Value> {
+        let &idx = self.index.get(account_id)?;
+        Some(self.account_object(idx, self.rank_of(idx)))
+    }
+
+    /// The account's `csm_id`, if the account exists (for access checks).
+    pub fn account_owner(&self, account_id: &str) -> Option<Option<&str>> {
+        let &idx = self.index.get(account_id)?;
+        Some(self.slots[idx as usize].account.info.csm_id.as_deref())
+    }
+
+    fn account_object(&self, idx: u32, rank: Option<usize>) -> Value {
+        let now = self.now();
+        let a: &Account = &self.slots[idx as usize].account;
+        let m = a.metrics(now, &self.cfg);
+        let info = &a.info;
+        let components: Map<String, Value> = COMPONENTS
+            .iter()
+            .zip(m.health.components)
+            .map(|(name, v)| (name.to_string(), json!(round1(v))))
+            .collect();
+        json!({
+            "account_id": &*a.id,
+            "info": {
+                "name": info.name,
+                "csm_id": info.csm_id.as_deref(),
+                "segment": &*info.segment,
+                "region": &*info.region,
+                "seats": info.seats,
+                "renewal_date": info.renewal_date.map(format_date),
+            },
+            "usage": {
+                "active_users_7d": m.active_users_7d,
+                "active_users_30d": m.active_users_30d,
+                "usage_events_7d": m.usage_events_7d,
+                "usage_events_prev_7d": m.usage_events_prev_7d,
+                "drop_ratio": m.drop_ratio(),
+                "features_30d": m.features_30d,
+                "last_activity": instant(a.usage.last_activity),
+            },
+            "tickets": {
+                "open_p1": m.open[0],
+                "open_p2": m.open[1],
+                "open_p3": m.open[2],
+                "open_p4": m.open[3],
+                "open": m.open_total,
+                "escalated_open": m.escalated_open,
+                "sla_breached": m.sla_breached,
+                "csat_avg_90d": m.csat_avg(),
+                "csat_count_90d": m.csat.count,
+            },
+            "revenue": {
+                "arr": money(m.arr),
+                "days_to_renewal": a.days_to_renewal(now),
+            },
+            "health": {
+                "score": round1(m.health.score),
+                "tier": m.health.tier.as_str(),
+                "components": components,
+                "rank": rank,
+            },
+            "alerts": {"critical": a.alerts[0], "warning": a.alerts[1]},
+        })
+    }
+
+    fn as_of(&self) -> Value {
+        instant(self.watermark)
+    }
+
+    /// The data of a channel (§6.2).
+    pub fn channel_view(&self, channel: &Channel) -> Value {
+        let s = &self.scopes;
+        match channel {
+            Channel::Executive => json!({
+                "as_of": self.as_of(),
+                "portfolio": kpi(&s.portfolio),
+                "segments": keyed_kpis(s.segments.iter()),
+            }),
+            Channel::Manager => json!({
+                "as_of": self.as_of(),
+                "csms": keyed_kpis(s.csms.iter()),
+                "unassigned": kpi(&s.unassigned),
+            }),
+            Channel::Analyst => {
+                let features: Map<String, Value> = (0..self.features.len())
+                    .filter(|&f| self.features.accounts_30d[f] > 0)
+                    .map(|f| {
+                        let name = self.features.name(f as u32).to_owned();
+                        (name, json!({"accounts_30d": self.features.accounts_30d[f], "users_30d": self.features.users_30d[f]}))
+                    })
+                    .collect();
+                json!({
+                    "as_of": self.as_of(),
+                    "portfolio": kpi(&s.portfolio),
+                    "segments": keyed_kpis(s.segments.iter()),
+                    "regions": keyed_kpis(s.regions.iter()),
+                    "features": features,
+                    "health_histogram": s.portfolio.totals.histogram,
+                })
+            }
+            Channel::Csm(id) => {
+                let order = self.book_order(id);
+                let accounts: Map<String, Value> = order
+                    .iter()
+                    .enumerate()
+                    .map(|(rank, &i)| (self.slots[i as usize].account.id.to_string(), self.account_object(i, Some(rank + 1))))
+                    .collect();
+                let kpis = s.csms.get(id.as_str()).map_or_else(|| kpi(&Scope::default()), kpi);
+                json!({"as_of": self.as_of(), "csm_id": id, "kpis": kpis, "accounts": accounts})
+            }
+        }
+    }
+
+    /// Every view at once: the three shared channels, every CSM channel and
+    /// every account object (what the property tests compare).
+    pub fn all_views(&self) -> Value {
+        let csm: Map<String, Value> = self
+            .books
+            .keys()
+            .map(|id| (id.to_string(), self.channel_view(&Channel::Csm(id.to_string()))))
+            .collect();
+        let accounts: Map<String, Value> = (0..self.slots.len() as u32)
+            .map(|i| (self.slots[i as usize].account.id.to_string(), self.account_object(i, self.rank_of(i))))
+            .collect();
+        json!({
+            "executive": self.channel_view(&Channel::Executive),
+            "manager": self.channel_view(&Channel::Manager),
+            "analyst": self.channel_view(&Channel::Analyst),
+            "csm": csm,
+            "accounts": accounts,
+        })
+    }
+}

@@ -1,0 +1,182 @@
+//! Event time: instants as integer microseconds since the Unix epoch (UTC),
+//! RFC 3339 parsing and formatting, durations, and the calendar arithmetic the
+//! metrics need (UTC dates, quarter starts).
+//!
+//! Integer microseconds keep window arithmetic exact and cheap; every RFC 3339
+//! year (0000–9999) fits. Digits below the microsecond are truncated.
+
+use std::fmt;
+use std::time::Duration;
+
+use time::format_description::well_known::Rfc3339;
+use time::macros::date;
+use time::{Date, Month, OffsetDateTime, UtcOffset};
+
+const EPOCH: Date = date!(1970 - 01 - 01);
+
+/// An instant in event time: microseconds since 1970-01-01T00:00:00Z.
+pub type Ts = i64;
+
+pub const MICROS_PER_SEC: i64 = 1_000_000;
+pub const MICROS_PER_MIN: i64 = 60 * MICROS_PER_SEC;
+pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SEC;
+
+/// Days as a span in microseconds.
+pub const fn days(n: i64) -> i64 {
+    n * MICROS_PER_DAY
+}
+
+/// Parses an RFC 3339 timestamp with offset into UTC microseconds.
+pub fn parse_rfc3339(s: &str) -> Option<Ts> {
+    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    let nanos = t.unix_timestamp_nanos();
+    Some(nanos.div_euclid(1000) as i64)
+}
+
+/// Formats an instant as RFC 3339 in UTC (`2026-01-05T09:00:00Z`, with a
+/// fraction only when the instant has one).
+pub fn format_rfc3339(ts: Ts) -> String {
+    match OffsetDateTime::from_unix_timestamp_nanos(ts as i128 * 1000) {
+        Ok(t) => t.format(&Rfc3339).unwrap_or_else(|_| ts.to_string()),
+        Err(_) => ts.to_string(),
+    }
+}
+
+/// A `YYYY-MM-DD` calendar date, as days since 1970-01-01.
+pub fn parse_date(s: &str) -> Option<i32> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i32> {
+        let part = &s[r];
+        if !part.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    };
+    let year = num(0..4)?;
+    let month = Month::try_from(num(5..7)? as u8).ok()?;
+    let day = num(8..10)? as u8;
+    let date = Date::from_calendar_date(year, month, day).ok()?;
+    Some(date_to_days(date))
+}
+
+/// Formats days since the epoch as `YYYY-MM-DD`.
+pub fn format_date(days: i32) -> String {
+    let d = days_to_date(days);
+    format!("{:04}-{:02}-{:02}", d.year(), d.month() as u8, d.day())
+}
+
+fn date_to_days(d: Date) -> i32 {
+    d.to_julian_day() - EPOCH.to_julian_day()
+}
+
+fn days_to_date(days: i32) -> Date {
+    Date::from_julian_day(days + EPOCH.to_julian_day()).unwrap_or(EPOCH)
+}
+
+/// The UTC calendar date of an instant, as days since the epoch.
+pub fn utc_day(ts: Ts) -> i32 {
+    ts.div_euclid(MICROS_PER_DAY) as i32
+}
+
+/// The first instant of the UTC calendar quarter containing `ts`.
+pub fn quarter_start(ts: Ts) -> Ts {
+    let date = days_to_date(utc_day(ts));
+    let first_month = ((date.month() as u8 - 1) / 3) * 3 + 1;
+    let month = Month::try_from(first_month).unwrap_or(Month::January);
+    let start = Date::from_calendar_date(date.year(), month, 1).unwrap_or(date);
+    date_to_days(start) as i64 * MICROS_PER_DAY
+}
+
+/// The wall clock as an instant.
+pub fn wall_now() -> Ts {
+    let t = OffsetDateTime::now_utc().to_offset(UtcOffset::UTC);
+    (t.unix_timestamp_nanos() / 1000) as i64
+}
+
+/// A configuration duration: `250ms`, `5m`, `35d`, `1h 30m`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Span(pub Duration);
+
+impl Span {
+    pub fn micros(self) -> i64 {
+        i64::try_from(self.0.as_micros()).unwrap_or(i64::MAX)
+    }
+}
+
+impl fmt::Debug for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl std::str::FromStr for Span {
+    type Err = humantime::DurationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s.trim()).map(Span)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?} ({e}); use forms like 250ms, 5m, 35d"
+            ))
+        })
+    }
+}
+
+impl serde::Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trip_and_offsets() {
+        let t = parse_rfc3339("2026-01-05T09:00:00Z").unwrap();
+        assert_eq!(format_rfc3339(t), "2026-01-05T09:00:00Z");
+        assert_eq!(parse_rfc3339("2026-01-05T10:00:00+01:00"), Some(t));
+        assert_eq!(parse_rfc3339("2026-01-05T09:00:00.5Z"), Some(t + 500_000));
+        assert_eq!(format_rfc3339(t + 500_000), "2026-01-05T09:00:00.5Z");
+        assert_eq!(parse_rfc3339("2026-01-05 09:00:00"), None);
+        assert_eq!(parse_rfc3339("2026-01-05T09:00:00"), None, "offset is required");
+        assert_eq!(parse_rfc3339("2026-02-30T09:00:00Z"), None);
+    }
+
+    #[test]
+    fn dates_and_quarters() {
+        let d = parse_date("2026-09-30").unwrap();
+        assert_eq!(format_date(d), "2026-09-30");
+        assert_eq!(parse_date("2026-9-30"), None);
+        assert_eq!(parse_date("2026-02-29"), None);
+        assert_eq!(parse_date("+026-02-01"), None);
+        let t = parse_rfc3339("2026-05-17T12:00:00Z").unwrap();
+        assert_eq!(format_rfc3339(quarter_start(t)), "2026-04-01T00:00:00Z");
+        let t = parse_rfc3339("2026-12-31T23:59:59Z").unwrap();
+        assert_eq!(format_rfc3339(quarter_start(t)), "2026-10-01T00:00:00Z");
+        assert_eq!(utc_day(parse_rfc3339("1969-12-31T23:00:00Z").unwrap()), -1);
+    }
+
+    #[test]
+    fn spans() {
+        assert_eq!("250ms".parse::<Span>().unwrap().micros(), 250_000);
+        assert_eq!("35d".parse::<Span>().unwrap().micros(), days(35));
+        assert_eq!("5m".parse::<Span>().unwrap().micros(), 5 * MICROS_PER_MIN);
+        assert!("five".parse::<Span>().is_err());
+    }
+}
