@@ -4,6 +4,8 @@
 //! `state` folds them into exact aggregates → `http` serves them. `config`,
 //! `auth` and `telemetry` sit beside; `demo` runs everything on one machine.
 
+pub mod auth;
+pub mod config;
 pub mod event;
 pub mod ingest;
 pub mod state;

@@ -79,19 +79,48 @@ impl Info {
 }
 
 /// Interned feature names with their portfolio-wide 30-day counts (§3.3).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct FeatureTable {
     names: Vec<Arc<str>>,
     ids: HashMap<Arc<str>, u32>,
     /// Accounts with a usage event on the feature in the last 30 days.
     pub accounts_30d: Vec<u64>,
-    /// Distinct (account, user) pairs with a usage event on it in 30 days.
+    /// Distinct `user_id`s with a usage event on it in 30 days (§14: user
+    /// ids are counted as strings across the portfolio).
     pub users_30d: Vec<u64>,
+    /// (feature, user) pairs seen in the last 30 days, portfolio-wide.
+    users: LatestSeen<(u32, Arc<str>)>,
     /// Whether each feature counts for adoption.
     core: Vec<bool>,
 }
 
+impl Default for FeatureTable {
+    fn default() -> Self {
+        FeatureTable {
+            names: Vec::new(),
+            ids: HashMap::new(),
+            accounts_30d: Vec::new(),
+            users_30d: Vec::new(),
+            users: LatestSeen::new(days(30), None),
+            core: Vec::new(),
+        }
+    }
+}
+
 impl FeatureTable {
+    /// Moves the portfolio-wide user window to `now`.
+    pub fn advance(&mut self, now: Ts) {
+        let users_30d = &mut self.users_30d;
+        self.users.advance(now, |(f, _)| users_30d[*f as usize] -= 1);
+    }
+
+    fn touch_user(&mut self, feature: u32, user: &Arc<str>, ts: Ts) {
+        let key = (feature, user.clone());
+        if self.users.touch(&key, ts, || key.clone()) == Touch::Entered {
+            self.users_30d[feature as usize] += 1;
+        }
+    }
+
     pub fn intern(&mut self, name: &str, cfg: &StateConfig) -> u32 {
         if let Some(&id) = self.ids.get(name) {
             return id;
@@ -132,8 +161,6 @@ pub struct Usage {
     /// Users seen in the last 30 days, counting the last 7 apart.
     users: LatestSeen<Arc<str>>,
     features: LatestSeen<u32>,
-    /// (user, feature) pairs in the last 30 days, for the portfolio feature table.
-    user_features: LatestSeen<(Arc<str>, u32)>,
     pub last_activity: Option<Ts>,
     /// Latest usage on a core feature (adoption, §3.2).
     pub last_core: Option<Ts>,
@@ -145,7 +172,6 @@ impl Default for Usage {
             events: Window::new(days(14), Some(days(7))),
             users: LatestSeen::new(days(30), Some(days(7))),
             features: LatestSeen::new(days(30), None),
-            user_features: LatestSeen::new(days(30), None),
             last_activity: None,
             last_core: None,
         }
@@ -157,7 +183,6 @@ impl Usage {
         self.events.advance(now);
         self.users.advance(now, |_| {});
         self.features.advance(now, |f| table.accounts_30d[*f as usize] -= 1);
-        self.user_features.advance(now, |(_, f)| table.users_30d[*f as usize] -= 1);
     }
 
     pub fn record(&mut self, ts: Ts, user_id: &str, feature: u32, table: &mut FeatureTable) {
@@ -171,10 +196,7 @@ impl Usage {
             table.accounts_30d[feature as usize] += 1;
         }
         if let Some(user) = self.users.stored_key(user_id) {
-            let key = (user.clone(), feature);
-            if self.user_features.touch(&key, ts, || key.clone()) == Touch::Entered {
-                table.users_30d[feature as usize] += 1;
-            }
+            table.touch_user(feature, user, ts);
         }
     }
 
@@ -201,7 +223,7 @@ impl Usage {
 
     fn next_change(&self, now: Ts) -> Option<Ts> {
         let core = self.last_core.map(|t| t + days(7)).filter(|t| *t > now);
-        [self.events.next_change(), self.users.next_change(), self.features.next_change(), self.user_features.next_change(), core]
+        [self.events.next_change(), self.users.next_change(), self.features.next_change(), core]
             .into_iter()
             .fold(None, min_opt)
     }

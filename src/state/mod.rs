@@ -40,6 +40,9 @@ pub enum Outcome {
     /// A known `event_id`: dropped and counted, not dead-lettered.
     Duplicate,
     Rejected(Rejection),
+    /// The offset is behind the partition's position: this message is already
+    /// reflected in the state (a re-delivery after a rebalance or restart).
+    Replayed,
 }
 
 /// One input message as the fold sees it.
@@ -174,7 +177,10 @@ impl Engine {
     /// Checks one message in the order of SPEC §14 and folds it if accepted.
     pub fn fold(&mut self, input: &Input<'_>) -> Outcome {
         let progress = self.partitions.entry((input.topic, input.partition)).or_default();
-        progress.next_offset = progress.next_offset.max(input.offset + 1);
+        if input.offset < progress.next_offset {
+            return Outcome::Replayed;
+        }
+        progress.next_offset = input.offset + 1;
         let max_ts = progress.max_ts;
         let outcome = match decode(input.topic, input.payload, self.cfg.max_message_bytes) {
             Err(rejection) => Outcome::Rejected(rejection),
@@ -184,6 +190,7 @@ impl Engine {
             Outcome::Accepted => self.stats.accepted[input.topic.index()] += 1,
             Outcome::Duplicate => self.stats.duplicates += 1,
             Outcome::Rejected(r) => self.stats.rejected[r.reason.index()] += 1,
+            Outcome::Replayed => {}
         }
         outcome
     }
@@ -224,6 +231,7 @@ impl Engine {
         }
         self.watermark = Some(ts);
         self.dedup.forget_through(ts - self.cfg.dedup_horizon);
+        self.features.advance(ts);
         let quarter = quarter_start(ts);
         if quarter != self.quarter {
             self.quarter = quarter;

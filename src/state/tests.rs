@@ -1,1 +1,288 @@
+//! Property tests: the incremental engine against the naive model
+//! (`naive.rs`), which recomputes every view from the full event list.
+//! Streams mix out-of-order, duplicate, late, future-dated and malformed
+//! messages over a small universe so that collisions (same user, ticket,
+//! account, event id) are frequent, and span quarters and a year so that
+//! every window, the QTD and T12M cohorts and the SLA clocks are exercised.
 
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::naive::{NaiveModel, NaiveOutcome};
+use super::{Engine, Input, Outcome, StateConfig};
+use crate::event::Topic;
+use crate::time::{MICROS_PER_MIN, Ts, days, format_rfc3339, parse_rfc3339};
+
+/// One generated message.
+#[derive(Clone, Debug)]
+struct Msg {
+    topic: Topic,
+    partition: i32,
+    payload: Vec<u8>,
+    wall: Ts,
+}
+
+#[derive(Clone, Debug)]
+enum Shape {
+    Account { name: u8, csm: Option<u8>, segment: u8, region: u8, seats: u16, renewal: i32, fields: u8 },
+    Usage { user: u8, feature: u8 },
+    Ticket { ticket: u8, action: u8, priority: u8, score: u8 },
+    Revenue { kind: u8, dollars: u32, cents: u8 },
+    Garbage(u8),
+}
+
+/// How the ts of a message relates to the stream so far.
+#[derive(Clone, Debug)]
+enum Step {
+    Forward(i64),
+    Back(i64),
+    Leap(i64),
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    prop_oneof![
+        2 => (any::<u8>(), proptest::option::weighted(0.8, 0u8..3), 0u8..3, 0u8..2, 0u16..40, -30i32..200, any::<u8>())
+            .prop_map(|(name, csm, segment, region, seats, renewal, fields)| Shape::Account { name, csm, segment, region, seats, renewal, fields }),
+        6 => (0u8..6, 0u8..3).prop_map(|(user, feature)| Shape::Usage { user, feature }),
+        4 => (0u8..4, 0u8..6, 0u8..5, 0u8..7).prop_map(|(ticket, action, priority, score)| Shape::Ticket { ticket, action, priority, score }),
+        2 => (0u8..5, 0u32..500, 0u8..100).prop_map(|(kind, dollars, cents)| Shape::Revenue { kind, dollars, cents }),
+        1 => any::<u8>().prop_map(Shape::Garbage),
+    ]
+}
+
+/// Spans at which something flips (SLAs, windows, horizons), so that streams
+/// often land exactly on a boundary, where off-by-one errors live.
+const BOUNDARIES: [i64; 13] = [
+    0,
+    1,
+    MICROS_PER_MIN,
+    60 * MICROS_PER_MIN,
+    240 * MICROS_PER_MIN,
+    1440 * MICROS_PER_MIN,
+    4320 * MICROS_PER_MIN,
+    days(2),
+    days(7),
+    days(10),
+    days(14),
+    days(30),
+    days(35),
+];
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        8 => (0i64..(36 * 60)).prop_map(|m| Step::Forward(m * MICROS_PER_MIN)),
+        5 => proptest::sample::select(&BOUNDARIES[..]).prop_map(Step::Forward),
+        2 => (0i64..(40 * 24 * 60)).prop_map(|m| Step::Back(m * MICROS_PER_MIN)),
+        2 => proptest::sample::select(&BOUNDARIES[..]).prop_map(Step::Back),
+        1 => (1i64..400).prop_map(|d| Step::Leap(days(d))),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct Spec {
+    account: u8,
+    shape: Shape,
+    step: Step,
+    partition: i32,
+    /// Reuse the id of an earlier message instead of a fresh one.
+    reuse_id: Option<u8>,
+    /// How far the wall clock is ahead of the newest ts (negative: behind).
+    wall_lead_min: i64,
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    (0u8..4, shape(), step(), 0i32..2, proptest::option::weighted(0.1, any::<u8>()), -90i64..600).prop_map(
+        |(account, shape, step, partition, reuse_id, wall_lead_min)| Spec { account, shape, step, partition, reuse_id, wall_lead_min },
+    )
+}
+
+/// Turns specs into concrete messages, tracking the clock of the stream.
+fn render(specs: &[Spec]) -> Vec<Msg> {
+    let mut clock = parse_rfc3339("2026-03-25T08:00:00Z").unwrap();
+    let mut out = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        let ts = match s.step {
+            Step::Forward(d) => {
+                clock += d;
+                clock
+            }
+            Step::Back(d) => clock - d,
+            Step::Leap(d) => {
+                clock += d;
+                clock
+            }
+        };
+        let wall = clock + s.wall_lead_min * MICROS_PER_MIN;
+        let event_id = match s.reuse_id {
+            Some(r) if i > 0 => format!("e{}", r as usize % i),
+            _ => format!("e{i}"),
+        };
+        let mut obj = json!({"event_id": event_id, "ts": format_rfc3339(ts), "account_id": format!("acct-{}", s.account)});
+        let m = obj.as_object_mut().unwrap();
+        let topic = match &s.shape {
+            Shape::Account { name, csm, segment, region, seats, renewal, fields } => {
+                let f = |bit: u8| fields & (1 << bit) != 0;
+                if f(0) {
+                    m.insert("name".into(), json!(format!("Account {}", name % 5)));
+                }
+                if f(1) {
+                    m.insert("csm_id".into(), csm.map_or(Value::Null, |c| json!(format!("csm-{c}"))));
+                }
+                if f(2) {
+                    m.insert("segment".into(), json!(["enterprise", "mid", "smb"][*segment as usize]));
+                }
+                if f(3) {
+                    m.insert("region".into(), json!(["emea", "na"][*region as usize]));
+                }
+                if f(4) {
+                    m.insert("seats".into(), json!(seats));
+                }
+                if f(5) {
+                    let day = crate::time::utc_day(ts) + renewal;
+                    m.insert("renewal_date".into(), json!(crate::time::format_date(day)));
+                }
+                Topic::Accounts
+            }
+            Shape::Usage { user, feature } => {
+                m.insert("user_id".into(), json!(format!("u{user}")));
+                m.insert("feature".into(), json!(["reports", "api", "alerts"][*feature as usize]));
+                Topic::Usage
+            }
+            Shape::Ticket { ticket, action, priority, score } => {
+                let action = ["opened", "first_response", "escalated", "resolved", "reopened", "csat"][*action as usize];
+                m.insert("ticket_id".into(), json!(format!("T{ticket}")));
+                m.insert("action".into(), json!(action));
+                if *priority < 4 {
+                    m.insert("priority".into(), json!(format!("p{}", priority + 1)));
+                }
+                if *score < 6 {
+                    m.insert("score".into(), json!(score));
+                }
+                Topic::Tickets
+            }
+            Shape::Revenue { kind, dollars, cents } => {
+                let kind = ["new", "renewal", "expansion", "contraction", "churn"][*kind as usize];
+                m.insert("kind".into(), json!(kind));
+                let arr: Value = serde_json::from_str(&format!("{dollars}.{cents:02}")).unwrap();
+                m.insert("arr".into(), arr);
+                Topic::Revenue
+            }
+            Shape::Garbage(g) => {
+                let payload = match g % 4 {
+                    0 => b"{not json".to_vec(),
+                    1 => vec![0xff, 0xfe, b'{'],
+                    2 => br#"{"event_id":"x","ts":"yesterday","account_id":"a"}"#.to_vec(),
+                    _ => b"[1,2,3]".to_vec(),
+                };
+                out.push(Msg { topic: Topic::ALL[*g as usize % 4], partition: s.partition, payload, wall });
+                continue;
+            }
+        };
+        out.push(Msg { topic, partition: s.partition, payload: serde_json::to_vec(&obj).unwrap(), wall });
+    }
+    out
+}
+
+/// JSON equality where numbers compare by value within 1e-9 (relative).
+fn same(a: &Value, b: &Value, path: &str) -> Result<(), String> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            if (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0) {
+                Ok(())
+            } else {
+                Err(format!("{path}: engine {x} != naive {y}"))
+            }
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                match (x.get(k), y.get(k)) {
+                    (Some(a), Some(b)) => same(a, b, &format!("{path}.{k}"))?,
+                    (a, b) => return Err(format!("{path}.{k}: engine {a:?} vs naive {b:?}")),
+                }
+            }
+            Ok(())
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            x.iter().zip(y).enumerate().try_for_each(|(i, (a, b))| same(a, b, &format!("{path}[{i}]")))
+        }
+        _ if a == b => Ok(()),
+        _ => Err(format!("{path}: engine {a} vs naive {b}")),
+    }
+}
+
+fn outcome_matches(e: &Outcome, n: &NaiveOutcome) -> bool {
+    match (e, n) {
+        (Outcome::Accepted, NaiveOutcome::Accepted) | (Outcome::Duplicate, NaiveOutcome::Duplicate) => true,
+        (Outcome::Rejected(r), NaiveOutcome::Rejected(reason)) => r.reason == *reason,
+        _ => false,
+    }
+}
+
+fn run_and_compare(msgs: &[Msg], cfg: StateConfig) -> Result<(), TestCaseError> {
+    let mut engine = Engine::new(cfg.clone());
+    let mut naive = NaiveModel::new(cfg);
+    let mut offsets = [[0i64; 2]; 4];
+    for (i, m) in msgs.iter().enumerate() {
+        let offset = &mut offsets[m.topic.index()][m.partition as usize];
+        let input = Input { topic: m.topic, partition: m.partition, offset: *offset, payload: &m.payload, wall: m.wall };
+        *offset += 1;
+        let got = engine.fold(&input);
+        let want = naive.offer(m.topic, m.partition, &m.payload, m.wall);
+        prop_assert!(outcome_matches(&got, &want), "message {i}: engine {got:?}, naive {want:?}");
+        if let Err(diff) = same(&engine.all_views(), &naive.views(), "") {
+            return Err(TestCaseError::fail(format!("after message {i} ({}): {diff}", String::from_utf8_lossy(&m.payload))));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn incremental_state_equals_recompute(specs in proptest::collection::vec(spec(), 1..120)) {
+        run_and_compare(&render(&specs), StateConfig::default())?;
+    }
+
+    #[test]
+    fn with_core_features_and_other_weights(specs in proptest::collection::vec(spec(), 1..80)) {
+        let cfg = StateConfig {
+            core_features: vec!["api".into()],
+            weights: [0.1, 0.5, 0.3, 0.1],
+            green: 60.0,
+            yellow: 30.0,
+            allowed_lateness: days(10),
+            dedup_horizon: days(2),
+            ..StateConfig::default()
+        };
+        run_and_compare(&render(&specs), cfg)?;
+    }
+}
+
+#[test]
+fn replaying_the_same_input_gives_the_same_state() {
+    let specs: Vec<Spec> = (0..200)
+        .map(|i| Spec {
+            account: (i % 4) as u8,
+            shape: Shape::Usage { user: (i % 6) as u8, feature: (i % 3) as u8 },
+            step: Step::Forward(i64::from(i % 7) * 3600 * 1_000_000),
+            partition: (i % 2) as i32,
+            reuse_id: None,
+            wall_lead_min: 5,
+        })
+        .collect();
+    let msgs = render(&specs);
+    let fold_all = || {
+        let mut e = Engine::new(StateConfig::default());
+        for (i, m) in msgs.iter().enumerate() {
+            e.fold(&Input { topic: m.topic, partition: m.partition, offset: i as i64, payload: &m.payload, wall: m.wall });
+        }
+        e.all_views()
+    };
+    assert_eq!(fold_all(), fold_all());
+    assert_eq!(fold_all()["executive"]["portfolio"]["health"]["accounts"], json!(4));
+}

@@ -1,0 +1,386 @@
+//! Configuration (SPEC §13): one typed struct, layered from the embedded
+//! `default.toml`, then the config file, then `CSPULSE__SECTION__KEY`
+//! environment variables. Errors name the key and where its value came from.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::state::StateConfig;
+use crate::time::{MICROS_PER_MIN, Span};
+
+/// The embedded defaults, also the reference for every key.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// The environment prefix; `__` separates table levels.
+pub const ENV_PREFIX: &str = "CSPULSE__";
+
+/// Accepts a string, or a number or boolean as written (environment values
+/// like `CSPULSE__AUTH__JWT_SECRET=1234…` arrive typed).
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Loose {
+        S(String),
+        U(u64),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+    Ok(match Loose::deserialize(d)? {
+        Loose::S(s) => s,
+        Loose::U(v) => v.to_string(),
+        Loose::I(v) => v.to_string(),
+        Loose::F(v) => v.to_string(),
+        Loose::B(v) => v.to_string(),
+    })
+}
+
+fn text_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    struct T(#[serde(deserialize_with = "text")] String);
+    let m = BTreeMap::<String, T>::deserialize(d)?;
+    Ok(m.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+    pub state: StoreConfig,
+    pub checkpoint: CheckpointConfig,
+    pub cadence: CadenceConfig,
+    pub time: TimeConfig,
+    pub dedup: DedupConfig,
+    pub health: HealthConfig,
+    pub tickets: TicketsConfig,
+    pub usage: UsageConfig,
+    pub push: PushConfig,
+    pub readiness: ReadinessConfig,
+    pub log: LogConfig,
+    /// Alert rules (§5); the default rule set applies when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertsConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    #[serde(deserialize_with = "text")]
+    pub brokers: String,
+    #[serde(deserialize_with = "text")]
+    pub group_id: String,
+    pub max_message_bytes: usize,
+    pub topics: TopicsConfig,
+    /// librdkafka properties, passed through as is.
+    #[serde(deserialize_with = "text_map")]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    #[serde(deserialize_with = "text")]
+    pub accounts: String,
+    #[serde(deserialize_with = "text")]
+    pub usage: String,
+    #[serde(deserialize_with = "text")]
+    pub tickets: String,
+    #[serde(deserialize_with = "text")]
+    pub revenue: String,
+    #[serde(deserialize_with = "text")]
+    pub alerts: String,
+    #[serde(deserialize_with = "text")]
+    pub deadletter: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(deserialize_with = "text")]
+    pub jwt_secret: String,
+    pub insecure: bool,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("jwt_secret", &if self.jwt_secret.is_empty() { "(unset)" } else { "(set)" })
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `file://DIR`, `redis://HOST:PORT/DB` or `memory`.
+    #[serde(deserialize_with = "text")]
+    pub store: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    pub interval: Span,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CadenceConfig {
+    pub health: Span,
+    pub usage: Span,
+    pub tickets: Span,
+    pub revenue: Span,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeConfig {
+    pub mode: String,
+    pub allowed_lateness: Span,
+    pub max_future_skew: Span,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    pub horizon: Span,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    pub green: f64,
+    pub yellow: f64,
+    pub weights: WeightsConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsConfig {
+    pub adoption: f64,
+    pub engagement: f64,
+    pub support: f64,
+    pub sentiment: f64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TicketsConfig {
+    pub sla_minutes: SlaConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaConfig {
+    pub p1: u32,
+    pub p2: u32,
+    pub p3: u32,
+    pub p4: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageConfig {
+    pub core_features: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushConfig {
+    pub history: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadinessConfig {
+    pub max_lag: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: String,
+    pub level: String,
+}
+
+/// `[[alerts.rules]]`, interpreted by the alert engine.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    #[serde(default)]
+    pub rules: Vec<serde_json::Value>,
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    fn load_with_env(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid { key: "--config", problem: format!("{} does not exist", path.display()) });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let config: Config = figment.merge(env).extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Defaults only (plus a TOML snippet), without the environment: for tests.
+    pub fn from_toml(snippet: &str) -> Result<Config, ConfigError> {
+        let config: Config = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string(snippet))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, problem: &str| Err(ConfigError::Invalid { key, problem: problem.to_owned() });
+        if self.time.mode != "event" {
+            return bad("time.mode", "only \"event\" is supported (windows follow event time)");
+        }
+        let w = &self.health.weights;
+        if [w.adoption, w.engagement, w.support, w.sentiment].iter().any(|v| !v.is_finite() || *v < 0.0) {
+            return bad("health.weights", "every weight must be a number >= 0");
+        }
+        if w.adoption + w.engagement + w.support + w.sentiment <= 0.0 {
+            return bad("health.weights", "at least one weight must be > 0");
+        }
+        if !(self.health.yellow <= self.health.green) {
+            return bad("health.yellow", "must be <= health.green");
+        }
+        let sla = &self.tickets.sla_minutes;
+        if [sla.p1, sla.p2, sla.p3, sla.p4].contains(&0) {
+            return bad("tickets.sla_minutes", "every SLA must be at least 1 minute");
+        }
+        if self.kafka.max_message_bytes == 0 {
+            return bad("kafka.max_message_bytes", "must be > 0");
+        }
+        if self.push.history == 0 {
+            return bad("push.history", "must be > 0");
+        }
+        if !(self.log.format == "text" || self.log.format == "json") {
+            return bad("log.format", "must be \"text\" or \"json\"");
+        }
+        if self.checkpoint.interval.0.is_zero() {
+            return bad("checkpoint.interval", "must be > 0");
+        }
+        let store = &self.state.store;
+        if !(store == "memory" || store.starts_with("file://") || store.starts_with("redis://")) {
+            return bad("state.store", "must be file://DIR, redis://HOST:PORT/DB or memory");
+        }
+        if !self.auth.insecure && self.auth.jwt_secret.len() < 16 {
+            return bad("auth.jwt_secret", "must be at least 16 bytes (or set auth.insecure = true)");
+        }
+        Ok(())
+    }
+
+    /// The fold's parameters.
+    pub fn state_config(&self) -> StateConfig {
+        let w = &self.health.weights;
+        let sla = &self.tickets.sla_minutes;
+        StateConfig {
+            max_message_bytes: self.kafka.max_message_bytes,
+            allowed_lateness: self.time.allowed_lateness.micros(),
+            max_future_skew: self.time.max_future_skew.micros(),
+            dedup_horizon: self.dedup.horizon.micros(),
+            weights: [w.adoption, w.engagement, w.support, w.sentiment],
+            green: self.health.green,
+            yellow: self.health.yellow,
+            sla: [sla.p1, sla.p2, sla.p3, sla.p4].map(|m| m as i64 * MICROS_PER_MIN),
+            core_features: self.usage.core_features.clone(),
+        }
+    }
+
+    /// The effective configuration as TOML, with the JWT secret masked.
+    pub fn to_toml_masked(&self) -> String {
+        let mut shown = self.clone();
+        if !shown.auth.jwt_secret.is_empty() {
+            shown.auth.jwt_secret = "********".into();
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "[auth]\njwt_secret = \"0123456789abcdef\"\n";
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = Config::from_toml(SECRET).unwrap();
+        assert_eq!(c.kafka.topics.usage, "cs.usage");
+        assert_eq!(c.kafka.max_message_bytes, 1_048_576);
+        assert_eq!(c.state_config(), StateConfig { ..StateConfig::default() });
+        assert_eq!(c.cadence.health.0.as_secs(), 300);
+        assert_eq!(c.push.history, 1000);
+    }
+
+    #[test]
+    fn env_overrides_use_one_double_underscore_per_level() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CSPULSE__KAFKA__TOPICS__USAGE", "prod.usage");
+            jail.set_env("CSPULSE__KAFKA__BROKERS", "10.0.0.1:9092");
+            jail.set_env("CSPULSE__AUTH__JWT_SECRET", "1234567890123456789");
+            jail.set_env("CSPULSE__CADENCE__TICKETS", "250ms");
+            jail.create_file("c.toml", "[push]\nhistory = 5\n")?;
+            let c = Config::load(Some(Path::new("c.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.kafka.topics.usage, "prod.usage");
+            assert_eq!(c.kafka.brokers, "10.0.0.1:9092");
+            assert_eq!(c.auth.jwt_secret, "1234567890123456789");
+            assert_eq!(c.cadence.tickets.0.as_millis(), 250);
+            assert_eq!(c.push.history, 5);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CSPULSE__AUTH__JWT_SECRET", "0123456789abcdef");
+            jail.set_env("CSPULSE__KAFKA__MAX_MESSAGE_BYTES", "lots");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.to_lowercase().contains("kafka.max_message_bytes"), "{e}");
+            Ok(())
+        });
+        let e = Config::from_toml(&format!("{SECRET}[cadence]\nhealth = \"soon\"\n")).unwrap_err().to_string();
+        assert!(e.contains("cadence.health") && e.contains("soon"), "{e}");
+        let e = Config::from_toml(&format!("{SECRET}[kafka]\nbrokerz = \"x\"\n")).unwrap_err().to_string();
+        assert!(e.contains("brokerz"), "{e}");
+        let e = Config::from_toml("").unwrap_err().to_string();
+        assert!(e.contains("auth.jwt_secret"), "{e}");
+        let e = Config::from_toml(&format!("{SECRET}[health]\nyellow = 80.0\n")).unwrap_err().to_string();
+        assert!(e.contains("health.yellow"), "{e}");
+    }
+}
