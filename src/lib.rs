@@ -4,9 +4,14 @@
 //! `state` folds them into exact aggregates → `http` serves them. `config`,
 //! `auth` and `telemetry` sit beside; `demo` runs everything on one machine.
 
+pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod event;
+pub mod http;
 pub mod ingest;
 pub mod state;
+pub mod telemetry;
 pub mod time;

@@ -235,12 +235,16 @@ pub struct AlertsConfig {
 }
 
 impl Config {
-    /// Defaults, then `file` if given, then the process environment.
+    /// Defaults, then `file` if given, then the process environment; validated.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        Self::load_with_env(file, Env::prefixed(ENV_PREFIX).split("__"))
+        let config = Self::load_unvalidated(file)?;
+        config.validate()?;
+        Ok(config)
     }
 
-    fn load_with_env(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
+    /// As `load`, for callers that fill in values (the demo) before validating.
+    pub fn load_unvalidated(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env = Env::prefixed(ENV_PREFIX).split("__");
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(path) = file {
             if !path.exists() {
@@ -248,9 +252,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        let config: Config = figment.merge(env).extract().map_err(Box::new)?;
-        config.validate()?;
-        Ok(config)
+        Ok(figment.merge(env).extract().map_err(Box::new)?)
     }
 
     /// Defaults only (plus a TOML snippet), without the environment: for tests.
@@ -263,7 +265,7 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, problem: &str| Err(ConfigError::Invalid { key, problem: problem.to_owned() });
         if self.time.mode != "event" {
             return bad("time.mode", "only \"event\" is supported (windows follow event time)");

@@ -1,4 +1,372 @@
 //! Ingest: consume the input topics, decode and validate, dead-letter what is
-//! rejected, and hand the rest to the fold.
+//! rejected, and hand everything to the fold.
+//!
+//! One consumer-group member polls on a dedicated thread. Offsets are never
+//! committed to Kafka: the engine records, per partition, the offset of the
+//! next message to fold, and on every assignment the consumer is positioned
+//! there (or at the beginning for partitions it has never seen). So the
+//! consumed position can never run ahead of the state that reflects it, and a
+//! re-delivered message (offset behind the position) is skipped, not folded
+//! twice. Checkpoints persist those positions together with the state.
 
 pub mod decode;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use metrics::{counter, histogram};
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use serde_json::json;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{KafkaConfig, TopicsConfig};
+use crate::event::Topic;
+use crate::state::{Engine, Input, Outcome};
+use decode::Rejection;
+
+/// Largest dead-letter payload kept, in bytes of the `payload` string.
+pub const DEADLETTER_PAYLOAD_LIMIT: usize = 64 * 1024;
+/// Messages folded under one hold of the engine lock.
+const BATCH: usize = 1024;
+
+/// Maps configured topic names to their role.
+#[derive(Clone, Debug)]
+pub struct TopicNames {
+    inputs: [String; 4],
+}
+
+impl TopicNames {
+    pub fn new(t: &TopicsConfig) -> Self {
+        TopicNames { inputs: [t.accounts.clone(), t.usage.clone(), t.tickets.clone(), t.revenue.clone()] }
+    }
+
+    pub fn role(&self, name: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| self.inputs[t.index()] == name)
+    }
+
+    pub fn name(&self, topic: Topic) -> &str {
+        &self.inputs[topic.index()]
+    }
+
+    pub fn inputs(&self) -> Vec<&str> {
+        self.inputs.iter().map(String::as_str).collect()
+    }
+}
+
+/// What the ingest loop shares with the HTTP side.
+pub struct Shared {
+    pub engine: Mutex<Engine>,
+    pub topics: TopicNames,
+    /// Latest high watermark per assigned input partition (from librdkafka stats).
+    high_watermarks: Mutex<HashMap<(Topic, i32), i64>>,
+    /// Partitions currently assigned to this instance.
+    assigned: Mutex<Vec<(Topic, i32)>>,
+    /// Set once the state is restored (checkpoint loaded, or none to load).
+    pub restored: AtomicBool,
+}
+
+/// Consumer lag as the engine sees it: high watermark minus its position.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lag {
+    pub partitions: Vec<(Topic, i32, i64)>,
+    /// False until every assigned partition has reported a high watermark.
+    pub known: bool,
+}
+
+impl Lag {
+    pub fn total(&self) -> i64 {
+        self.partitions.iter().map(|p| p.2).sum()
+    }
+}
+
+impl Shared {
+    pub fn new(engine: Engine, topics: TopicNames) -> Self {
+        Shared {
+            engine: Mutex::new(engine),
+            topics,
+            high_watermarks: Mutex::new(HashMap::new()),
+            assigned: Mutex::new(Vec::new()),
+            restored: AtomicBool::new(false),
+        }
+    }
+
+    pub fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn lag(&self) -> Lag {
+        let assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let hw = self.high_watermarks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let positions = self.engine().partitions().clone();
+        let mut lag = Lag { partitions: Vec::new(), known: !assigned.is_empty() };
+        for (topic, p) in assigned {
+            match hw.get(&(topic, p)) {
+                Some(&hi) if hi >= 0 => {
+                    let pos = positions.get(&(topic, p)).map_or(0, |x| x.next_offset);
+                    lag.partitions.push((topic, p, (hi - pos).max(0)));
+                }
+                _ => lag.known = false,
+            }
+        }
+        lag
+    }
+}
+
+/// librdkafka callbacks: positions on assignment, high watermarks from stats.
+struct IngestContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for IngestContext {
+    fn stats(&self, stats: Statistics) {
+        let mut hw = self.shared.high_watermarks.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, t) in &stats.topics {
+            let Some(topic) = self.shared.topics.role(name) else { continue };
+            for (&p, ps) in &t.partitions {
+                if p >= 0 && ps.hi_offset >= 0 {
+                    hw.insert((topic, p), ps.hi_offset);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for IngestContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts: Vec<(String, i32)> =
+                    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                let mut assigned = Vec::new();
+                {
+                    let engine = self.shared.engine();
+                    for (name, p) in &parts {
+                        let Some(topic) = self.shared.topics.role(name) else { continue };
+                        assigned.push((topic, *p));
+                        let offset = match engine.partitions().get(&(topic, *p)) {
+                            Some(progress) if progress.next_offset > 0 => Offset::Offset(progress.next_offset),
+                            _ => Offset::Beginning,
+                        };
+                        if let Err(e) = tpl.set_partition_offset(name, *p, offset) {
+                            error!(topic = %name, partition = p, error = %e, "cannot position partition");
+                        }
+                    }
+                }
+                info!(partitions = parts.len(), "partitions assigned; positioned at the engine's offsets");
+                if let Err(e) = consumer.assign(tpl) {
+                    error!(error = %e, "assign failed");
+                }
+                *self.shared.assigned.lock().unwrap_or_else(|p| p.into_inner()) = assigned;
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                info!(partitions = tpl.count(), "partitions revoked");
+                if let Err(e) = consumer.unassign() {
+                    error!(error = %e, "unassign failed");
+                }
+                self.shared.assigned.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            }
+            other => error!(error = ?other, "rebalance error"),
+        }
+    }
+}
+
+/// librdkafka settings shared by our consumer and producers.
+pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.brokers);
+    for (k, v) in &kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut c = client_config(kafka);
+    c.set("group.id", &kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "1000");
+    // The operator's properties win over our defaults.
+    for (k, v) in &kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Producer of dead letters (and, later, alerts).
+pub fn producer(kafka: &KafkaConfig) -> Result<ThreadedProducer<DefaultProducerContext>, KafkaError> {
+    let mut c = client_config(kafka);
+    c.set("enable.idempotence", "true").set("linger.ms", "5");
+    for key in ["fetch.wait.max.ms", "session.timeout.ms", "heartbeat.interval.ms"] {
+        c.remove(key);
+    }
+    c.create()
+}
+
+/// A rejected message as written to the dead-letter topic (§9).
+pub fn dead_letter_record(rejection: &Rejection, topic: &str, partition: i32, offset: i64, key: Option<&[u8]>, payload: &[u8]) -> serde_json::Value {
+    let key = key.map(|k| String::from_utf8_lossy(k).into_owned());
+    let mut record = json!({
+        "reason": rejection.reason.as_str(),
+        "detail": rejection.detail,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "key": key,
+    });
+    let obj = record.as_object_mut().expect("object literal");
+    match std::str::from_utf8(payload) {
+        Ok(text) => {
+            let mut cut = text.len().min(DEADLETTER_PAYLOAD_LIMIT);
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            obj.insert("payload".into(), json!(&text[..cut]));
+        }
+        Err(_) => {
+            // Base64 grows by 4/3: keep the encoded string within the limit.
+            let raw = &payload[..payload.len().min(DEADLETTER_PAYLOAD_LIMIT / 4 * 3)];
+            obj.insert("payload".into(), json!(base64::engine::general_purpose::STANDARD.encode(raw)));
+            obj.insert("payload_encoding".into(), json!("base64"));
+        }
+    }
+    record
+}
+
+/// The running ingest thread.
+pub struct Ingest {
+    thread: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Ingest {
+    /// Creates the consumer, subscribes, and starts the poll loop.
+    pub fn start(kafka: &KafkaConfig, deadletter_topic: String, shared: Arc<Shared>) -> Result<Ingest, KafkaError> {
+        let consumer: BaseConsumer<IngestContext> =
+            consumer_config(kafka).create_with_context(IngestContext { shared: shared.clone() })?;
+        consumer.subscribe(&shared.topics.inputs())?;
+        let producer = producer(kafka)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("cspulse-ingest".into())
+            .spawn(move || poll_loop(&consumer, &producer, &deadletter_topic, &shared, &flag))
+            .expect("spawn ingest thread");
+        Ok(Ingest { thread: Some(thread), stop })
+    }
+
+    /// Stops consuming and waits for the loop to finish its batch.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn poll_loop(
+    consumer: &BaseConsumer<IngestContext>,
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    deadletter_topic: &str,
+    shared: &Shared,
+    stop: &AtomicBool,
+) {
+    let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(BATCH);
+    let mut dead: Vec<(Option<Vec<u8>>, Vec<u8>)> = Vec::new();
+    let mut sample = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let mut next = consumer.poll(Duration::from_millis(100));
+        while let Some(polled) = next {
+            match polled {
+                Ok(m) => batch.push(m),
+                Err(e) => warn!(error = %e, "consumer error"),
+            }
+            if batch.len() >= BATCH {
+                break;
+            }
+            next = consumer.poll(Duration::ZERO);
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let wall = crate::time::wall_now();
+        {
+            let mut engine = shared.engine();
+            for m in &batch {
+                let Some(topic) = shared.topics.role(m.topic()) else { continue };
+                let input =
+                    Input { topic, partition: m.partition(), offset: m.offset(), payload: m.payload().unwrap_or_default(), wall };
+                sample = sample.wrapping_add(1);
+                let timed = sample % 8 == 0;
+                let started = timed.then(Instant::now);
+                let outcome = engine.fold(&input);
+                if let Some(t) = started {
+                    histogram!("cspulse_fold_seconds").record(t.elapsed().as_secs_f64());
+                }
+                if let Outcome::Rejected(r) = outcome {
+                    debug!(reason = r.reason.as_str(), detail = %r.detail, topic = m.topic(), offset = m.offset(), "rejected");
+                    let record = dead_letter_record(&r, m.topic(), m.partition(), m.offset(), m.key(), input.payload);
+                    dead.push((m.key().map(<[u8]>::to_vec), serde_json::to_vec(&record).unwrap_or_default()));
+                }
+            }
+        }
+        batch.clear();
+        for (key, body) in dead.drain(..) {
+            send_with_retry(producer, deadletter_topic, key.as_deref(), &body, stop);
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(5));
+    info!("ingest stopped");
+}
+
+/// Produces one record, waiting (bounded) while the producer queue is full.
+pub fn send_with_retry(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: Option<&[u8]>,
+    body: &[u8],
+    stop: &AtomicBool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut record = BaseRecord::to(topic).payload(body);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        match producer.send(record) {
+            Ok(()) => {
+                counter!("cspulse_deadletter_produced_total").increment(1);
+                return;
+            }
+            Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _))
+                if Instant::now() < deadline && !stop.load(Ordering::Relaxed) =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => {
+                counter!("cspulse_deadletter_errors_total").increment(1);
+                error!(error = %e, topic, "cannot produce dead letter");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! HTTP API (SPEC §7): health, readiness, metrics, channel snapshots and
+//! account objects behind token auth with the access rules of §6.2.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics::gauge;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{Auth, AuthError, Principal};
+use crate::ingest::Shared;
+use crate::state::view::Channel;
+use crate::telemetry;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub shared: Arc<Shared>,
+    pub auth: Arc<Auth>,
+    /// `/readyz` threshold on the summed consumer lag.
+    pub max_lag: u64,
+}
+
+/// An error answered as `{"error": code, "message": …}`; never carries internals.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+
+    fn not_found(what: &str) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, Json(json!({"error": self.code, "message": self.message}))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        res
+    }
+}
+
+#[derive(Deserialize)]
+pub struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The bearer token from the `Authorization` header, else the `token` query
+/// parameter (for browsers).
+pub fn bearer<'a>(headers: &'a HeaderMap, query: &'a TokenQuery) -> Option<&'a str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .or(query.token.as_deref())
+}
+
+fn principal(state: &AppState, headers: &HeaderMap, query: &TokenQuery) -> Result<Principal, ApiError> {
+    Ok(state.auth.verify(bearer(headers, query))?)
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/api/v1/channels/{channel}", get(channel))
+        .route("/api/v1/accounts/{account_id}", get(account))
+        .fallback(|| async { ApiError::not_found("route") })
+        .with_state(state)
+}
+
+async fn index() -> Json<serde_json::Value> {
+    Json(json!({
+        "service": "cspulse",
+        "version": env!("CARGO_PKG_VERSION"),
+        "endpoints": ["/healthz", "/readyz", "/metrics", "/api/v1/channels/{channel}", "/api/v1/accounts/{account_id}"],
+    }))
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let restored = state.shared.restored.load(Ordering::SeqCst);
+    let lag = state.shared.lag();
+    let total = lag.total();
+    let ready = restored && lag.known && total <= state.max_lag as i64;
+    let body = json!({
+        "ready": ready,
+        "restored": restored,
+        "partitions_assigned": lag.partitions.len(),
+        "lag_known": lag.known,
+        "lag": total,
+        "max_lag": state.max_lag,
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    telemetry::export_fold_stats(&state.shared.engine());
+    for (topic, partition, lag) in state.shared.lag().partitions {
+        gauge!("cspulse_consumer_lag", "topic" => topic.default_name(), "partition" => partition.to_string()).set(lag as f64);
+    }
+    let body = telemetry::prometheus().render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn channel(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = principal(&state, &headers, &query)?;
+    let channel = Channel::parse(&name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_channel", format!("no channel {name:?}")))?;
+    if !who.may_read(&channel) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("role {} may not read {channel}", who.role.as_str())));
+    }
+    let data = state.shared.engine().channel_view(&channel);
+    Ok(Json(data))
+}
+
+async fn account(
+    State(state): State<AppState>,
+    Path(account_id): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = principal(&state, &headers, &query)?;
+    let engine = state.shared.engine();
+    // An account outside the caller's book answers exactly like a missing one.
+    match engine.account_owner(&account_id) {
+        Some(owner) if who.may_see_account(owner) => {}
+        _ => return Err(ApiError::not_found("account")),
+    }
+    let view = engine.account_view(&account_id).ok_or_else(|| ApiError::not_found("account"))?;
+    Ok(Json(view))
+}

@@ -1,0 +1,99 @@
+//! Shared helpers of the integration tests: a private mock Kafka cluster per
+//! test, a producer, an HTTP client, and waiting on conditions with deadlines.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use cspulse::auth::{Auth, Role};
+use cspulse::config::Config;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+
+pub const SECRET: &str = "integration-test-secret-0123456789";
+
+pub type Cluster = MockCluster<'static, DefaultProducerContext>;
+
+/// A fresh embedded cluster with the default topics, and a config pointing at it.
+pub fn cluster_and_config() -> (Cluster, Config) {
+    let mut config = Config::from_toml(&format!(
+        "[auth]\njwt_secret = \"{SECRET}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[state]\nstore = \"memory\"\n"
+    ))
+    .expect("test config");
+    let cluster = cspulse::demo::embedded_broker(&config).expect("mock cluster");
+    config.kafka.brokers = cluster.bootstrap_servers();
+    cspulse::demo::low_latency(&mut config);
+    (cluster, config)
+}
+
+pub fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer")
+}
+
+/// Produces one message to a partition and waits for the acknowledgement.
+pub async fn produce(p: &FutureProducer, topic: &str, partition: i32, key: &str, payload: &[u8]) {
+    let record = FutureRecord::to(topic).partition(partition).key(key).payload(payload);
+    p.send(record, Duration::from_secs(10)).await.expect("delivered");
+}
+
+pub fn token(role: Role, csm: Option<&str>) -> String {
+    Auth::new(SECRET, false).mint("test", role, csm, Duration::from_secs(3600)).unwrap()
+}
+
+pub async fn get(url: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let client = reqwest::Client::new();
+    let mut req = client.get(url).timeout(Duration::from_secs(10));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.expect("http request");
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+/// Polls `f` until it returns `Some`, or panics after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads every message of `topic` (all partitions) until `n` are read or the deadline.
+pub fn consume_all(brokers: &str, topic: &str, n: usize, limit: Duration) -> Vec<(Option<String>, serde_json::Value)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+            let value = serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON record");
+            out.push((key, value));
+        }
+    }
+    out
+}
