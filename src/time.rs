@@ -28,6 +28,10 @@ pub const fn days(n: i64) -> i64 {
 
 /// Parses an RFC 3339 timestamp with offset into UTC microseconds.
 pub fn parse_rfc3339(s: &str) -> Option<Ts> {
+    // The `time` crate accepts any separator byte; RFC 3339 allows only T or t.
+    if !matches!(s.as_bytes().get(10), Some(b'T' | b't')) {
+        return None;
+    }
     let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
     let nanos = t.unix_timestamp_nanos();
     Some(nanos.div_euclid(1000) as i64)
@@ -155,6 +159,8 @@ mod tests {
         assert_eq!(format_rfc3339(t + 500_000), "2026-01-05T09:00:00.5Z");
         assert_eq!(parse_rfc3339("2026-01-05 09:00:00"), None);
         assert_eq!(parse_rfc3339("2026-01-05T09:00:00"), None, "offset is required");
+        assert_eq!(parse_rfc3339("2026-01-05x09:00:00Z"), None, "separator is T");
+        assert_eq!(parse_rfc3339("2026-01-05t09:00:00z"), Some(t));
         assert_eq!(parse_rfc3339("2026-02-30T09:00:00Z"), None);
     }
 

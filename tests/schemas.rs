@@ -1,10 +1,11 @@
-//! The JSON Schemas in `schemas/` (SPEC §1, §5.3, §6.3, §9) checked three ways:
-//! every schema compiles (draft 2020-12, formats asserted); every example under
-//! `schemas/examples/<name>/{valid,invalid}` is judged as its directory says; and,
-//! for the four input topics, the engine's decoder judges every example — and a
-//! sweep of generated timestamps, dates and numbers — exactly as the schema does.
+//! The JSON Schemas in `schemas/` (SPEC §1, §5.3, §6.3, §9), checked against
+//! the engine: every schema compiles (draft 2020-12, formats asserted); every
+//! example under `schemas/examples/<name>/{valid,invalid}` is judged as its
+//! directory says; for the four input topics the decoder judges every example,
+//! and sweeps of generated timestamps, dates, numbers and strings, exactly as
+//! the schema does; and the engine's own dead-letter records fit their schema.
 //! A schema that accepts what the decoder rejects, or the reverse, is a broken
-//! contract for every producer that validates against it.
+//! contract for every producer that validates against it. See schemas/README.md.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -377,6 +378,19 @@ fn examples_are_judged_as_filed_by_schema_and_decoder() {
         failures.push_str(&msg);
     };
     let examples = schemas_dir().join("examples");
+    let mut dirs: Vec<String> = fs::read_dir(&examples)
+        .expect("schemas/examples")
+        .map(|e| e.expect("readable directory entry").path())
+        .filter(|p| p.is_dir())
+        .map(|p| file_name(&p))
+        .collect();
+    dirs.sort();
+    let mut names: Vec<String> = SCHEMAS.iter().map(|s| s.to_string()).collect();
+    names.sort();
+    assert_eq!(
+        dirs, names,
+        "schemas/examples must hold one directory per schema"
+    );
     for name in SCHEMAS {
         let validator = &compiled[name];
         let valid = json_files(&examples.join(name).join("valid"));

@@ -58,7 +58,8 @@ const SEAT_PRICE_CENTS: [(i64, i64); 3] = [(45_000, 140_000), (30_000, 80_000), 
 pub const MAX_TICKETS: usize = 20;
 /// Arc tickets may exceed [`MAX_TICKETS`] by this much, so an arc always shows.
 const ARC_TICKET_SLACK: usize = 4;
-/// At most this share of accounts is churned at once (arcs stop churning beyond).
+/// At most this share of accounts is churned at once (renewals and arcs then
+/// keep the customer).
 const MAX_CHURNED_SHARE: f64 = 0.025;
 
 const BURST_FACTOR: f64 = 5.0;
@@ -66,9 +67,9 @@ const BURST_FACTOR: f64 = 5.0;
 /// most one burst.
 const BURST_GAP_S: (f64, f64) = (75.0, 120.0);
 const BURST_LEN_S: (f64, f64) = (2.0, 5.0);
-/// Base-rate divisor so that bursts included the long-run mean is `events_per_sec`.
-const BURST_NORM: f64 = 1.0
-    + (BURST_FACTOR - 1.0) * ((BURST_LEN_S.0 + BURST_LEN_S.1) / 2.0) / ((BURST_GAP_S.0 + BURST_GAP_S.1) / 2.0);
+/// Base-rate divisor that makes the long-run mean, bursts included, `events_per_sec`.
+const BURST_NORM: f64 =
+    1.0 + (BURST_FACTOR - 1.0) * ((BURST_LEN_S.0 + BURST_LEN_S.1) / 2.0) / ((BURST_GAP_S.0 + BURST_GAP_S.1) / 2.0);
 /// Seconds between decline arcs.
 const ARC_GAP_S: (f64, f64) = (15.0, 25.0);
 
@@ -91,7 +92,7 @@ impl PortfolioSpec {
 
     /// The `cspulse demo` portfolio: 2000 accounts, 40 CSMs.
     pub fn demo() -> Self {
-        PortfolioSpec { accounts: 2000, csms: 40, users_per_account: Self::DEMO_USERS_PER_ACCOUNT, seed: 0x00c5_9015e }
+        PortfolioSpec { accounts: 2000, csms: 40, users_per_account: Self::DEMO_USERS_PER_ACCOUNT, seed: 7 }
     }
 }
 
@@ -129,10 +130,14 @@ enum Outcome {
 enum Step {
     FirstResponse,
     /// `bump`: the escalation raises the priority by one.
-    Escalate { bump: bool },
+    Escalate {
+        bump: bool,
+    },
     Resolve,
     /// `score` 0: drawn from the account's health when sent.
-    Csat { score: u8 },
+    Csat {
+        score: u8,
+    },
     Reopen,
 }
 
@@ -151,7 +156,7 @@ struct Account {
     name: String,
     segment: usize,
     region: usize,
-    csm: Option<u16>,
+    csm: Option<u32>,
     seats: u32,
     /// Expansions stop here, so long runs stay bounded.
     max_seats: u32,
@@ -449,21 +454,92 @@ fn csat_score(rng: &mut SmallRng, health: f64) -> u8 {
 }
 
 const NAME_HEADS: [&str; 48] = [
-    "Acme", "Globex", "Initech", "Vandelay", "Hooli", "Blue", "Silver", "Golden", "Iron", "Granite", "Cedar",
-    "Maple", "Oak", "Pine", "River", "Harbor", "Summit", "Apex", "Pinnacle", "Vertex", "Horizon", "Atlas", "Orion",
-    "Nova", "Polar", "Coastal", "Prairie", "Evergreen", "Northern", "Southern", "Bright", "Swift", "Clear", "True",
-    "Bold", "Quantum", "Stellar", "Lunar", "Solar", "Crimson", "Emerald", "Sapphire", "Cobalt", "Copper", "Falcon",
-    "Redwood", "Meridian", "Keystone",
+    "Acme",
+    "Globex",
+    "Initech",
+    "Vandelay",
+    "Hooli",
+    "Blue",
+    "Silver",
+    "Golden",
+    "Iron",
+    "Granite",
+    "Cedar",
+    "Maple",
+    "Oak",
+    "Pine",
+    "River",
+    "Harbor",
+    "Summit",
+    "Apex",
+    "Pinnacle",
+    "Vertex",
+    "Horizon",
+    "Atlas",
+    "Orion",
+    "Nova",
+    "Polar",
+    "Coastal",
+    "Prairie",
+    "Evergreen",
+    "Northern",
+    "Southern",
+    "Bright",
+    "Swift",
+    "Clear",
+    "True",
+    "Bold",
+    "Quantum",
+    "Stellar",
+    "Lunar",
+    "Solar",
+    "Crimson",
+    "Emerald",
+    "Sapphire",
+    "Cobalt",
+    "Copper",
+    "Falcon",
+    "Redwood",
+    "Meridian",
+    "Keystone",
 ];
 const NAME_MIDS: [&str; 24] = [
     "stone", "field", "ridge", "wave", "point", "bridge", "forge", "light", "path", "leaf", "crest", "brook", "gate",
     "line", "peak", "bay", "works", "view", "wind", "star", "rock", "vale", "port", "mark",
 ];
 const NAME_TAILS: [&str; 32] = [
-    "Corp", "Inc", "Labs", "Systems", "Analytics", "Logistics", "Health", "Foods", "Energy", "Dynamics", "Partners",
-    "Group", "Industries", "Software", "Robotics", "Media", "Financial", "Insurance", "Retail", "Motors", "Networks",
-    "Biotech", "Consulting", "Manufacturing", "Holdings", "Technologies", "Solutions", "Studios", "Pharma",
-    "Outfitters", "Capital", "Freight",
+    "Corp",
+    "Inc",
+    "Labs",
+    "Systems",
+    "Analytics",
+    "Logistics",
+    "Health",
+    "Foods",
+    "Energy",
+    "Dynamics",
+    "Partners",
+    "Group",
+    "Industries",
+    "Software",
+    "Robotics",
+    "Media",
+    "Financial",
+    "Insurance",
+    "Retail",
+    "Motors",
+    "Networks",
+    "Biotech",
+    "Consulting",
+    "Manufacturing",
+    "Holdings",
+    "Technologies",
+    "Solutions",
+    "Studios",
+    "Pharma",
+    "Outfitters",
+    "Capital",
+    "Freight",
 ];
 
 fn company_name(rng: &mut SmallRng) -> String {
@@ -483,8 +559,8 @@ fn company_name(rng: &mut SmallRng) -> String {
 
 /// How many CSMs each segment gets: one per non-empty segment, the rest in
 /// proportion to workload. With fewer CSMs than segments, all share all.
-fn csm_pools(csms: usize, seg_counts: [usize; 3]) -> [Vec<u16>; 3] {
-    let all: Vec<u16> = (0..csms as u16).collect();
+fn csm_pools(csms: usize, seg_counts: [usize; 3]) -> [Vec<u32>; 3] {
+    let all: Vec<u32> = (0..csms as u32).collect();
     let nonempty = seg_counts.iter().filter(|&&c| c > 0).count();
     if csms == 0 || csms < nonempty {
         return [all.clone(), all.clone(), all];
@@ -509,10 +585,10 @@ fn csm_pools(csms: usize, seg_counts: [usize; 3]) -> [Vec<u16>; 3] {
         rema[s] = -1.0;
         left -= 1;
     }
-    let mut next = 0u16;
+    let mut next = 0u32;
     counts.map(|c| {
-        let pool = (next..next + c as u16).collect();
-        next += c as u16;
+        let pool = (next..next + c as u32).collect();
+        next += c as u32;
         pool
     })
 }
@@ -552,7 +628,7 @@ pub struct Generator {
     rng: SmallRng,
     accounts: Vec<Account>,
     csm_ids: Vec<String>,
-    csm_pools: [Vec<u16>; 3],
+    csm_pools: [Vec<u32>; 3],
     emit: Emitter,
     /// Scheduled steps: (due, sequence, step).
     due: BinaryHeap<Reverse<(Ts, u64, Due)>>,
@@ -688,10 +764,12 @@ impl Generator {
         self.accounts.iter().map(|a| a.id.as_str())
     }
 
-    /// Account upserts for every account plus their initial `new` revenue events
-    /// at the start of the window, then `history_days` of usage, tickets,
-    /// revenue moves and renewals, all stamped in (start − history_days, start]
-    /// (everything at `start` when `history_days` is 0), sorted by ts. Meant to be
+    /// Account upserts for every account at the start of the window, their
+    /// initial `new` revenue events at contract starts spread over the two years
+    /// before the window (so quarter-to-date and trailing-twelve-month cohorts
+    /// exist), then `history_days` of usage, tickets, revenue moves and
+    /// renewals, stamped in (start − history_days, start] (everything at
+    /// `start` when `history_days` is 0), sorted by ts. Meant to be
     /// called once, before [`Generator::tick`]; a later call only re-sends the
     /// account upserts at `start` and the business events up to it.
     pub fn backfill(&mut self, start: Ts, history_days: i64) -> Vec<Message> {
@@ -711,7 +789,8 @@ impl Generator {
         for i in 0..self.accounts.len() {
             let ts = if span == 0 { start } else { window_start + 1 + boot * i as i64 / n };
             self.emit_upsert(ts, i);
-            self.emit_revenue(ts, i, "new");
+            let contract_start = if span == 0 { start } else { window_start - days(self.rng.random_range(1..=730)) };
+            self.emit_revenue(contract_start, i, "new");
         }
         let activity_start = if span == 0 { start } else { window_start + boot + MICROS_PER_SEC };
         self.floor = activity_start;
@@ -812,7 +891,8 @@ impl Generator {
             Class::AtRisk => unif(&mut self.rng, 0.0, 40.0),
         };
         let local_hour = unif(&mut self.rng, 9.0, 17.0);
-        i64::from(a.renewal_day) * MICROS_PER_DAY + (offset_days * MICROS_PER_DAY as f64) as i64
+        i64::from(a.renewal_day) * MICROS_PER_DAY
+            + (offset_days * MICROS_PER_DAY as f64) as i64
             + ((local_hour - REGION_UTC_OFFSET_H[a.region] as f64) * HOUR as f64) as i64
     }
 
@@ -843,13 +923,8 @@ impl Generator {
     fn run_until(&mut self, end: Ts) {
         loop {
             let due_at = self.due.peek().map_or(Ts::MAX, |Reverse((t, _, _))| *t);
-            let (k, proc_at) = self
-                .next_at
-                .iter()
-                .copied()
-                .enumerate()
-                .min_by_key(|&(_, t)| t)
-                .expect("there are processes");
+            let (k, proc_at) =
+                self.next_at.iter().copied().enumerate().min_by_key(|&(_, t)| t).expect("there are processes");
             let arc_at = self.next_arc_at.unwrap_or(Ts::MAX);
             let next = due_at.min(proc_at).min(arc_at);
             if next == Ts::MAX || next > end {
@@ -876,13 +951,19 @@ impl Generator {
             Due::Ticket { account, ticket } => self.ticket_step(ts, account as usize, ticket),
             Due::Renewal { account, epoch } if live(self, account, epoch) => self.renew(ts, account as usize),
             Due::Incident { account } => self.open_incident(ts, account as usize),
-            Due::ArcSecond { account, epoch } if live(self, account, epoch) => {
-                if self.accounts[account as usize].arc.is_some() {
-                    self.open_arc_second(ts, account as usize);
-                }
+            Due::ArcSecond { account, epoch }
+                if live(self, account, epoch) && self.accounts[account as usize].arc.is_some() =>
+            {
+                self.open_arc_second(ts, account as usize);
             }
             Due::ArcChurn { account, epoch } if live(self, account, epoch) => {
                 let i = account as usize;
+                if self.churned_count >= self.churn_cap() {
+                    // Others churned meanwhile: this one stays, for now.
+                    let end = ts + mins(&mut self.rng, 20.0, 40.0);
+                    self.schedule(end, Due::ArcEnd { account, epoch });
+                    return;
+                }
                 self.churn(ts, i);
                 let epoch = self.accounts[i].epoch;
                 let back = ts + secs(&mut self.rng, (6.0 * 3600.0, 48.0 * 3600.0));
@@ -947,11 +1028,8 @@ impl Generator {
             Step::Escalate { .. } => self.emit_ticket(ts, i, no, "escalated", None, None),
             Step::Resolve => self.emit_ticket(ts, i, no, "resolved", None, None),
             Step::Csat { score } => {
-                let score = if score == 0 {
-                    csat_score(&mut self.rng, self.accounts[i].effective_health())
-                } else {
-                    score
-                };
+                let score =
+                    if score == 0 { csat_score(&mut self.rng, self.accounts[i].effective_health()) } else { score };
                 self.emit_ticket(ts, i, no, "csat", None, Some(score));
             }
             Step::Reopen => self.emit_ticket(ts, i, no, "reopened", Some(priority), None),
@@ -1057,10 +1135,10 @@ impl Generator {
     /// ticket follows with a poor CSAT; then recover, linger or churn.
     fn start_arc(&mut self, ts: Ts) {
         let Some(i) = self.pick_arc_account(ts) else { return };
-        let cap = ((self.accounts.len() as f64 * MAX_CHURNED_SHARE).ceil() as usize).max(1);
+        let can_churn = self.churned_count < self.churn_cap();
         let rng = &mut self.rng;
         let outcome = match rng.random::<f64>() {
-            x if x < 0.08 && self.churned_count < cap => Outcome::Churn,
+            x if x < 0.08 && can_churn => Outcome::Churn,
             x if x < 0.30 => Outcome::Linger,
             _ => Outcome::Recover,
         };
@@ -1129,7 +1207,7 @@ impl Generator {
             Class::Fragile => 0.06,
             Class::AtRisk => 0.3,
         };
-        if self.rng.random_bool(churn_p) {
+        if self.rng.random_bool(churn_p) && self.churned_count < self.churn_cap() {
             self.churn(ts, i);
             let epoch = self.accounts[i].epoch;
             let back = ts + secs(&mut self.rng, (2.0 * 86_400.0, 10.0 * 86_400.0));
@@ -1151,6 +1229,11 @@ impl Generator {
         let at = self.renewal_sign_time(i).max(ts + days(30));
         let epoch = self.accounts[i].epoch;
         self.schedule(at, Due::Renewal { account: i as u32, epoch });
+    }
+
+    /// How many accounts may be churned at once, so the portfolio never empties.
+    fn churn_cap(&self) -> usize {
+        ((self.accounts.len() as f64 * MAX_CHURNED_SHARE).ceil() as usize).max(1)
     }
 
     fn churn(&mut self, ts: Ts, i: usize) {
@@ -1222,7 +1305,7 @@ impl Generator {
             return;
         }
         self.accounts[i].csm = next;
-        let csm = next.map(|c| self.csm_ids[usize::from(c)].clone());
+        let csm = next.map(|c| self.csm_ids[c as usize].clone());
         self.emit_partial(ts, i, Fields { csm_id: Some(csm.as_deref()), ..Default::default() });
     }
 
@@ -1364,9 +1447,8 @@ impl Generator {
 
     fn emit_revenue(&mut self, ts: Ts, i: usize, kind: &str) {
         let a = &self.accounts[i];
-        let raw = (kind != "churn").then(|| {
-            RawValue::from_string(cents_literal(a.arr_cents)).expect("a cents literal is a JSON number")
-        });
+        let raw = (kind != "churn")
+            .then(|| RawValue::from_string(cents_literal(a.arr_cents)).expect("a cents literal is a JSON number"));
         let fields = Fields { kind: Some(kind), arr: raw.as_deref(), ..Default::default() };
         self.emit.push(ts, Topic::Revenue, &a.id, &fields);
     }
@@ -1377,7 +1459,7 @@ impl Generator {
         let date = format_date(a.renewal_day);
         let fields = Fields {
             name: Some(&a.name),
-            csm_id: Some(a.csm.map(|c| self.csm_ids[usize::from(c)].as_str())),
+            csm_id: Some(a.csm.map(|c| self.csm_ids[c as usize].as_str())),
             segment: Some(SEGMENTS[a.segment]),
             region: Some(REGIONS[a.region]),
             seats: Some(a.seats),
@@ -1405,4 +1487,419 @@ fn to_delays(mut plan: Vec<(Step, i64)>) -> Vec<(Step, i64)> {
             (step, delay)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use serde_json::{Map, Value};
+
+    use super::*;
+    use crate::time::{parse_date, parse_rfc3339};
+
+    fn start() -> Ts {
+        parse_rfc3339("2026-03-04T15:00:00Z").unwrap()
+    }
+
+    fn small(seed: u64) -> PortfolioSpec {
+        PortfolioSpec { accounts: 60, csms: 6, users_per_account: 20, seed }
+    }
+
+    /// Tick batches with their intervals.
+    type Batches = Vec<(Ts, Ts, Vec<Message>)>;
+
+    /// Backfill, then `seconds` of 100 ms ticks at `rate`.
+    fn run(spec: PortfolioSpec, history_days: i64, seconds: i64, rate: f64) -> (Vec<Message>, Batches) {
+        let mut g = Generator::new(spec);
+        let history = g.backfill(start(), history_days);
+        let step = MICROS_PER_SEC / 10;
+        let batches = (0..seconds * 10)
+            .map(|k| {
+                let from = start() + k * step;
+                (from, from + step, g.tick(from, from + step, rate))
+            })
+            .collect();
+        (history, batches)
+    }
+
+    fn object(m: &Message) -> Map<String, Value> {
+        match serde_json::from_slice(&m.payload) {
+            Ok(Value::Object(o)) => o,
+            other => panic!("not a JSON object: {other:?}: {}", String::from_utf8_lossy(&m.payload)),
+        }
+    }
+
+    fn ts_of(m: &Message) -> Ts {
+        parse_rfc3339(object(m)["ts"].as_str().unwrap()).unwrap()
+    }
+
+    fn str_field<'a>(o: &'a Map<String, Value>, k: &str) -> &'a str {
+        o.get(k).and_then(Value::as_str).unwrap_or_else(|| panic!("{k} missing or not a string in {o:?}"))
+    }
+
+    /// Asserts the SPEC §1 shape of one message, and that the engine's decoder
+    /// accepts it.
+    fn check_payload(m: &Message) {
+        if let Err(e) = crate::ingest::decode::decode(m.topic, &m.payload, 1 << 20) {
+            panic!("rejected by the decoder: {e}: {}", String::from_utf8_lossy(&m.payload));
+        }
+        let o = object(m);
+        let id = str_field(&o, "event_id");
+        assert!((1..=128).contains(&id.chars().count()), "{o:?}");
+        assert!(parse_rfc3339(str_field(&o, "ts")).is_some(), "{o:?}");
+        assert_eq!(str_field(&o, "account_id"), m.key, "the key is the account id");
+        match m.topic {
+            Topic::Accounts => {
+                if let Some(v) = o.get("csm_id") {
+                    assert!(v.is_null() || v.as_str().is_some_and(|s| s.starts_with("csm-")), "{o:?}");
+                }
+                if o.contains_key("segment") {
+                    assert!(SEGMENTS.contains(&str_field(&o, "segment")), "{o:?}");
+                }
+                if o.contains_key("region") {
+                    assert!(REGIONS.contains(&str_field(&o, "region")), "{o:?}");
+                }
+                if let Some(v) = o.get("seats") {
+                    assert!(v.is_u64(), "{o:?}");
+                }
+                if o.contains_key("renewal_date") {
+                    assert!(parse_date(str_field(&o, "renewal_date")).is_some(), "{o:?}");
+                }
+                if o.contains_key("name") {
+                    assert!(!str_field(&o, "name").is_empty());
+                }
+            }
+            Topic::Usage => {
+                assert!((1..=128).contains(&str_field(&o, "user_id").len()), "{o:?}");
+                assert!(FEATURES.contains(&str_field(&o, "feature")), "{o:?}");
+                if let Some(d) = o.get("duration_s") {
+                    assert!(d.as_f64().is_some_and(|d| d >= 0.0), "{o:?}");
+                }
+            }
+            Topic::Tickets => {
+                assert!(!str_field(&o, "ticket_id").is_empty());
+                let action = str_field(&o, "action");
+                assert!(
+                    ["opened", "first_response", "escalated", "resolved", "reopened", "csat"].contains(&action),
+                    "{o:?}"
+                );
+                if action == "opened" {
+                    assert!(o.contains_key("priority"), "priority is required on opened: {o:?}");
+                }
+                if let Some(p) = o.get("priority") {
+                    assert!(["p1", "p2", "p3", "p4"].contains(&p.as_str().unwrap()), "{o:?}");
+                }
+                if action == "csat" {
+                    assert!(o["score"].as_u64().is_some_and(|s| (1..=5).contains(&s)), "{o:?}");
+                }
+            }
+            Topic::Revenue => {
+                let kind = str_field(&o, "kind");
+                assert!(["new", "renewal", "expansion", "contraction", "churn"].contains(&kind), "{o:?}");
+                let raw: HashMap<&str, &RawValue> = serde_json::from_slice(&m.payload).unwrap();
+                match raw.get("arr") {
+                    None => assert_eq!(kind, "churn", "arr is required except on churn: {o:?}"),
+                    Some(lit) => {
+                        let lit = lit.get();
+                        let (whole, frac) = lit.split_once('.').unwrap_or((lit, ""));
+                        assert!(whole.bytes().all(|b| b.is_ascii_digit()) && !whole.is_empty(), "{lit}");
+                        assert!(frac.len() <= 2 && frac.bytes().all(|b| b.is_ascii_digit()), "{lit}");
+                        assert!(o["arr"].as_f64().is_some_and(|v| v > 0.0), "{o:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cents_are_written_exactly() {
+        assert_eq!(cents_literal(0), "0.00");
+        assert_eq!(cents_literal(5), "0.05");
+        assert_eq!(cents_literal(123_456), "1234.56");
+        let n: Value = serde_json::from_str(&cents_literal(1_999_999_999)).unwrap();
+        assert_eq!(n.as_f64(), Some(19_999_999.99));
+    }
+
+    #[test]
+    fn same_seed_same_messages() {
+        let a = run(small(3), 10, 20, 200.0);
+        let b = run(small(3), 10, 20, 200.0);
+        assert!(!a.0.is_empty() && a.1.iter().any(|(_, _, m)| !m.is_empty()));
+        assert_eq!(a, b);
+        let c = run(small(4), 10, 20, 200.0);
+        assert_ne!(a.0, c.0, "another seed, another portfolio");
+    }
+
+    #[test]
+    fn payloads_carry_the_spec_fields_and_unique_ids() {
+        let (history, batches) = run(small(5), 20, 30, 300.0);
+        let all: Vec<&Message> = history.iter().chain(batches.iter().flat_map(|b| &b.2)).collect();
+        let mut ids = HashSet::new();
+        let mut topics = HashSet::new();
+        for m in &all {
+            check_payload(m);
+            topics.insert(m.topic);
+            assert!(ids.insert(object(m)["event_id"].as_str().unwrap().to_owned()), "duplicate event id");
+        }
+        assert_eq!(topics.len(), 4, "every topic is fed");
+    }
+
+    #[test]
+    fn backfill_stays_in_its_window_in_order_per_account() {
+        let history_days = 14;
+        let mut g = Generator::new(small(6));
+        let history = g.backfill(start(), history_days);
+        let lo = start() - days(history_days);
+        let mut last: HashMap<&str, Ts> = HashMap::new();
+        let mut first_topic: HashMap<&str, Topic> = HashMap::new();
+        let mut new_revenue = HashSet::new();
+        for m in &history {
+            let ts = ts_of(m);
+            let is_contract = m.topic == Topic::Revenue && object(m)["kind"] == "new";
+            if is_contract {
+                assert!(ts <= lo && ts >= lo - days(730), "contract starts predate the window");
+            } else {
+                assert!(ts > lo && ts <= start(), "ts outside (start - history, start]");
+            }
+            let prev = last.insert(&m.key, ts);
+            assert!(prev.is_none_or(|p| p <= ts), "ts goes back for {}", m.key);
+            first_topic.entry(&m.key).or_insert(m.topic);
+            if m.topic == Topic::Revenue && object(m)["kind"] == "new" {
+                new_revenue.insert(m.key.clone());
+            }
+        }
+        assert_eq!(first_topic.len(), 60);
+        assert!(first_topic.values().all(|t| *t == Topic::Revenue), "each account starts with its contract");
+        assert_eq!(new_revenue.len(), 60, "each account has its initial contract");
+        let usage = history.iter().filter(|m| m.topic == Topic::Usage).count();
+        assert!(usage > 60 * 10, "history has usage ({usage})");
+
+        // No history: everything at `start`.
+        let mut g = Generator::new(small(6));
+        let bare = g.backfill(start(), 0);
+        assert_eq!(bare.len(), 120);
+        assert!(bare.iter().all(|m| ts_of(m) == start()));
+    }
+
+    #[test]
+    fn tick_stamps_inside_its_interval() {
+        let mut g = Generator::new(small(7));
+        g.backfill(start(), 5);
+        let mut from = start();
+        for (k, step_ms) in [1, 7, 100, 250, 1000, 3000, 50, 100, 20_000, 100].into_iter().cycle().take(60).enumerate()
+        {
+            let to = from + step_ms * 1000;
+            let batch = g.tick(from, to, 400.0);
+            for m in &batch {
+                let ts = ts_of(m);
+                assert!(ts > from && ts <= to, "tick {k}: ts {ts} outside ({from}, {to}]");
+            }
+            from = to;
+        }
+        assert!(g.tick(from, from, 300.0).is_empty(), "an empty interval has no events");
+    }
+
+    #[test]
+    fn rate_is_respected_over_each_minute() {
+        let spec = PortfolioSpec { accounts: 200, csms: 8, users_per_account: 20, seed: 8 };
+        for rate in [300.0, 50.0] {
+            let (_, batches) = run(spec.clone(), 2, 300, rate);
+            for minute in batches.chunks(600) {
+                let n: usize = minute.iter().map(|b| b.2.len()).sum();
+                let expected = rate * 60.0;
+                assert!(
+                    (n as f64 - expected).abs() <= 0.3 * expected,
+                    "{n} events in a minute at {rate}/s (expected ~{expected})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bursts_happen() {
+        let (_, batches) = run(small(9), 1, 300, 300.0);
+        let per_second: Vec<usize> = batches.chunks(10).map(|s| s.iter().map(|b| b.2.len()).sum()).collect();
+        let max = *per_second.iter().max().unwrap();
+        let median = {
+            let mut v = per_second.clone();
+            v.sort_unstable();
+            v[v.len() / 2]
+        };
+        assert!(max as f64 > 3.0 * median as f64, "a burst: max {max}/s vs median {median}/s");
+    }
+
+    #[test]
+    fn ticket_lifecycles_are_coherent() {
+        let (history, batches) = run(small(10), 30, 120, 50.0);
+        #[derive(Default)]
+        struct T {
+            open: bool,
+            opened: bool,
+            responded: bool,
+            resolved_once: bool,
+            last: Ts,
+        }
+        let mut tickets: HashMap<(String, String), T> = HashMap::new();
+        let mut actions = HashSet::new();
+        for m in history.iter().chain(batches.iter().flat_map(|b| &b.2)).filter(|m| m.topic == Topic::Tickets) {
+            let o = object(m);
+            let ts = ts_of(m);
+            let action = str_field(&o, "action").to_owned();
+            let t = tickets.entry((m.key.clone(), str_field(&o, "ticket_id").to_owned())).or_default();
+            let what = format!("{action} of {}/{} at {ts}", m.key, o["ticket_id"]);
+            assert!(t.last <= ts, "{what}: before the ticket's previous event");
+            t.last = ts;
+            match action.as_str() {
+                "opened" => {
+                    assert!(!t.opened, "{what}: opened twice");
+                    t.opened = true;
+                    t.open = true;
+                }
+                "first_response" => {
+                    assert!(t.opened && !t.responded, "{what}: not after opened, or a second one");
+                    t.responded = true;
+                }
+                "escalated" => assert!(t.open, "{what}: ticket not open"),
+                "resolved" => {
+                    assert!(t.open, "{what}: ticket not open");
+                    t.open = false;
+                    t.resolved_once = true;
+                }
+                "csat" => assert!(!t.open && t.resolved_once, "{what}: before resolution"),
+                "reopened" => {
+                    assert!(!t.open && t.resolved_once, "{what}: not resolved");
+                    t.open = true;
+                }
+                other => panic!("unknown action {other}"),
+            }
+            actions.insert(action);
+        }
+        assert_eq!(actions.len(), 6, "every action occurs: {actions:?}");
+        let finished = tickets.values().filter(|t| t.resolved_once).count();
+        assert!(finished > tickets.len() / 2, "most tickets run their course");
+    }
+
+    #[test]
+    fn decline_arcs_show_within_minutes() {
+        let mut g = Generator::new(PortfolioSpec { accounts: 300, csms: 10, users_per_account: 20, seed: 12 });
+        g.backfill(start(), 10);
+        let mut p1: Vec<(String, Ts)> = Vec::new();
+        let mut usage: Vec<(String, Ts)> = Vec::new();
+        let mut escalations = 0;
+        let step = MICROS_PER_SEC / 10;
+        for k in 0..1200 {
+            let from = start() + k * step;
+            for m in g.tick(from, from + step, 300.0) {
+                let o = object(&m);
+                match (m.topic, o.get("action").and_then(Value::as_str)) {
+                    (Topic::Tickets, Some("opened")) if o["priority"] == "p1" => p1.push((m.key.clone(), ts_of(&m))),
+                    (Topic::Tickets, Some("escalated")) => escalations += 1,
+                    (Topic::Usage, _) => usage.push((m.key.clone(), ts_of(&m))),
+                    _ => {}
+                }
+            }
+        }
+        assert!(p1.len() >= 4, "a p1 every ~20 s: {} in 2 minutes", p1.len());
+        assert!(escalations >= 2, "arcs escalate: {escalations}");
+        // Usage of a declining account collapses once its p1 is open.
+        let first_arc = &p1[0];
+        let after = usage.iter().filter(|(a, t)| *a == first_arc.0 && *t > first_arc.1 + MICROS_PER_SEC).count();
+        assert!(after <= 2, "usage went on after the p1: {after} events");
+
+        // Over half an hour (at a low rate, arcs being timed in event time) some
+        // accounts recover and some churn.
+        let mut churns = 0;
+        let mut resolved_p1 = 0;
+        let mut open_p1 = HashSet::new();
+        for (a, _) in &p1 {
+            open_p1.insert(a.clone());
+        }
+        let step = 10 * MICROS_PER_SEC;
+        let base = start() + 120 * MICROS_PER_SEC;
+        for k in 0..180 {
+            let from = base + k * step;
+            for m in g.tick(from, from + step, 5.0) {
+                let o = object(&m);
+                if m.topic == Topic::Revenue && o["kind"] == "churn" {
+                    churns += 1;
+                }
+                if m.topic == Topic::Tickets && o["action"] == "resolved" && open_p1.contains(&m.key) {
+                    resolved_p1 += 1;
+                }
+                if m.topic == Topic::Tickets && o["action"] == "opened" && o["priority"] == "p1" {
+                    open_p1.insert(m.key.clone());
+                }
+            }
+        }
+        assert!(resolved_p1 >= 10, "arcs recover: {resolved_p1}");
+        assert!(churns >= 1, "some arcs churn");
+    }
+
+    #[test]
+    fn portfolio_looks_like_a_portfolio() {
+        let mut g = Generator::new(PortfolioSpec::demo());
+        let upserts: Vec<Map<String, Value>> =
+            g.backfill(start(), 0).iter().filter(|m| m.topic == Topic::Accounts).map(object).collect();
+        assert_eq!(upserts.len(), 2000);
+        let today = utc_day(start());
+        let mut by_segment: HashMap<&str, Vec<u64>> = HashMap::new();
+        let mut books: HashMap<&str, (usize, &str)> = HashMap::new();
+        let (mut unassigned, mut past_renewal) = (0, 0);
+        let mut names = HashSet::new();
+        let mut regions = HashSet::new();
+        for o in &upserts {
+            let segment = str_field(o, "segment");
+            by_segment.entry(segment).or_default().push(o["seats"].as_u64().unwrap());
+            match o["csm_id"].as_str() {
+                Some(csm) => {
+                    let book = books.entry(csm).or_insert((0, segment));
+                    book.0 += 1;
+                    assert_eq!(book.1, segment, "a CSM's book is one segment");
+                }
+                None => unassigned += 1,
+            }
+            let to_renewal = parse_date(str_field(o, "renewal_date")).unwrap() - today;
+            assert!((-28..=366).contains(&to_renewal), "renewal in {to_renewal} days");
+            past_renewal += usize::from(to_renewal < 0);
+            assert!(names.insert(str_field(o, "name")), "names are unique");
+            regions.insert(str_field(o, "region"));
+        }
+        let share = |s: &str| by_segment[s].len() as f64 / 2000.0;
+        assert!((share("enterprise") - 0.15).abs() < 0.01 && (share("smb") - 0.5).abs() < 0.01);
+        assert!(by_segment["enterprise"].iter().all(|s| (200..=2000).contains(s)));
+        assert!(by_segment["mid-market"].iter().all(|s| (50..=200).contains(s)));
+        assert!(by_segment["smb"].iter().all(|s| (5..=50).contains(s)));
+        assert!((20..=100).contains(&unassigned), "~3% unassigned: {unassigned}");
+        assert!(past_renewal > 20, "some renewals are overdue: {past_renewal}");
+        assert_eq!(regions.len(), 4);
+        assert_eq!(books.len(), 40, "every CSM has a book");
+        assert!(books.contains_key("csm-01") && books.contains_key("csm-40"));
+        let mean_book = |seg: &str| {
+            let b: Vec<usize> = books.values().filter(|b| b.1 == seg).map(|b| b.0).collect();
+            b.iter().sum::<usize>() as f64 / b.len() as f64
+        };
+        assert!(mean_book("enterprise") * 3.0 < mean_book("smb"), "enterprise books are small");
+        assert_eq!(g.csm_ids().len(), 40);
+        assert_eq!(g.account_ids().count(), 2000);
+    }
+
+    #[test]
+    fn state_stays_bounded_over_days() {
+        let spec = PortfolioSpec { accounts: 100, csms: 5, users_per_account: 10, seed: 13 };
+        let mut g = Generator::new(spec);
+        g.backfill(start(), 10);
+        let step = 10 * MICROS_PER_MIN;
+        let mut revenue = 0;
+        for k in 0..(4 * 24 * 6) {
+            let from = start() + k * step;
+            revenue += g.tick(from, from + step, 0.2).iter().filter(|m| m.topic == Topic::Revenue).count();
+            assert!(g.accounts.iter().all(|a| a.tickets.len() <= MAX_TICKETS + ARC_TICKET_SLACK));
+            assert!(g.due.len() <= 100 * (MAX_TICKETS + ARC_TICKET_SLACK + 8), "schedule grows: {}", g.due.len());
+            assert!(g.bursts.len() as i64 <= step / (75 * MICROS_PER_SEC) + 2, "only the bursts of one tick are kept");
+            assert!(g.churned_count <= 3);
+        }
+        assert!(revenue > 0, "revenue moves over days");
+        assert!(g.accounts.iter().all(|a| a.seats <= a.max_seats));
+    }
 }

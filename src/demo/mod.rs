@@ -23,7 +23,7 @@ use generator::{Generator, Message, PortfolioSpec};
 
 /// Partitions of each input topic in the embedded broker (the mock cluster
 /// keeps at most 100,000 messages per partition, see KAFKA-NOTES).
-pub const INPUT_PARTITIONS: i32 = 8;
+pub const INPUT_PARTITIONS: i32 = 16;
 
 /// Demo settings from the command line.
 #[derive(Clone, Debug)]
