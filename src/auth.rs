@@ -183,7 +183,9 @@ mod tests {
         assert!(csm.may_read(&book));
         assert!(!csm.may_read(&Channel::Csm("csm-8".into())));
         assert!(!csm.may_read(&exec) && !csm.may_read(&Channel::Manager) && !csm.may_read(&analyst));
-        assert!(csm.may_see_account(Some("csm-7")) && !csm.may_see_account(Some("csm-8")) && !csm.may_see_account(None));
+        assert!(
+            csm.may_see_account(Some("csm-7")) && !csm.may_see_account(Some("csm-8")) && !csm.may_see_account(None)
+        );
         assert!(p(Role::Analyst, None).may_see_account(None));
         assert!(Auth::new("0123456789abcdef", true).verify(None).unwrap().role == Role::Executive);
     }

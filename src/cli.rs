@@ -128,7 +128,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             config.auth.insecure |= insecure;
             crate::telemetry::init_logging(&config.log);
             crate::telemetry::prometheus();
-            let opts = DemoOptions { listen, accounts, csms: csms.max(1), rate, history_days: history_days.max(0), seed };
+            let opts =
+                DemoOptions { listen, accounts, csms: csms.max(1), rate, history_days: history_days.max(0), seed };
             runtime()?.block_on(crate::demo::run(config, opts))?;
             Ok(ExitCode::SUCCESS)
         }

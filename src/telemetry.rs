@@ -52,8 +52,7 @@ pub fn export_fold_stats(engine: &Engine) {
             .absolute(stats.accepted[topic.index()]);
     }
     for reason in Reason::ALL {
-        counter!("cspulse_events_rejected_total", "reason" => reason.as_str())
-            .absolute(stats.rejected[reason.index()]);
+        counter!("cspulse_events_rejected_total", "reason" => reason.as_str()).absolute(stats.rejected[reason.index()]);
     }
     counter!("cspulse_events_duplicate_total").absolute(stats.duplicates);
     gauge!("cspulse_accounts").set(engine.account_count() as f64);

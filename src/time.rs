@@ -133,9 +133,7 @@ impl<'de> serde::Deserialize<'de> for Span {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {s:?} ({e}); use forms like 250ms, 5m, 35d"
-            ))
+            serde::de::Error::custom(format!("invalid duration {s:?} ({e}); use forms like 250ms, 5m, 35d"))
         })
     }
 }

@@ -108,6 +108,7 @@ fn token_mints_a_verifiable_jwt() {
     let who = Auth::new(SECRET, false).verify(Some(token.trim())).unwrap();
     assert_eq!((who.role, who.csm_id.as_deref()), (Role::Csm, Some("csm-7")));
 
-    let out = Command::new(BIN).args(["token", "--role", "csm"]).env("CSPULSE__AUTH__JWT_SECRET", SECRET).output().unwrap();
+    let out =
+        Command::new(BIN).args(["token", "--role", "csm"]).env("CSPULSE__AUTH__JWT_SECRET", SECRET).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "csm needs --csm-id");
 }

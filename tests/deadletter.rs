@@ -11,6 +11,9 @@ use cspulse::auth::Role;
 use cspulse::time::{MICROS_PER_MIN, days, format_rfc3339, wall_now};
 use serde_json::{Value, json};
 
+/// The reason and the start of the detail a dead letter must carry.
+type Expected = (&'static str, &'static str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_messages_are_dead_lettered_and_the_engine_keeps_going() {
     let (_cluster, mut config) = cluster_and_config();
@@ -20,16 +23,25 @@ async fn rejected_messages_are_dead_lettered_and_the_engine_keeps_going() {
     let now = wall_now() - 60 * MICROS_PER_MIN;
     let ts = |t| format_rfc3339(t);
     let usage = |id: &str, t: i64| {
-        serde_json::to_vec(&json!({"event_id": id, "ts": ts(t), "account_id": "acme", "user_id": "u1", "feature": "api"})).unwrap()
+        serde_json::to_vec(
+            &json!({"event_id": id, "ts": ts(t), "account_id": "acme", "user_id": "u1", "feature": "api"}),
+        )
+        .unwrap()
     };
-    let big = serde_json::to_vec(&json!({"event_id":"big","ts":ts(now),"account_id":"acme","user_id":"u","feature":"f","pad":"x".repeat(3000)})).unwrap();
+    let big = serde_json::to_vec(
+        &json!({"event_id":"big","ts":ts(now),"account_id":"acme","user_id":"u","feature":"f","pad":"x".repeat(3000)}),
+    )
+    .unwrap();
     // (payload, expected reason, expected detail prefix); None = accepted or duplicate.
-    let cases: Vec<(Vec<u8>, Option<(&str, &str)>)> = vec![
+    let cases: Vec<(Vec<u8>, Option<Expected>)> = vec![
         (usage("ok-1", now), None),
         (big, Some(("too_large", "message is"))),
         (b"not json at all".to_vec(), Some(("invalid_json", "not a JSON object"))),
         (vec![0xff, 0xfe, b'{', b'}'], Some(("invalid_json", ""))),
-        (br#"{"event_id":"s1","ts":"2026-01-05T09:00:00Z","account_id":"acme","feature":"api"}"#.to_vec(), Some(("schema", "user_id:"))),
+        (
+            br#"{"event_id":"s1","ts":"2026-01-05T09:00:00Z","account_id":"acme","feature":"api"}"#.to_vec(),
+            Some(("schema", "user_id:")),
+        ),
         (usage("future-1", wall_now() + 2 * 60 * MICROS_PER_MIN), Some(("future_ts", "ts "))),
         (usage("late-1", now - days(36)), Some(("late", "ts "))),
         (usage("ok-1", now), None),

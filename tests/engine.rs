@@ -23,8 +23,18 @@ fn script() -> Vec<(&'static str, &'static str, Value)> {
         ev.push((topic, account, body));
     };
     let t0 = "2026-08-01T00:00:00Z";
-    push("cs.accounts", "acme", t0, json!({"name":"Acme Corp","csm_id":"csm-7","segment":"enterprise","region":"emea","seats":10,"renewal_date":"2026-12-31"}));
-    push("cs.accounts", "globex", t0, json!({"name":"Globex","csm_id":"csm-7","segment":"smb","region":"na","seats":4,"renewal_date":"2026-12-15"}));
+    push(
+        "cs.accounts",
+        "acme",
+        t0,
+        json!({"name":"Acme Corp","csm_id":"csm-7","segment":"enterprise","region":"emea","seats":10,"renewal_date":"2026-12-31"}),
+    );
+    push(
+        "cs.accounts",
+        "globex",
+        t0,
+        json!({"name":"Globex","csm_id":"csm-7","segment":"smb","region":"na","seats":4,"renewal_date":"2026-12-15"}),
+    );
     push("cs.accounts", "initech", t0, json!({"name":"Initech","csm_id":null,"segment":"smb","region":"na"}));
     push("cs.revenue", "acme", "2026-09-01T00:00:00Z", json!({"kind":"new","arr":100000.00}));
     push("cs.revenue", "globex", "2026-08-01T00:00:00Z", json!({"kind":"new","arr":20000}));
@@ -32,7 +42,12 @@ fn script() -> Vec<(&'static str, &'static str, Value)> {
     push("cs.revenue", "acme", "2026-11-02T00:00:00Z", json!({"kind":"expansion","arr":150000.00}));
     push("cs.revenue", "globex", "2026-11-03T00:00:00Z", json!({"kind":"contraction","arr":15000.50}));
     for (i, day) in ["08", "09", "10", "11", "12"].iter().enumerate() {
-        push("cs.usage", "acme", &format!("2026-11-{day}T12:00:00Z"), json!({"user_id":"u1","feature":"reports","n":i}));
+        push(
+            "cs.usage",
+            "acme",
+            &format!("2026-11-{day}T12:00:00Z"),
+            json!({"user_id":"u1","feature":"reports","n":i}),
+        );
     }
     push("cs.tickets", "acme", "2026-11-15T00:00:00Z", json!({"ticket_id":"T3","action":"opened","priority":"p3"}));
     push("cs.tickets", "acme", "2026-11-15T01:30:00Z", json!({"ticket_id":"T3","action":"first_response"}));
@@ -43,7 +58,12 @@ fn script() -> Vec<(&'static str, &'static str, Value)> {
     push("cs.tickets", "globex", "2026-11-19T01:00:00Z", json!({"ticket_id":"T2","action":"escalated"}));
     push("cs.tickets", "acme", "2026-11-20T10:00:00Z", json!({"ticket_id":"T1","action":"opened","priority":"p1"}));
     for (i, user) in ["u1", "u2", "u3", "u4", "u5"].iter().enumerate() {
-        push("cs.usage", "acme", &format!("2026-11-20T{:02}:00:00Z", 8 + i), json!({"user_id":user,"feature":"reports"}));
+        push(
+            "cs.usage",
+            "acme",
+            &format!("2026-11-20T{:02}:00:00Z", 8 + i),
+            json!({"user_id":user,"feature":"reports"}),
+        );
     }
     ev
 }
@@ -126,7 +146,10 @@ async fn scripted_portfolio_reads_back_exactly_over_rest() {
     let acme = &book["accounts"]["acme"];
     assert_eq!(acme["health"]["score"], json!(57.0));
     assert_eq!(acme["health"]["tier"], json!("yellow"));
-    assert_eq!(acme["health"]["components"], json!({"adoption":50.0,"engagement":50.0,"support":70.0,"sentiment":60.0}));
+    assert_eq!(
+        acme["health"]["components"],
+        json!({"adoption":50.0,"engagement":50.0,"support":70.0,"sentiment":60.0})
+    );
     assert_eq!(acme["usage"]["usage_events_prev_7d"], json!(5));
     assert_eq!(acme["usage"]["drop_ratio"], json!(0.0));
     assert_eq!(acme["usage"]["last_activity"], json!(NOW));

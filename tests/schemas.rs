@@ -20,16 +20,7 @@ use jsonschema::{Draft, Keyword, Resource, ValidationError, ValidationOptions, V
 use serde_json::{Map, Value};
 
 /// Every schema, by the name used for its file and its examples directory.
-const SCHEMAS: [&str; 8] = [
-    "account",
-    "usage",
-    "ticket",
-    "revenue",
-    "deadletter",
-    "alert",
-    "ws-client",
-    "ws-server",
-];
+const SCHEMAS: [&str; 8] = ["account", "usage", "ticket", "revenue", "deadletter", "alert", "ws-client", "ws-server"];
 
 const MAX_BYTES: usize = 1 << 20;
 
@@ -66,10 +57,7 @@ fn json_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .expect("a file name")
-        .to_string_lossy()
-        .into_owned()
+    path.file_name().expect("a file name").to_string_lossy().into_owned()
 }
 
 // ---------------------------------------------------------------------------
@@ -88,11 +76,7 @@ struct IntegerLiteral {
 }
 
 impl Keyword for IntegerLiteral {
-    fn validate<'i>(
-        &self,
-        instance: &'i Value,
-        location: &LazyLocation,
-    ) -> Result<(), ValidationError<'i>> {
+    fn validate<'i>(&self, instance: &'i Value, location: &LazyLocation) -> Result<(), ValidationError<'i>> {
         if self.is_valid(instance) {
             return Ok(());
         }
@@ -140,11 +124,7 @@ struct MaxDecimals {
 }
 
 impl Keyword for MaxDecimals {
-    fn validate<'i>(
-        &self,
-        instance: &'i Value,
-        location: &LazyLocation,
-    ) -> Result<(), ValidationError<'i>> {
+    fn validate<'i>(&self, instance: &'i Value, location: &LazyLocation) -> Result<(), ValidationError<'i>> {
         if self.is_valid(instance) {
             return Ok(());
         }
@@ -235,10 +215,7 @@ fn decimal_places_of_literals() {
 fn options(schemas: &BTreeMap<&str, Value>) -> ValidationOptions {
     let resources = schemas.values().map(|s| {
         let id = s["$id"].as_str().expect("$id").to_owned();
-        (
-            id,
-            Resource::from_contents(s.clone()).expect("a 2020-12 resource"),
-        )
+        (id, Resource::from_contents(s.clone()).expect("a 2020-12 resource"))
     });
     jsonschema::options()
         .with_draft(Draft::Draft202012)
@@ -250,15 +227,7 @@ fn options(schemas: &BTreeMap<&str, Value>) -> ValidationOptions {
 }
 
 fn load_schemas() -> BTreeMap<&'static str, Value> {
-    SCHEMAS
-        .iter()
-        .map(|&name| {
-            (
-                name,
-                read_json(&schemas_dir().join(format!("{name}.schema.json"))),
-            )
-        })
-        .collect()
+    SCHEMAS.iter().map(|&name| (name, read_json(&schemas_dir().join(format!("{name}.schema.json"))))).collect()
 }
 
 fn compile_all() -> BTreeMap<&'static str, Validator> {
@@ -267,12 +236,9 @@ fn compile_all() -> BTreeMap<&'static str, Validator> {
     schemas
         .iter()
         .map(|(&name, schema)| {
-            let validator = options.build(schema).unwrap_or_else(|e| {
-                panic!(
-                    "{name}.schema.json does not compile: {e} at {}",
-                    e.instance_path
-                )
-            });
+            let validator = options
+                .build(schema)
+                .unwrap_or_else(|e| panic!("{name}.schema.json does not compile: {e} at {}", e.instance_path));
             (name, validator)
         })
         .collect()
@@ -301,35 +267,19 @@ fn error_is_about(error: &ValidationError<'_>, field: &str) -> bool {
 fn every_schema_compiles_and_is_labelled() {
     let schemas = load_schemas();
     for (name, schema) in &schemas {
-        assert_eq!(
-            schema["$schema"], "https://json-schema.org/draft/2020-12/schema",
-            "{name}"
-        );
-        assert_eq!(
-            schema["$id"],
-            format!("https://cspulse.dev/schemas/{name}.schema.json"),
-            "{name}"
-        );
+        assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema", "{name}");
+        assert_eq!(schema["$id"], format!("https://cspulse.dev/schemas/{name}.schema.json"), "{name}");
         for key in ["title", "description"] {
-            assert!(
-                schema[key].as_str().is_some_and(|s| !s.is_empty()),
-                "{name}: {key}"
-            );
+            assert!(schema[key].as_str().is_some_and(|s| !s.is_empty()), "{name}: {key}");
         }
-        assert!(
-            jsonschema::meta::is_valid(schema),
-            "{name}.schema.json is not a valid 2020-12 schema"
-        );
+        assert!(jsonschema::meta::is_valid(schema), "{name}.schema.json is not a valid 2020-12 schema");
     }
     let compiled = compile_all();
     // Each schema's own `examples` are valid instances of it.
     for (name, schema) in &schemas {
         for example in schema["examples"].as_array().into_iter().flatten() {
             let errors = errors_of(&compiled[name], example);
-            assert!(
-                errors.is_empty(),
-                "{name}: its `examples` entry {example} fails: {errors:#?}"
-            );
+            assert!(errors.is_empty(), "{name}: its `examples` entry {example} fails: {errors:#?}");
         }
     }
     // Nothing else lies in schemas/ unaccounted for.
@@ -338,31 +288,20 @@ fn every_schema_compiles_and_is_labelled() {
         .map(|p| file_name(p))
         .filter(|f| !SCHEMAS.iter().any(|n| *f == format!("{n}.schema.json")))
         .collect();
-    assert!(
-        stray.is_empty(),
-        "schema files not covered by this test: {stray:?}"
-    );
+    assert!(stray.is_empty(), "schema files not covered by this test: {stray:?}");
 }
 
 /// `schemas/examples/<name>/expected.json`: invalid file name → the field the
 /// decoder's `detail` starts with, or `null` for an `invalid_json` rejection.
 fn expected_fields(name: &str) -> BTreeMap<String, Option<String>> {
-    let path = schemas_dir()
-        .join("examples")
-        .join(name)
-        .join("expected.json");
-    let Value::Object(map) = read_json(&path) else {
-        panic!("{} must be an object", path.display())
-    };
+    let path = schemas_dir().join("examples").join(name).join("expected.json");
+    let Value::Object(map) = read_json(&path) else { panic!("{} must be an object", path.display()) };
     map.into_iter()
         .map(|(file, field)| {
             let field = match field {
                 Value::String(s) => Some(s),
                 Value::Null => None,
-                other => panic!(
-                    "{}: {file} → {other} (want a field name or null)",
-                    path.display()
-                ),
+                other => panic!("{}: {file} → {other} (want a field name or null)", path.display()),
             };
             (file, field)
         })
@@ -387,33 +326,19 @@ fn examples_are_judged_as_filed_by_schema_and_decoder() {
     dirs.sort();
     let mut names: Vec<String> = SCHEMAS.iter().map(|s| s.to_string()).collect();
     names.sort();
-    assert_eq!(
-        dirs, names,
-        "schemas/examples must hold one directory per schema"
-    );
+    assert_eq!(dirs, names, "schemas/examples must hold one directory per schema");
     for name in SCHEMAS {
         let validator = &compiled[name];
         let valid = json_files(&examples.join(name).join("valid"));
         let invalid = json_files(&examples.join(name).join("invalid"));
-        assert!(
-            valid.len() >= 3,
-            "{name}: want several valid examples, found {}",
-            valid.len()
-        );
-        assert!(
-            invalid.len() >= 3,
-            "{name}: want several invalid examples, found {}",
-            invalid.len()
-        );
+        assert!(valid.len() >= 3, "{name}: want several valid examples, found {}", valid.len());
+        assert!(invalid.len() >= 3, "{name}: want several invalid examples, found {}", invalid.len());
         let topic = topic_of(name);
         let expected = topic.map(|_| expected_fields(name));
         if let Some(expected) = &expected {
             let filed: Vec<String> = invalid.iter().map(|p| file_name(p)).collect();
             let listed: Vec<String> = expected.keys().cloned().collect();
-            assert_eq!(
-                listed, filed,
-                "{name}/expected.json must list exactly the invalid examples"
-            );
+            assert_eq!(listed, filed, "{name}/expected.json must list exactly the invalid examples");
         }
 
         for path in &valid {
@@ -452,9 +377,7 @@ fn examples_are_judged_as_filed_by_schema_and_decoder() {
                     .map(|e| format!("{e} at `{}`", e.instance_path))
                     .collect();
                 if !stray.is_empty() {
-                    fail(format!(
-                        "{shown}: schema errors not about `{field}`: {stray:?}"
-                    ));
+                    fail(format!("{shown}: schema errors not about `{field}`: {stray:?}"));
                 }
             }
             let bytes = fs::read(path).expect("readable");
@@ -462,9 +385,7 @@ fn examples_are_judged_as_filed_by_schema_and_decoder() {
                 (Ok(_), _) => fail(format!("{shown}: decoder accepts it")),
                 (Err(r), Some(field)) => {
                     if r.reason != Reason::Schema || !r.detail.starts_with(&format!("{field}:")) {
-                        fail(format!(
-                            "{shown}: want `schema` / `{field}: …`, decoder says {r}"
-                        ));
+                        fail(format!("{shown}: want `schema` / `{field}: …`, decoder says {r}"));
                     }
                 }
                 (Err(r), None) => {
@@ -487,24 +408,14 @@ fn engine_dead_letter_records_match_the_schema() {
     let validator = &compiled["deadletter"];
     let long_text = "\u{e9}".repeat(40_000); // 80 000 bytes of 2-byte characters
     let binary: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    let payloads: [&[u8]; 5] = [
-        b"{\"seats\":250.0}",
-        b"[1]",
-        b"{\"a\":\"\xff\"}",
-        long_text.as_bytes(),
-        &binary,
-    ];
+    let payloads: [&[u8]; 5] = [b"{\"seats\":250.0}", b"[1]", b"{\"a\":\"\xff\"}", long_text.as_bytes(), &binary];
     for reason in Reason::ALL {
         let rejection = Rejection::new(reason, "seats: must be an integer");
         for payload in payloads {
             for key in [None, Some(&b"acme"[..]), Some(&b"\xfe\xff"[..])] {
                 let record = dead_letter_record(&rejection, "cs.accounts", 3, 1842, key, payload);
                 let errors = errors_of(validator, &record);
-                assert!(
-                    errors.is_empty(),
-                    "{reason:?}, {} payload bytes, key {key:?}: {errors:#?}",
-                    payload.len()
-                );
+                assert!(errors.is_empty(), "{reason:?}, {} payload bytes, key {key:?}: {errors:#?}", payload.len());
             }
         }
     }
@@ -534,8 +445,7 @@ impl Sweep {
 
     /// Judges one event given as JSON text.
     fn check(&mut self, event: &str) {
-        let instance: Value =
-            serde_json::from_str(event).unwrap_or_else(|e| panic!("{event}: {e}"));
+        let instance: Value = serde_json::from_str(event).unwrap_or_else(|e| panic!("{event}: {e}"));
         let schema_ok = self.validator.is_valid(&instance);
         let decoded = decode(self.topic, event.as_bytes(), MAX_BYTES);
         self.checked += 1;
@@ -545,17 +455,12 @@ impl Sweep {
                 Err(r) => format!("rejects ({r})"),
             };
             let schema = if schema_ok { "accepts" } else { "rejects" };
-            self.disagreements
-                .push(format!("{event}: schema {schema}, decoder {decoder}"));
+            self.disagreements.push(format!("{event}: schema {schema}, decoder {decoder}"));
         }
     }
 
     fn finish(self, what: &str, min_checked: usize) {
-        assert!(
-            self.checked >= min_checked,
-            "{what}: only {} cases",
-            self.checked
-        );
+        assert!(self.checked >= min_checked, "{what}: only {} cases", self.checked);
         let mut report = String::new();
         for d in self.disagreements.iter().take(25) {
             let _ = write!(report, "\n- {d}");
@@ -594,8 +499,8 @@ fn timestamps_agree_with_the_decoder() {
         "1:00:00",
     ];
     let offsets = [
-        "Z", "z", "+00:00", "-00:00", "+01:00", "-01:00", "+00:01", "-00:01", "+23:59", "-23:59",
-        "+24:00", "+01:60", "+0100", "", "+1:00", "Z ",
+        "Z", "z", "+00:00", "-00:00", "+01:00", "-01:00", "+00:01", "-00:01", "+23:59", "-23:59", "+24:00", "+01:60",
+        "+0100", "", "+1:00", "Z ",
     ];
     // Separators other than T/t are left out: the decoder accepts any single
     // byte there (see the `ts-space-separator` examples).
@@ -606,9 +511,7 @@ fn timestamps_agree_with_the_decoder() {
                     for offset in offsets {
                         for sep in ["T", "t"] {
                             let ts = format!("{year}-{month:02}-{day}{sep}{time}{offset}");
-                            sweep.check(&format!(
-                                r#"{{{COMMON},"ts":"{ts}","user_id":"u","feature":"f"}}"#
-                            ));
+                            sweep.check(&format!(r#"{{{COMMON},"ts":"{ts}","user_id":"u","feature":"f"}}"#));
                         }
                     }
                 }
@@ -621,9 +524,7 @@ fn timestamps_agree_with_the_decoder() {
 #[test]
 fn renewal_dates_agree_with_the_decoder() {
     let mut sweep = Sweep::new("account");
-    for year in [
-        "0000", "0001", "1900", "2000", "2023", "2024", "2100", "2400", "9999",
-    ] {
+    for year in ["0000", "0001", "1900", "2000", "2023", "2024", "2100", "2400", "9999"] {
         for month in 0..=13 {
             for day in 0..=32 {
                 sweep.check(&format!(
@@ -646,9 +547,7 @@ fn renewal_dates_agree_with_the_decoder() {
         "",
         "-2026-01-05",
     ] {
-        sweep.check(&format!(
-            r#"{{{COMMON},"ts":"2026-01-05T09:00:00Z","renewal_date":"{odd}"}}"#
-        ));
+        sweep.check(&format!(r#"{{{COMMON},"ts":"2026-01-05T09:00:00Z","renewal_date":"{odd}"}}"#));
     }
     sweep.finish("renewal_date", 4_000);
 }
@@ -704,9 +603,7 @@ fn arr_amounts_agree_with_the_decoder() {
             if serde_json::from_str::<Value>(&literal).is_err() {
                 continue; // `00e-2` and the like: not JSON at all
             }
-            sweep.check(&format!(
-                r#"{{{COMMON},"ts":"2026-01-05T09:00:00Z","kind":"renewal","arr":{literal}}}"#
-            ));
+            sweep.check(&format!(r#"{{{COMMON},"ts":"2026-01-05T09:00:00Z","kind":"renewal","arr":{literal}}}"#));
         }
     }
     for literal in [
@@ -730,12 +627,8 @@ fn arr_amounts_agree_with_the_decoder() {
         "[1]",
         "{}",
     ] {
-        sweep.check(&format!(
-            r#"{{{COMMON},"ts":"2026-01-05T09:00:00Z","kind":"new","arr":{literal}}}"#
-        ));
-        sweep.check(&format!(
-            r#"{{{COMMON},"ts":"2026-01-05T09:00:00Z","kind":"churn","arr":{literal}}}"#
-        ));
+        sweep.check(&format!(r#"{{{COMMON},"ts":"2026-01-05T09:00:00Z","kind":"new","arr":{literal}}}"#));
+        sweep.check(&format!(r#"{{{COMMON},"ts":"2026-01-05T09:00:00Z","kind":"churn","arr":{literal}}}"#));
     }
     sweep.finish("arr", 40_000);
 }
@@ -773,9 +666,7 @@ fn integer_fields_agree_with_the_decoder() {
     let mut score = Sweep::new("ticket");
     let mut duration = Sweep::new("usage");
     for literal in literals {
-        seats.check(&format!(
-            r#"{{{COMMON},"ts":"2026-01-05T09:00:00Z","seats":{literal}}}"#
-        ));
+        seats.check(&format!(r#"{{{COMMON},"ts":"2026-01-05T09:00:00Z","seats":{literal}}}"#));
         score.check(&format!(
             r#"{{{COMMON},"ts":"2026-01-05T09:00:00Z","ticket_id":"T-1","action":"csat","score":{literal}}}"#
         ));
@@ -798,32 +689,18 @@ fn text_fields_agree_with_the_decoder() {
     let mut account = Sweep::new("account");
     let mut ticket = Sweep::new("ticket");
     let mut usage = Sweep::new("usage");
-    for (field, limit) in [
-        ("name", 256),
-        ("csm_id", 128),
-        ("segment", 64),
-        ("region", 64),
-    ] {
+    for (field, limit) in [("name", 256), ("csm_id", 128), ("segment", 64), ("region", 64)] {
         for n in [0, 1, limit - 1, limit, limit + 1] {
             for unit in ["x", "\u{e9}", "\u{1F600}", "\\n"] {
                 let text = unit.repeat(n);
-                account.check(&format!(
-                    r#"{{{COMMON},"ts":"2026-01-05T09:00:00Z","{field}":"{text}"}}"#
-                ));
+                account.check(&format!(r#"{{{COMMON},"ts":"2026-01-05T09:00:00Z","{field}":"{text}"}}"#));
             }
         }
         for other in ["null", "1", "true", "[]", "{}"] {
-            account.check(&format!(
-                r#"{{{COMMON},"ts":"2026-01-05T09:00:00Z","{field}":{other}}}"#
-            ));
+            account.check(&format!(r#"{{{COMMON},"ts":"2026-01-05T09:00:00Z","{field}":{other}}}"#));
         }
     }
-    for (field, limit) in [
-        ("event_id", 128),
-        ("account_id", 128),
-        ("user_id", 128),
-        ("feature", 64),
-    ] {
+    for (field, limit) in [("event_id", 128), ("account_id", 128), ("user_id", 128), ("feature", 64)] {
         for n in [0, 1, limit, limit + 1] {
             for unit in ["x", "\u{1F600}"] {
                 let text = unit.repeat(n);
@@ -836,26 +713,9 @@ fn text_fields_agree_with_the_decoder() {
             }
         }
     }
-    for action in [
-        "opened",
-        "first_response",
-        "escalated",
-        "resolved",
-        "reopened",
-        "csat",
-        "closed",
-        "Opened",
-        "",
-    ] {
-        for priority in [
-            None,
-            Some("\"p1\""),
-            Some("\"p4\""),
-            Some("\"p5\""),
-            Some("\"P1\""),
-            Some("null"),
-            Some("1"),
-        ] {
+    for action in ["opened", "first_response", "escalated", "resolved", "reopened", "csat", "closed", "Opened", ""] {
+        for priority in [None, Some("\"p1\""), Some("\"p4\""), Some("\"p5\""), Some("\"P1\""), Some("null"), Some("1")]
+        {
             let priority = priority.map_or(String::new(), |p| format!(r#","priority":{p}"#));
             ticket.check(&format!(
                 r#"{{{COMMON},"ts":"2026-01-05T09:00:00Z","ticket_id":"T-1","action":"{action}","score":4{priority}}}"#

@@ -248,7 +248,10 @@ impl Config {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(ConfigError::Invalid { key: "--config", problem: format!("{} does not exist", path.display()) });
+                return Err(ConfigError::Invalid {
+                    key: "--config",
+                    problem: format!("{} does not exist", path.display()),
+                });
             }
             figment = figment.merge(Toml::file_exact(path));
         }
@@ -257,10 +260,8 @@ impl Config {
 
     /// Defaults only (plus a TOML snippet), without the environment: for tests.
     pub fn from_toml(snippet: &str) -> Result<Config, ConfigError> {
-        let config: Config = Figment::from(Toml::string(DEFAULT_TOML))
-            .merge(Toml::string(snippet))
-            .extract()
-            .map_err(Box::new)?;
+        let config: Config =
+            Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(snippet)).extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
     }
@@ -277,7 +278,9 @@ impl Config {
         if w.adoption + w.engagement + w.support + w.sentiment <= 0.0 {
             return bad("health.weights", "at least one weight must be > 0");
         }
-        if !(self.health.yellow <= self.health.green) {
+        if self.health.yellow.partial_cmp(&self.health.green) == Some(std::cmp::Ordering::Greater)
+            || self.health.yellow.is_nan()
+        {
             return bad("health.yellow", "must be <= health.green");
         }
         let sla = &self.tickets.sla_minutes;
@@ -334,6 +337,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -365,6 +369,34 @@ mod tests {
             assert_eq!(c.push.history, 5);
             Ok(())
         });
+    }
+
+    /// Every key of `default.toml`, dotted.
+    fn default_keys() -> Vec<String> {
+        fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+            for (k, v) in table {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                match v {
+                    toml::Value::Table(t) if k != "properties" => walk(&key, t, out),
+                    _ => out.push(key),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk("", &DEFAULT_TOML.parse::<toml::Table>().unwrap(), &mut out);
+        out
+    }
+
+    #[test]
+    fn readme_documents_every_key_and_its_environment_name() {
+        let readme = include_str!("../../README.md");
+        for key in default_keys() {
+            assert!(readme.contains(&format!("| `{key}` |")), "README config table lacks {key}");
+            if key != "kafka.properties" {
+                let env = format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase());
+                assert!(readme.contains(&format!("`{env}`")), "README lacks {env}");
+            }
+        }
     }
 
     #[test]

@@ -125,7 +125,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics_text(State(state): State<AppState>) -> Response {
     telemetry::export_fold_stats(&state.shared.engine());
     for (topic, partition, lag) in state.shared.lag().partitions {
-        gauge!("cspulse_consumer_lag", "topic" => topic.default_name(), "partition" => partition.to_string()).set(lag as f64);
+        gauge!("cspulse_consumer_lag", "topic" => topic.default_name(), "partition" => partition.to_string())
+            .set(lag as f64);
     }
     let body = telemetry::prometheus().render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
@@ -141,7 +142,11 @@ async fn channel(
     let channel = Channel::parse(&name)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_channel", format!("no channel {name:?}")))?;
     if !who.may_read(&channel) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("role {} may not read {channel}", who.role.as_str())));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("role {} may not read {channel}", who.role.as_str()),
+        ));
     }
     let data = state.shared.engine().channel_view(&channel);
     Ok(Json(data))

@@ -12,9 +12,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::event::{
-    AccountUpsert, Body, Event, Priority, RevenueKind, TicketAction, TicketEvent, Topic,
-};
+use crate::event::{AccountUpsert, Body, Event, Priority, RevenueKind, TicketAction, TicketEvent, Topic};
 use crate::time::{parse_date, parse_rfc3339};
 
 /// Why a message was rejected (SPEC §9), in check order.
@@ -28,13 +26,8 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 5] = [
-        Reason::TooLarge,
-        Reason::InvalidJson,
-        Reason::Schema,
-        Reason::FutureTs,
-        Reason::Late,
-    ];
+    pub const ALL: [Reason; 5] =
+        [Reason::TooLarge, Reason::InvalidJson, Reason::Schema, Reason::FutureTs, Reason::Late];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -88,8 +81,8 @@ pub fn decode(topic: Topic, payload: &[u8], max_bytes: usize) -> Result<Event<'_
     if first != Some(&b'{') {
         return Err(Rejection::new(Reason::InvalidJson, "not a JSON object"));
     }
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| Rejection::new(Reason::InvalidJson, format!("not UTF-8: {e}")))?;
+    let text =
+        std::str::from_utf8(payload).map_err(|e| Rejection::new(Reason::InvalidJson, format!("not UTF-8: {e}")))?;
     let raw: RawEvent<'_> = serde_json::from_str(text).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => Rejection::new(Reason::Schema, e.to_string()),
         _ => Rejection::new(Reason::InvalidJson, e.to_string()),
@@ -262,8 +255,9 @@ impl<'a> RawEvent<'a> {
     fn validate(self, topic: Topic) -> Result<Event<'a>, Rejection> {
         let event_id = req_str("event_id", self.event_id, 1, 128)?;
         let ts = match self.ts {
-            Scalar::Str(s) => parse_rfc3339(&s)
-                .ok_or_else(|| schema("ts", "must be an RFC 3339 timestamp with offset"))?,
+            Scalar::Str(s) => {
+                parse_rfc3339(&s).ok_or_else(|| schema("ts", "must be an RFC 3339 timestamp with offset"))?
+            }
             Scalar::Missing => return Err(schema("ts", "required")),
             other => return Err(schema("ts", format!("must be a string, got {}", other.type_name()))),
         };
@@ -281,9 +275,9 @@ impl<'a> RawEvent<'a> {
                 seats: opt_uint("seats", &self.seats)?,
                 renewal_date: match self.renewal_date {
                     Scalar::Missing => None,
-                    Scalar::Str(s) => Some(
-                        parse_date(&s).ok_or_else(|| schema("renewal_date", "must be a YYYY-MM-DD date"))?,
-                    ),
+                    Scalar::Str(s) => {
+                        Some(parse_date(&s).ok_or_else(|| schema("renewal_date", "must be a YYYY-MM-DD date"))?)
+                    }
                     other => {
                         return Err(schema("renewal_date", format!("must be a string, got {}", other.type_name())));
                     }
@@ -306,27 +300,21 @@ impl<'a> RawEvent<'a> {
                 let ticket_id = req_str("ticket_id", self.ticket_id, 1, 128)?;
                 let action_s = req_str("action", self.action, 1, 64)?;
                 let action = TicketAction::parse(&action_s).ok_or_else(|| {
-                    schema(
-                        "action",
-                        "must be one of opened, first_response, escalated, resolved, reopened, csat",
-                    )
+                    schema("action", "must be one of opened, first_response, escalated, resolved, reopened, csat")
                 })?;
                 let priority = match action {
-                    TicketAction::Opened | TicketAction::Reopened | TicketAction::Escalated => {
-                        let p = match self.priority {
-                            Scalar::Missing if action == TicketAction::Opened => {
-                                return Err(schema("priority", "required on opened"));
-                            }
-                            Scalar::Missing => None,
-                            Scalar::Str(s) => Some(
-                                Priority::parse(&s).ok_or_else(|| schema("priority", "must be one of p1, p2, p3, p4"))?,
-                            ),
-                            other => {
-                                return Err(schema("priority", format!("must be a string, got {}", other.type_name())));
-                            }
-                        };
-                        p
-                    }
+                    TicketAction::Opened | TicketAction::Reopened | TicketAction::Escalated => match self.priority {
+                        Scalar::Missing if action == TicketAction::Opened => {
+                            return Err(schema("priority", "required on opened"));
+                        }
+                        Scalar::Missing => None,
+                        Scalar::Str(s) => Some(
+                            Priority::parse(&s).ok_or_else(|| schema("priority", "must be one of p1, p2, p3, p4"))?,
+                        ),
+                        other => {
+                            return Err(schema("priority", format!("must be a string, got {}", other.type_name())));
+                        }
+                    },
                     _ => None,
                 };
                 let score = if action == TicketAction::Csat {
@@ -345,9 +333,8 @@ impl<'a> RawEvent<'a> {
             }
             Topic::Revenue => {
                 let kind_s = req_str("kind", self.kind, 1, 64)?;
-                let kind = RevenueKind::parse(&kind_s).ok_or_else(|| {
-                    schema("kind", "must be one of new, renewal, expansion, contraction, churn")
-                })?;
+                let kind = RevenueKind::parse(&kind_s)
+                    .ok_or_else(|| schema("kind", "must be one of new, renewal, expansion, contraction, churn"))?;
                 let arr_cents = if kind == RevenueKind::Churn {
                     0
                 } else {
@@ -399,11 +386,8 @@ pub fn parse_cents(lit: &str) -> Result<i64, &'static str> {
         }
     } else {
         let cut = (-shift) as usize;
-        let (keep, dropped) = if cut >= significant.len() {
-            ("", significant)
-        } else {
-            significant.split_at(significant.len() - cut)
-        };
+        let (keep, dropped) =
+            if cut >= significant.len() { ("", significant) } else { significant.split_at(significant.len() - cut) };
         if dropped.bytes().any(|b| b != b'0') {
             return Err("must have at most 2 decimal places");
         }
@@ -444,13 +428,23 @@ mod tests {
         let Body::Account(up) = e.body else { panic!() };
         assert_eq!(up.seats, Some(250));
         assert_eq!(up.csm_id, Some(Some("csm-7".into())));
-        let e = decode(Topic::Accounts, br#"{"event_id":"a","ts":"2026-01-05T09:00:00Z","account_id":"x","csm_id":null}"#, 999).unwrap();
+        let e = decode(
+            Topic::Accounts,
+            br#"{"event_id":"a","ts":"2026-01-05T09:00:00Z","account_id":"x","csm_id":null}"#,
+            999,
+        )
+        .unwrap();
         assert_eq!(e.body, Body::Account(AccountUpsert { csm_id: Some(None), ..Default::default() }));
         let e = decode(Topic::Usage, br#"{"event_id":"u","ts":"2026-01-05T09:00:00Z","account_id":"x","user_id":"u\n2","feature":"f","duration_s":1.5}"#, 999).unwrap();
         assert_eq!(e.body, Body::Usage { user_id: "u\n2".into(), feature: "f".into() });
         let e = decode(Topic::Tickets, br#"{"event_id":"t","ts":"2026-01-05T09:00:00Z","account_id":"x","ticket_id":"T","action":"first_response","priority":null,"score":"x"}"#, 999).unwrap();
         assert!(matches!(e.body, Body::Ticket(TicketEvent { priority: None, score: None, .. })));
-        let e = decode(Topic::Revenue, br#"{"event_id":"r","ts":"2026-01-05T09:00:00Z","account_id":"x","kind":"churn","arr":"ignored"}"#, 999).unwrap();
+        let e = decode(
+            Topic::Revenue,
+            br#"{"event_id":"r","ts":"2026-01-05T09:00:00Z","account_id":"x","kind":"churn","arr":"ignored"}"#,
+            999,
+        )
+        .unwrap();
         assert_eq!(e.body, Body::Revenue { kind: RevenueKind::Churn, arr_cents: 0 });
     }
 
@@ -491,7 +485,9 @@ mod tests {
         assert!(r.detail.starts_with("event_id:"), "{r}");
         // 128 multi-byte characters are fine.
         let wide = "é".repeat(128);
-        let ok = format!("{{\"event_id\":\"{wide}\",\"ts\":\"2026-01-05T09:00:00Z\",\"account_id\":\"x\",\"user_id\":\"u\",\"feature\":\"f\"}}");
+        let ok = format!(
+            "{{\"event_id\":\"{wide}\",\"ts\":\"2026-01-05T09:00:00Z\",\"account_id\":\"x\",\"user_id\":\"u\",\"feature\":\"f\"}}"
+        );
         assert!(decode(Topic::Usage, ok.as_bytes(), 1 << 20).is_ok());
     }
 

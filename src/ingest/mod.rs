@@ -217,7 +217,14 @@ pub fn producer(kafka: &KafkaConfig) -> Result<ThreadedProducer<DefaultProducerC
 }
 
 /// A rejected message as written to the dead-letter topic (§9).
-pub fn dead_letter_record(rejection: &Rejection, topic: &str, partition: i32, offset: i64, key: Option<&[u8]>, payload: &[u8]) -> serde_json::Value {
+pub fn dead_letter_record(
+    rejection: &Rejection,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    key: Option<&[u8]>,
+    payload: &[u8],
+) -> serde_json::Value {
     let key = key.map(|k| String::from_utf8_lossy(k).into_owned());
     let mut record = json!({
         "reason": rejection.reason.as_str(),
@@ -313,8 +320,13 @@ fn poll_loop(
             let mut engine = shared.engine();
             for m in &batch {
                 let Some(topic) = shared.topics.role(m.topic()) else { continue };
-                let input =
-                    Input { topic, partition: m.partition(), offset: m.offset(), payload: m.payload().unwrap_or_default(), wall };
+                let input = Input {
+                    topic,
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    payload: m.payload().unwrap_or_default(),
+                    wall,
+                };
                 sample = sample.wrapping_add(1);
                 let timed = sample % 8 == 0;
                 let started = timed.then(Instant::now);

@@ -127,8 +127,7 @@ impl FeatureTable {
         }
         let id = self.names.len() as u32;
         let name: Arc<str> = Arc::from(name);
-        self.core
-            .push(cfg.core_features.is_empty() || cfg.core_features.iter().any(|f| **f == *name));
+        self.core.push(cfg.core_features.is_empty() || cfg.core_features.iter().any(|f| **f == *name));
         self.names.push(name.clone());
         self.ids.insert(name, id);
         self.accounts_30d.push(0);
@@ -287,11 +286,7 @@ impl TicketState {
 
     /// When this ticket can breach its SLA: open, opened, unanswered, prioritised.
     fn sla_clock(&self) -> Option<(Ts, Priority)> {
-        if self.open && self.first_response.is_none() {
-            Some((self.first_opened?, self.priority?))
-        } else {
-            None
-        }
+        if self.open && self.first_response.is_none() { Some((self.first_opened?, self.priority?)) } else { None }
     }
 }
 
@@ -395,10 +390,7 @@ impl Tickets {
     }
 
     pub fn sla_breached(&self, now: Ts, cfg: &StateConfig) -> u64 {
-        self.sla_clocks
-            .values()
-            .filter(|(opened, p)| now - opened > cfg.sla[p.index()])
-            .count() as u64
+        self.sla_clocks.values().filter(|(opened, p)| now - opened > cfg.sla[p.index()]).count() as u64
     }
 
     pub fn csat(&self) -> Scores {
@@ -411,12 +403,8 @@ impl Tickets {
     }
 
     fn next_change(&self, now: Ts, cfg: &StateConfig) -> Option<Ts> {
-        let breach = self
-            .sla_clocks
-            .values()
-            .map(|(opened, p)| opened + cfg.sla[p.index()] + 1)
-            .filter(|t| *t > now)
-            .min();
+        let breach =
+            self.sla_clocks.values().map(|(opened, p)| opened + cfg.sla[p.index()] + 1).filter(|t| *t > now).min();
         let fr = self.first_responses.keys().next().map(|(t, _)| t + FIRST_RESPONSE_WINDOW);
         [self.csat.next_change(), breach, fr].into_iter().fold(None, min_opt)
     }

@@ -199,7 +199,11 @@ impl Engine {
         if ev.ts > input.wall.saturating_add(self.cfg.max_future_skew) {
             return Outcome::Rejected(Rejection::new(
                 Reason::FutureTs,
-                format!("ts {} is ahead of the wall clock {} by more than the allowed skew", format_rfc3339(ev.ts), format_rfc3339(input.wall)),
+                format!(
+                    "ts {} is ahead of the wall clock {} by more than the allowed skew",
+                    format_rfc3339(ev.ts),
+                    format_rfc3339(input.wall)
+                ),
             ));
         }
         if let Some(max) = partition_max
@@ -207,7 +211,11 @@ impl Engine {
         {
             return Outcome::Rejected(Rejection::new(
                 Reason::Late,
-                format!("ts {} is older than the partition's latest {} minus the allowed lateness", format_rfc3339(ev.ts), format_rfc3339(max)),
+                format!(
+                    "ts {} is older than the partition's latest {} minus the allowed lateness",
+                    format_rfc3339(ev.ts),
+                    format_rfc3339(max)
+                ),
             ));
         }
         if let (Some(&seen), Some(w)) = (self.dedup.ts_of.get(&*ev.event_id), self.watermark)

@@ -81,10 +81,9 @@ impl StoredBody {
                 seats: up.seats,
                 renewal_date: up.renewal_date,
             },
-            Body::Usage { user_id, feature } => StoredBody::Usage {
-                user_id: user_id.into_owned(),
-                feature: feature.into_owned(),
-            },
+            Body::Usage { user_id, feature } => {
+                StoredBody::Usage { user_id: user_id.into_owned(), feature: feature.into_owned() }
+            }
             Body::Ticket(t) => StoredBody::Ticket {
                 ticket_id: t.ticket_id.into_owned(),
                 action: t.action,
@@ -98,20 +97,11 @@ impl StoredBody {
 
 impl NaiveModel {
     pub fn new(cfg: StateConfig) -> Self {
-        NaiveModel {
-            cfg,
-            events: Vec::new(),
-        }
+        NaiveModel { cfg, events: Vec::new() }
     }
 
     /// One Kafka message of `topic` from `partition`, checked at wall clock `wall`.
-    pub fn offer(
-        &mut self,
-        topic: Topic,
-        partition: i32,
-        payload: &[u8],
-        wall: Ts,
-    ) -> NaiveOutcome {
+    pub fn offer(&mut self, topic: Topic, partition: i32, payload: &[u8], wall: Ts) -> NaiveOutcome {
         // 1. too_large, invalid_json, schema.
         let event = match decode(topic, payload, self.cfg.max_message_bytes) {
             Ok(e) => e,
@@ -122,12 +112,8 @@ impl NaiveModel {
             return NaiveOutcome::Rejected(Reason::FutureTs);
         }
         // 3. late, against the largest ts accepted from the same topic-partition.
-        let partition_max = self
-            .events
-            .iter()
-            .filter(|e| e.topic == topic && e.partition == partition)
-            .map(|e| e.ts)
-            .max();
+        let partition_max =
+            self.events.iter().filter(|e| e.topic == topic && e.partition == partition).map(|e| e.ts).max();
         if let Some(max) = partition_max {
             if event.ts < max.saturating_sub(self.cfg.allowed_lateness) {
                 return NaiveOutcome::Rejected(Reason::Late);
@@ -137,10 +123,7 @@ impl NaiveModel {
         //    of the watermark before this event.
         if let Some(watermark) = self.watermark() {
             let horizon_start = watermark.saturating_sub(self.cfg.dedup_horizon);
-            let seen = self
-                .events
-                .iter()
-                .any(|e| e.event_id == *event.event_id && e.ts > horizon_start);
+            let seen = self.events.iter().any(|e| e.event_id == *event.event_id && e.ts > horizon_start);
             if seen {
                 return NaiveOutcome::Duplicate;
             }
@@ -174,8 +157,7 @@ impl NaiveModel {
         let now = watermark.unwrap_or(0);
 
         let ids: BTreeSet<&str> = self.events.iter().map(|e| e.account_id.as_str()).collect();
-        let mut accounts: Vec<AccountFacts> =
-            ids.iter().map(|id| self.account_facts(id, now)).collect();
+        let mut accounts: Vec<AccountFacts> = ids.iter().map(|id| self.account_facts(id, now)).collect();
         assign_ranks(&mut accounts);
         let all: Vec<&AccountFacts> = accounts.iter().collect();
 
@@ -193,10 +175,8 @@ impl NaiveModel {
             }
         }
         let kpis_of = |groups: &BTreeMap<&str, Vec<&AccountFacts>>| -> Value {
-            let map: serde_json::Map<String, Value> = groups
-                .iter()
-                .map(|(k, v)| (k.to_string(), self.kpi(v)))
-                .collect();
+            let map: serde_json::Map<String, Value> =
+                groups.iter().map(|(k, v)| (k.to_string(), self.kpi(v))).collect();
             Value::Object(map)
         };
 
@@ -238,10 +218,8 @@ impl NaiveModel {
                 }),
             );
         }
-        let account_objects: serde_json::Map<String, Value> = accounts
-            .iter()
-            .map(|a| (a.id.clone(), a.to_json()))
-            .collect();
+        let account_objects: serde_json::Map<String, Value> =
+            accounts.iter().map(|a| (a.id.clone(), a.to_json())).collect();
 
         json!({
             "executive": executive,
@@ -254,11 +232,7 @@ impl NaiveModel {
 
     /// The accepted events naming `account_id`, sorted by (ts, arrival).
     fn events_of(&self, account_id: &str) -> Vec<&Stored> {
-        let mut evs: Vec<&Stored> = self
-            .events
-            .iter()
-            .filter(|e| e.account_id == account_id)
-            .collect();
+        let mut evs: Vec<&Stored> = self.events.iter().filter(|e| e.account_id == account_id).collect();
         evs.sort_by_key(|e| (e.ts, e.seq));
         evs
     }
@@ -278,14 +252,8 @@ impl NaiveModel {
         let mut seats: u64 = 0;
         let mut renewal_date: Option<i32> = None;
         for e in &evs {
-            if let StoredBody::Account {
-                name: n,
-                csm_id: c,
-                segment: s,
-                region: r,
-                seats: st,
-                renewal_date: d,
-            } = &e.body
+            if let StoredBody::Account { name: n, csm_id: c, segment: s, region: r, seats: st, renewal_date: d } =
+                &e.body
             {
                 if let Some(n) = n {
                     name = Some(n.clone());
@@ -312,53 +280,26 @@ impl NaiveModel {
         let usage: Vec<(Ts, &str, &str)> = evs
             .iter()
             .filter_map(|e| match &e.body {
-                StoredBody::Usage { user_id, feature } => {
-                    Some((e.ts, user_id.as_str(), feature.as_str()))
-                }
+                StoredBody::Usage { user_id, feature } => Some((e.ts, user_id.as_str(), feature.as_str())),
                 _ => None,
             })
             .collect();
-        let users_7d: BTreeSet<&str> = usage
-            .iter()
-            .filter(|u| in_last(u.0, 7))
-            .map(|u| u.1)
-            .collect();
-        let users_30d: BTreeSet<&str> = usage
-            .iter()
-            .filter(|u| in_last(u.0, 30))
-            .map(|u| u.1)
-            .collect();
-        let features_30d: BTreeSet<&str> = usage
-            .iter()
-            .filter(|u| in_last(u.0, 30))
-            .map(|u| u.2)
-            .collect();
+        let users_7d: BTreeSet<&str> = usage.iter().filter(|u| in_last(u.0, 7)).map(|u| u.1).collect();
+        let users_30d: BTreeSet<&str> = usage.iter().filter(|u| in_last(u.0, 30)).map(|u| u.1).collect();
+        let features_30d: BTreeSet<&str> = usage.iter().filter(|u| in_last(u.0, 30)).map(|u| u.2).collect();
         let usage_events_7d = usage.iter().filter(|u| in_last(u.0, 7)).count() as u64;
-        let usage_events_prev_7d = usage
-            .iter()
-            .filter(|u| in_last(u.0, 14) && !in_last(u.0, 7))
-            .count() as u64;
+        let usage_events_prev_7d = usage.iter().filter(|u| in_last(u.0, 14) && !in_last(u.0, 7)).count() as u64;
         let last_activity = usage.iter().map(|u| u.0).max();
-        let core_usage_7d = usage.iter().any(|u| {
-            in_last(u.0, 7)
-                && (cfg.core_features.is_empty() || cfg.core_features.iter().any(|f| f == u.2))
-        });
+        let core_usage_7d = usage
+            .iter()
+            .any(|u| in_last(u.0, 7) && (cfg.core_features.is_empty() || cfg.core_features.iter().any(|f| f == u.2)));
 
         // Tickets: each ticket's non-csat events, in (ts, arrival) order.
         let mut ticket_events: BTreeMap<&str, Vec<TicketStep>> = BTreeMap::new();
         for e in &evs {
-            if let StoredBody::Ticket {
-                ticket_id,
-                action,
-                priority,
-                ..
-            } = &e.body
-            {
+            if let StoredBody::Ticket { ticket_id, action, priority, .. } = &e.body {
                 if *action != TicketAction::Csat {
-                    ticket_events
-                        .entry(ticket_id.as_str())
-                        .or_default()
-                        .push((e.ts, *action, *priority));
+                    ticket_events.entry(ticket_id.as_str()).or_default().push((e.ts, *action, *priority));
                 }
             }
         }
@@ -377,9 +318,7 @@ impl NaiveModel {
                 if t.escalated {
                     escalated_open += 1;
                 }
-                if let (Some(opened), None, Some(p)) =
-                    (t.first_opened, t.first_response, t.priority)
-                {
+                if let (Some(opened), None, Some(p)) = (t.first_opened, t.first_response, t.priority) {
                     if now - opened > cfg.sla[p.index()] {
                         sla_breached += 1;
                     }
@@ -394,12 +333,7 @@ impl NaiveModel {
         let mut csat_sum_90d = 0u64;
         let mut csat_count_90d = 0u64;
         for e in &evs {
-            if let StoredBody::Ticket {
-                action: TicketAction::Csat,
-                score: Some(s),
-                ..
-            } = &e.body
-            {
+            if let StoredBody::Ticket { action: TicketAction::Csat, score: Some(s), .. } = &e.body {
                 if in_last(e.ts, 90) {
                     csat_sum_90d += *s as u64;
                     csat_count_90d += 1;
@@ -453,13 +387,8 @@ impl NaiveModel {
             (50.0 + 50.0 * (cur - prev7) as f64 / prev7 as f64).clamp(0.0, 100.0)
         };
         let [p1, p2, p3, p4] = open_by_priority.map(|n| n as i64);
-        let support =
-            (100 - 30 * p1 - 15 * p2 - 5 * (p3 + p4) - 20 * escalated_open as i64).max(0) as f64;
-        let csat_avg_90d = if csat_count_90d > 0 {
-            Some(csat_sum_90d as f64 / csat_count_90d as f64)
-        } else {
-            None
-        };
+        let support = (100 - 30 * p1 - 15 * p2 - 5 * (p3 + p4) - 20 * escalated_open as i64).max(0) as f64;
+        let csat_avg_90d = if csat_count_90d > 0 { Some(csat_sum_90d as f64 / csat_count_90d as f64) } else { None };
         let sentiment = match csat_avg_90d {
             None => 60.0,
             Some(avg) => 100.0 * (avg - 1.0) / 4.0,
@@ -522,22 +451,11 @@ impl NaiveModel {
         for tier in [Tier::Green, Tier::Yellow, Tier::Red] {
             let members: Vec<&&AccountFacts> = scope.iter().filter(|a| a.tier == tier).collect();
             let arr: i64 = members.iter().map(|a| a.arr_cents).sum();
-            tiers.insert(
-                tier.as_str().to_string(),
-                json!({"accounts": members.len() as u64, "arr": money(arr)}),
-            );
+            tiers.insert(tier.as_str().to_string(), json!({"accounts": members.len() as u64, "arr": money(arr)}));
         }
         let arr: i64 = scope.iter().map(|a| a.arr_cents).sum();
-        let at_risk: i64 = scope
-            .iter()
-            .filter(|a| a.tier == Tier::Red)
-            .map(|a| a.arr_cents)
-            .sum();
-        let at_risk_share = if arr == 0 {
-            0.0
-        } else {
-            at_risk as f64 / arr as f64
-        };
+        let at_risk: i64 = scope.iter().filter(|a| a.tier == Tier::Red).map(|a| a.arr_cents).sum();
+        let at_risk_share = if arr == 0 { 0.0 } else { at_risk as f64 / arr as f64 };
         let avg_score = if n == 0 {
             Value::Null
         } else {
@@ -556,10 +474,7 @@ impl NaiveModel {
 
         // Tickets.
         let open_p = |i: usize| scope.iter().map(|a| a.open_by_priority[i]).sum::<u64>();
-        let mut frt: Vec<i64> = scope
-            .iter()
-            .flat_map(|a| a.first_responses_30d.iter().copied())
-            .collect();
+        let mut frt: Vec<i64> = scope.iter().flat_map(|a| a.first_responses_30d.iter().copied()).collect();
         frt.sort();
         let percentile = |p: usize| -> Value {
             if frt.is_empty() {
@@ -571,11 +486,7 @@ impl NaiveModel {
         };
         let csat_sum: u64 = scope.iter().map(|a| a.csat_sum_90d).sum();
         let csat_count: u64 = scope.iter().map(|a| a.csat_count_90d).sum();
-        let csat_avg = if csat_count == 0 {
-            Value::Null
-        } else {
-            json!(csat_sum as f64 / csat_count as f64)
-        };
+        let csat_avg = if csat_count == 0 { Value::Null } else { json!(csat_sum as f64 / csat_count as f64) };
 
         // Revenue.
         let (grr_qtd, nrr_qtd) = retention(scope, |a| a.arr_before_qtd);
@@ -645,10 +556,7 @@ impl NaiveModel {
         let map: serde_json::Map<String, Value> = per_feature
             .into_iter()
             .map(|(f, (accounts, users))| {
-                (
-                    f.to_string(),
-                    json!({"accounts_30d": accounts.len() as u64, "users_30d": users.len() as u64}),
-                )
+                (f.to_string(), json!({"accounts_30d": accounts.len() as u64, "users_30d": users.len() as u64}))
             })
             .collect();
         Value::Object(map)
@@ -856,9 +764,8 @@ fn priority_order(a: &AccountFacts, b: &AccountFacts) -> Ordering {
 fn assign_ranks(accounts: &mut [AccountFacts]) {
     let csms: BTreeSet<String> = accounts.iter().filter_map(|a| a.csm_id.clone()).collect();
     for csm in csms {
-        let mut book: Vec<usize> = (0..accounts.len())
-            .filter(|&i| accounts[i].csm_id.as_deref() == Some(&csm))
-            .collect();
+        let mut book: Vec<usize> =
+            (0..accounts.len()).filter(|&i| accounts[i].csm_id.as_deref() == Some(&csm)).collect();
         book.sort_by(|&i, &j| priority_order(&accounts[i], &accounts[j]));
         for (pos, &i) in book.iter().enumerate() {
             accounts[i].rank = Some(pos + 1);
@@ -875,10 +782,7 @@ fn retention(scope: &[&AccountFacts], start: impl Fn(&AccountFacts) -> i64) -> (
     let sum_start: i64 = cohort.iter().map(|a| start(a)).sum();
     let sum_cur: i64 = cohort.iter().map(|a| a.arr_cents).sum();
     let sum_kept: i64 = cohort.iter().map(|a| a.arr_cents.min(start(a))).sum();
-    (
-        json!(sum_kept as f64 / sum_start as f64),
-        json!(sum_cur as f64 / sum_start as f64),
-    )
+    (json!(sum_kept as f64 / sum_start as f64), json!(sum_cur as f64 / sum_start as f64))
 }
 
 /// 10 buckets of account counts by unrounded score.
@@ -933,14 +837,7 @@ mod tests {
     }
 
     fn usage(m: &mut NaiveModel, id: &str, ts: Ts, account: &str, user: &str, feature: &str) {
-        accept(
-            m,
-            Topic::Usage,
-            id,
-            ts,
-            account,
-            json!({"user_id": user, "feature": feature}),
-        );
+        accept(m, Topic::Usage, id, ts, account, json!({"user_id": user, "feature": feature}));
     }
 
     fn ticket(m: &mut NaiveModel, id: &str, ts: Ts, account: &str, fields: Value) {
@@ -966,98 +863,44 @@ mod tests {
         let wall = n;
         let u = |id: &str, ts: Ts| payload(id, ts, "a", json!({"user_id": "u", "feature": "f"}));
 
-        assert_eq!(
-            m.offer(Topic::Usage, 0, b"[1]", wall),
-            NaiveOutcome::Rejected(Reason::InvalidJson)
-        );
-        assert_eq!(
-            m.offer(Topic::Usage, 0, b"{\"event_id\":\"x\"}", wall),
-            NaiveOutcome::Rejected(Reason::Schema)
-        );
+        assert_eq!(m.offer(Topic::Usage, 0, b"[1]", wall), NaiveOutcome::Rejected(Reason::InvalidJson));
+        assert_eq!(m.offer(Topic::Usage, 0, b"{\"event_id\":\"x\"}", wall), NaiveOutcome::Rejected(Reason::Schema));
         // Future: at most 1 h ahead of the wall clock.
-        assert_eq!(
-            m.offer(Topic::Usage, 0, &u("f1", wall + HOUR + 1), wall),
-            NaiveOutcome::Rejected(Reason::FutureTs)
-        );
+        assert_eq!(m.offer(Topic::Usage, 0, &u("f1", wall + HOUR + 1), wall), NaiveOutcome::Rejected(Reason::FutureTs));
         // A rejected event does not register its id.
-        assert_eq!(
-            m.offer(Topic::Usage, 0, &u("f1", n), wall),
-            NaiveOutcome::Accepted
-        );
-        assert_eq!(
-            m.offer(Topic::Usage, 0, &u("e2", wall + HOUR), wall),
-            NaiveOutcome::Accepted
-        );
+        assert_eq!(m.offer(Topic::Usage, 0, &u("f1", n), wall), NaiveOutcome::Accepted);
+        assert_eq!(m.offer(Topic::Usage, 0, &u("e2", wall + HOUR), wall), NaiveOutcome::Accepted);
         let max0 = wall + HOUR;
 
         // Late is per topic-partition, and the bound is inclusive.
         let lateness = days(35);
-        assert_eq!(
-            m.offer(Topic::Usage, 0, &u("l1", max0 - lateness - 1), wall),
-            NaiveOutcome::Rejected(Reason::Late)
-        );
-        assert_eq!(
-            m.offer(Topic::Usage, 0, &u("l2", max0 - lateness), wall),
-            NaiveOutcome::Accepted
-        );
-        assert_eq!(
-            m.offer(Topic::Usage, 1, &u("l3", max0 - days(100)), wall),
-            NaiveOutcome::Accepted
-        );
+        assert_eq!(m.offer(Topic::Usage, 0, &u("l1", max0 - lateness - 1), wall), NaiveOutcome::Rejected(Reason::Late));
+        assert_eq!(m.offer(Topic::Usage, 0, &u("l2", max0 - lateness), wall), NaiveOutcome::Accepted);
+        assert_eq!(m.offer(Topic::Usage, 1, &u("l3", max0 - days(100)), wall), NaiveOutcome::Accepted);
         assert_eq!(
             m.offer(
                 Topic::Tickets,
                 0,
-                &payload(
-                    "l4",
-                    max0 - days(100),
-                    "a",
-                    json!({"ticket_id": "T", "action": "resolved"})
-                ),
+                &payload("l4", max0 - days(100), "a", json!({"ticket_id": "T", "action": "resolved"})),
                 wall
             ),
             NaiveOutcome::Accepted
         );
         // Late wins over duplicate.
-        assert_eq!(
-            m.offer(Topic::Usage, 0, &u("l3", max0 - days(100)), wall),
-            NaiveOutcome::Rejected(Reason::Late)
-        );
+        assert_eq!(m.offer(Topic::Usage, 0, &u("l3", max0 - days(100)), wall), NaiveOutcome::Rejected(Reason::Late));
 
         // Duplicate across topics while within the horizon of the watermark.
         let dup = payload("f1", n, "a", json!({"kind": "churn"}));
-        assert_eq!(
-            m.offer(Topic::Revenue, 0, &dup, wall),
-            NaiveOutcome::Duplicate
-        );
+        assert_eq!(m.offer(Topic::Revenue, 0, &dup, wall), NaiveOutcome::Duplicate);
         // l3 (ts 100 days back) is outside the horizon: its id may be used again.
-        assert_eq!(
-            m.offer(Topic::Usage, 1, &u("l3", max0 - days(90)), wall),
-            NaiveOutcome::Accepted
-        );
+        assert_eq!(m.offer(Topic::Usage, 1, &u("l3", max0 - days(90)), wall), NaiveOutcome::Accepted);
         // Advance the watermark to exactly 7 days after f1: f1 is forgotten.
         let later = n + days(7);
-        assert_eq!(
-            m.offer(Topic::Usage, 0, &u("w", later), later),
-            NaiveOutcome::Accepted
-        );
-        assert_eq!(
-            m.offer(Topic::Usage, 0, &u("e2", later), later),
-            NaiveOutcome::Duplicate
-        );
-        assert_eq!(
-            m.offer(Topic::Usage, 0, &u("f1", later), later),
-            NaiveOutcome::Accepted
-        );
-        assert_eq!(
-            m.views()["as_of"],
-            Value::Null,
-            "as_of lives in the channels"
-        );
-        assert_eq!(
-            m.views()["executive"]["as_of"],
-            json!("2026-03-17T12:00:00Z")
-        );
+        assert_eq!(m.offer(Topic::Usage, 0, &u("w", later), later), NaiveOutcome::Accepted);
+        assert_eq!(m.offer(Topic::Usage, 0, &u("e2", later), later), NaiveOutcome::Duplicate);
+        assert_eq!(m.offer(Topic::Usage, 0, &u("f1", later), later), NaiveOutcome::Accepted);
+        assert_eq!(m.views()["as_of"], Value::Null, "as_of lives in the channels");
+        assert_eq!(m.views()["executive"]["as_of"], json!("2026-03-17T12:00:00Z"));
     }
 
     #[test]
@@ -1068,20 +911,11 @@ mod tests {
         assert_eq!(v["executive"]["segments"], json!({}));
         assert_eq!(v["manager"]["csms"], json!({}));
         assert_eq!(v["manager"]["unassigned"]["health"]["accounts"], json!(0));
-        assert_eq!(
-            v["manager"]["unassigned"]["health"]["avg_score"],
-            Value::Null
-        );
-        assert_eq!(
-            v["analyst"]["portfolio"]["usage"]["adoption_rate"],
-            Value::Null
-        );
+        assert_eq!(v["manager"]["unassigned"]["health"]["avg_score"], Value::Null);
+        assert_eq!(v["analyst"]["portfolio"]["usage"]["adoption_rate"], Value::Null);
         assert_eq!(v["analyst"]["portfolio"]["revenue"]["nrr_qtd"], Value::Null);
         assert_eq!(v["analyst"]["portfolio"]["revenue"]["arr"], json!(0.0));
-        assert_eq!(
-            v["analyst"]["health_histogram"],
-            json!([0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
-        );
+        assert_eq!(v["analyst"]["health_histogram"], json!([0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
         assert_eq!(v["csm"], json!({}));
         assert_eq!(v["accounts"], json!({}));
     }
@@ -1106,43 +940,13 @@ mod tests {
         usage(&mut m, "u-5", n - days(7), "acme", "u2", "a"); // prev week (half-open)
         usage(&mut m, "u-6", n - days(3), "acme", "u1", "b");
 
-        ticket(
-            &mut m,
-            "c-old",
-            n - days(100),
-            "acme",
-            json!({"ticket_id": "T0", "action": "csat", "score": 5}),
-        );
-        ticket(
-            &mut m,
-            "c-1",
-            n - days(10),
-            "acme",
-            json!({"ticket_id": "T0", "action": "csat", "score": 3}),
-        );
+        ticket(&mut m, "c-old", n - days(100), "acme", json!({"ticket_id": "T0", "action": "csat", "score": 5}));
+        ticket(&mut m, "c-1", n - days(10), "acme", json!({"ticket_id": "T0", "action": "csat", "score": 3}));
         // T3: opened p2, escalated, resolved: closed, no first response.
-        ticket(
-            &mut m,
-            "t3-o",
-            n - days(6),
-            "acme",
-            json!({"ticket_id": "T3", "action": "opened", "priority": "p2"}),
-        );
-        ticket(
-            &mut m,
-            "t3-e",
-            n - days(6) + HOUR,
-            "acme",
-            json!({"ticket_id": "T3", "action": "escalated"}),
-        );
+        ticket(&mut m, "t3-o", n - days(6), "acme", json!({"ticket_id": "T3", "action": "opened", "priority": "p2"}));
+        ticket(&mut m, "t3-e", n - days(6) + HOUR, "acme", json!({"ticket_id": "T3", "action": "escalated"}));
         // T2: p4, answered after 90 min, escalated, still open.
-        ticket(
-            &mut m,
-            "t2-o",
-            n - days(5),
-            "acme",
-            json!({"ticket_id": "T2", "action": "opened", "priority": "p4"}),
-        );
+        ticket(&mut m, "t2-o", n - days(5), "acme", json!({"ticket_id": "T2", "action": "opened", "priority": "p4"}));
         ticket(
             &mut m,
             "t2-f",
@@ -1151,13 +955,7 @@ mod tests {
             json!({"ticket_id": "T2", "action": "first_response"}),
         );
         // T4: p3, answered after 30 min, resolved, reopened as p4.
-        ticket(
-            &mut m,
-            "t4-o",
-            n - days(4),
-            "acme",
-            json!({"ticket_id": "T4", "action": "opened", "priority": "p3"}),
-        );
+        ticket(&mut m, "t4-o", n - days(4), "acme", json!({"ticket_id": "T4", "action": "opened", "priority": "p3"}));
         ticket(
             &mut m,
             "t4-f",
@@ -1165,27 +963,9 @@ mod tests {
             "acme",
             json!({"ticket_id": "T4", "action": "first_response"}),
         );
-        ticket(
-            &mut m,
-            "t2-e",
-            n - days(4) + HOUR,
-            "acme",
-            json!({"ticket_id": "T2", "action": "escalated"}),
-        );
-        ticket(
-            &mut m,
-            "t4-r",
-            n - days(3),
-            "acme",
-            json!({"ticket_id": "T4", "action": "resolved"}),
-        );
-        ticket(
-            &mut m,
-            "t3-r",
-            n - days(1),
-            "acme",
-            json!({"ticket_id": "T3", "action": "resolved"}),
-        );
+        ticket(&mut m, "t2-e", n - days(4) + HOUR, "acme", json!({"ticket_id": "T2", "action": "escalated"}));
+        ticket(&mut m, "t4-r", n - days(3), "acme", json!({"ticket_id": "T4", "action": "resolved"}));
+        ticket(&mut m, "t3-r", n - days(1), "acme", json!({"ticket_id": "T3", "action": "resolved"}));
         ticket(
             &mut m,
             "t4-re",
@@ -1194,13 +974,7 @@ mod tests {
             json!({"ticket_id": "T4", "action": "reopened", "priority": "p4"}),
         );
         // T1: p1, 2 h without a response: breaches the 60 min SLA.
-        ticket(
-            &mut m,
-            "t1-o",
-            n - 2 * HOUR,
-            "acme",
-            json!({"ticket_id": "T1", "action": "opened", "priority": "p1"}),
-        );
+        ticket(&mut m, "t1-o", n - 2 * HOUR, "acme", json!({"ticket_id": "T1", "action": "opened", "priority": "p1"}));
         usage(&mut m, "u-7", n, "acme", "u3", "b");
 
         let v = m.views();
@@ -1229,39 +1003,24 @@ mod tests {
         // support 100 − 30 − 5·2 − 20 = 40; sentiment 100·(3−1)/4 = 50;
         // score = 0.35·40 + 0.2·25 + 0.25·40 + 0.2·50 = 39 → red.
         let h = &a["health"];
-        assert_eq!(
-            h["components"],
-            json!({"adoption": 40.0, "engagement": 25.0, "support": 40.0, "sentiment": 50.0})
-        );
+        assert_eq!(h["components"], json!({"adoption": 40.0, "engagement": 25.0, "support": 40.0, "sentiment": 50.0}));
         assert!(close(&h["score"], 39.0), "{h}");
         assert_eq!(h["tier"], json!("red"));
         assert_eq!(h["rank"], json!(1));
 
         let k = &v["executive"]["portfolio"];
-        assert_eq!(
-            k["tickets"]["open"],
-            json!({"p1": 1, "p2": 0, "p3": 0, "p4": 2, "total": 3})
-        );
+        assert_eq!(k["tickets"]["open"], json!({"p1": 1, "p2": 0, "p3": 0, "p4": 2, "total": 3}));
         // First responses: T4 30 min, T2 90 min; nearest rank.
-        assert_eq!(
-            k["tickets"]["first_response_minutes"],
-            json!({"count": 2, "p50": 30.0, "p90": 90.0, "p99": 90.0})
-        );
+        assert_eq!(k["tickets"]["first_response_minutes"], json!({"count": 2, "p50": 30.0, "p90": 90.0, "p99": 90.0}));
         assert_eq!(k["tickets"]["csat_avg_90d"], json!(3.0));
         assert_eq!(
             k["usage"],
             json!({"active_users_7d": 2, "active_users_30d": 4, "usage_events_7d": 2, "adoption_rate": null})
         );
-        assert_eq!(
-            k["health"]["tiers"]["red"],
-            json!({"accounts": 1, "arr": 0.0})
-        );
+        assert_eq!(k["health"]["tiers"]["red"], json!({"accounts": 1, "arr": 0.0}));
         assert!(close(&k["health"]["avg_score"], 39.0));
         assert_eq!(k["health"]["at_risk_share"], json!(0.0));
-        assert_eq!(
-            v["analyst"]["health_histogram"],
-            json!([0, 0, 0, 1, 0, 0, 0, 0, 0, 0])
-        );
+        assert_eq!(v["analyst"]["health_histogram"], json!([0, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
         assert_eq!(
             v["analyst"]["features"],
             json!({
@@ -1270,22 +1029,8 @@ mod tests {
                 "b": {"accounts_30d": 1, "users_30d": 2},
             })
         );
-        assert_eq!(
-            v["executive"]["segments"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .collect::<Vec<_>>(),
-            ["ent"]
-        );
-        assert_eq!(
-            v["analyst"]["regions"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .collect::<Vec<_>>(),
-            ["emea"]
-        );
+        assert_eq!(v["executive"]["segments"].as_object().unwrap().keys().collect::<Vec<_>>(), ["ent"]);
+        assert_eq!(v["analyst"]["regions"].as_object().unwrap().keys().collect::<Vec<_>>(), ["emea"]);
         assert_eq!(v["manager"]["unassigned"]["health"]["accounts"], json!(0));
         assert_eq!(v["csm"]["c1"]["accounts"]["acme"], *a);
         assert_eq!(v["csm"]["c1"]["csm_id"], json!("c1"));
@@ -1300,10 +1045,7 @@ mod tests {
         assert_eq!(a["usage"]["usage_events_7d"], json!(2));
         assert_eq!(a["usage"]["active_users_30d"], json!(4));
         assert_eq!(a["revenue"]["days_to_renewal"], json!(29));
-        assert_eq!(
-            v["analyst"]["features"]["a"],
-            json!({"accounts_30d": 2, "users_30d": 2})
-        );
+        assert_eq!(v["analyst"]["features"]["a"], json!({"accounts_30d": 2, "users_30d": 2}));
         assert_eq!(v["manager"]["unassigned"]["health"]["accounts"], json!(1));
     }
 
@@ -1311,78 +1053,15 @@ mod tests {
     #[test]
     fn revenue_and_retention() {
         let mut m = NaiveModel::new(StateConfig::default());
-        revenue(
-            &mut m,
-            "r4-n",
-            t("2025-02-01T00:00:00Z"),
-            "r4",
-            "new",
-            Some(200.0),
-        );
-        revenue(
-            &mut m,
-            "r1-n",
-            t("2025-11-01T00:00:00Z"),
-            "r1",
-            "new",
-            Some(1000.0),
-        );
-        revenue(
-            &mut m,
-            "r2-n",
-            t("2025-12-01T00:00:00Z"),
-            "r2",
-            "new",
-            Some(500.0),
-        );
-        revenue(
-            &mut m,
-            "r4-c",
-            t("2025-12-15T00:00:00Z"),
-            "r4",
-            "contraction",
-            Some(150.0),
-        );
-        revenue(
-            &mut m,
-            "r1-e",
-            t("2026-01-15T00:00:00Z"),
-            "r1",
-            "expansion",
-            Some(1500.5),
-        );
-        revenue(
-            &mut m,
-            "r1-c",
-            t("2026-02-01T00:00:00Z"),
-            "r1",
-            "contraction",
-            Some(1200.0),
-        );
-        revenue(
-            &mut m,
-            "r2-x",
-            t("2026-02-15T00:00:00Z"),
-            "r2",
-            "churn",
-            None,
-        );
-        revenue(
-            &mut m,
-            "r3-n",
-            t("2026-02-20T00:00:00Z"),
-            "r3",
-            "new",
-            Some(300.0),
-        );
-        accept(
-            &mut m,
-            Topic::Accounts,
-            "a",
-            now(),
-            "r1",
-            json!({"segment": "smb"}),
-        );
+        revenue(&mut m, "r4-n", t("2025-02-01T00:00:00Z"), "r4", "new", Some(200.0));
+        revenue(&mut m, "r1-n", t("2025-11-01T00:00:00Z"), "r1", "new", Some(1000.0));
+        revenue(&mut m, "r2-n", t("2025-12-01T00:00:00Z"), "r2", "new", Some(500.0));
+        revenue(&mut m, "r4-c", t("2025-12-15T00:00:00Z"), "r4", "contraction", Some(150.0));
+        revenue(&mut m, "r1-e", t("2026-01-15T00:00:00Z"), "r1", "expansion", Some(1500.5));
+        revenue(&mut m, "r1-c", t("2026-02-01T00:00:00Z"), "r1", "contraction", Some(1200.0));
+        revenue(&mut m, "r2-x", t("2026-02-15T00:00:00Z"), "r2", "churn", None);
+        revenue(&mut m, "r3-n", t("2026-02-20T00:00:00Z"), "r3", "new", Some(300.0));
+        accept(&mut m, Topic::Accounts, "a", now(), "r1", json!({"segment": "smb"}));
 
         let v = m.views();
         assert_eq!(v["accounts"]["r1"]["revenue"]["arr"], json!(1200.0));
@@ -1406,14 +1085,8 @@ mod tests {
         assert_eq!(h["at_risk_arr"], json!(1650.0));
         assert_eq!(h["at_risk_share"], json!(1.0));
         assert!(close(&h["avg_score"], 37.0));
-        assert_eq!(
-            v["executive"]["portfolio"]["usage"]["adoption_rate"],
-            json!(0.0)
-        );
-        assert_eq!(
-            v["analyst"]["health_histogram"],
-            json!([0, 0, 0, 4, 0, 0, 0, 0, 0, 0])
-        );
+        assert_eq!(v["executive"]["portfolio"]["usage"]["adoption_rate"], json!(0.0));
+        assert_eq!(v["analyst"]["health_histogram"], json!([0, 0, 0, 4, 0, 0, 0, 0, 0, 0]));
         // Segment scopes: r1 moved to smb.
         let smb = &v["executive"]["segments"]["smb"]["revenue"];
         assert_eq!(smb["expansion_arr_qtd"], json!(500.5));
@@ -1428,45 +1101,14 @@ mod tests {
     fn upserts_converge_and_ranks_follow_priority() {
         let mut m = NaiveModel::new(StateConfig::default());
         let n = now();
-        let up = |m: &mut NaiveModel, id: &str, ts: Ts, acct: &str, f: Value| {
-            accept(m, Topic::Accounts, id, ts, acct, f)
-        };
-        up(
-            &mut m,
-            "a1",
-            n - days(2),
-            "a",
-            json!({"csm_id": "c1", "name": "A"}),
-        );
+        let up =
+            |m: &mut NaiveModel, id: &str, ts: Ts, acct: &str, f: Value| accept(m, Topic::Accounts, id, ts, acct, f);
+        up(&mut m, "a1", n - days(2), "a", json!({"csm_id": "c1", "name": "A"}));
         // Older than the csm_id setter: csm_id stays, the unseen segment is set.
-        up(
-            &mut m,
-            "a2",
-            n - days(3),
-            "a",
-            json!({"csm_id": "c2", "segment": "smb", "name": "old"}),
-        );
-        up(
-            &mut m,
-            "b1",
-            n - days(2),
-            "b",
-            json!({"csm_id": "c1", "renewal_date": "2026-04-09"}),
-        );
-        up(
-            &mut m,
-            "c1",
-            n - days(2),
-            "c",
-            json!({"csm_id": "c1", "renewal_date": "2026-04-09"}),
-        );
-        up(
-            &mut m,
-            "e1",
-            n - days(2),
-            "e",
-            json!({"csm_id": "c1", "renewal_date": "2026-03-09"}),
-        );
+        up(&mut m, "a2", n - days(3), "a", json!({"csm_id": "c2", "segment": "smb", "name": "old"}));
+        up(&mut m, "b1", n - days(2), "b", json!({"csm_id": "c1", "renewal_date": "2026-04-09"}));
+        up(&mut m, "c1", n - days(2), "c", json!({"csm_id": "c1", "renewal_date": "2026-04-09"}));
+        up(&mut m, "e1", n - days(2), "e", json!({"csm_id": "c1", "renewal_date": "2026-03-09"}));
         up(&mut m, "d1", n, "d", json!({"csm_id": "c1"}));
         // Equal ts: the later arrival wins; explicit null unassigns.
         up(&mut m, "d2", n, "d", json!({"csm_id": null}));
@@ -1484,47 +1126,20 @@ mod tests {
         // All red at 37: renewal-at-risk first (c by ARR, then b); then e
         // (renewal passed) by ARR before a.
         let rank = |id: &str| v["accounts"][id]["health"]["rank"].clone();
-        assert_eq!(
-            [rank("c"), rank("b"), rank("e"), rank("a")],
-            [json!(1), json!(2), json!(3), json!(4)]
-        );
+        assert_eq!([rank("c"), rank("b"), rank("e"), rank("a")], [json!(1), json!(2), json!(3), json!(4)]);
         assert_eq!(v["accounts"]["e"]["revenue"]["days_to_renewal"], json!(-1));
         let c1 = &v["csm"]["c1"];
-        assert_eq!(
-            c1["accounts"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .collect::<Vec<_>>(),
-            ["a", "b", "c", "e"]
-        );
+        assert_eq!(c1["accounts"].as_object().unwrap().keys().collect::<Vec<_>>(), ["a", "b", "c", "e"]);
         assert_eq!(c1["kpis"]["health"]["accounts"], json!(4));
         assert_eq!(v["manager"]["unassigned"]["health"]["accounts"], json!(1));
-        assert_eq!(
-            v["manager"]["csms"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .collect::<Vec<_>>(),
-            ["c1"]
-        );
+        assert_eq!(v["manager"]["csms"].as_object().unwrap().keys().collect::<Vec<_>>(), ["c1"]);
         assert!(v["csm"].get("c2").is_none());
-        assert_eq!(
-            v["executive"]["segments"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .collect::<Vec<_>>(),
-            ["smb", "unknown"]
-        );
+        assert_eq!(v["executive"]["segments"].as_object().unwrap().keys().collect::<Vec<_>>(), ["smb", "unknown"]);
     }
 
     #[test]
     fn sla_and_core_features() {
-        let cfg = StateConfig {
-            core_features: vec!["core".into()],
-            ..StateConfig::default()
-        };
+        let cfg = StateConfig { core_features: vec!["core".into()], ..StateConfig::default() };
         let mut m = NaiveModel::new(cfg);
         let n = now();
         revenue(&mut m, "ra", n - days(1), "a", "new", Some(10.0));
@@ -1533,42 +1148,18 @@ mod tests {
         usage(&mut m, "ub", n - days(1), "b", "u", "other");
         // Exactly at the SLA: not breached (strict); one µs more: breached.
         // Opened as p2 (240 min SLA), escalated to p1 (60 min).
-        ticket(
-            &mut m,
-            "p1",
-            n - HOUR,
-            "a",
-            json!({"ticket_id": "T", "action": "opened", "priority": "p2"}),
-        );
-        ticket(
-            &mut m,
-            "p2",
-            n - HOUR + 1,
-            "a",
-            json!({"ticket_id": "T", "action": "escalated", "priority": "p1"}),
-        );
+        ticket(&mut m, "p1", n - HOUR, "a", json!({"ticket_id": "T", "action": "opened", "priority": "p2"}));
+        ticket(&mut m, "p2", n - HOUR + 1, "a", json!({"ticket_id": "T", "action": "escalated", "priority": "p1"}));
         // Never opened: open, no priority, never breaches.
-        ticket(
-            &mut m,
-            "q1",
-            n - days(2),
-            "b",
-            json!({"ticket_id": "Q", "action": "reopened"}),
-        );
+        ticket(&mut m, "q1", n - days(2), "b", json!({"ticket_id": "Q", "action": "reopened"}));
         accept(&mut m, Topic::Accounts, "now", n, "b", json!({}));
         let v = m.views();
         assert_eq!(v["accounts"]["a"]["tickets"]["sla_breached"], json!(0));
         assert_eq!(v["accounts"]["a"]["tickets"]["open_p1"], json!(1));
         assert_eq!(v["accounts"]["b"]["tickets"]["open"], json!(1));
         assert_eq!(v["accounts"]["b"]["tickets"]["sla_breached"], json!(0));
-        assert!(close(
-            &v["executive"]["portfolio"]["usage"]["adoption_rate"],
-            0.5
-        ));
+        assert!(close(&v["executive"]["portfolio"]["usage"]["adoption_rate"], 0.5));
         accept(&mut m, Topic::Accounts, "now2", n + 1, "b", json!({}));
-        assert_eq!(
-            m.views()["accounts"]["a"]["tickets"]["sla_breached"],
-            json!(1)
-        );
+        assert_eq!(m.views()["accounts"]["a"]["tickets"]["sla_breached"], json!(1));
     }
 }

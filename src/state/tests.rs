@@ -92,7 +92,14 @@ struct Spec {
 
 fn spec() -> impl Strategy<Value = Spec> {
     (0u8..4, shape(), step(), 0i32..2, proptest::option::weighted(0.1, any::<u8>()), -90i64..600).prop_map(
-        |(account, shape, step, partition, reuse_id, wall_lead_min)| Spec { account, shape, step, partition, reuse_id, wall_lead_min },
+        |(account, shape, step, partition, reuse_id, wall_lead_min)| Spec {
+            account,
+            shape,
+            step,
+            partition,
+            reuse_id,
+            wall_lead_min,
+        },
     )
 }
 
@@ -117,7 +124,8 @@ fn render(specs: &[Spec]) -> Vec<Msg> {
             Some(r) if i > 0 => format!("e{}", r as usize % i),
             _ => format!("e{i}"),
         };
-        let mut obj = json!({"event_id": event_id, "ts": format_rfc3339(ts), "account_id": format!("acct-{}", s.account)});
+        let mut obj =
+            json!({"event_id": event_id, "ts": format_rfc3339(ts), "account_id": format!("acct-{}", s.account)});
         let m = obj.as_object_mut().unwrap();
         let topic = match &s.shape {
             Shape::Account { name, csm, segment, region, seats, renewal, fields } => {
@@ -149,7 +157,8 @@ fn render(specs: &[Spec]) -> Vec<Msg> {
                 Topic::Usage
             }
             Shape::Ticket { ticket, action, priority, score } => {
-                let action = ["opened", "first_response", "escalated", "resolved", "reopened", "csat"][*action as usize];
+                let action =
+                    ["opened", "first_response", "escalated", "resolved", "reopened", "csat"][*action as usize];
                 m.insert("ticket_id".into(), json!(format!("T{ticket}")));
                 m.insert("action".into(), json!(action));
                 if *priority < 4 {
@@ -228,13 +237,17 @@ fn run_and_compare(msgs: &[Msg], cfg: StateConfig) -> Result<(), TestCaseError> 
     let mut offsets = [[0i64; 2]; 4];
     for (i, m) in msgs.iter().enumerate() {
         let offset = &mut offsets[m.topic.index()][m.partition as usize];
-        let input = Input { topic: m.topic, partition: m.partition, offset: *offset, payload: &m.payload, wall: m.wall };
+        let input =
+            Input { topic: m.topic, partition: m.partition, offset: *offset, payload: &m.payload, wall: m.wall };
         *offset += 1;
         let got = engine.fold(&input);
         let want = naive.offer(m.topic, m.partition, &m.payload, m.wall);
         prop_assert!(outcome_matches(&got, &want), "message {i}: engine {got:?}, naive {want:?}");
         if let Err(diff) = same(&engine.all_views(), &naive.views(), "") {
-            return Err(TestCaseError::fail(format!("after message {i} ({}): {diff}", String::from_utf8_lossy(&m.payload))));
+            return Err(TestCaseError::fail(format!(
+                "after message {i} ({}): {diff}",
+                String::from_utf8_lossy(&m.payload)
+            )));
         }
     }
     Ok(())
@@ -270,7 +283,7 @@ fn replaying_the_same_input_gives_the_same_state() {
             account: (i % 4) as u8,
             shape: Shape::Usage { user: (i % 6) as u8, feature: (i % 3) as u8 },
             step: Step::Forward(i64::from(i % 7) * 3600 * 1_000_000),
-            partition: (i % 2) as i32,
+            partition: i % 2,
             reuse_id: None,
             wall_lead_min: 5,
         })
@@ -279,7 +292,13 @@ fn replaying_the_same_input_gives_the_same_state() {
     let fold_all = || {
         let mut e = Engine::new(StateConfig::default());
         for (i, m) in msgs.iter().enumerate() {
-            e.fold(&Input { topic: m.topic, partition: m.partition, offset: i as i64, payload: &m.payload, wall: m.wall });
+            e.fold(&Input {
+                topic: m.topic,
+                partition: m.partition,
+                offset: i as i64,
+                payload: &m.payload,
+                wall: m.wall,
+            });
         }
         e.all_views()
     };

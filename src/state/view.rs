@@ -74,14 +74,9 @@ pub fn kpi(scope: &Scope) -> Value {
         .collect();
     let red = Tier::Red.index();
     let at_risk_share = if t.arr > 0 { t.tier_arr[red] as f64 / t.arr as f64 } else { 0.0 };
-    let avg_score = if t.accounts > 0 {
-        json!(t.score_fixed as f64 / 1e9 / t.accounts as f64)
-    } else {
-        Value::Null
-    };
-    let minutes = |p| {
-        scope.first_response_percentile(p).map_or(Value::Null, |us| json!(us as f64 / MICROS_PER_MIN as f64))
-    };
+    let avg_score = if t.accounts > 0 { json!(t.score_fixed as f64 / 1e9 / t.accounts as f64) } else { Value::Null };
+    let minutes =
+        |p| scope.first_response_percentile(p).map_or(Value::Null, |us| json!(us as f64 / MICROS_PER_MIN as f64));
     json!({
         "health": {
             "accounts": t.accounts,
@@ -132,9 +127,19 @@ fn keyed_kpis<'a>(scopes: impl Iterator<Item = (&'a std::sync::Arc<str>, &'a Sco
 /// ARR descending, account id.
 type PriorityKey<'a> = (bool, Tier, OrderedScore, Reverse<i64>, &'a str);
 
-#[derive(Clone, Copy, PartialEq, PartialOrd)]
+#[derive(Clone, Copy)]
 struct OrderedScore(f64);
+impl PartialEq for OrderedScore {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
 impl Eq for OrderedScore {}
+impl PartialOrd for OrderedScore {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 impl Ord for OrderedScore {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&other.0)
@@ -185,11 +190,8 @@ impl Engine {
         let a: &Account = &self.slots[idx as usize].account;
         let m = a.metrics(now, &self.cfg);
         let info = &a.info;
-        let components: Map<String, Value> = COMPONENTS
-            .iter()
-            .zip(m.health.components)
-            .map(|(name, v)| (name.to_string(), json!(round1(v))))
-            .collect();
+        let components: Map<String, Value> =
+            COMPONENTS.iter().zip(m.health.components).map(|(name, v)| (name.to_string(), json!(round1(v)))).collect();
         json!({
             "account_id": &*a.id,
             "info": {
@@ -274,7 +276,9 @@ impl Engine {
                 let accounts: Map<String, Value> = order
                     .iter()
                     .enumerate()
-                    .map(|(rank, &i)| (self.slots[i as usize].account.id.to_string(), self.account_object(i, Some(rank + 1))))
+                    .map(|(rank, &i)| {
+                        (self.slots[i as usize].account.id.to_string(), self.account_object(i, Some(rank + 1)))
+                    })
                     .collect();
                 let kpis = s.csms.get(id.as_str()).map_or_else(|| kpi(&Scope::default()), kpi);
                 json!({"as_of": self.as_of(), "csm_id": id, "kpis": kpis, "accounts": accounts})
@@ -285,11 +289,8 @@ impl Engine {
     /// Every view at once: the three shared channels, every CSM channel and
     /// every account object (what the property tests compare).
     pub fn all_views(&self) -> Value {
-        let csm: Map<String, Value> = self
-            .books
-            .keys()
-            .map(|id| (id.to_string(), self.channel_view(&Channel::Csm(id.to_string()))))
-            .collect();
+        let csm: Map<String, Value> =
+            self.books.keys().map(|id| (id.to_string(), self.channel_view(&Channel::Csm(id.to_string())))).collect();
         let accounts: Map<String, Value> = (0..self.slots.len() as u32)
             .map(|i| (self.slots[i as usize].account.id.to_string(), self.account_object(i, self.rank_of(i))))
             .collect();

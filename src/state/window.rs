@@ -63,14 +63,7 @@ pub struct Window<V: Tally> {
 
 impl<V: Tally> Window<V> {
     pub fn new(span: i64, short: Option<i64>) -> Self {
-        Window {
-            span,
-            short,
-            items: BTreeMap::new(),
-            total: V::default(),
-            outside_short: V::default(),
-            now: Ts::MIN,
-        }
+        Window { span, short, items: BTreeMap::new(), total: V::default(), outside_short: V::default(), now: Ts::MIN }
     }
 
     fn floor(&self) -> Ts {
@@ -140,9 +133,9 @@ impl<V: Tally> Window<V> {
     /// The next instant at which a total changes, if any.
     pub fn next_change(&self) -> Option<Ts> {
         let first = self.items.keys().next().map(|t| t + self.span);
-        let short = self.short.and_then(|s| {
-            self.items.range(self.short_floor().saturating_add(1)..).next().map(|(t, _)| t + s)
-        });
+        let short = self
+            .short
+            .and_then(|s| self.items.range(self.short_floor().saturating_add(1)..).next().map(|(t, _)| t + s));
         min_opt(first, short)
     }
 }
@@ -182,14 +175,7 @@ pub struct LatestSeen<K: Hash + Eq + Clone> {
 
 impl<K: Hash + Eq + Clone> LatestSeen<K> {
     pub fn new(span: i64, short: Option<i64>) -> Self {
-        LatestSeen {
-            span,
-            short,
-            latest: HashMap::new(),
-            order: BTreeMap::new(),
-            outside_short: 0,
-            now: Ts::MIN,
-        }
+        LatestSeen { span, short, latest: HashMap::new(), order: BTreeMap::new(), outside_short: 0, now: Ts::MIN }
     }
 
     fn floor(&self) -> Ts {
@@ -209,11 +195,8 @@ impl<K: Hash + Eq + Clone> LatestSeen<K> {
         self.now = now;
         if self.short.is_some() {
             let new_short = self.short_floor();
-            self.outside_short += self
-                .order
-                .range(old_short.saturating_add(1)..=new_short)
-                .map(|(_, keys)| keys.len())
-                .sum::<usize>();
+            self.outside_short +=
+                self.order.range(old_short.saturating_add(1)..=new_short).map(|(_, keys)| keys.len()).sum::<usize>();
         }
         let floor = self.floor();
         while let Some(entry) = self.order.first_entry() {
@@ -301,9 +284,9 @@ impl<K: Hash + Eq + Clone> LatestSeen<K> {
     /// The next instant at which a count changes, if any.
     pub fn next_change(&self) -> Option<Ts> {
         let first = self.order.keys().next().map(|t| t + self.span);
-        let short = self.short.and_then(|s| {
-            self.order.range(self.short_floor().saturating_add(1)..).next().map(|(t, _)| t + s)
-        });
+        let short = self
+            .short
+            .and_then(|s| self.order.range(self.short_floor().saturating_add(1)..).next().map(|(t, _)| t + s));
         min_opt(first, short)
     }
 }

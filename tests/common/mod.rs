@@ -30,11 +30,7 @@ pub fn cluster_and_config() -> (Cluster, Config) {
 }
 
 pub fn producer(brokers: &str) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "0")
-        .create()
-        .expect("producer")
+    ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "0").create().expect("producer")
 }
 
 /// Produces one message to a partition and waits for the acknowledgement.

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test of cspulse on a fresh machine: formatting, clippy, and the
+# whole suite (unit, property, schema and integration tests against the
+# embedded Kafka mock cluster and the real binary). CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo is required (https://rustup.rs)" >&2
+  exit 1
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  step "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+# librdkafka is built from source by rdkafka-sys: it needs a C toolchain.
+if ! command -v cc >/dev/null || ! command -v make >/dev/null; then
+  step "installing a C toolchain for librdkafka"
+  apt-get update -qq && apt-get install -y -qq build-essential
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo nextest run"
+cargo nextest run --all-targets --locked --no-fail-fast
