@@ -3,7 +3,7 @@
 //! the watermark are read off counters, and so that the next instant at which
 //! any of them changes by the mere passing of time is known.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::event::{AccountUpsert, Priority, RevenueKind, TicketAction, TicketEvent};
@@ -11,7 +11,7 @@ use crate::time::{Ts, days};
 
 use super::config::StateConfig;
 use super::health::{Health, Tier};
-use super::window::{LatestSeen, Scores, Touch, Window, min_opt};
+use super::window::{FastMap, LatestSeen, Scores, Touch, Window, min_opt};
 
 /// Reference data from `cs.accounts` upserts, with the ts that last set each field.
 #[derive(Clone, Debug)]
@@ -24,6 +24,8 @@ pub struct Info {
     pub renewal_date: Option<i32>,
     /// When each field was last set, in the order above (`None`: never).
     set_at: [Option<Ts>; 6],
+    /// Bumped when `csm_id`, `segment` or `region` change (scope membership).
+    pub scope_version: u64,
 }
 
 impl Default for Info {
@@ -36,6 +38,7 @@ impl Default for Info {
             seats: 0,
             renewal_date: None,
             set_at: [None; 6],
+            scope_version: 0,
         }
     }
 }
@@ -57,6 +60,9 @@ impl Info {
         let take_region = u.region.is_some() && newer(3);
         let take_seats = u.seats.is_some() && newer(4);
         let take_renewal = u.renewal_date.is_some() && newer(5);
+        if take_csm || take_segment || take_region {
+            self.scope_version += 1;
+        }
         if take_name {
             self.name = u.name.as_deref().map(str::to_owned);
         }
@@ -82,14 +88,14 @@ impl Info {
 #[derive(Clone, Debug)]
 pub struct FeatureTable {
     names: Vec<Arc<str>>,
-    ids: HashMap<Arc<str>, u32>,
+    ids: FastMap<Arc<str>, u32>,
     /// Accounts with a usage event on the feature in the last 30 days.
     pub accounts_30d: Vec<u64>,
     /// Distinct `user_id`s with a usage event on it in 30 days (§14: user
     /// ids are counted as strings across the portfolio).
     pub users_30d: Vec<u64>,
     /// (feature, user) pairs seen in the last 30 days, portfolio-wide.
-    users: LatestSeen<(u32, Arc<str>)>,
+    users: LatestSeen<(u32, u128)>,
     /// Whether each feature counts for adoption.
     core: Vec<bool>,
 }
@@ -98,7 +104,7 @@ impl Default for FeatureTable {
     fn default() -> Self {
         FeatureTable {
             names: Vec::new(),
-            ids: HashMap::new(),
+            ids: FastMap::default(),
             accounts_30d: Vec::new(),
             users_30d: Vec::new(),
             users: LatestSeen::new(days(30), None),
@@ -114,9 +120,9 @@ impl FeatureTable {
         self.users.advance(now, |(f, _)| users_30d[*f as usize] -= 1);
     }
 
-    fn touch_user(&mut self, feature: u32, user: &Arc<str>, ts: Ts) {
-        let key = (feature, user.clone());
-        if self.users.touch(&key, ts, || key.clone()) == Touch::Entered {
+    fn touch_user(&mut self, feature: u32, user: u128, ts: Ts) {
+        let key = (feature, user);
+        if self.users.touch(&key, ts, || key) == Touch::Entered {
             self.users_30d[feature as usize] += 1;
         }
     }
@@ -157,8 +163,8 @@ impl FeatureTable {
 pub struct Usage {
     /// Usage events in the last 14 days, counting the last 7 apart.
     events: Window<u64>,
-    /// Users seen in the last 30 days, counting the last 7 apart.
-    users: LatestSeen<Arc<str>>,
+    /// Users (id hashes) seen in the last 30 days, counting the last 7 apart.
+    users: LatestSeen<u128>,
     features: LatestSeen<u32>,
     pub last_activity: Option<Ts>,
     /// Latest usage on a core feature (adoption, §3.2).
@@ -184,19 +190,17 @@ impl Usage {
         self.features.advance(now, |f| table.accounts_30d[*f as usize] -= 1);
     }
 
-    pub fn record(&mut self, ts: Ts, user_id: &str, feature: u32, table: &mut FeatureTable) {
+    pub fn record(&mut self, ts: Ts, user: u128, feature: u32, table: &mut FeatureTable) {
         self.last_activity = self.last_activity.max(Some(ts));
         if table.is_core(feature) {
             self.last_core = self.last_core.max(Some(ts));
         }
         self.events.insert(ts, 1);
-        self.users.touch(user_id, ts, || Arc::from(user_id));
+        self.users.touch(&user, ts, || user);
         if self.features.touch(&feature, ts, || feature) == Touch::Entered {
             table.accounts_30d[feature as usize] += 1;
         }
-        if let Some(user) = self.users.stored_key(user_id) {
-            table.touch_user(feature, user, ts);
-        }
+        table.touch_user(feature, user, ts);
     }
 
     pub fn active_users_7d(&self) -> u64 {
@@ -293,28 +297,32 @@ impl TicketState {
 /// Tickets of one account and the counters §3.1 reads.
 #[derive(Clone, Debug)]
 pub struct Tickets {
-    tickets: HashMap<Box<str>, Vec<TicketStep>>,
-    states: HashMap<Box<str>, TicketState>,
+    tickets: FastMap<Box<str>, Vec<TicketStep>>,
+    states: FastMap<Box<str>, TicketState>,
     pub open: [u64; 4],
     pub open_total: u64,
     pub escalated_open: u64,
     /// Tickets that can breach: ticket → (first opened, priority).
-    sla_clocks: HashMap<Box<str>, (Ts, Priority)>,
+    sla_clocks: FastMap<Box<str>, (Ts, Priority)>,
     /// First-response times by first-response ts, while within 30 days.
     first_responses: BTreeMap<(Ts, Box<str>), i64>,
+    /// Bumped whenever `first_responses` changes, so the scopes are only
+    /// touched when there is something to move.
+    first_responses_version: u64,
     csat: Window<Scores>,
 }
 
 impl Default for Tickets {
     fn default() -> Self {
         Tickets {
-            tickets: HashMap::new(),
-            states: HashMap::new(),
+            tickets: FastMap::default(),
+            states: FastMap::default(),
             open: [0; 4],
             open_total: 0,
             escalated_open: 0,
-            sla_clocks: HashMap::new(),
+            sla_clocks: FastMap::default(),
             first_responses: BTreeMap::new(),
+            first_responses_version: 0,
             csat: Window::new(days(90), None),
         }
     }
@@ -331,6 +339,7 @@ impl Tickets {
                 break;
             }
             entry.remove();
+            self.first_responses_version += 1;
         }
     }
 
@@ -364,13 +373,16 @@ impl Tickets {
                 self.sla_clocks.remove(id);
             }
         }
-        if let Some((fr, _)) = old.first_response_time() {
-            self.first_responses.remove(&(fr, key.clone()));
-        }
-        if let Some((fr, frt)) = new.first_response_time()
-            && fr > now - FIRST_RESPONSE_WINDOW
-        {
-            self.first_responses.insert((fr, key.clone()), frt);
+        if old.first_response_time() != new.first_response_time() {
+            self.first_responses_version += 1;
+            if let Some((fr, _)) = old.first_response_time() {
+                self.first_responses.remove(&(fr, key.clone()));
+            }
+            if let Some((fr, frt)) = new.first_response_time()
+                && fr > now - FIRST_RESPONSE_WINDOW
+            {
+                self.first_responses.insert((fr, key.clone()), frt);
+            }
         }
         self.states.insert(key, new);
     }
@@ -395,6 +407,10 @@ impl Tickets {
 
     pub fn csat(&self) -> Scores {
         self.csat.total()
+    }
+
+    pub fn first_responses_version(&self) -> u64 {
+        self.first_responses_version
     }
 
     /// First-response times (µs) whose first response is within 30 days.

@@ -14,6 +14,7 @@
 pub mod account;
 pub mod config;
 pub mod health;
+pub mod ids;
 #[cfg(test)]
 pub mod naive;
 pub mod scope;
@@ -22,7 +23,7 @@ mod tests;
 pub mod view;
 pub mod window;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::event::{Body, Event, Topic};
@@ -31,7 +32,9 @@ use crate::time::{Ts, format_rfc3339, quarter_start};
 
 use account::{Account, FeatureTable, Metrics, T12M};
 pub use config::StateConfig;
-use scope::{Cohort, Contribution, ScopeKeys, Scopes, Totals};
+use ids::IdHasher;
+use scope::{Cohort, ScopeKeys, Scopes, Totals, sorted_diff};
+use window::FastMap;
 
 /// What became of one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,30 +76,39 @@ pub struct FoldStats {
     pub duplicates: u64,
 }
 
-/// Accepted event ids still within the de-duplication horizon.
+/// Accepted event ids (as keyed hashes) with the ts they were accepted at.
+///
+/// An id counts as seen only while its ts is within the horizon of the
+/// watermark; that comparison is explicit, so forgetting can be lazy: ids are
+/// dropped from the front of the arrival queue once their ts has left the
+/// horizon, and one stuck behind a newer id waits a little longer.
 #[derive(Clone, Debug, Default)]
 struct Dedup {
-    ts_of: HashMap<Arc<str>, Ts>,
-    by_ts: BTreeMap<Ts, Vec<Arc<str>>>,
+    ts_of: FastMap<u128, Ts>,
+    arrivals: VecDeque<(Ts, u128)>,
 }
 
 impl Dedup {
-    fn remember(&mut self, id: &str, ts: Ts) {
-        let id: Arc<str> = Arc::from(id);
-        self.by_ts.entry(ts).or_default().push(id.clone());
+    fn seen(&self, id: u128, watermark: Option<Ts>, horizon: i64) -> bool {
+        match (self.ts_of.get(&id), watermark) {
+            (Some(&ts), Some(w)) => ts > w - horizon,
+            _ => false,
+        }
+    }
+
+    fn remember(&mut self, id: u128, ts: Ts) {
+        self.arrivals.push_back((ts, id));
         self.ts_of.insert(id, ts);
     }
 
     fn forget_through(&mut self, floor: Ts) {
-        while let Some(entry) = self.by_ts.first_entry() {
-            if *entry.key() > floor {
+        while let Some(&(ts, id)) = self.arrivals.front() {
+            if ts > floor {
                 break;
             }
-            let ts = *entry.key();
-            for id in entry.remove() {
-                if self.ts_of.get(&id) == Some(&ts) {
-                    self.ts_of.remove(&id);
-                }
+            self.arrivals.pop_front();
+            if self.ts_of.get(&id) == Some(&ts) {
+                self.ts_of.remove(&id);
             }
         }
     }
@@ -107,8 +119,14 @@ impl Dedup {
 struct Slot {
     account: Account,
     /// What the account currently adds to the scopes under `keys`.
-    contribution: Contribution,
+    totals: Totals,
+    /// The first-response times (sorted) it adds, and the version of the
+    /// account's ticket state they were taken from.
+    first_responses: Vec<i64>,
+    first_responses_version: u64,
     keys: Option<ScopeKeys>,
+    /// The `Info::scope_version` the keys were taken at.
+    keys_version: u64,
     /// The account's entry in the wake-up queue.
     wake: Option<Ts>,
 }
@@ -117,16 +135,18 @@ struct Slot {
 #[derive(Clone, Debug)]
 pub struct Engine {
     cfg: StateConfig,
+    /// Keys of the id hashes (event ids, user ids).
+    ids: IdHasher,
     watermark: Option<Ts>,
     /// Arrival sequence of accepted events (orders equal timestamps).
     seq: u64,
-    partitions: HashMap<(Topic, i32), Progress>,
+    partitions: FastMap<(Topic, i32), Progress>,
     dedup: Dedup,
     slots: Vec<Slot>,
-    index: HashMap<Arc<str>, u32>,
+    index: FastMap<Arc<str>, u32>,
     scopes: Scopes,
     /// Each CSM's book: account slots by `csm_id`.
-    books: HashMap<Arc<str>, BTreeSet<u32>>,
+    books: FastMap<Arc<str>, BTreeSet<u32>>,
     features: FeatureTable,
     wakeups: BTreeSet<(Ts, u32)>,
     /// Start of the watermark's calendar quarter (QTD figures).
@@ -138,14 +158,15 @@ impl Engine {
     pub fn new(cfg: StateConfig) -> Self {
         Engine {
             cfg,
+            ids: IdHasher::random(),
             watermark: None,
             seq: 0,
-            partitions: HashMap::new(),
+            partitions: FastMap::default(),
             dedup: Dedup::default(),
             slots: Vec::new(),
-            index: HashMap::new(),
+            index: FastMap::default(),
             scopes: Scopes::default(),
-            books: HashMap::new(),
+            books: FastMap::default(),
             features: FeatureTable::default(),
             wakeups: BTreeSet::new(),
             quarter: Ts::MIN,
@@ -166,7 +187,7 @@ impl Engine {
         &self.stats
     }
 
-    pub fn partitions(&self) -> &HashMap<(Topic, i32), Progress> {
+    pub fn partitions(&self) -> &FastMap<(Topic, i32), Progress> {
         &self.partitions
     }
 
@@ -218,15 +239,14 @@ impl Engine {
                 ),
             ));
         }
-        if let (Some(&seen), Some(w)) = (self.dedup.ts_of.get(&*ev.event_id), self.watermark)
-            && seen > w - self.cfg.dedup_horizon
-        {
+        let event_id = self.ids.id(&ev.event_id);
+        if self.dedup.seen(event_id, self.watermark, self.cfg.dedup_horizon) {
             return Outcome::Duplicate;
         }
         let progress = self.partitions.get_mut(&(input.topic, input.partition)).expect("entry made in fold");
         progress.max_ts = progress.max_ts.max(Some(ev.ts));
         self.seq += 1;
-        self.dedup.remember(&ev.event_id, ev.ts);
+        self.dedup.remember(event_id, ev.ts);
         self.advance(ev.ts);
         self.apply(&ev);
         Outcome::Accepted
@@ -266,7 +286,15 @@ impl Engine {
         let idx = self.slots.len() as u32;
         let account = Account::new(account_id);
         self.index.insert(account.id.clone(), idx);
-        self.slots.push(Slot { account, contribution: Contribution::default(), keys: None, wake: None });
+        self.slots.push(Slot {
+            account,
+            totals: Totals::default(),
+            first_responses: Vec::new(),
+            first_responses_version: u64::MAX,
+            keys: None,
+            keys_version: u64::MAX,
+            wake: None,
+        });
         idx
     }
 
@@ -280,7 +308,7 @@ impl Engine {
             Body::Account(upsert) => account.info.upsert(upsert, ev.ts),
             Body::Usage { user_id, feature } => {
                 let feature = self.features.intern(feature, &self.cfg);
-                account.usage.record(ev.ts, user_id, feature, &mut self.features);
+                account.usage.record(ev.ts, self.ids.id(user_id), feature, &mut self.features);
             }
             Body::Ticket(t) => account.tickets.apply(t, ev.ts, seq, now),
             Body::Revenue { kind, arr_cents } => account.revenue.record(ev.ts, seq, *kind, *arr_cents),
@@ -295,29 +323,67 @@ impl Engine {
         let slot = &mut self.slots[idx as usize];
         slot.account.advance(now, &mut self.features);
         let metrics = slot.account.metrics(now, &self.cfg);
-        let contribution = contribution_of(&slot.account, &metrics, now, self.quarter);
+        let totals = totals_of(&slot.account, &metrics, now, self.quarter);
         let info = &slot.account.info;
-        let keys = ScopeKeys { segment: info.segment.clone(), region: info.region.clone(), csm: info.csm_id.clone() };
-        if slot.keys.as_ref() != Some(&keys) || slot.contribution != contribution {
-            if let Some(old) = &slot.keys {
-                self.scopes.apply(old, &slot.contribution, -1);
+        let keys = match slot.keys {
+            Some(k) if slot.keys_version == info.scope_version => k,
+            _ => ScopeKeys {
+                segment: self.scopes.segments.intern(&info.segment),
+                region: self.scopes.regions.intern(&info.region),
+                csm: info.csm_id.as_ref().map(|c| self.scopes.csms.intern(c)),
+            },
+        };
+        slot.keys_version = info.scope_version;
+        let version = slot.account.tickets.first_responses_version();
+        let responses_changed = version != slot.first_responses_version;
+        let responses = if responses_changed {
+            let mut v: Vec<i64> = slot.account.tickets.first_response_times().collect();
+            v.sort_unstable();
+            Some(v)
+        } else {
+            None
+        };
+        if slot.keys != Some(keys) {
+            // Moving between scopes: withdraw everything, add it all back.
+            if let Some(old) = slot.keys.take() {
+                self.scopes.add_first_responses(old, &slot.first_responses, -1);
+                self.scopes.add_totals(old, &slot.totals, -1);
                 if old.csm != keys.csm
-                    && let Some(csm) = &old.csm
-                    && let Some(book) = self.books.get_mut(csm)
+                    && let Some(csm) = old.csm
                 {
-                    book.remove(&idx);
-                    if book.is_empty() {
-                        self.books.remove(csm);
+                    let name = self.scopes.csms.name(csm);
+                    if let Some(book) = self.books.get_mut(name) {
+                        book.remove(&idx);
+                        if book.is_empty() {
+                            self.books.remove(name);
+                        }
                     }
                 }
             }
-            if let Some(csm) = &keys.csm {
-                self.books.entry(csm.clone()).or_default().insert(idx);
+            if let Some(csm) = keys.csm {
+                self.books.entry(self.scopes.csms.name(csm).clone()).or_default().insert(idx);
             }
-            self.scopes.apply(&keys, &contribution, 1);
+            if let Some(v) = responses {
+                slot.first_responses = v;
+            }
+            self.scopes.add_totals(keys, &totals, 1);
+            self.scopes.add_first_responses(keys, &slot.first_responses, 1);
             slot.keys = Some(keys);
-            slot.contribution = contribution;
+        } else {
+            if totals != slot.totals {
+                let mut delta = totals.clone();
+                delta.add(&slot.totals, -1);
+                self.scopes.add_totals(keys, &delta, 1);
+            }
+            if let Some(v) = responses {
+                let (gone, came) = sorted_diff(&slot.first_responses, &v);
+                self.scopes.add_first_responses(keys, &gone, -1);
+                self.scopes.add_first_responses(keys, &came, 1);
+                slot.first_responses = v;
+            }
         }
+        slot.totals = totals;
+        slot.first_responses_version = version;
         let next = slot.account.next_change(now, &self.cfg);
         debug_assert!(next.is_none_or(|t| t > now), "wake-ups lie ahead of the watermark");
         if next != slot.wake {
@@ -332,8 +398,8 @@ impl Engine {
     }
 }
 
-/// What an account adds to its scopes at `now`.
-fn contribution_of(a: &Account, m: &Metrics, now: Ts, quarter: Ts) -> Contribution {
+/// What an account adds to its scopes at `now` (first-response times aside).
+fn totals_of(a: &Account, m: &Metrics, now: Ts, quarter: Ts) -> Totals {
     let tier = m.tier().index();
     let paying = i64::from(m.arr > 0);
     let mut t = Totals {
@@ -361,5 +427,5 @@ fn contribution_of(a: &Account, m: &Metrics, now: Ts, quarter: Ts) -> Contributi
     t.tier_arr[tier] = m.arr;
     t.histogram[m.health.bucket()] = 1;
     t.set_flows(a.revenue.flows(quarter));
-    Contribution { totals: t, first_responses: a.tickets.first_response_times().collect() }
+    t
 }

@@ -3,10 +3,11 @@
 //! contribution whenever the account changes. All sums are integers (cents,
 //! counts, fixed-point scores), so they never drift.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::account::{CohortShare, Flows};
+use super::window::FastMap;
 
 /// Summable figures of a set of accounts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -110,20 +111,13 @@ impl Totals {
     }
 }
 
-/// What one account adds to each scope it belongs to.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Contribution {
-    pub totals: Totals,
-    /// First-response times (µs) of its tickets answered within 30 days.
-    pub first_responses: Vec<i64>,
-}
-
-/// The scopes an account's contribution was added to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The scopes an account's contribution was added to, as indices into the
+/// scope tables (interned once per name, so the hot path hashes no strings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScopeKeys {
-    pub segment: Arc<str>,
-    pub region: Arc<str>,
-    pub csm: Option<Arc<str>>,
+    pub segment: u32,
+    pub region: u32,
+    pub csm: Option<u32>,
 }
 
 /// One scope's totals and first-response-time multiset.
@@ -136,9 +130,8 @@ pub struct Scope {
 }
 
 impl Scope {
-    fn apply(&mut self, c: &Contribution, sign: i64) {
-        self.totals.add(&c.totals, sign);
-        for &v in &c.first_responses {
+    fn add_first_responses(&mut self, values: &[i64], sign: i64) {
+        for &v in values {
             if sign > 0 {
                 *self.first_responses.entry(v).or_default() += 1;
                 self.first_response_count += 1;
@@ -174,35 +167,107 @@ impl Scope {
     }
 }
 
+/// The scopes of one kind (segments, regions or CSMs), by interned name.
+/// A scope with no accounts stays in the table but is not listed.
+#[derive(Clone, Debug, Default)]
+pub struct ScopeTable {
+    ids: FastMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
+    scopes: Vec<Scope>,
+}
+
+impl ScopeTable {
+    pub fn intern(&mut self, name: &Arc<str>) -> u32 {
+        if let Some(&i) = self.ids.get(name) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.ids.insert(name.clone(), i);
+        self.names.push(name.clone());
+        self.scopes.push(Scope::default());
+        i
+    }
+
+    /// The scope of a name, if it holds accounts.
+    pub fn get(&self, name: &str) -> Option<&Scope> {
+        self.ids.get(name).map(|&i| &self.scopes[i as usize]).filter(|s| !s.is_empty())
+    }
+
+    pub fn name(&self, i: u32) -> &Arc<str> {
+        &self.names[i as usize]
+    }
+
+    /// Scopes holding at least one account.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Scope)> {
+        self.names.iter().zip(&self.scopes).filter(|(_, s)| !s.is_empty())
+    }
+
+    fn at(&mut self, i: u32) -> &mut Scope {
+        &mut self.scopes[i as usize]
+    }
+}
+
 /// Every scope of the portfolio.
 #[derive(Clone, Debug, Default)]
 pub struct Scopes {
     pub portfolio: Scope,
-    pub segments: HashMap<Arc<str>, Scope>,
-    pub regions: HashMap<Arc<str>, Scope>,
-    pub csms: HashMap<Arc<str>, Scope>,
+    pub segments: ScopeTable,
+    pub regions: ScopeTable,
+    pub csms: ScopeTable,
     pub unassigned: Scope,
 }
 
-fn apply_keyed(map: &mut HashMap<Arc<str>, Scope>, key: &Arc<str>, c: &Contribution, sign: i64) {
-    let scope = map.entry(key.clone()).or_default();
-    scope.apply(c, sign);
-    if scope.is_empty() {
-        map.remove(key);
+impl Scopes {
+    /// Applies `f` to every scope of `keys`.
+    fn each(&mut self, keys: ScopeKeys, mut f: impl FnMut(&mut Scope)) {
+        f(&mut self.portfolio);
+        f(self.segments.at(keys.segment));
+        f(self.regions.at(keys.region));
+        match keys.csm {
+            Some(c) => f(self.csms.at(c)),
+            None => f(&mut self.unassigned),
+        }
+    }
+
+    /// Adds `sign` × `totals` to every scope of `keys`.
+    pub fn add_totals(&mut self, keys: ScopeKeys, totals: &Totals, sign: i64) {
+        self.each(keys, |s| s.totals.add(totals, sign));
+    }
+
+    /// Adds (`sign` = 1) or withdraws (-1) first-response times under `keys`.
+    pub fn add_first_responses(&mut self, keys: ScopeKeys, values: &[i64], sign: i64) {
+        if !values.is_empty() {
+            self.each(keys, |s| s.add_first_responses(values, sign));
+        }
     }
 }
 
-impl Scopes {
-    /// Adds (`sign` = 1) or withdraws (-1) a contribution under `keys`.
-    pub fn apply(&mut self, keys: &ScopeKeys, c: &Contribution, sign: i64) {
-        self.portfolio.apply(c, sign);
-        apply_keyed(&mut self.segments, &keys.segment, c, sign);
-        apply_keyed(&mut self.regions, &keys.region, c, sign);
-        match &keys.csm {
-            Some(csm) => apply_keyed(&mut self.csms, csm, c, sign),
-            None => self.unassigned.apply(c, sign),
+/// The multiset difference of two sorted lists: (only in `old`, only in `new`).
+pub fn sorted_diff(old: &[i64], new: &[i64]) -> (Vec<i64>, Vec<i64>) {
+    let (mut gone, mut came) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                gone.push(*a);
+                i += 1;
+            }
+            (Some(a), None) => {
+                gone.push(*a);
+                i += 1;
+            }
+            (_, Some(b)) => {
+                came.push(*b);
+                j += 1;
+            }
+            (None, None) => break,
         }
     }
+    (gone, came)
 }
 
 #[cfg(test)]
@@ -210,14 +275,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sorted_multiset_difference() {
+        assert_eq!(sorted_diff(&[1, 2, 2, 5], &[2, 3, 5, 5]), (vec![1, 2], vec![3, 5]));
+        assert_eq!(sorted_diff(&[], &[1]), (vec![], vec![1]));
+        assert_eq!(sorted_diff(&[4], &[]), (vec![4], vec![]));
+    }
+
+    #[test]
     fn nearest_rank_percentiles() {
         let mut s = Scope::default();
-        let c = Contribution { first_responses: (1..=10).map(|m| m * 60_000_000).collect(), ..Default::default() };
-        s.apply(&c, 1);
+        let values: Vec<i64> = (1..=10).map(|m| m * 60_000_000).collect();
+        s.add_first_responses(&values, 1);
         assert_eq!(s.first_response_percentile(50), Some(5 * 60_000_000));
         assert_eq!(s.first_response_percentile(90), Some(9 * 60_000_000));
         assert_eq!(s.first_response_percentile(99), Some(10 * 60_000_000));
-        s.apply(&c, -1);
+        s.add_first_responses(&values, -1);
         assert_eq!(s.first_response_percentile(50), None);
         assert!(s.first_responses.is_empty());
     }

@@ -280,7 +280,7 @@ impl Engine {
                         (self.slots[i as usize].account.id.to_string(), self.account_object(i, Some(rank + 1)))
                     })
                     .collect();
-                let kpis = s.csms.get(id.as_str()).map_or_else(|| kpi(&Scope::default()), kpi);
+                let kpis = s.csms.get(id).map_or_else(|| kpi(&Scope::default()), kpi);
                 json!({"as_of": self.as_of(), "csm_id": id, "kpis": kpis, "accounts": accounts})
             }
         }

@@ -159,15 +159,22 @@ pub enum Touch {
     Unchanged,
 }
 
+/// Hash maps of the fold: foldhash is several times faster than SipHash on
+/// short keys and is seeded per process, so crafted ids cannot force
+/// collisions.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Distinct keys seen within `(now − span, now]`, each with the latest ts it
 /// was seen at; counts the keys also seen within the shorter window.
 #[derive(Clone, Debug)]
 pub struct LatestSeen<K: Hash + Eq + Clone> {
     span: i64,
     short: Option<i64>,
-    latest: HashMap<K, Ts>,
-    /// The keys by their latest ts (few keys share an instant).
-    order: BTreeMap<Ts, Vec<K>>,
+    /// Each key's latest sighting, as its position in `order`.
+    latest: FastMap<K, (Ts, u64)>,
+    /// Keys by latest ts; the sequence number makes positions unique.
+    order: BTreeMap<(Ts, u64), K>,
+    next_seq: u64,
     /// Keys whose latest ts is at or before the short window's floor.
     outside_short: usize,
     now: Ts,
@@ -175,7 +182,15 @@ pub struct LatestSeen<K: Hash + Eq + Clone> {
 
 impl<K: Hash + Eq + Clone> LatestSeen<K> {
     pub fn new(span: i64, short: Option<i64>) -> Self {
-        LatestSeen { span, short, latest: HashMap::new(), order: BTreeMap::new(), outside_short: 0, now: Ts::MIN }
+        LatestSeen {
+            span,
+            short,
+            latest: FastMap::default(),
+            order: BTreeMap::new(),
+            next_seq: 0,
+            outside_short: 0,
+            now: Ts::MIN,
+        }
     }
 
     fn floor(&self) -> Ts {
@@ -195,21 +210,22 @@ impl<K: Hash + Eq + Clone> LatestSeen<K> {
         self.now = now;
         if self.short.is_some() {
             let new_short = self.short_floor();
-            self.outside_short +=
-                self.order.range(old_short.saturating_add(1)..=new_short).map(|(_, keys)| keys.len()).sum::<usize>();
+            if new_short > old_short {
+                self.outside_short +=
+                    self.order.range((old_short.saturating_add(1), 0)..=(new_short, u64::MAX)).count();
+            }
         }
         let floor = self.floor();
         while let Some(entry) = self.order.first_entry() {
-            if *entry.key() > floor {
+            if entry.key().0 > floor {
                 break;
             }
-            for k in entry.remove() {
-                self.latest.remove(&k);
-                if self.short.is_some() {
-                    self.outside_short -= 1;
-                }
-                expired(&k);
+            let k = entry.remove();
+            self.latest.remove(&k);
+            if self.short.is_some() {
+                self.outside_short -= 1;
             }
+            expired(&k);
         }
     }
 
@@ -224,33 +240,29 @@ impl<K: Hash + Eq + Clone> LatestSeen<K> {
         }
         let short_floor = self.short_floor();
         let counts_short = self.short.is_some();
-        let (owned, result) = match self.latest.get_key_value(key) {
-            Some((_, &old)) if old >= ts => return Touch::Unchanged,
-            Some((k, &old)) => {
-                let k = k.clone();
-                if let Some(keys) = self.order.get_mut(&old) {
-                    if let Some(i) = keys.iter().position(|x| x == &k) {
-                        keys.swap_remove(i);
-                    }
-                    if keys.is_empty() {
-                        self.order.remove(&old);
-                    }
-                }
-                if counts_short && old <= short_floor && ts > short_floor {
-                    self.outside_short -= 1;
-                }
-                (k, Touch::Moved)
+        let seq = self.next_seq;
+        if let Some(pos) = self.latest.get_mut(key) {
+            let old = *pos;
+            if old.0 >= ts {
+                return Touch::Unchanged;
             }
-            None => {
-                if counts_short && ts <= short_floor {
-                    self.outside_short += 1;
-                }
-                (make(), Touch::Entered)
+            *pos = (ts, seq);
+            self.next_seq += 1;
+            let k = self.order.remove(&old).expect("order mirrors latest");
+            self.order.insert((ts, seq), k);
+            if counts_short && old.0 <= short_floor && ts > short_floor {
+                self.outside_short -= 1;
             }
-        };
-        self.order.entry(ts).or_default().push(owned.clone());
-        self.latest.insert(owned, ts);
-        result
+            return Touch::Moved;
+        }
+        if counts_short && ts <= short_floor {
+            self.outside_short += 1;
+        }
+        let owned = make();
+        self.next_seq += 1;
+        self.order.insert((ts, seq), owned.clone());
+        self.latest.insert(owned, (ts, seq));
+        Touch::Entered
     }
 
     /// Keys in the long window.
@@ -278,15 +290,15 @@ impl<K: Hash + Eq + Clone> LatestSeen<K> {
 
     /// Every key in the long window with its latest ts.
     pub fn iter(&self) -> impl Iterator<Item = (&K, Ts)> {
-        self.latest.iter().map(|(k, t)| (k, *t))
+        self.latest.iter().map(|(k, t)| (k, t.0))
     }
 
     /// The next instant at which a count changes, if any.
     pub fn next_change(&self) -> Option<Ts> {
-        let first = self.order.keys().next().map(|t| t + self.span);
-        let short = self
-            .short
-            .and_then(|s| self.order.range(self.short_floor().saturating_add(1)..).next().map(|(t, _)| t + s));
+        let first = self.order.keys().next().map(|(t, _)| t + self.span);
+        let short = self.short.and_then(|s| {
+            self.order.range((self.short_floor().saturating_add(1), 0)..).next().map(|((t, _), _)| t + s)
+        });
         min_opt(first, short)
     }
 }

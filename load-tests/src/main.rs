@@ -1,0 +1,435 @@
+//! cspulse benchmarks. Each scenario prints a table and the command that
+//! reproduces it, and writes its figures as JSON under `load-tests/results/`.
+//! Every loop is bounded; all traffic stays on 127.0.0.1.
+
+use std::borrow::Cow;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use cspulse::config::Config;
+use cspulse::demo::generator::{Generator, Message, PortfolioSpec};
+use cspulse::event::Topic;
+use cspulse::ingest::decode::decode;
+use cspulse::ingest::{Ingest, Shared, TopicNames};
+use cspulse::state::{Engine, Input, StateConfig};
+use cspulse::time::{MICROS_PER_MIN, days, parse_rfc3339};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "cspulse-load", about = "cspulse benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// Repetitions; the median is reported with min–max.
+    #[arg(long, default_value_t = 3, global = true)]
+    runs: usize,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// In-process: decode + validate + fold vs serde_json parse-only, one core.
+    Fold {
+        #[arg(long, default_value_t = 2_000_000)]
+        events: usize,
+        #[arg(long, default_value_t = 10_000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 30)]
+        users_per_account: usize,
+    },
+    /// Kafka → state vs a raw rdkafka consume of the same topics, same broker.
+    Kafka {
+        #[arg(long, default_value_t = 1_500_000)]
+        events: usize,
+        #[arg(long, default_value_t = 10_000)]
+        accounts: usize,
+        /// Partitions per input topic (the mock cluster keeps 5 MiB each).
+        #[arg(long, default_value_t = 64)]
+        partitions: i32,
+    },
+    /// State size: RSS after folding `accounts` accounts and `users` distinct users.
+    Memory {
+        #[arg(long, default_value_t = 100_000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 3_000_000)]
+        users: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runs = cli.runs.max(1);
+    match cli.scenario {
+        Scenario::Fold { events, accounts, users_per_account } => fold(events, accounts, users_per_account, runs),
+        Scenario::Kafka { events, accounts, partitions } => kafka(events, accounts, partitions, runs),
+        Scenario::Memory { accounts, users } => memory(accounts, users),
+    }
+}
+
+/// A realistic stream: 14 days of history, then live traffic, from the demo generator.
+fn corpus(events: usize, accounts: usize, users_per_account: usize) -> Vec<Message> {
+    let spec = PortfolioSpec { accounts, csms: (accounts / 50).max(1), users_per_account, seed: 42 };
+    let mut generator = Generator::new(spec);
+    let start = parse_rfc3339("2026-11-01T00:00:00Z").expect("fixed date");
+    let mut out = generator.backfill(start, 14);
+    let mut t = start;
+    while out.len() < events {
+        let next = t + 10 * MICROS_PER_MIN;
+        out.extend(generator.tick(t, next, 300.0));
+        t = next;
+    }
+    out.truncate(events);
+    out
+}
+
+/// The same fields parsed into a typed struct by serde_json, nothing else.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct Typed<'a> {
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
+    #[serde(borrow)]
+    account_id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    csm_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    segment: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    region: Option<Cow<'a, str>>,
+    #[serde(default)]
+    seats: Option<u64>,
+    #[serde(default, borrow)]
+    renewal_date: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    user_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    feature: Option<Cow<'a, str>>,
+    #[serde(default)]
+    duration_s: Option<f64>,
+    #[serde(default, borrow)]
+    ticket_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    action: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    priority: Option<Cow<'a, str>>,
+    #[serde(default)]
+    score: Option<u8>,
+    #[serde(default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default)]
+    arr: Option<f64>,
+}
+
+struct Stat {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn stat(mut v: Vec<f64>) -> Stat {
+    v.sort_by(f64::total_cmp);
+    Stat { median: v[v.len() / 2], min: v[0], max: v[v.len() - 1] }
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn fmt_rate(s: &Stat) -> String {
+    format!("{:>10.0}/s  ({:.0}–{:.0})", s.median, s.min, s.max)
+}
+
+fn write_results(name: &str, value: serde_json::Value) -> anyhow::Result<()> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&value)?)?;
+    println!("results written to {}", path.display());
+    Ok(())
+}
+
+fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    json!({"cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)})
+}
+
+fn fold(events: usize, accounts: usize, users_per_account: usize, runs: usize) -> anyhow::Result<()> {
+    eprintln!("generating {events} events ({accounts} accounts × ~{users_per_account} users)…");
+    let msgs = corpus(events, accounts, users_per_account);
+    let bytes: usize = msgs.iter().map(|m| m.payload.len()).sum();
+    let wall =
+        msgs.iter().filter_map(|m| decode(m.topic, &m.payload, usize::MAX).ok().map(|e| e.ts)).max().unwrap_or(0)
+            + days(1);
+    let (mut parse, mut dec, mut full) = (Vec::new(), Vec::new(), Vec::new());
+    let mut accepted = 0;
+    for run in 0..runs {
+        let t = Instant::now();
+        for m in &msgs {
+            black_box(serde_json::from_slice::<Typed<'_>>(&m.payload).ok());
+        }
+        parse.push(rate(msgs.len(), t.elapsed()));
+
+        let t = Instant::now();
+        for m in &msgs {
+            black_box(decode(m.topic, &m.payload, 1 << 20).is_ok());
+        }
+        dec.push(rate(msgs.len(), t.elapsed()));
+
+        let mut engine = Engine::new(StateConfig::default());
+        let t = Instant::now();
+        for (offset, m) in msgs.iter().enumerate() {
+            let input = Input { topic: m.topic, partition: 0, offset: offset as i64, payload: &m.payload, wall };
+            black_box(engine.fold(&input));
+        }
+        full.push(rate(msgs.len(), t.elapsed()));
+        accepted = engine.stats().accepted.iter().sum::<u64>();
+        eprintln!("run {}/{runs} done", run + 1);
+    }
+    let (parse, dec, full) = (stat(parse), stat(dec), stat(full));
+    let ratio = full.median / parse.median;
+    println!(
+        "\nfold: {} events, {:.0} bytes avg, {accepted} accepted, one core",
+        msgs.len(),
+        bytes as f64 / msgs.len() as f64
+    );
+    println!("  serde_json parse-only (typed struct)  {}", fmt_rate(&parse));
+    println!("  decode + validate                     {}", fmt_rate(&dec));
+    println!("  decode + validate + fold              {}", fmt_rate(&full));
+    println!("  fold / parse-only = {:.1}% (target >= 40%)", ratio * 100.0);
+    println!(
+        "reproduce: cargo run --release -p cspulse-load -- fold --events {events} --accounts {accounts} --users-per-account {users_per_account} --runs {runs}"
+    );
+    write_results(
+        "fold",
+        json!({
+            "events": msgs.len(), "accounts": accounts, "users_per_account": users_per_account, "runs": runs,
+            "avg_bytes": bytes as f64 / msgs.len() as f64, "machine": machine(),
+            "parse_only_per_s": {"median": parse.median, "min": parse.min, "max": parse.max},
+            "decode_per_s": {"median": dec.median, "min": dec.min, "max": dec.max},
+            "fold_per_s": {"median": full.median, "min": full.min, "max": full.max},
+            "fold_over_parse": ratio,
+        }),
+    )
+}
+
+fn kafka(events: usize, accounts: usize, partitions: i32, runs: usize) -> anyhow::Result<()> {
+    let cluster = MockCluster::new(1)?;
+    let mut config =
+        Config::from_toml("[auth]\njwt_secret = \"benchmark-secret-0123456789\"\n[state]\nstore = \"memory\"\n")?;
+    let t = config.kafka.topics.clone();
+    for name in [&t.accounts, &t.usage, &t.tickets, &t.revenue] {
+        cluster.create_topic(name, partitions, 1)?;
+    }
+    cluster.create_topic(&t.deadletter, 1, 1)?;
+    config.kafka.brokers = cluster.bootstrap_servers();
+    cspulse::demo::low_latency(&mut config);
+    let names = TopicNames::new(&config.kafka.topics);
+
+    eprintln!("generating {events} events…");
+    let msgs = corpus(events, accounts, 30);
+    let max_per_partition = msgs.len() / partitions as usize;
+    if max_per_partition * 260 > 5 << 20 {
+        bail!(
+            "{events} events over {partitions} partitions exceed the mock cluster's 5 MiB per partition; add --partitions"
+        );
+    }
+    eprintln!("producing to the embedded broker…");
+    let producer: ThreadedProducer<_> = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let t0 = Instant::now();
+    for m in &msgs {
+        let mut record = BaseRecord::to(names.name(m.topic)).key(m.key.as_bytes()).payload(&m.payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    eprintln!("produced {} in {:.1}s", msgs.len(), t0.elapsed().as_secs_f64());
+    let total = msgs.len();
+
+    let (mut raw, mut engine_rates) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        raw.push(raw_consume(&config, &names, total, run)?);
+        engine_rates.push(engine_consume(&config, &names, total, run)?);
+        eprintln!("run {}/{runs}: raw {:.0}/s, engine {:.0}/s", run + 1, raw[run], engine_rates[run]);
+    }
+    let (raw, eng) = (stat(raw), stat(engine_rates));
+    let ratio = eng.median / raw.median;
+    println!(
+        "\nkafka: {total} events over 4 topics × {partitions} partitions, embedded mock broker, fetch.wait.max.ms=1"
+    );
+    println!("  raw rdkafka consume (BaseConsumer::poll)   {}", fmt_rate(&raw));
+    println!("  Kafka → decode → fold (cspulse ingest)     {}", fmt_rate(&eng));
+    println!("  engine / raw = {:.1}% (target >= 70%)", ratio * 100.0);
+    println!(
+        "reproduce: cargo run --release -p cspulse-load -- kafka --events {events} --accounts {accounts} --partitions {partitions} --runs {runs}"
+    );
+    write_results(
+        "kafka",
+        json!({
+            "events": total, "partitions_per_topic": partitions, "runs": runs, "machine": machine(),
+            "raw_per_s": {"median": raw.median, "min": raw.min, "max": raw.max},
+            "engine_per_s": {"median": eng.median, "min": eng.min, "max": eng.max},
+            "engine_over_raw": ratio,
+        }),
+    )
+}
+
+/// Consumes every message of the input topics with a bare consumer; rate from
+/// the first message to the last.
+fn raw_consume(config: &Config, names: &TopicNames, total: usize, run: usize) -> anyhow::Result<f64> {
+    let mut c = cspulse::ingest::client_config(&config.kafka);
+    c.set("group.id", format!("raw-{run}")).set("enable.auto.commit", "false").set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer = c.create()?;
+    consumer.subscribe(&names.inputs())?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut seen = 0usize;
+    let mut bytes = 0usize;
+    let mut first = None;
+    while seen < total {
+        if Instant::now() > deadline {
+            bail!("raw consumer saw only {seen} of {total}");
+        }
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m?;
+            first.get_or_insert_with(Instant::now);
+            bytes += m.payload().map_or(0, <[u8]>::len);
+            seen += 1;
+        }
+    }
+    black_box(bytes);
+    Ok(rate(total - 1, first.context("no message")?.elapsed()))
+}
+
+/// Runs the engine's own ingest path on a fresh state; rate from the first
+/// folded message to the last.
+fn engine_consume(config: &Config, names: &TopicNames, total: usize, run: usize) -> anyhow::Result<f64> {
+    let mut config = config.clone();
+    config.kafka.group_id = format!("engine-{run}");
+    let shared = Arc::new(Shared::new(Engine::new(config.state_config()), names.clone()));
+    let ingest = Ingest::start(&config.kafka, config.kafka.topics.deadletter.clone(), shared.clone())?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let folded = |s: &Shared| {
+        let e = s.engine();
+        let st = e.stats();
+        (st.accepted.iter().sum::<u64>() + st.rejected.iter().sum::<u64>() + st.duplicates) as usize
+    };
+    let mut first = None;
+    let mut at_first = 0;
+    loop {
+        let n = folded(&shared);
+        if n > 0 && first.is_none() {
+            first = Some(Instant::now());
+            at_first = n;
+        }
+        if n >= total {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("engine folded only {n} of {total}");
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let elapsed = first.context("nothing folded")?.elapsed();
+    ingest.stop();
+    Ok(rate(total - at_first, elapsed))
+}
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn memory(accounts: usize, users: usize) -> anyhow::Result<()> {
+    let before = rss_kib("VmRSS:");
+    let start = parse_rfc3339("2026-11-01T00:00:00Z").expect("fixed date");
+    let mut engine = Engine::new(StateConfig::default());
+    let wall = start + days(60);
+    let mut offset = 0i64;
+    let mut fold_one = |engine: &mut Engine, topic: Topic, body: serde_json::Value| {
+        let payload = serde_json::to_vec(&body).expect("json");
+        let input = Input { topic, partition: 0, offset, payload: &payload, wall };
+        offset += 1;
+        engine.fold(&input)
+    };
+    let t = Instant::now();
+    let segments = ["enterprise", "mid-market", "smb"];
+    let regions = ["na", "emea", "apac", "latam"];
+    for a in 0..accounts {
+        let ts = cspulse::time::format_rfc3339(start);
+        fold_one(
+            &mut engine,
+            Topic::Accounts,
+            json!({"event_id": format!("a{a}"), "ts": ts, "account_id": format!("acc-{a:06}"),
+            "name": format!("Account {a}"), "csm_id": format!("csm-{:03}", a % 400), "segment": segments[a % 3], "region": regions[a % 4],
+            "seats": 50, "renewal_date": "2027-03-31"}),
+        );
+        fold_one(
+            &mut engine,
+            Topic::Revenue,
+            json!({"event_id": format!("r{a}"), "ts": ts, "account_id": format!("acc-{a:06}"), "kind": "new", "arr": 25000}),
+        );
+    }
+    let features = ["reports", "dashboards", "api", "integrations", "alerts", "exports", "workflows", "search"];
+    // Each distinct user is active once in the last 7 days, on two features.
+    let span = days(7) - 1;
+    for u in 0..users {
+        let a = u % accounts;
+        let ts = start + days(53) + (u as i64 * 7919) % span;
+        for f in [u % 8, (u + 3) % 8] {
+            let body = json!({"event_id": format!("u{u}-{f}"), "ts": cspulse::time::format_rfc3339(ts),
+                "account_id": format!("acc-{a:06}"), "user_id": format!("user-{u:08}"), "feature": features[f]});
+            fold_one(&mut engine, Topic::Usage, body);
+        }
+        if u % 500_000 == 0 {
+            eprintln!("{u} users folded, RSS {} MiB", rss_kib("VmRSS:") / 1024);
+        }
+    }
+    let folded = t.elapsed();
+    let rss = rss_kib("VmRSS:");
+    let peak = rss_kib("VmHWM:");
+    let view = engine.channel_view(&cspulse::state::view::Channel::Executive);
+    let active = view["portfolio"]["usage"]["active_users_7d"].clone();
+    let dedup_ids = engine.stats().accepted.iter().sum::<u64>();
+    println!("\nmemory: {accounts} accounts, {users} distinct users (2 usage events each, all within 7 days)");
+    println!("  active_users_7d reported       {active}");
+    println!("  events folded                  {dedup_ids} in {:.1}s", folded.as_secs_f64());
+    println!("  RSS after fold                 {} MiB (process; {} MiB before)", rss / 1024, before / 1024);
+    println!("  peak RSS                       {} MiB (target <= 2048 MiB)", peak / 1024);
+    println!("  note: includes the de-duplication memory of {dedup_ids} event ids (7-day horizon)");
+    println!("reproduce: cargo run --release -p cspulse-load -- memory --accounts {accounts} --users {users}");
+    write_results(
+        "memory",
+        json!({"accounts": accounts, "users": users, "events": dedup_ids, "rss_mib": rss / 1024, "peak_rss_mib": peak / 1024,
+               "fold_seconds": folded.as_secs_f64(), "machine": machine()}),
+    )
+}
