@@ -11,6 +11,7 @@ use crate::time::{Ts, days};
 
 use super::config::StateConfig;
 use super::health::{Health, Tier};
+use super::ids::Id;
 use super::window::{FastMap, LatestSeen, Scores, Touch, Window, min_opt};
 
 /// Reference data from `cs.accounts` upserts, with the ts that last set each field.
@@ -94,8 +95,9 @@ pub struct FeatureTable {
     /// Distinct `user_id`s with a usage event on it in 30 days (§14: user
     /// ids are counted as strings across the portfolio).
     pub users_30d: Vec<u64>,
-    /// (feature, user) pairs seen in the last 30 days, portfolio-wide.
-    users: LatestSeen<(u32, u128)>,
+    /// Per feature, the users seen on it in the last 30 days, portfolio-wide.
+    users: Vec<LatestSeen<Id>>,
+    now: Ts,
     /// Whether each feature counts for adoption.
     core: Vec<bool>,
 }
@@ -107,7 +109,8 @@ impl Default for FeatureTable {
             ids: FastMap::default(),
             accounts_30d: Vec::new(),
             users_30d: Vec::new(),
-            users: LatestSeen::new(days(30), None),
+            users: Vec::new(),
+            now: Ts::MIN,
             core: Vec::new(),
         }
     }
@@ -116,13 +119,14 @@ impl Default for FeatureTable {
 impl FeatureTable {
     /// Moves the portfolio-wide user window to `now`.
     pub fn advance(&mut self, now: Ts) {
-        let users_30d = &mut self.users_30d;
-        self.users.advance(now, |(f, _)| users_30d[*f as usize] -= 1);
+        self.now = now;
+        for (users, count) in self.users.iter_mut().zip(&mut self.users_30d) {
+            users.advance(now, |_| *count -= 1);
+        }
     }
 
-    fn touch_user(&mut self, feature: u32, user: u128, ts: Ts) {
-        let key = (feature, user);
-        if self.users.touch(&key, ts, || key) == Touch::Entered {
+    fn touch_user(&mut self, feature: u32, user: Id, ts: Ts) {
+        if self.users[feature as usize].touch(user, ts) == Touch::Entered {
             self.users_30d[feature as usize] += 1;
         }
     }
@@ -138,6 +142,9 @@ impl FeatureTable {
         self.ids.insert(name, id);
         self.accounts_30d.push(0);
         self.users_30d.push(0);
+        let mut users = LatestSeen::new(days(30), None);
+        users.advance(self.now, |_| {});
+        self.users.push(users);
         id
     }
 
@@ -164,7 +171,7 @@ pub struct Usage {
     /// Usage events in the last 14 days, counting the last 7 apart.
     events: Window<u64>,
     /// Users (id hashes) seen in the last 30 days, counting the last 7 apart.
-    users: LatestSeen<u128>,
+    users: LatestSeen<Id>,
     features: LatestSeen<u32>,
     pub last_activity: Option<Ts>,
     /// Latest usage on a core feature (adoption, §3.2).
@@ -190,14 +197,14 @@ impl Usage {
         self.features.advance(now, |f| table.accounts_30d[*f as usize] -= 1);
     }
 
-    pub fn record(&mut self, ts: Ts, user: u128, feature: u32, table: &mut FeatureTable) {
+    pub fn record(&mut self, ts: Ts, user: Id, feature: u32, table: &mut FeatureTable) {
         self.last_activity = self.last_activity.max(Some(ts));
         if table.is_core(feature) {
             self.last_core = self.last_core.max(Some(ts));
         }
         self.events.insert(ts, 1);
-        self.users.touch(&user, ts, || user);
-        if self.features.touch(&feature, ts, || feature) == Touch::Entered {
+        self.users.touch(user, ts);
+        if self.features.touch(feature, ts) == Touch::Entered {
             table.accounts_30d[feature as usize] += 1;
         }
         table.touch_user(feature, user, ts);

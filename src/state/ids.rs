@@ -10,6 +10,11 @@ use std::hash::Hasher;
 
 use siphasher::sip128::{Hasher128, SipHasher13};
 
+/// A 128-bit id digest; two `u64`s keep it 8-byte aligned, so a `(Ts, Id)`
+/// pair takes 24 bytes, not the 32 of `(i64, u128)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id(pub u64, pub u64);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IdHasher {
     keys: (u64, u64),
@@ -30,10 +35,11 @@ impl IdHasher {
         self.keys
     }
 
-    pub fn id(&self, s: &str) -> u128 {
+    pub fn id(&self, s: &str) -> Id {
         let mut h = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
         h.write(s.as_bytes());
-        h.finish128().as_u128()
+        let d = h.finish128();
+        Id(d.h1, d.h2)
     }
 }
 

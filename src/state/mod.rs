@@ -32,7 +32,7 @@ use crate::time::{Ts, format_rfc3339, quarter_start};
 
 use account::{Account, FeatureTable, Metrics, T12M};
 pub use config::StateConfig;
-use ids::IdHasher;
+use ids::{Id, IdHasher};
 use scope::{Cohort, ScopeKeys, Scopes, Totals, sorted_diff};
 use window::FastMap;
 
@@ -84,19 +84,19 @@ pub struct FoldStats {
 /// horizon, and one stuck behind a newer id waits a little longer.
 #[derive(Clone, Debug, Default)]
 struct Dedup {
-    ts_of: FastMap<u128, Ts>,
-    arrivals: VecDeque<(Ts, u128)>,
+    ts_of: FastMap<Id, Ts>,
+    arrivals: VecDeque<(Ts, Id)>,
 }
 
 impl Dedup {
-    fn seen(&self, id: u128, watermark: Option<Ts>, horizon: i64) -> bool {
+    fn seen(&self, id: Id, watermark: Option<Ts>, horizon: i64) -> bool {
         match (self.ts_of.get(&id), watermark) {
             (Some(&ts), Some(w)) => ts > w - horizon,
             _ => false,
         }
     }
 
-    fn remember(&mut self, id: u128, ts: Ts) {
+    fn remember(&mut self, id: Id, ts: Ts) {
         self.arrivals.push_back((ts, id));
         self.ts_of.insert(id, ts);
     }

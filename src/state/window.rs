@@ -8,10 +8,10 @@
 //! inside 14 or 30) with a running counter, so counts are O(1) to read and
 //! O(log n) to maintain.
 
-use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
 
+use super::ids::Id;
 use crate::time::Ts;
 
 /// A value summed over the items of a window (an event count, a CSAT sum).
@@ -164,33 +164,40 @@ pub enum Touch {
 /// collisions.
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// A key of a `LatestSeen`: small, copyable, ordered, with least and
+/// greatest values to bound range queries by time alone.
+pub trait WindowKey: Hash + Eq + Ord + Copy {
+    const MIN: Self;
+    const MAX: Self;
+}
+
+impl WindowKey for u32 {
+    const MIN: Self = u32::MIN;
+    const MAX: Self = u32::MAX;
+}
+
+impl WindowKey for Id {
+    const MIN: Self = Id(0, 0);
+    const MAX: Self = Id(u64::MAX, u64::MAX);
+}
+
 /// Distinct keys seen within `(now − span, now]`, each with the latest ts it
 /// was seen at; counts the keys also seen within the shorter window.
 #[derive(Clone, Debug)]
-pub struct LatestSeen<K: Hash + Eq + Clone> {
+pub struct LatestSeen<K: WindowKey> {
     span: i64,
     short: Option<i64>,
-    /// Each key's latest sighting, as its position in `order`.
-    latest: FastMap<K, (Ts, u64)>,
-    /// Keys by latest ts; the sequence number makes positions unique.
-    order: BTreeMap<(Ts, u64), K>,
-    next_seq: u64,
+    latest: FastMap<K, Ts>,
+    /// The same keys ordered by their latest ts.
+    order: BTreeSet<(Ts, K)>,
     /// Keys whose latest ts is at or before the short window's floor.
     outside_short: usize,
     now: Ts,
 }
 
-impl<K: Hash + Eq + Clone> LatestSeen<K> {
+impl<K: WindowKey> LatestSeen<K> {
     pub fn new(span: i64, short: Option<i64>) -> Self {
-        LatestSeen {
-            span,
-            short,
-            latest: FastMap::default(),
-            order: BTreeMap::new(),
-            next_seq: 0,
-            outside_short: 0,
-            now: Ts::MIN,
-        }
+        LatestSeen { span, short, latest: FastMap::default(), order: BTreeSet::new(), outside_short: 0, now: Ts::MIN }
     }
 
     fn floor(&self) -> Ts {
@@ -212,15 +219,15 @@ impl<K: Hash + Eq + Clone> LatestSeen<K> {
             let new_short = self.short_floor();
             if new_short > old_short {
                 self.outside_short +=
-                    self.order.range((old_short.saturating_add(1), 0)..=(new_short, u64::MAX)).count();
+                    self.order.range((old_short.saturating_add(1), K::MIN)..=(new_short, K::MAX)).count();
             }
         }
         let floor = self.floor();
-        while let Some(entry) = self.order.first_entry() {
-            if entry.key().0 > floor {
+        while let Some(&(ts, k)) = self.order.first() {
+            if ts > floor {
                 break;
             }
-            let k = entry.remove();
+            self.order.pop_first();
             self.latest.remove(&k);
             if self.short.is_some() {
                 self.outside_short -= 1;
@@ -230,27 +237,21 @@ impl<K: Hash + Eq + Clone> LatestSeen<K> {
     }
 
     /// Records a sighting of `key` at `ts` (call `advance` first).
-    pub fn touch<Q>(&mut self, key: &Q, ts: Ts, make: impl FnOnce() -> K) -> Touch
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
+    pub fn touch(&mut self, key: K, ts: Ts) -> Touch {
         if ts <= self.floor() {
             return Touch::Unchanged;
         }
         let short_floor = self.short_floor();
         let counts_short = self.short.is_some();
-        let seq = self.next_seq;
-        if let Some(pos) = self.latest.get_mut(key) {
-            let old = *pos;
-            if old.0 >= ts {
+        if let Some(latest) = self.latest.get_mut(&key) {
+            let old = *latest;
+            if old >= ts {
                 return Touch::Unchanged;
             }
-            *pos = (ts, seq);
-            self.next_seq += 1;
-            let k = self.order.remove(&old).expect("order mirrors latest");
-            self.order.insert((ts, seq), k);
-            if counts_short && old.0 <= short_floor && ts > short_floor {
+            *latest = ts;
+            self.order.remove(&(old, key));
+            self.order.insert((ts, key));
+            if counts_short && old <= short_floor && ts > short_floor {
                 self.outside_short -= 1;
             }
             return Touch::Moved;
@@ -258,10 +259,8 @@ impl<K: Hash + Eq + Clone> LatestSeen<K> {
         if counts_short && ts <= short_floor {
             self.outside_short += 1;
         }
-        let owned = make();
-        self.next_seq += 1;
-        self.order.insert((ts, seq), owned.clone());
-        self.latest.insert(owned, (ts, seq));
+        self.order.insert((ts, key));
+        self.latest.insert(key, ts);
         Touch::Entered
     }
 
@@ -279,25 +278,16 @@ impl<K: Hash + Eq + Clone> LatestSeen<K> {
         self.latest.len() - self.outside_short
     }
 
-    /// The key as stored, for sharing its allocation.
-    pub fn stored_key<Q>(&self, key: &Q) -> Option<&K>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.latest.get_key_value(key).map(|(k, _)| k)
-    }
-
     /// Every key in the long window with its latest ts.
     pub fn iter(&self) -> impl Iterator<Item = (&K, Ts)> {
-        self.latest.iter().map(|(k, t)| (k, t.0))
+        self.latest.iter().map(|(k, t)| (k, *t))
     }
 
     /// The next instant at which a count changes, if any.
     pub fn next_change(&self) -> Option<Ts> {
-        let first = self.order.keys().next().map(|(t, _)| t + self.span);
+        let first = self.order.first().map(|(t, _)| t + self.span);
         let short = self.short.and_then(|s| {
-            self.order.range((self.short_floor().saturating_add(1), 0)..).next().map(|((t, _), _)| t + s)
+            self.order.range((self.short_floor().saturating_add(1), K::MIN)..).next().map(|(t, _)| t + s)
         });
         min_opt(first, short)
     }
@@ -327,21 +317,22 @@ mod tests {
 
     #[test]
     fn latest_seen_counts_distinct_keys() {
-        let mut s: LatestSeen<String> = LatestSeen::new(30, Some(7));
+        let (a, b, c) = (1u32, 2u32, 3u32);
+        let mut s: LatestSeen<u32> = LatestSeen::new(30, Some(7));
         s.advance(100, |_| {});
-        assert_eq!(s.touch("a", 80, || "a".into()), Touch::Entered);
-        assert_eq!(s.touch("b", 95, || "b".into()), Touch::Entered);
-        assert_eq!(s.touch("a", 70, || "a".into()), Touch::Unchanged);
-        assert_eq!(s.touch("c", 60, || "c".into()), Touch::Unchanged, "outside (70, 100]");
+        assert_eq!(s.touch(a, 80), Touch::Entered);
+        assert_eq!(s.touch(b, 95), Touch::Entered);
+        assert_eq!(s.touch(a, 70), Touch::Unchanged);
+        assert_eq!(s.touch(c, 60), Touch::Unchanged, "outside (70, 100]");
         assert_eq!((s.len(), s.short_len()), (2, 1));
-        assert_eq!(s.touch("a", 99, || "a".into()), Touch::Moved);
+        assert_eq!(s.touch(a, 99), Touch::Moved);
         assert_eq!((s.len(), s.short_len()), (2, 2));
         let mut gone = vec![];
-        s.advance(124, |k| gone.push(k.clone()));
+        s.advance(124, |k| gone.push(*k));
         assert!(gone.is_empty());
         assert_eq!((s.len(), s.short_len()), (2, 0));
         assert_eq!(s.next_change(), Some(125));
-        s.advance(125, |k| gone.push(k.clone()));
-        assert_eq!(gone, vec!["b".to_string()]);
+        s.advance(125, |k| gone.push(*k));
+        assert_eq!(gone, vec![b]);
     }
 }
