@@ -4,6 +4,7 @@
 //! `state` folds them into exact aggregates → `http` serves them. `config`,
 //! `auth` and `telemetry` sit beside; `demo` runs everything on one machine.
 
+pub mod alert;
 pub mod app;
 pub mod auth;
 pub mod cli;

@@ -303,6 +303,9 @@ impl Config {
         if !(store == "memory" || store.starts_with("file://") || store.starts_with("redis://")) {
             return bad("state.store", "must be file://DIR, redis://HOST:PORT/DB or memory");
         }
+        if let Err(e) = self.rules() {
+            return Err(ConfigError::Invalid { key: "alerts.rules", problem: e.to_string() });
+        }
         if !self.auth.insecure && self.auth.jwt_secret.len() < 16 {
             return bad("auth.jwt_secret", "must be at least 16 bytes (or set auth.insecure = true)");
         }
@@ -323,6 +326,17 @@ impl Config {
             yellow: self.health.yellow,
             sla: [sla.p1, sla.p2, sla.p3, sla.p4].map(|m| m as i64 * MICROS_PER_MIN),
             core_features: self.usage.core_features.clone(),
+            rules: self.rules().expect("validated"),
+        }
+    }
+
+    /// The alert rules: the configured ones, or the defaults of §5.1.
+    pub fn rules(&self) -> Result<crate::alert::Rules, crate::alert::rules::RuleError> {
+        let t = &self.kafka.topics;
+        let names = [t.accounts.clone(), t.usage.clone(), t.tickets.clone(), t.revenue.clone()];
+        match &self.alerts {
+            Some(a) => crate::alert::Rules::parse(&a.rules, &names),
+            None => crate::alert::Rules::parse(&crate::alert::rules::default_rules(), &names),
         }
     }
 

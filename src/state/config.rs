@@ -1,5 +1,7 @@
 //! The parameters of the fold (SPEC §2–§4), derived from the configuration.
 
+use crate::alert::rules::{Rules, default_rules};
+use crate::event::Topic;
 use crate::time::{MICROS_PER_MIN, days};
 
 /// Everything the fold needs to know beyond the events themselves.
@@ -22,6 +24,8 @@ pub struct StateConfig {
     pub sla: [i64; 4],
     /// Features that count for adoption; empty means every feature.
     pub core_features: Vec<String>,
+    /// Alert rules (§5).
+    pub rules: Rules,
 }
 
 impl Default for StateConfig {
@@ -36,6 +40,8 @@ impl Default for StateConfig {
             yellow: 40.0,
             sla: [60 * MICROS_PER_MIN, 240 * MICROS_PER_MIN, 1440 * MICROS_PER_MIN, 4320 * MICROS_PER_MIN],
             core_features: Vec::new(),
+            rules: Rules::parse(&default_rules(), &Topic::ALL.map(|t| t.default_name().to_owned()))
+                .expect("the default rules are valid"),
         }
     }
 }

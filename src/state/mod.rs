@@ -30,10 +30,11 @@ use crate::event::{Body, Event, Topic};
 use crate::ingest::decode::{Reason, Rejection, decode};
 use crate::time::{Ts, format_rfc3339, quarter_start};
 
+use crate::alert::{AccountContext, Alert, Alerting, ScopeKind, Subject};
 use account::{Account, FeatureTable, Metrics, T12M};
 pub use config::StateConfig;
 use ids::{Id, IdHasher};
-use scope::{Cohort, ScopeKeys, Scopes, Totals, sorted_diff};
+use scope::{Cohort, Scope, ScopeKeys, Scopes, Totals, sorted_diff};
 use window::FastMap;
 
 /// What became of one message.
@@ -152,10 +153,16 @@ pub struct Engine {
     /// Start of the watermark's calendar quarter (QTD figures).
     quarter: Ts,
     stats: FoldStats,
+    /// Alert rules, firing alerts, cooldowns and the outbox (§5).
+    alerting: Alerting,
+    /// Whether account rules read `days_to_renewal`, which changes at UTC midnight.
+    renewal_rules: bool,
 }
 
 impl Engine {
     pub fn new(cfg: StateConfig) -> Self {
+        let alerting = Alerting::new(cfg.rules.clone());
+        let renewal_rules = cfg.rules.uses_account_metric("revenue.days_to_renewal");
         Engine {
             cfg,
             ids: IdHasher::random(),
@@ -171,7 +178,19 @@ impl Engine {
             wakeups: BTreeSet::new(),
             quarter: Ts::MIN,
             stats: FoldStats::default(),
+            alerting,
+            renewal_rules,
         }
+    }
+
+    /// Alert transitions since the last call, in the order they happened.
+    pub fn take_alerts(&mut self) -> Vec<Alert> {
+        self.alerting.take_outbox()
+    }
+
+    /// Condition alerts firing now.
+    pub fn firing_alerts(&self) -> impl Iterator<Item = &Alert> {
+        self.alerting.firing()
     }
 
     pub fn config(&self) -> &StateConfig {
@@ -277,6 +296,39 @@ impl Engine {
             self.slots[idx as usize].wake = None;
             self.refresh(idx);
         }
+        for (kind, id) in self.alerting.due_scope_wakes(ts) {
+            let keyed = match kind {
+                ScopeKind::Segment => self.scopes.segments.find(&id).map(|i| (Some(i), None)),
+                ScopeKind::Csm => self.scopes.csms.find(&id).map(|i| (None, Some(i))),
+                _ => Some((None, None)),
+            };
+            if let Some((segment, csm)) = keyed {
+                self.evaluate_scopes(kind == ScopeKind::Portfolio, segment, csm);
+            }
+        }
+    }
+
+    /// Evaluates the scope rules of the portfolio (if `portfolio`), a segment
+    /// and a CSM book after they changed.
+    fn evaluate_scopes(&mut self, portfolio: bool, segment: Option<u32>, csm: Option<u32>) {
+        let now = self.watermark.expect("evaluated at a watermark");
+        let scopes = &self.scopes;
+        let mut subjects: Vec<(ScopeKind, &str, &Scope)> = Vec::with_capacity(3);
+        if portfolio && self.alerting.has_rules_for(ScopeKind::Portfolio) {
+            subjects.push((ScopeKind::Portfolio, "portfolio", &scopes.portfolio));
+        }
+        if let Some(i) = segment.filter(|_| self.alerting.has_rules_for(ScopeKind::Segment)) {
+            subjects.push((ScopeKind::Segment, scopes.segments.name(i), scopes.segments.scope(i)));
+        }
+        if let Some(i) = csm.filter(|_| self.alerting.has_rules_for(ScopeKind::Csm)) {
+            subjects.push((ScopeKind::Csm, scopes.csms.name(i), scopes.csms.scope(i)));
+        }
+        for (kind, id, scope) in subjects {
+            let metric = |i: usize| view::kpi_metric(i, scope);
+            let subject =
+                Subject { scope: kind, scope_id: id, exists: !scope.is_empty(), metric: &metric, account: None };
+            self.alerting.evaluate(&subject, now);
+        }
     }
 
     fn slot_of(&mut self, account_id: &str) -> u32 {
@@ -314,6 +366,10 @@ impl Engine {
             Body::Revenue { kind, arr_cents } => account.revenue.record(ev.ts, seq, *kind, *arr_cents),
         }
         self.refresh(idx);
+        if self.alerting.rules().events.iter().any(|r| r.on == ev.body.topic()) {
+            let context = account_context(&self.slots[idx as usize].account);
+            self.alerting.on_event(ev.body.topic(), &|f| event_field(ev, f), context, now);
+        }
     }
 
     /// Brings one account's windows to the watermark, re-derives its
@@ -323,6 +379,18 @@ impl Engine {
         let slot = &mut self.slots[idx as usize];
         slot.account.advance(now, &mut self.features);
         let metrics = slot.account.metrics(now, &self.cfg);
+        if self.alerting.has_rules_for(ScopeKind::Account) {
+            let a = &slot.account;
+            let metric = |i: usize| view::account_metric(i, a, &metrics, now);
+            let subject = Subject {
+                scope: ScopeKind::Account,
+                scope_id: &a.id,
+                exists: true,
+                metric: &metric,
+                account: Some(account_context(a)),
+            };
+            slot.account.alerts = self.alerting.evaluate(&subject, now);
+        }
         let totals = totals_of(&slot.account, &metrics, now, self.quarter);
         let info = &slot.account.info;
         let keys = match slot.keys {
@@ -343,9 +411,11 @@ impl Engine {
         } else {
             None
         };
+        let mut changed: Vec<ScopeKeys> = Vec::new();
         if slot.keys != Some(keys) {
             // Moving between scopes: withdraw everything, add it all back.
             if let Some(old) = slot.keys.take() {
+                changed.push(old);
                 self.scopes.add_first_responses(old, &slot.first_responses, -1);
                 self.scopes.add_totals(old, &slot.totals, -1);
                 if old.csm != keys.csm
@@ -369,22 +439,32 @@ impl Engine {
             self.scopes.add_totals(keys, &totals, 1);
             self.scopes.add_first_responses(keys, &slot.first_responses, 1);
             slot.keys = Some(keys);
+            changed.push(keys);
         } else {
             if totals != slot.totals {
                 let mut delta = totals.clone();
                 delta.add(&slot.totals, -1);
                 self.scopes.add_totals(keys, &delta, 1);
+                changed.push(keys);
             }
             if let Some(v) = responses {
                 let (gone, came) = sorted_diff(&slot.first_responses, &v);
-                self.scopes.add_first_responses(keys, &gone, -1);
-                self.scopes.add_first_responses(keys, &came, 1);
+                if !gone.is_empty() || !came.is_empty() {
+                    self.scopes.add_first_responses(keys, &gone, -1);
+                    self.scopes.add_first_responses(keys, &came, 1);
+                    changed.push(keys);
+                }
                 slot.first_responses = v;
             }
         }
         slot.totals = totals;
         slot.first_responses_version = version;
-        let next = slot.account.next_change(now, &self.cfg);
+        let mut next = slot.account.next_change(now, &self.cfg);
+        if self.renewal_rules && slot.account.info.renewal_date.is_some() {
+            // days_to_renewal ticks over at the next UTC midnight.
+            next = window::min_opt(next, Some((crate::time::utc_day(now) as i64 + 1) * crate::time::MICROS_PER_DAY));
+        }
+        next = window::min_opt(next, self.alerting.next_cooldown_end(ScopeKind::Account, &slot.account.id, now));
         debug_assert!(next.is_none_or(|t| t > now), "wake-ups lie ahead of the watermark");
         if next != slot.wake {
             if let Some(old) = slot.wake {
@@ -395,6 +475,44 @@ impl Engine {
             }
             slot.wake = next;
         }
+        changed.dedup();
+        for k in changed {
+            self.evaluate_scopes(true, Some(k.segment), k.csm);
+        }
+    }
+}
+
+fn account_context(a: &Account) -> AccountContext {
+    AccountContext {
+        account_id: a.id.to_string(),
+        name: a.info.name.clone(),
+        csm_id: a.info.csm_id.as_deref().map(str::to_owned),
+        segment: a.info.segment.to_string(),
+    }
+}
+
+/// A field of an event as an event rule matches it.
+fn event_field(ev: &Event<'_>, field: &str) -> Option<String> {
+    let s = |v: &str| Some(v.to_owned());
+    match (&ev.body, field) {
+        (_, "account_id") => s(&ev.account_id),
+        (Body::Account(u), "csm_id") => u.csm_id.as_ref().and_then(|c| c.as_deref()).and_then(s),
+        (Body::Account(u), "segment") => u.segment.as_deref().and_then(s),
+        (Body::Account(u), "region") => u.region.as_deref().and_then(s),
+        (Body::Usage { user_id, .. }, "user_id") => s(user_id),
+        (Body::Usage { feature, .. }, "feature") => s(feature),
+        (Body::Ticket(t), "ticket_id") => s(&t.ticket_id),
+        (Body::Ticket(t), "action") => s(match t.action {
+            crate::event::TicketAction::Opened => "opened",
+            crate::event::TicketAction::FirstResponse => "first_response",
+            crate::event::TicketAction::Escalated => "escalated",
+            crate::event::TicketAction::Resolved => "resolved",
+            crate::event::TicketAction::Reopened => "reopened",
+            crate::event::TicketAction::Csat => "csat",
+        }),
+        (Body::Ticket(t), "priority") => t.priority.map(|p| format!("p{}", p.index() + 1)),
+        (Body::Revenue { kind, .. }, "kind") => s(kind.as_str()),
+        _ => None,
     }
 }
 

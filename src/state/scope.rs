@@ -197,6 +197,14 @@ impl ScopeTable {
         &self.names[i as usize]
     }
 
+    pub fn find(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).copied()
+    }
+
+    pub fn scope(&self, i: u32) -> &Scope {
+        &self.scopes[i as usize]
+    }
+
     /// Scopes holding at least one account.
     pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Scope)> {
         self.names.iter().zip(&self.scopes).filter(|(_, s)| !s.is_empty())

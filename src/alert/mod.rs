@@ -1,0 +1,390 @@
+//! Alerts (SPEC §5): rule evaluation on every change of a scope, the
+//! firing → resolved lifecycle with cooldowns in event time, event rules, and
+//! the alert messages of §5.3.
+//!
+//! Part of the fold: synchronous, no clock, no I/O. Transitions collect in
+//! an outbox that the ingest loop drains after each batch (to Kafka, metrics
+//! and the push layer). Firing alerts and cooldowns are engine state, so a
+//! restored engine does not fire again what is already firing.
+
+pub mod rules;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::Hasher;
+
+use serde_json::{Map, Value, json};
+use siphasher::sip128::{Hasher128, SipHasher13};
+
+use crate::time::{Ts, format_rfc3339};
+use rules::{ACCOUNT_METRICS, ConditionRule, KPI_METRICS};
+pub use rules::{MetricValue, Rules, ScopeKind, Severity};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AlertState {
+    Firing,
+    Resolved,
+    Fired,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+            AlertState::Fired => "fired",
+        }
+    }
+}
+
+/// Who an account-scope alert is about (§5.3).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccountContext {
+    pub account_id: String,
+    pub name: Option<String>,
+    pub csm_id: Option<String>,
+    pub segment: String,
+}
+
+/// One alert transition (§5.3).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alert {
+    pub alert_id: String,
+    pub rule: String,
+    pub severity: Severity,
+    pub state: AlertState,
+    pub scope: ScopeKind,
+    pub scope_id: String,
+    pub account: Option<AccountContext>,
+    pub ts: Ts,
+    pub started_at: Ts,
+    pub values: Vec<(String, MetricValue)>,
+    pub message: String,
+}
+
+impl Alert {
+    pub fn to_json(&self) -> Value {
+        let values: Map<String, Value> = self.values.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
+        let mut o = json!({
+            "alert_id": self.alert_id,
+            "rule": self.rule,
+            "severity": self.severity.as_str(),
+            "state": self.state.as_str(),
+            "scope": self.scope.as_str(),
+            "scope_id": self.scope_id,
+            "ts": format_rfc3339(self.ts),
+            "started_at": format_rfc3339(self.started_at),
+            "values": values,
+            "message": self.message,
+        });
+        if let Some(a) = &self.account {
+            let m = o.as_object_mut().expect("object");
+            m.insert("account_id".into(), json!(a.account_id));
+            m.insert("account_name".into(), json!(a.name));
+            m.insert("csm_id".into(), json!(a.csm_id));
+            m.insert("segment".into(), json!(a.segment));
+        }
+        o
+    }
+
+    /// The CSM whose book this alert concerns, for routing and access.
+    pub fn owner(&self) -> Option<&str> {
+        match self.scope {
+            ScopeKind::Account => self.account.as_ref().and_then(|a| a.csm_id.as_deref()),
+            ScopeKind::Csm => Some(&self.scope_id),
+            _ => None,
+        }
+    }
+}
+
+/// `alert_id`: a deterministic digest of (rule, scope, scope_id, started_at).
+pub fn alert_id(rule: &str, scope: ScopeKind, scope_id: &str, started_at: Ts) -> String {
+    let mut h = SipHasher13::new_with_keys(0x6373_7075_6c73_6531, 0x616c_6572_7469_6473);
+    for part in [rule, scope.as_str(), scope_id] {
+        h.write(part.as_bytes());
+        h.write_u8(0);
+    }
+    h.write_i64(started_at);
+    format!("{:032x}", h.finish128().as_u128())
+}
+
+/// What a scope looks like to the rules at one instant.
+pub struct Subject<'a> {
+    pub scope: ScopeKind,
+    pub scope_id: &'a str,
+    /// False when the scope no longer exists (its rules resolve).
+    pub exists: bool,
+    /// The value of catalogue metric `i` (`ACCOUNT_METRICS` or `KPI_METRICS`).
+    pub metric: &'a dyn Fn(usize) -> MetricValue,
+    pub account: Option<AccountContext>,
+}
+
+/// Lifecycle state of every condition rule and scope, and the outbox.
+#[derive(Clone, Debug, Default)]
+pub struct Alerting {
+    rules: Rules,
+    /// Firing condition alerts by (rule index, scope id), as emitted.
+    firing: BTreeMap<(usize, String), Alert>,
+    /// Earliest instant each (rule, scope id) may fire again after a resolve.
+    cooldown_until: HashMap<(usize, String), Ts>,
+    /// Non-account scopes to re-evaluate when a cooldown ends.
+    scope_wakes: BTreeSet<(Ts, ScopeKind, String)>,
+    outbox: Vec<Alert>,
+}
+
+impl Alerting {
+    pub fn new(rules: Rules) -> Self {
+        Alerting { rules, ..Alerting::default() }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    pub fn has_rules_for(&self, scope: ScopeKind) -> bool {
+        self.rules.conditions.iter().any(|r| r.scope == scope)
+    }
+
+    /// Evaluates every condition rule of the subject's scope at `now` and
+    /// records transitions. Returns the subject's firing alerts by severity.
+    pub fn evaluate(&mut self, s: &Subject<'_>, now: Ts) -> [u64; 2] {
+        let mut counts = [0; 2];
+        for (i, rule) in self.rules.conditions.iter().enumerate() {
+            if rule.scope != s.scope {
+                continue;
+            }
+            let holds = s.exists && rule.when.iter().all(|c| c.holds(&(s.metric)(c.metric)));
+            let key = (i, s.scope_id.to_owned());
+            let firing = self.firing.contains_key(&key);
+            if holds && !firing {
+                match self.cooldown_until.get(&key) {
+                    Some(&until) if now < until => continue,
+                    Some(_) => {
+                        self.cooldown_until.remove(&key);
+                    }
+                    None => {}
+                }
+                let alert = transition(rule, s, now, now, AlertState::Firing);
+                self.outbox.push(alert.clone());
+                self.firing.insert(key, alert);
+                counts[rule.severity.index()] += 1;
+            } else if !holds && firing {
+                let started = self.firing.remove(&key).expect("firing").started_at;
+                self.outbox.push(transition(rule, s, now, started, AlertState::Resolved));
+                if rule.cooldown > 0 {
+                    let until = now + rule.cooldown;
+                    self.cooldown_until.insert(key, until);
+                    if s.scope != ScopeKind::Account {
+                        self.scope_wakes.insert((until, s.scope, s.scope_id.to_owned()));
+                    }
+                }
+            } else if holds {
+                counts[rule.severity.index()] += 1;
+            }
+        }
+        counts
+    }
+
+    /// The earliest cooldown end after `now` among a scope's rules (so the
+    /// scope is re-evaluated then).
+    pub fn next_cooldown_end(&self, scope: ScopeKind, scope_id: &str, now: Ts) -> Option<Ts> {
+        self.rules
+            .conditions
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.scope == scope && r.cooldown > 0)
+            .filter_map(|(i, _)| self.cooldown_until.get(&(i, scope_id.to_owned())).copied())
+            .filter(|t| *t > now)
+            .min()
+    }
+
+    /// Non-account scopes whose cooldown ended at or before `now`.
+    pub fn due_scope_wakes(&mut self, now: Ts) -> Vec<(ScopeKind, String)> {
+        let mut due = Vec::new();
+        while let Some((at, _, _)) = self.scope_wakes.first() {
+            if *at > now {
+                break;
+            }
+            let (_, kind, id) = self.scope_wakes.pop_first().expect("first exists");
+            due.push((kind, id));
+        }
+        due
+    }
+
+    /// Event rules matching an accepted event: one `fired` alert each.
+    pub fn on_event(
+        &mut self,
+        topic: crate::event::Topic,
+        field: &dyn Fn(&str) -> Option<String>,
+        account: AccountContext,
+        now: Ts,
+    ) {
+        for rule in &self.rules.events {
+            if rule.on != topic {
+                continue;
+            }
+            let mut values = Vec::new();
+            let matched = rule.matches.iter().all(|(f, allowed)| match field(f) {
+                Some(v) if allowed.contains(&v) => {
+                    values.push((f.clone(), MetricValue::Str(v)));
+                    true
+                }
+                _ => false,
+            });
+            if !matched {
+                continue;
+            }
+            let name = account.name.clone().unwrap_or_else(|| account.account_id.clone());
+            let message = match rule.name.as_str() {
+                "churned" => format!("{name} churned"),
+                "contraction" => format!("{name} contracted"),
+                other => format!("{name}: {other}"),
+            };
+            self.outbox.push(Alert {
+                alert_id: alert_id(&rule.name, ScopeKind::Account, &account.account_id, now),
+                rule: rule.name.clone(),
+                severity: rule.severity,
+                state: AlertState::Fired,
+                scope: ScopeKind::Account,
+                scope_id: account.account_id.clone(),
+                account: Some(account.clone()),
+                ts: now,
+                started_at: now,
+                values,
+                message,
+            });
+        }
+    }
+
+    /// Transitions since the last call.
+    pub fn take_outbox(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Currently firing condition alerts.
+    pub fn firing(&self) -> impl Iterator<Item = &Alert> {
+        self.firing.values()
+    }
+}
+
+fn transition(rule: &ConditionRule, s: &Subject<'_>, now: Ts, started_at: Ts, state: AlertState) -> Alert {
+    let values: Vec<(String, MetricValue)> = rule.when.iter().map(|c| (c.path.clone(), (s.metric)(c.metric))).collect();
+    let message = message(rule, s, &values, state);
+    Alert {
+        alert_id: alert_id(&rule.name, s.scope, s.scope_id, started_at),
+        rule: rule.name.clone(),
+        severity: rule.severity,
+        state,
+        scope: s.scope,
+        scope_id: s.scope_id.to_owned(),
+        account: s.account.clone(),
+        ts: now,
+        started_at,
+        values,
+        message,
+    }
+}
+
+fn num(values: &[(String, MetricValue)], path: &str) -> f64 {
+    values
+        .iter()
+        .find(|(p, _)| p == path)
+        .and_then(|(_, v)| if let MetricValue::Num(n) = v { Some(*n) } else { None })
+        .unwrap_or(0.0)
+}
+
+/// A human-readable line for the alert.
+fn message(rule: &ConditionRule, s: &Subject<'_>, values: &[(String, MetricValue)], state: AlertState) -> String {
+    let who = s.account.as_ref().map_or_else(
+        || match s.scope {
+            ScopeKind::Portfolio => "The portfolio".to_owned(),
+            ScopeKind::Segment => format!("Segment {}", s.scope_id),
+            ScopeKind::Csm => format!("The book of {}", s.scope_id),
+            ScopeKind::Account => s.scope_id.to_owned(),
+        },
+        |a| a.name.clone().unwrap_or_else(|| a.account_id.clone()),
+    );
+    let text = match rule.name.as_str() {
+        "account_red" => format!("{who} is red"),
+        "red_renewal_90d" => format!("{who} is red with renewal in {} days", num(values, "revenue.days_to_renewal")),
+        "p1_ticket_open" => format!("{who} has {} open P1 ticket(s)", num(values, "tickets.open_p1")),
+        "escalation_open" => format!("{who} has {} escalated open ticket(s)", num(values, "tickets.escalated_open")),
+        "first_response_sla_breach" => {
+            format!("{who} has {} ticket(s) past the first-response SLA", num(values, "tickets.sla_breached"))
+        }
+        "usage_drop" => format!("{who}: usage down {:.0}% week over week", 100.0 * num(values, "usage.drop_ratio")),
+        "portfolio_at_risk" => {
+            format!("{:.1}% of portfolio ARR is at risk", 100.0 * num(values, "health.at_risk_share"))
+        }
+        _ => {
+            let conds: Vec<String> = rule
+                .when
+                .iter()
+                .zip(values)
+                .map(|(c, (_, v))| format!("{} {} {} (is {})", c.path, c.op.as_str(), operand(&c.value), v.to_json()))
+                .collect();
+            format!("{who}: {}: {}", rule.name, conds.join(", "))
+        }
+    };
+    match state {
+        AlertState::Resolved => format!("Resolved: {text}"),
+        _ => text,
+    }
+}
+
+fn operand(o: &rules::Operand) -> String {
+    match o {
+        rules::Operand::Num(n) => n.to_string(),
+        rules::Operand::Str(s) => format!("{s:?}"),
+    }
+}
+
+/// Checks that the metric catalogues have the length the accessors expect.
+pub const CATALOGUE_SIZES: (usize, usize) = (ACCOUNT_METRICS.len(), KPI_METRICS.len());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rules::default_rules;
+
+    #[test]
+    fn alert_ids_are_deterministic_and_distinct() {
+        let a = alert_id("account_red", ScopeKind::Account, "acme", 5);
+        assert_eq!(a, alert_id("account_red", ScopeKind::Account, "acme", 5));
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, alert_id("account_red", ScopeKind::Account, "acme", 6));
+        assert_ne!(a, alert_id("account_red", ScopeKind::Account, "acm", 5));
+    }
+
+    #[test]
+    fn lifecycle_fires_once_resolves_with_the_same_id_and_honours_cooldown() {
+        let names = crate::event::Topic::ALL.map(|t| t.default_name().to_owned());
+        let mut raw = default_rules();
+        raw.truncate(1);
+        raw[0]["cooldown"] = json!("10us");
+        let mut a = Alerting::new(Rules::parse(&raw, &names).unwrap());
+        let eval = |a: &mut Alerting, tier: &'static str, now| {
+            let metric = move |i: usize| {
+                if ACCOUNT_METRICS[i].0 == "health.tier" { MetricValue::Str(tier.into()) } else { MetricValue::Null }
+            };
+            let s =
+                Subject { scope: ScopeKind::Account, scope_id: "acme", exists: true, metric: &metric, account: None };
+            a.evaluate(&s, now)
+        };
+        assert_eq!(eval(&mut a, "red", 100), [1, 0]);
+        assert_eq!(eval(&mut a, "red", 101), [1, 0]);
+        let out = a.take_outbox();
+        assert_eq!(out.len(), 1, "firing once while it holds");
+        assert_eq!(out[0].state, AlertState::Firing);
+        assert_eq!(eval(&mut a, "green", 102), [0, 0]);
+        let resolved = a.take_outbox();
+        assert_eq!((resolved[0].state, &resolved[0].alert_id), (AlertState::Resolved, &out[0].alert_id));
+        assert_eq!(resolved[0].started_at, 100);
+        assert_eq!(a.next_cooldown_end(ScopeKind::Account, "acme", 102), Some(112));
+        assert_eq!(eval(&mut a, "red", 111), [0, 0], "in cooldown");
+        assert!(a.take_outbox().is_empty());
+        assert_eq!(eval(&mut a, "red", 112), [1, 0], "cooldown over");
+        let again = a.take_outbox();
+        assert_eq!(again[0].started_at, 112);
+        assert_ne!(again[0].alert_id, out[0].alert_id);
+    }
+}

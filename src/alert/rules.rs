@@ -1,0 +1,496 @@
+//! Alert rules (SPEC §5.1): parsed from `[[alerts.rules]]`, validated at
+//! start-up, with every metric path resolved to a typed accessor.
+
+use std::fmt;
+
+use serde_json::{Value, json};
+
+use crate::event::Topic;
+use crate::time::Span;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    Critical,
+    Warning,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The scope a condition rule watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ScopeKind {
+    Account,
+    Csm,
+    Segment,
+    Portfolio,
+}
+
+impl ScopeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeKind::Account => "account",
+            ScopeKind::Csm => "csm",
+            ScopeKind::Segment => "segment",
+            ScopeKind::Portfolio => "portfolio",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+}
+
+impl Op {
+    fn parse(s: &str) -> Option<Op> {
+        Some(match s {
+            "<" => Op::Lt,
+            "<=" => Op::Le,
+            ">" => Op::Gt,
+            ">=" => Op::Ge,
+            "==" => Op::Eq,
+            "!=" => Op::Ne,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Eq => "==",
+            Op::Ne => "!=",
+        }
+    }
+
+    fn holds(self, ord: std::cmp::Ordering) -> bool {
+        use std::cmp::Ordering::*;
+        match self {
+            Op::Lt => ord == Less,
+            Op::Le => ord != Greater,
+            Op::Gt => ord == Greater,
+            Op::Ge => ord != Less,
+            Op::Eq => ord == Equal,
+            Op::Ne => ord != Equal,
+        }
+    }
+}
+
+/// A metric's value at evaluation time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetricValue {
+    Num(f64),
+    Str(String),
+    Null,
+}
+
+impl MetricValue {
+    pub fn to_json(&self) -> Value {
+        match self {
+            MetricValue::Num(n) => json!(n),
+            MetricValue::Str(s) => json!(s),
+            MetricValue::Null => Value::Null,
+        }
+    }
+}
+
+/// The value a condition compares against.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Operand {
+    Num(f64),
+    Str(String),
+}
+
+/// Whether a metric is a number or a string (for validating operands).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Num,
+    Str,
+}
+
+/// Metrics of the account object (§3.1) that rules may read. `health.score`
+/// and the components are unrounded (§14).
+pub const ACCOUNT_METRICS: &[(&str, Kind)] = &[
+    ("info.name", Kind::Str),
+    ("info.csm_id", Kind::Str),
+    ("info.segment", Kind::Str),
+    ("info.region", Kind::Str),
+    ("info.seats", Kind::Num),
+    ("info.renewal_date", Kind::Str),
+    ("usage.active_users_7d", Kind::Num),
+    ("usage.active_users_30d", Kind::Num),
+    ("usage.usage_events_7d", Kind::Num),
+    ("usage.usage_events_prev_7d", Kind::Num),
+    ("usage.drop_ratio", Kind::Num),
+    ("usage.features_30d", Kind::Num),
+    ("usage.last_activity", Kind::Str),
+    ("tickets.open_p1", Kind::Num),
+    ("tickets.open_p2", Kind::Num),
+    ("tickets.open_p3", Kind::Num),
+    ("tickets.open_p4", Kind::Num),
+    ("tickets.open", Kind::Num),
+    ("tickets.escalated_open", Kind::Num),
+    ("tickets.sla_breached", Kind::Num),
+    ("tickets.csat_avg_90d", Kind::Num),
+    ("tickets.csat_count_90d", Kind::Num),
+    ("revenue.arr", Kind::Num),
+    ("revenue.days_to_renewal", Kind::Num),
+    ("health.score", Kind::Num),
+    ("health.tier", Kind::Str),
+    ("health.components.adoption", Kind::Num),
+    ("health.components.engagement", Kind::Num),
+    ("health.components.support", Kind::Num),
+    ("health.components.sentiment", Kind::Num),
+];
+
+/// Metrics of the KPI object (§3.2) that scope rules may read.
+pub const KPI_METRICS: &[(&str, Kind)] = &[
+    ("health.accounts", Kind::Num),
+    ("health.tiers.green.accounts", Kind::Num),
+    ("health.tiers.green.arr", Kind::Num),
+    ("health.tiers.yellow.accounts", Kind::Num),
+    ("health.tiers.yellow.arr", Kind::Num),
+    ("health.tiers.red.accounts", Kind::Num),
+    ("health.tiers.red.arr", Kind::Num),
+    ("health.at_risk_arr", Kind::Num),
+    ("health.at_risk_share", Kind::Num),
+    ("health.avg_score", Kind::Num),
+    ("usage.active_users_7d", Kind::Num),
+    ("usage.active_users_30d", Kind::Num),
+    ("usage.usage_events_7d", Kind::Num),
+    ("usage.adoption_rate", Kind::Num),
+    ("tickets.open.p1", Kind::Num),
+    ("tickets.open.p2", Kind::Num),
+    ("tickets.open.p3", Kind::Num),
+    ("tickets.open.p4", Kind::Num),
+    ("tickets.open.total", Kind::Num),
+    ("tickets.escalated_open", Kind::Num),
+    ("tickets.sla_breached", Kind::Num),
+    ("tickets.first_response_minutes.count", Kind::Num),
+    ("tickets.first_response_minutes.p50", Kind::Num),
+    ("tickets.first_response_minutes.p90", Kind::Num),
+    ("tickets.first_response_minutes.p99", Kind::Num),
+    ("tickets.csat_avg_90d", Kind::Num),
+    ("tickets.csat_count_90d", Kind::Num),
+    ("revenue.arr", Kind::Num),
+    ("revenue.paying_accounts", Kind::Num),
+    ("revenue.grr_qtd", Kind::Num),
+    ("revenue.nrr_qtd", Kind::Num),
+    ("revenue.grr_t12m", Kind::Num),
+    ("revenue.nrr_t12m", Kind::Num),
+    ("revenue.expansion_arr_qtd", Kind::Num),
+    ("revenue.contraction_arr_qtd", Kind::Num),
+    ("revenue.churned_arr_qtd", Kind::Num),
+    ("alerts.critical", Kind::Num),
+    ("alerts.warning", Kind::Num),
+];
+
+/// Event fields an event rule may match, per input topic.
+fn matchable(topic: Topic) -> &'static [&'static str] {
+    match topic {
+        Topic::Accounts => &["account_id", "csm_id", "segment", "region"],
+        Topic::Usage => &["account_id", "user_id", "feature"],
+        Topic::Tickets => &["account_id", "ticket_id", "action", "priority"],
+        Topic::Revenue => &["account_id", "kind"],
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Condition {
+    /// The dotted path, as configured (also the key in an alert's `values`).
+    pub path: String,
+    /// Index into `ACCOUNT_METRICS` or `KPI_METRICS`.
+    pub metric: usize,
+    pub op: Op,
+    pub value: Operand,
+}
+
+impl Condition {
+    /// A null metric, or one of the other kind than the operand, fails every op.
+    pub fn holds(&self, v: &MetricValue) -> bool {
+        match (v, &self.value) {
+            (MetricValue::Num(a), Operand::Num(b)) => a.partial_cmp(b).is_some_and(|o| self.op.holds(o)),
+            (MetricValue::Str(a), Operand::Str(b)) => self.op.holds(a.as_str().cmp(b.as_str())),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConditionRule {
+    pub name: String,
+    pub scope: ScopeKind,
+    pub when: Vec<Condition>,
+    pub severity: Severity,
+    /// µs of event time.
+    pub cooldown: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRule {
+    pub name: String,
+    pub on: Topic,
+    /// Field → allowed values (all fields must match).
+    pub matches: Vec<(String, Vec<String>)>,
+    pub severity: Severity,
+}
+
+/// The validated rule set.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rules {
+    pub conditions: Vec<ConditionRule>,
+    pub events: Vec<EventRule>,
+}
+
+/// An invalid rule, named with its position, name and field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError(pub String);
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+/// The default rule set of §5.1, in configuration form.
+pub fn default_rules() -> Vec<Value> {
+    let c = |name: &str, scope: &str, when: Value, severity: &str| json!({"name": name, "scope": scope, "when": when, "severity": severity});
+    let w = |metric: &str, op: &str, value: Value| json!({"metric": metric, "op": op, "value": value});
+    vec![
+        c("account_red", "account", json!([w("health.tier", "==", json!("red"))]), "critical"),
+        c(
+            "red_renewal_90d",
+            "account",
+            json!([
+                w("health.tier", "==", json!("red")),
+                w("revenue.days_to_renewal", ">=", json!(0)),
+                w("revenue.days_to_renewal", "<=", json!(90))
+            ]),
+            "critical",
+        ),
+        c("p1_ticket_open", "account", json!([w("tickets.open_p1", ">=", json!(1))]), "critical"),
+        c("escalation_open", "account", json!([w("tickets.escalated_open", ">=", json!(1))]), "warning"),
+        c("first_response_sla_breach", "account", json!([w("tickets.sla_breached", ">=", json!(1))]), "warning"),
+        c(
+            "usage_drop",
+            "account",
+            json!([w("usage.usage_events_prev_7d", ">=", json!(20)), w("usage.drop_ratio", ">=", json!(0.5))]),
+            "warning",
+        ),
+        c("portfolio_at_risk", "portfolio", json!([w("health.at_risk_share", ">", json!(0.15))]), "critical"),
+        json!({"name": "churned", "on": "cs.revenue", "match": {"kind": ["churn"]}, "severity": "critical"}),
+        json!({"name": "contraction", "on": "cs.revenue", "match": {"kind": ["contraction"]}, "severity": "warning"}),
+    ]
+}
+
+impl Rules {
+    /// Parses and validates rules; `topic_names` are the configured input
+    /// topic names by role (an event rule's `on` may use either those or the
+    /// default names).
+    pub fn parse(raw: &[Value], topic_names: &[String; 4]) -> Result<Rules, RuleError> {
+        let mut rules = Rules::default();
+        let mut names = std::collections::HashSet::new();
+        for (i, r) in raw.iter().enumerate() {
+            let label = r
+                .get("name")
+                .and_then(Value::as_str)
+                .map_or(format!("alerts.rules[{i}]"), |n| format!("alerts.rules[{i}] ({n})"));
+            let err = |field: &str, problem: String| RuleError(format!("{label}: {field}: {problem}"));
+            let obj = r.as_object().ok_or_else(|| err("rule", "must be a table".into()))?;
+            let name = match obj.get("name") {
+                Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                _ => return Err(err("name", "a non-empty string is required".into())),
+            };
+            if !names.insert(name.clone()) {
+                return Err(err("name", "rule names must be unique".into()));
+            }
+            let severity = match obj.get("severity").and_then(Value::as_str) {
+                Some("critical") => Severity::Critical,
+                Some("warning") => Severity::Warning,
+                _ => return Err(err("severity", "must be \"critical\" or \"warning\"".into())),
+            };
+            if obj.contains_key("on") {
+                for key in obj.keys() {
+                    if !["name", "on", "match", "severity"].contains(&key.as_str()) {
+                        return Err(err(key, "unknown field of an event rule".into()));
+                    }
+                }
+                let on_name = obj.get("on").and_then(Value::as_str).unwrap_or_default();
+                let on = Topic::ALL
+                    .into_iter()
+                    .find(|t| topic_names[t.index()] == on_name || t.default_name() == on_name)
+                    .ok_or_else(|| err("on", format!("{on_name:?} is not an input topic")))?;
+                let table = obj
+                    .get("match")
+                    .and_then(Value::as_object)
+                    .ok_or_else(|| err("match", "a table of field = [values] is required".into()))?;
+                let mut matches = Vec::new();
+                for (field, allowed) in table {
+                    if !matchable(on).contains(&field.as_str()) {
+                        return Err(err(
+                            &format!("match.{field}"),
+                            format!(
+                                "not a field of {} events (one of {})",
+                                on.default_name(),
+                                matchable(on).join(", ")
+                            ),
+                        ));
+                    }
+                    let values: Option<Vec<String>> =
+                        allowed.as_array().and_then(|a| a.iter().map(|v| v.as_str().map(str::to_owned)).collect());
+                    let values = values
+                        .filter(|v| !v.is_empty())
+                        .ok_or_else(|| err(&format!("match.{field}"), "must be a non-empty list of strings".into()))?;
+                    matches.push((field.clone(), values));
+                }
+                rules.events.push(EventRule { name, on, matches, severity });
+                continue;
+            }
+            for key in obj.keys() {
+                if !["name", "scope", "when", "severity", "cooldown"].contains(&key.as_str()) {
+                    return Err(err(key, "unknown field of a condition rule".into()));
+                }
+            }
+            let scope = match obj.get("scope").and_then(Value::as_str) {
+                Some("account") => ScopeKind::Account,
+                Some("csm") => ScopeKind::Csm,
+                Some("segment") => ScopeKind::Segment,
+                Some("portfolio") => ScopeKind::Portfolio,
+                _ => {
+                    return Err(err(
+                        "scope",
+                        "must be account, csm, segment or portfolio (or give `on` for an event rule)".into(),
+                    ));
+                }
+            };
+            let cooldown = match obj.get("cooldown") {
+                None => 0,
+                Some(Value::String(s)) => {
+                    s.parse::<Span>().map_err(|e| err("cooldown", format!("invalid duration {s:?} ({e})")))?.micros()
+                }
+                Some(_) => return Err(err("cooldown", "must be a duration string like \"30m\"".into())),
+            };
+            let when = obj
+                .get("when")
+                .and_then(Value::as_array)
+                .filter(|w| !w.is_empty())
+                .ok_or_else(|| err("when", "a non-empty list of conditions is required".into()))?;
+            let catalogue = if scope == ScopeKind::Account { ACCOUNT_METRICS } else { KPI_METRICS };
+            let mut conditions = Vec::new();
+            for (j, c) in when.iter().enumerate() {
+                let field = |f: &str| format!("when[{j}].{f}");
+                let path = c.get("metric").and_then(Value::as_str).unwrap_or_default();
+                let metric = catalogue.iter().position(|(p, _)| *p == path).ok_or_else(|| {
+                    err(&field("metric"), format!("unknown metric {path:?} for {} scope", scope.as_str()))
+                })?;
+                let op_s = c.get("op").and_then(Value::as_str).unwrap_or_default();
+                let op = Op::parse(op_s)
+                    .ok_or_else(|| err(&field("op"), format!("{op_s:?} is not one of < <= > >= == !=")))?;
+                let kind = catalogue[metric].1;
+                let value = match (c.get("value"), kind) {
+                    (Some(Value::Number(n)), Kind::Num) => Operand::Num(n.as_f64().unwrap_or(f64::NAN)),
+                    (Some(Value::String(s)), Kind::Str) => Operand::Str(s.clone()),
+                    (Some(_), Kind::Num) => {
+                        return Err(err(&field("value"), format!("{path} is a number: the value must be a number")));
+                    }
+                    (Some(_), Kind::Str) => {
+                        return Err(err(&field("value"), format!("{path} is a string: the value must be a string")));
+                    }
+                    (None, _) => return Err(err(&field("value"), "required".into())),
+                };
+                conditions.push(Condition { path: path.to_owned(), metric, op, value });
+            }
+            rules.conditions.push(ConditionRule { name, scope, when: conditions, severity, cooldown });
+        }
+        Ok(rules)
+    }
+
+    pub fn uses_account_metric(&self, path: &str) -> bool {
+        self.conditions.iter().filter(|r| r.scope == ScopeKind::Account).any(|r| r.when.iter().any(|c| c.path == path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> [String; 4] {
+        Topic::ALL.map(|t| t.default_name().to_owned())
+    }
+
+    #[test]
+    fn the_default_rules_are_valid() {
+        let r = Rules::parse(&default_rules(), &names()).unwrap();
+        assert_eq!((r.conditions.len(), r.events.len()), (7, 2));
+        assert_eq!(r.conditions[1].when.len(), 3);
+        assert!(r.uses_account_metric("revenue.days_to_renewal"));
+    }
+
+    #[test]
+    fn invalid_rules_name_the_rule_and_field() {
+        let bad = |rule: Value| Rules::parse(&[rule], &names()).unwrap_err().0;
+        let e = bad(
+            json!({"name":"x","scope":"account","severity":"warning","when":[{"metric":"usage.dropratio","op":">","value":1}]}),
+        );
+        assert!(e.contains("(x)") && e.contains("when[0].metric") && e.contains("usage.dropratio"), "{e}");
+        let e = bad(
+            json!({"name":"x","scope":"account","severity":"warning","when":[{"metric":"usage.drop_ratio","op":"=>","value":1}]}),
+        );
+        assert!(e.contains("when[0].op"), "{e}");
+        let e = bad(
+            json!({"name":"x","scope":"account","severity":"warning","cooldown":"soon","when":[{"metric":"usage.drop_ratio","op":">","value":1}]}),
+        );
+        assert!(e.contains("cooldown"), "{e}");
+        let e = bad(
+            json!({"name":"x","scope":"account","severity":"warning","when":[{"metric":"health.tier","op":"==","value":3}]}),
+        );
+        assert!(e.contains("when[0].value"), "{e}");
+        let e = bad(
+            json!({"name":"x","scope":"portfolio","severity":"warning","when":[{"metric":"tickets.open_p1","op":">","value":1}]}),
+        );
+        assert!(e.contains("unknown metric"), "KPI paths differ: {e}");
+        let e = bad(json!({"name":"x","scope":"galaxy","severity":"warning","when":[]}));
+        assert!(e.contains("scope"), "{e}");
+        let e = bad(json!({"name":"x","on":"cs.nothing","match":{"kind":["churn"]},"severity":"critical"}));
+        assert!(e.contains("on"), "{e}");
+        let e = bad(json!({"name":"x","on":"cs.revenue","match":{"arr":["1"]},"severity":"critical"}));
+        assert!(e.contains("match.arr"), "{e}");
+        let e = bad(json!({"name":"x","on":"cs.revenue","match":{"kind":["churn"]},"severity":"urgent"}));
+        assert!(e.contains("severity"), "{e}");
+        let e = Rules::parse(&[default_rules()[0].clone(), default_rules()[0].clone()], &names()).unwrap_err().0;
+        assert!(e.contains("unique"), "{e}");
+    }
+
+    #[test]
+    fn conditions_compare_numbers_and_strings_and_fail_on_null() {
+        let c = |op, value| Condition { path: "p".into(), metric: 0, op, value };
+        assert!(c(Op::Ge, Operand::Num(1.0)).holds(&MetricValue::Num(1.0)));
+        assert!(!c(Op::Gt, Operand::Num(1.0)).holds(&MetricValue::Num(1.0)));
+        assert!(c(Op::Eq, Operand::Str("red".into())).holds(&MetricValue::Str("red".into())));
+        assert!(c(Op::Ne, Operand::Str("red".into())).holds(&MetricValue::Str("green".into())));
+        for op in [Op::Lt, Op::Le, Op::Gt, Op::Ge, Op::Eq, Op::Ne] {
+            assert!(!c(op, Operand::Num(0.0)).holds(&MetricValue::Null), "null fails {op:?}");
+            assert!(!c(op, Operand::Num(0.0)).holds(&MetricValue::Str("0".into())));
+        }
+    }
+}
