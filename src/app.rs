@@ -38,8 +38,7 @@ impl App {
             );
         }
         shared.restored.store(true, Ordering::SeqCst);
-        let ingest = Ingest::start(&config.kafka, config.kafka.topics.deadletter.clone(), shared.clone())
-            .context("cannot create the Kafka consumer")?;
+        let ingest = Ingest::start(&config.kafka, shared.clone()).context("cannot create the Kafka consumer")?;
         let listener = TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;

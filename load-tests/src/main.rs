@@ -350,7 +350,7 @@ fn engine_consume(config: &Config, names: &TopicNames, total: usize, run: usize)
     let mut config = config.clone();
     config.kafka.group_id = format!("engine-{run}");
     let shared = Arc::new(Shared::new(Engine::new(config.state_config()), names.clone()));
-    let ingest = Ingest::start(&config.kafka, config.kafka.topics.deadletter.clone(), shared.clone())?;
+    let ingest = Ingest::start(&config.kafka, shared.clone())?;
     let deadline = Instant::now() + Duration::from_secs(300);
     let folded = |s: &Shared| {
         let e = s.engine();

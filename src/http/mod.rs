@@ -13,7 +13,8 @@ use metrics::gauge;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{Auth, AuthError, Principal};
+use crate::alert::{Alert, Severity};
+use crate::auth::{Auth, AuthError, Principal, Role};
 use crate::ingest::Shared;
 use crate::state::view::Channel;
 use crate::telemetry;
@@ -66,6 +67,12 @@ pub struct TokenQuery {
     token: Option<String>,
 }
 
+#[derive(Deserialize)]
+pub struct AlertsQuery {
+    token: Option<String>,
+    state: Option<String>,
+}
+
 /// The bearer token from the `Authorization` header, else the `token` query
 /// parameter (for browsers).
 pub fn bearer<'a>(headers: &'a HeaderMap, query: &'a TokenQuery) -> Option<&'a str> {
@@ -89,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/api/v1/channels/{channel}", get(channel))
         .route("/api/v1/accounts/{account_id}", get(account))
+        .route("/api/v1/alerts", get(alerts))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
 }
@@ -97,7 +105,7 @@ async fn index() -> Json<serde_json::Value> {
     Json(json!({
         "service": "cspulse",
         "version": env!("CARGO_PKG_VERSION"),
-        "endpoints": ["/healthz", "/readyz", "/metrics", "/api/v1/channels/{channel}", "/api/v1/accounts/{account_id}"],
+        "endpoints": ["/healthz", "/readyz", "/metrics", "/api/v1/channels/{channel}", "/api/v1/accounts/{account_id}", "/api/v1/alerts?state=firing"],
     }))
 }
 
@@ -150,6 +158,39 @@ async fn channel(
     }
     let data = state.shared.engine().channel_view(&channel);
     Ok(Json(data))
+}
+
+/// `GET /api/v1/alerts?state=firing`: the firing alerts the caller may see
+/// (§7): everything for executive, manager and analyst; critical ones for
+/// wall; a csm's own accounts and own csm scope.
+async fn alerts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<AlertsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let token = TokenQuery { token: query.token };
+    let who = principal(&state, &headers, &token)?;
+    match query.state.as_deref() {
+        None | Some("firing") => {}
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("state={other}: only state=firing is kept"),
+            ));
+        }
+    }
+    let engine = state.shared.engine();
+    let visible: Vec<serde_json::Value> = engine
+        .firing_alerts()
+        .filter(|a| match who.role {
+            Role::Executive | Role::Manager | Role::Analyst => true,
+            Role::Wall => a.severity == Severity::Critical,
+            Role::Csm => a.owner().is_some() && a.owner() == who.csm_id.as_deref(),
+        })
+        .map(Alert::to_json)
+        .collect();
+    Ok(Json(json!({ "alerts": visible })))
 }
 
 async fn account(

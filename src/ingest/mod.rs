@@ -31,6 +31,7 @@ use rdkafka::types::RDKafkaRespErr;
 use serde_json::json;
 use tracing::{debug, error, info, warn};
 
+use crate::alert::Alert;
 use crate::config::{KafkaConfig, TopicsConfig};
 use crate::event::Topic;
 use crate::state::{Engine, Input, Outcome};
@@ -75,6 +76,8 @@ pub struct Shared {
     assigned: Mutex<Vec<(Topic, i32)>>,
     /// Set once the state is restored (checkpoint loaded, or none to load).
     pub restored: AtomicBool,
+    /// Alert transitions, the moment they are folded (for the push layer).
+    pub alerts: tokio::sync::broadcast::Sender<Arc<Alert>>,
 }
 
 /// Consumer lag as the engine sees it: high watermark minus its position.
@@ -99,6 +102,7 @@ impl Shared {
             high_watermarks: Mutex::new(HashMap::new()),
             assigned: Mutex::new(Vec::new()),
             restored: AtomicBool::new(false),
+            alerts: tokio::sync::broadcast::channel(4096).0,
         }
     }
 
@@ -261,16 +265,17 @@ pub struct Ingest {
 
 impl Ingest {
     /// Creates the consumer, subscribes, and starts the poll loop.
-    pub fn start(kafka: &KafkaConfig, deadletter_topic: String, shared: Arc<Shared>) -> Result<Ingest, KafkaError> {
+    pub fn start(kafka: &KafkaConfig, shared: Arc<Shared>) -> Result<Ingest, KafkaError> {
         let consumer: BaseConsumer<IngestContext> =
             consumer_config(kafka).create_with_context(IngestContext { shared: shared.clone() })?;
         consumer.subscribe(&shared.topics.inputs())?;
         let producer = producer(kafka)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let outputs = Outputs { deadletter: kafka.topics.deadletter.clone(), alerts: kafka.topics.alerts.clone() };
         let thread = std::thread::Builder::new()
             .name("cspulse-ingest".into())
-            .spawn(move || poll_loop(&consumer, &producer, &deadletter_topic, &shared, &flag))
+            .spawn(move || poll_loop(&consumer, &producer, &outputs, &shared, &flag))
             .expect("spawn ingest thread");
         Ok(Ingest { thread: Some(thread), stop })
     }
@@ -290,10 +295,16 @@ impl Drop for Ingest {
     }
 }
 
+/// Output topic names.
+struct Outputs {
+    deadletter: String,
+    alerts: String,
+}
+
 fn poll_loop(
     consumer: &BaseConsumer<IngestContext>,
     producer: &ThreadedProducer<DefaultProducerContext>,
-    deadletter_topic: &str,
+    outputs: &Outputs,
     shared: &Shared,
     stop: &AtomicBool,
 ) {
@@ -316,7 +327,7 @@ fn poll_loop(
             continue;
         }
         let wall = crate::time::wall_now();
-        {
+        let alerts = {
             let mut engine = shared.engine();
             for m in &batch {
                 let Some(topic) = shared.topics.role(m.topic()) else { continue };
@@ -340,14 +351,37 @@ fn poll_loop(
                     dead.push((m.key().map(<[u8]>::to_vec), serde_json::to_vec(&record).unwrap_or_default()));
                 }
             }
-        }
+            engine.take_alerts()
+        };
         batch.clear();
         for (key, body) in dead.drain(..) {
-            send_with_retry(producer, deadletter_topic, key.as_deref(), &body, stop);
+            send_with_retry(producer, &outputs.deadletter, key.as_deref(), &body, stop);
         }
+        publish_alerts(alerts, producer, &outputs.alerts, shared, stop);
     }
     let _ = producer.flush(Duration::from_secs(5));
     info!("ingest stopped");
+}
+
+/// Hands alert transitions to the push layer at once, then produces them to
+/// the alert topic keyed by scope id (at least once: the producer is
+/// idempotent and retries) and counts them.
+fn publish_alerts(
+    alerts: Vec<Alert>,
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    shared: &Shared,
+    stop: &AtomicBool,
+) {
+    for alert in alerts {
+        let alert = Arc::new(alert);
+        // No receiver (no WebSocket clients yet) is fine.
+        let _ = shared.alerts.send(alert.clone());
+        counter!("cspulse_alerts_emitted_total", "rule" => alert.rule.clone(), "state" => alert.state.as_str())
+            .increment(1);
+        let body = serde_json::to_vec(&alert.to_json()).unwrap_or_default();
+        send_with_retry(producer, topic, Some(alert.scope_id.as_bytes()), &body, stop);
+    }
 }
 
 /// Produces one record, waiting (bounded) while the producer queue is full.
@@ -366,7 +400,7 @@ pub fn send_with_retry(
         }
         match producer.send(record) {
             Ok(()) => {
-                counter!("cspulse_deadletter_produced_total").increment(1);
+                counter!("cspulse_produced_total", "topic" => topic.to_owned()).increment(1);
                 return;
             }
             Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _))
@@ -375,8 +409,8 @@ pub fn send_with_retry(
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err((e, _)) => {
-                counter!("cspulse_deadletter_errors_total").increment(1);
-                error!(error = %e, topic, "cannot produce dead letter");
+                counter!("cspulse_produce_errors_total", "topic" => topic.to_owned()).increment(1);
+                error!(error = %e, topic, "cannot produce");
                 return;
             }
         }
