@@ -1,8 +1,11 @@
-//! The command line (SPEC §13): `serve`, `demo`, `token`, `check-config`.
+//! The command line (SPEC §13): `serve`, `demo`, `token`, `check-config`,
+//! and `healthcheck` for container images that carry no HTTP client.
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
@@ -72,6 +75,12 @@ pub enum Command {
     CheckConfig {
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Exit 0 if the URL answers 200 within 2 s, else 1 (a container HEALTHCHECK).
+    Healthcheck {
+        /// Plain `http://` URL to GET.
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
     },
 }
 
@@ -159,5 +168,100 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!("configuration is valid");
             Ok(ExitCode::SUCCESS)
         }
+        // Never exit 2 here: Docker reserves it in HEALTHCHECK commands.
+        Command::Healthcheck { url } => match probe(&url, HEALTHCHECK_TIMEOUT) {
+            Ok(200) => Ok(ExitCode::SUCCESS),
+            Ok(status) => {
+                eprintln!("cspulse: {url} answered {status}");
+                Ok(ExitCode::FAILURE)
+            }
+            Err(e) => {
+                eprintln!("cspulse: {url}: {e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+    }
+}
+
+/// The whole probe (connect, send, read the status line) must fit in this.
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `http://host[:port][/path]` split into the `host[:port]` to connect to
+/// (and send as `Host`) and the request target.
+fn split_http_url(url: &str) -> Result<(&str, &str), String> {
+    let rest = url.strip_prefix("http://").ok_or("only plain http:// URLs are supported")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err("the URL needs a host (and no user info)".into());
+    }
+    Ok((authority, path))
+}
+
+/// One HTTP/1.1 GET with std's blocking socket: the status code of the answer.
+fn probe(url: &str, timeout: Duration) -> Result<u16, String> {
+    let deadline = Instant::now() + timeout;
+    let left = || deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or("timed out");
+    let (authority, path) = split_http_url(url)?;
+    let with_port = if authority.ends_with(']') || !authority.contains(':') {
+        format!("{authority}:80")
+    } else {
+        authority.to_owned()
+    };
+    let addrs = with_port.to_socket_addrs().map_err(|e| format!("cannot resolve {authority}: {e}"))?;
+    let mut last = format!("{authority} resolves to no address");
+    let mut stream = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, left()?) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = format!("cannot connect to {addr}: {e}"),
+        }
+    }
+    let mut stream = stream.ok_or(last)?;
+    stream.set_write_timeout(Some(left()?)).map_err(|e| e.to_string())?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: cspulse-healthcheck\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).map_err(|e| format!("cannot send the request: {e}"))?;
+    // The status line is all we need; stop at its end or after 1 KiB.
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 256];
+    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 1024 {
+        stream.set_read_timeout(Some(left()?)).map_err(|e| e.to_string())?;
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err("timed out waiting for the answer".into());
+            }
+            Err(e) => return Err(format!("cannot read the answer: {e}")),
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let line = head.lines().next().unwrap_or_default();
+    let mut parts = line.split(' ');
+    match (parts.next(), parts.next().and_then(|code| code.parse::<u16>().ok())) {
+        (Some(version), Some(code)) if version.starts_with("HTTP/1.") => Ok(code),
+        _ => Err(format!("not an HTTP/1 answer: {line:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthcheck_urls_split_into_authority_and_target() {
+        assert_eq!(split_http_url("http://127.0.0.1:8080/healthz"), Ok(("127.0.0.1:8080", "/healthz")));
+        assert_eq!(split_http_url("http://localhost"), Ok(("localhost", "/")));
+        assert_eq!(split_http_url("http://[::1]:8080/readyz?x=1"), Ok(("[::1]:8080", "/readyz?x=1")));
+        assert!(split_http_url("https://127.0.0.1/healthz").is_err());
+        assert!(split_http_url("http:///healthz").is_err());
+        assert!(split_http_url("http://user@host/").is_err());
     }
 }

@@ -178,7 +178,7 @@ fn fold(events: usize, accounts: usize, users_per_account: usize, runs: usize) -
     let wall =
         msgs.iter().filter_map(|m| decode(m.topic, &m.payload, usize::MAX).ok().map(|e| e.ts)).max().unwrap_or(0)
             + days(1);
-    let (mut parse, mut dec, mut full) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut parse, mut dec, mut full, mut bare) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut accepted = 0;
     for run in 0..runs {
         let t = Instant::now();
@@ -193,18 +193,26 @@ fn fold(events: usize, accounts: usize, users_per_account: usize, runs: usize) -
         }
         dec.push(rate(msgs.len(), t.elapsed()));
 
-        let mut engine = Engine::new(StateConfig::default());
-        let t = Instant::now();
-        for (offset, m) in msgs.iter().enumerate() {
-            let input = Input { topic: m.topic, partition: 0, offset: offset as i64, payload: &m.payload, wall };
-            black_box(engine.fold(&input));
+        // The same fold without alert rules, to isolate their cost.
+        let no_rules = StateConfig { rules: cspulse::alert::Rules::default(), ..StateConfig::default() };
+        for (cfg, out) in [(no_rules, &mut bare), (StateConfig::default(), &mut full)] {
+            let mut engine = Engine::new(cfg);
+            let t = Instant::now();
+            for (offset, m) in msgs.iter().enumerate() {
+                let input = Input { topic: m.topic, partition: 0, offset: offset as i64, payload: &m.payload, wall };
+                black_box(engine.fold(&input));
+                if offset % 1024 == 0 {
+                    black_box(engine.take_alerts());
+                }
+            }
+            out.push(rate(msgs.len(), t.elapsed()));
+            accepted = engine.stats().accepted.iter().sum::<u64>();
         }
-        full.push(rate(msgs.len(), t.elapsed()));
-        accepted = engine.stats().accepted.iter().sum::<u64>();
         eprintln!("run {}/{runs} done", run + 1);
     }
-    let (parse, dec, full) = (stat(parse), stat(dec), stat(full));
+    let (parse, dec, full, bare) = (stat(parse), stat(dec), stat(full), stat(bare));
     let ratio = full.median / parse.median;
+    let rules_cost = 1.0 - full.median / bare.median;
     println!(
         "\nfold: {} events, {:.0} bytes avg, {accepted} accepted, one core",
         msgs.len(),
@@ -212,8 +220,10 @@ fn fold(events: usize, accounts: usize, users_per_account: usize, runs: usize) -
     );
     println!("  serde_json parse-only (typed struct)  {}", fmt_rate(&parse));
     println!("  decode + validate                     {}", fmt_rate(&dec));
-    println!("  decode + validate + fold              {}", fmt_rate(&full));
+    println!("  decode + validate + fold, no rules    {}", fmt_rate(&bare));
+    println!("  decode + validate + fold + alerts     {}", fmt_rate(&full));
     println!("  fold / parse-only = {:.1}% (target >= 40%)", ratio * 100.0);
+    println!("  default alert rules cost {:.1}% of fold events/s (target <= 20%)", rules_cost * 100.0);
     println!(
         "reproduce: cargo run --release -p cspulse-load -- fold --events {events} --accounts {accounts} --users-per-account {users_per_account} --runs {runs}"
     );
@@ -225,7 +235,9 @@ fn fold(events: usize, accounts: usize, users_per_account: usize, runs: usize) -
             "parse_only_per_s": {"median": parse.median, "min": parse.min, "max": parse.max},
             "decode_per_s": {"median": dec.median, "min": dec.min, "max": dec.max},
             "fold_per_s": {"median": full.median, "min": full.min, "max": full.max},
+            "fold_without_rules_per_s": {"median": bare.median, "min": bare.min, "max": bare.max},
             "fold_over_parse": ratio,
+            "rules_cost": rules_cost,
         }),
     )
 }

@@ -9,12 +9,13 @@
 
 pub mod rules;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::hash::Hasher;
 
 use serde_json::{Map, Value, json};
 use siphasher::sip128::{Hasher128, SipHasher13};
 
+use crate::state::window::FastMap;
 use crate::time::{Ts, format_rfc3339};
 use rules::{ACCOUNT_METRICS, ConditionRule, KPI_METRICS};
 pub use rules::{MetricValue, Rules, ScopeKind, Severity};
@@ -115,17 +116,35 @@ pub struct Subject<'a> {
     pub exists: bool,
     /// The value of catalogue metric `i` (`ACCOUNT_METRICS` or `KPI_METRICS`).
     pub metric: &'a dyn Fn(usize) -> MetricValue,
-    pub account: Option<AccountContext>,
+    /// Who an account-scope alert is about; built only on a transition.
+    pub account: Option<&'a dyn Fn() -> AccountContext>,
+}
+
+/// Lifecycle state of one scope instance, per condition rule (by index).
+#[derive(Clone, Debug)]
+struct ScopeAlerts {
+    firing: Vec<Option<Alert>>,
+    cooldown_until: Vec<Option<Ts>>,
+}
+
+impl ScopeAlerts {
+    fn new(rules: usize) -> Self {
+        ScopeAlerts { firing: vec![None; rules], cooldown_until: vec![None; rules] }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.firing.iter().all(Option::is_none) && self.cooldown_until.iter().all(Option::is_none)
+    }
 }
 
 /// Lifecycle state of every condition rule and scope, and the outbox.
 #[derive(Clone, Debug, Default)]
 pub struct Alerting {
     rules: Rules,
-    /// Firing condition alerts by (rule index, scope id), as emitted.
-    firing: BTreeMap<(usize, String), Alert>,
-    /// Earliest instant each (rule, scope id) may fire again after a resolve.
-    cooldown_until: HashMap<(usize, String), Ts>,
+    /// Per scope kind, the scopes with a firing alert or a running cooldown.
+    /// Looked up by `&str` without allocating; entries come and go with
+    /// transitions.
+    states: [FastMap<Box<str>, ScopeAlerts>; 4],
     /// Non-account scopes to re-evaluate when a cooldown ends.
     scope_wakes: BTreeSet<(Ts, ScopeKind, String)>,
     outbox: Vec<Alert>,
@@ -148,38 +167,58 @@ impl Alerting {
     /// records transitions. Returns the subject's firing alerts by severity.
     pub fn evaluate(&mut self, s: &Subject<'_>, now: Ts) -> [u64; 2] {
         let mut counts = [0; 2];
+        // Decide first, allocating nothing unless something transitions.
+        let mut todo: Vec<(usize, bool)> = Vec::new();
+        let state = self.states[s.scope as usize].get(s.scope_id);
         for (i, rule) in self.rules.conditions.iter().enumerate() {
             if rule.scope != s.scope {
                 continue;
             }
             let holds = s.exists && rule.when.iter().all(|c| c.holds(&(s.metric)(c.metric)));
-            let key = (i, s.scope_id.to_owned());
-            let firing = self.firing.contains_key(&key);
+            let firing = state.is_some_and(|st| st.firing[i].is_some());
             if holds && !firing {
-                match self.cooldown_until.get(&key) {
-                    Some(&until) if now < until => continue,
-                    Some(_) => {
-                        self.cooldown_until.remove(&key);
-                    }
-                    None => {}
+                if state.and_then(|st| st.cooldown_until[i]).is_some_and(|until| now < until) {
+                    continue;
                 }
-                let alert = transition(rule, s, now, now, AlertState::Firing);
-                self.outbox.push(alert.clone());
-                self.firing.insert(key, alert);
-                counts[rule.severity.index()] += 1;
+                todo.push((i, true));
             } else if !holds && firing {
-                let started = self.firing.remove(&key).expect("firing").started_at;
-                self.outbox.push(transition(rule, s, now, started, AlertState::Resolved));
+                todo.push((i, false));
+            } else if holds {
+                counts[rule.severity.index()] += 1;
+            }
+        }
+        if todo.is_empty() {
+            return counts;
+        }
+        let n = self.rules.conditions.len();
+        let table = &mut self.states[s.scope as usize];
+        if !table.contains_key(s.scope_id) {
+            table.insert(Box::from(s.scope_id), ScopeAlerts::new(n));
+        }
+        let state = table.get_mut(s.scope_id).expect("inserted above");
+        let account = s.account.map(|f| f());
+        for (i, fire) in todo {
+            let rule = &self.rules.conditions[i];
+            if fire {
+                state.cooldown_until[i] = None;
+                let alert = transition(rule, s, account.clone(), now, now, AlertState::Firing);
+                self.outbox.push(alert.clone());
+                state.firing[i] = Some(alert);
+                counts[rule.severity.index()] += 1;
+            } else {
+                let started = state.firing[i].take().expect("firing").started_at;
+                self.outbox.push(transition(rule, s, account.clone(), now, started, AlertState::Resolved));
                 if rule.cooldown > 0 {
                     let until = now + rule.cooldown;
-                    self.cooldown_until.insert(key, until);
+                    state.cooldown_until[i] = Some(until);
                     if s.scope != ScopeKind::Account {
                         self.scope_wakes.insert((until, s.scope, s.scope_id.to_owned()));
                     }
                 }
-            } else if holds {
-                counts[rule.severity.index()] += 1;
             }
+        }
+        if state.is_idle() {
+            table.remove(s.scope_id);
         }
         counts
     }
@@ -187,14 +226,8 @@ impl Alerting {
     /// The earliest cooldown end after `now` among a scope's rules (so the
     /// scope is re-evaluated then).
     pub fn next_cooldown_end(&self, scope: ScopeKind, scope_id: &str, now: Ts) -> Option<Ts> {
-        self.rules
-            .conditions
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.scope == scope && r.cooldown > 0)
-            .filter_map(|(i, _)| self.cooldown_until.get(&(i, scope_id.to_owned())).copied())
-            .filter(|t| *t > now)
-            .min()
+        let state = self.states[scope as usize].get(scope_id)?;
+        state.cooldown_until.iter().flatten().copied().filter(|t| *t > now).min()
     }
 
     /// Non-account scopes whose cooldown ended at or before `now`.
@@ -225,7 +258,7 @@ impl Alerting {
             let mut values = Vec::new();
             let matched = rule.matches.iter().all(|(f, allowed)| match field(f) {
                 Some(v) if allowed.contains(&v) => {
-                    values.push((f.clone(), MetricValue::Str(v)));
+                    values.push((f.clone(), MetricValue::Str(v.into())));
                     true
                 }
                 _ => false,
@@ -262,13 +295,20 @@ impl Alerting {
 
     /// Currently firing condition alerts.
     pub fn firing(&self) -> impl Iterator<Item = &Alert> {
-        self.firing.values()
+        self.states.iter().flat_map(|t| t.values()).flat_map(|st| st.firing.iter().flatten())
     }
 }
 
-fn transition(rule: &ConditionRule, s: &Subject<'_>, now: Ts, started_at: Ts, state: AlertState) -> Alert {
+fn transition(
+    rule: &ConditionRule,
+    s: &Subject<'_>,
+    account: Option<AccountContext>,
+    now: Ts,
+    started_at: Ts,
+    state: AlertState,
+) -> Alert {
     let values: Vec<(String, MetricValue)> = rule.when.iter().map(|c| (c.path.clone(), (s.metric)(c.metric))).collect();
-    let message = message(rule, s, &values, state);
+    let message = message(rule, s, account.as_ref(), &values, state);
     Alert {
         alert_id: alert_id(&rule.name, s.scope, s.scope_id, started_at),
         rule: rule.name.clone(),
@@ -276,7 +316,7 @@ fn transition(rule: &ConditionRule, s: &Subject<'_>, now: Ts, started_at: Ts, st
         state,
         scope: s.scope,
         scope_id: s.scope_id.to_owned(),
-        account: s.account.clone(),
+        account,
         ts: now,
         started_at,
         values,
@@ -293,8 +333,14 @@ fn num(values: &[(String, MetricValue)], path: &str) -> f64 {
 }
 
 /// A human-readable line for the alert.
-fn message(rule: &ConditionRule, s: &Subject<'_>, values: &[(String, MetricValue)], state: AlertState) -> String {
-    let who = s.account.as_ref().map_or_else(
+fn message(
+    rule: &ConditionRule,
+    s: &Subject<'_>,
+    account: Option<&AccountContext>,
+    values: &[(String, MetricValue)],
+    state: AlertState,
+) -> String {
+    let who = account.map_or_else(
         || match s.scope {
             ScopeKind::Portfolio => "The portfolio".to_owned(),
             ScopeKind::Segment => format!("Segment {}", s.scope_id),
@@ -366,6 +412,7 @@ mod tests {
             let metric = move |i: usize| {
                 if ACCOUNT_METRICS[i].0 == "health.tier" { MetricValue::Str(tier.into()) } else { MetricValue::Null }
             };
+            let _ = &a.states;
             let s =
                 Subject { scope: ScopeKind::Account, scope_id: "acme", exists: true, metric: &metric, account: None };
             a.evaluate(&s, now)

@@ -98,7 +98,8 @@ impl Op {
 #[derive(Clone, Debug, PartialEq)]
 pub enum MetricValue {
     Num(f64),
-    Str(String),
+    /// Static for enumerations like the tier, owned for names and dates.
+    Str(std::borrow::Cow<'static, str>),
     Null,
 }
 
@@ -228,7 +229,7 @@ impl Condition {
     pub fn holds(&self, v: &MetricValue) -> bool {
         match (v, &self.value) {
             (MetricValue::Num(a), Operand::Num(b)) => a.partial_cmp(b).is_some_and(|o| self.op.holds(o)),
-            (MetricValue::Str(a), Operand::Str(b)) => self.op.holds(a.as_str().cmp(b.as_str())),
+            (MetricValue::Str(a), Operand::Str(b)) => self.op.holds(a.as_ref().cmp(b.as_str())),
             _ => false,
         }
     }
@@ -488,6 +489,7 @@ mod tests {
         assert!(!c(Op::Gt, Operand::Num(1.0)).holds(&MetricValue::Num(1.0)));
         assert!(c(Op::Eq, Operand::Str("red".into())).holds(&MetricValue::Str("red".into())));
         assert!(c(Op::Ne, Operand::Str("red".into())).holds(&MetricValue::Str("green".into())));
+        assert!(c(Op::Lt, Operand::Str("b".into())).holds(&MetricValue::Str("a".into())));
         for op in [Op::Lt, Op::Le, Op::Gt, Op::Ge, Op::Eq, Op::Ne] {
             assert!(!c(op, Operand::Num(0.0)).holds(&MetricValue::Null), "null fails {op:?}");
             assert!(!c(op, Operand::Num(0.0)).holds(&MetricValue::Str("0".into())));

@@ -382,12 +382,13 @@ impl Engine {
         if self.alerting.has_rules_for(ScopeKind::Account) {
             let a = &slot.account;
             let metric = |i: usize| view::account_metric(i, a, &metrics, now);
+            let context = || account_context(a);
             let subject = Subject {
                 scope: ScopeKind::Account,
                 scope_id: &a.id,
                 exists: true,
                 metric: &metric,
-                account: Some(account_context(a)),
+                account: Some(&context),
             };
             slot.account.alerts = self.alerting.evaluate(&subject, now);
         }
@@ -411,11 +412,12 @@ impl Engine {
         } else {
             None
         };
-        let mut changed: Vec<ScopeKeys> = Vec::new();
+        // The scopes whose figures moved (old and new when the account moved).
+        let mut changed: [Option<ScopeKeys>; 2] = [None, None];
         if slot.keys != Some(keys) {
             // Moving between scopes: withdraw everything, add it all back.
             if let Some(old) = slot.keys.take() {
-                changed.push(old);
+                changed[0] = Some(old);
                 self.scopes.add_first_responses(old, &slot.first_responses, -1);
                 self.scopes.add_totals(old, &slot.totals, -1);
                 if old.csm != keys.csm
@@ -439,20 +441,20 @@ impl Engine {
             self.scopes.add_totals(keys, &totals, 1);
             self.scopes.add_first_responses(keys, &slot.first_responses, 1);
             slot.keys = Some(keys);
-            changed.push(keys);
+            changed[1] = Some(keys);
         } else {
             if totals != slot.totals {
                 let mut delta = totals.clone();
                 delta.add(&slot.totals, -1);
                 self.scopes.add_totals(keys, &delta, 1);
-                changed.push(keys);
+                changed[1] = Some(keys);
             }
             if let Some(v) = responses {
                 let (gone, came) = sorted_diff(&slot.first_responses, &v);
                 if !gone.is_empty() || !came.is_empty() {
                     self.scopes.add_first_responses(keys, &gone, -1);
                     self.scopes.add_first_responses(keys, &came, 1);
-                    changed.push(keys);
+                    changed[1] = Some(keys);
                 }
                 slot.first_responses = v;
             }
@@ -475,8 +477,7 @@ impl Engine {
             }
             slot.wake = next;
         }
-        changed.dedup();
-        for k in changed {
+        for k in changed.into_iter().flatten() {
             self.evaluate_scopes(true, Some(k.segment), k.csm);
         }
     }

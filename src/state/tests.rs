@@ -310,3 +310,48 @@ fn replaying_the_same_input_gives_the_same_state() {
     assert_eq!(fold_all(), fold_all());
     assert_eq!(fold_all()["executive"]["portfolio"]["health"]["accounts"], json!(4));
 }
+
+/// Every metric a rule can name reads what the views show at the same path
+/// (scores and components unrounded, as §14 wants for rules).
+#[test]
+fn rule_metrics_read_what_the_views_show() {
+    use crate::alert::MetricValue;
+    use crate::alert::rules::{ACCOUNT_METRICS, KPI_METRICS};
+    use crate::state::health::round1;
+
+    let specs: Vec<Spec> = proptest::strategy::ValueTree::current(
+        &proptest::collection::vec(spec(), 300)
+            .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
+            .unwrap(),
+    );
+    let mut engine = Engine::new(StateConfig::default());
+    for (i, m) in render(&specs).iter().enumerate() {
+        engine.fold(&Input { topic: m.topic, partition: m.partition, offset: i as i64, payload: &m.payload, wall: m.wall });
+    }
+    let now = engine.watermark.unwrap();
+    let at = |v: &Value, path: &str| path.split('.').fold(v.clone(), |v, k| v.get(k).cloned().unwrap_or(Value::Null));
+    let as_json = |m: &MetricValue, rounded: bool| match m {
+        MetricValue::Num(x) if rounded => json!(round1(*x)),
+        other => other.to_json(),
+    };
+    let mut compared = 0;
+    for slot in &engine.slots {
+        let view = engine.account_view(&slot.account.id).unwrap();
+        let metrics = slot.account.metrics(now, &engine.cfg);
+        for (i, (path, _)) in ACCOUNT_METRICS.iter().enumerate() {
+            let value = super::view::account_metric(i, &slot.account, &metrics, now);
+            let rounded = path.starts_with("health.score") || path.starts_with("health.components");
+            same(&as_json(&value, rounded), &at(&view, path), path).unwrap();
+            compared += 1;
+        }
+    }
+    let scopes = std::iter::once(&engine.scopes.portfolio).chain(engine.scopes.segments.iter().map(|(_, s)| s));
+    for scope in scopes {
+        let view = super::view::kpi(scope);
+        for (i, (path, _)) in KPI_METRICS.iter().enumerate() {
+            same(&super::view::kpi_metric(i, scope).to_json(), &at(&view, path), path).unwrap();
+            compared += 1;
+        }
+    }
+    assert!(compared > 100, "compared {compared} values");
+}

@@ -306,97 +306,237 @@ impl Engine {
     }
 }
 
+/// Reads one catalogue metric of an account.
+type AccountAccessor = fn(&Account, &Metrics, Ts) -> MetricValue;
+/// Reads one catalogue metric of a scope.
+type KpiAccessor = fn(&Scope) -> MetricValue;
+
+/// Accessors aligned with `ACCOUNT_METRICS`, resolved by name once.
+static ACCOUNT_ACCESSORS: std::sync::LazyLock<Vec<AccountAccessor>> =
+    std::sync::LazyLock::new(|| ACCOUNT_METRICS.iter().map(|(path, _)| account_accessor(path)).collect());
+static KPI_ACCESSORS: std::sync::LazyLock<Vec<KpiAccessor>> =
+    std::sync::LazyLock::new(|| KPI_METRICS.iter().map(|(path, _)| kpi_accessor(path)).collect());
+
 /// The value of `ACCOUNT_METRICS[i]` for an account, as the account object
 /// shows it, except that scores and components are unrounded (§14).
 pub fn account_metric(i: usize, a: &Account, m: &Metrics, now: Ts) -> MetricValue {
-    let n = |v: f64| MetricValue::Num(v);
-    let opt = |v: Option<f64>| v.map_or(MetricValue::Null, MetricValue::Num);
-    let s = |v: &str| MetricValue::Str(v.to_owned());
-    match ACCOUNT_METRICS[i].0 {
-        "info.name" => a.info.name.as_deref().map_or(MetricValue::Null, s),
-        "info.csm_id" => a.info.csm_id.as_deref().map_or(MetricValue::Null, s),
-        "info.segment" => s(&a.info.segment),
-        "info.region" => s(&a.info.region),
-        "info.seats" => n(a.info.seats as f64),
-        "info.renewal_date" => a.info.renewal_date.map_or(MetricValue::Null, |d| MetricValue::Str(format_date(d))),
-        "usage.active_users_7d" => n(m.active_users_7d as f64),
-        "usage.active_users_30d" => n(m.active_users_30d as f64),
-        "usage.usage_events_7d" => n(m.usage_events_7d as f64),
-        "usage.usage_events_prev_7d" => n(m.usage_events_prev_7d as f64),
-        "usage.drop_ratio" => n(m.drop_ratio()),
-        "usage.features_30d" => n(m.features_30d as f64),
-        "usage.last_activity" => {
-            a.usage.last_activity.map_or(MetricValue::Null, |t| MetricValue::Str(format_rfc3339(t)))
-        }
-        "tickets.open_p1" => n(m.open[0] as f64),
-        "tickets.open_p2" => n(m.open[1] as f64),
-        "tickets.open_p3" => n(m.open[2] as f64),
-        "tickets.open_p4" => n(m.open[3] as f64),
-        "tickets.open" => n(m.open_total as f64),
-        "tickets.escalated_open" => n(m.escalated_open as f64),
-        "tickets.sla_breached" => n(m.sla_breached as f64),
-        "tickets.csat_avg_90d" => opt(m.csat_avg()),
-        "tickets.csat_count_90d" => n(m.csat.count as f64),
-        "revenue.arr" => n(m.arr as f64 / 100.0),
-        "revenue.days_to_renewal" => opt(a.days_to_renewal(now).map(|d| d as f64)),
-        "health.score" => n(m.health.score),
-        "health.tier" => s(m.health.tier.as_str()),
-        "health.components.adoption" => n(m.health.components[0]),
-        "health.components.engagement" => n(m.health.components[1]),
-        "health.components.support" => n(m.health.components[2]),
-        "health.components.sentiment" => n(m.health.components[3]),
-        other => unreachable!("account metric {other} has no accessor"),
-    }
+    ACCOUNT_ACCESSORS[i](a, m, now)
 }
 
 /// The value of `KPI_METRICS[i]` for a scope, as the KPI object shows it.
 pub fn kpi_metric(i: usize, scope: &Scope) -> MetricValue {
-    let t = &scope.totals;
-    let n = |v: i64| MetricValue::Num(v as f64);
-    let money = |c: i64| MetricValue::Num(c as f64 / 100.0);
-    let opt = |v: Option<f64>| v.map_or(MetricValue::Null, MetricValue::Num);
-    let ratio = |a: i64, b: i64| opt((b > 0).then(|| a as f64 / b as f64));
-    let minutes = |p| opt(scope.first_response_percentile(p).map(|us| us as f64 / MICROS_PER_MIN as f64));
-    let (green, yellow, red) = (Tier::Green.index(), Tier::Yellow.index(), Tier::Red.index());
-    match KPI_METRICS[i].0 {
-        "health.accounts" => n(t.accounts),
-        "health.tiers.green.accounts" => n(t.tier_accounts[green]),
-        "health.tiers.green.arr" => money(t.tier_arr[green]),
-        "health.tiers.yellow.accounts" => n(t.tier_accounts[yellow]),
-        "health.tiers.yellow.arr" => money(t.tier_arr[yellow]),
-        "health.tiers.red.accounts" => n(t.tier_accounts[red]),
-        "health.tiers.red.arr" => money(t.tier_arr[red]),
-        "health.at_risk_arr" => money(t.tier_arr[red]),
-        "health.at_risk_share" => MetricValue::Num(if t.arr > 0 { t.tier_arr[red] as f64 / t.arr as f64 } else { 0.0 }),
-        "health.avg_score" => opt((t.accounts > 0).then(|| t.score_fixed as f64 / 1e9 / t.accounts as f64)),
-        "usage.active_users_7d" => n(t.active_users_7d),
-        "usage.active_users_30d" => n(t.active_users_30d),
-        "usage.usage_events_7d" => n(t.usage_events_7d),
-        "usage.adoption_rate" => ratio(t.adoption_hit, t.adoption_base),
-        "tickets.open.p1" => n(t.open[0]),
-        "tickets.open.p2" => n(t.open[1]),
-        "tickets.open.p3" => n(t.open[2]),
-        "tickets.open.p4" => n(t.open[3]),
-        "tickets.open.total" => n(t.open_total),
-        "tickets.escalated_open" => n(t.escalated_open),
-        "tickets.sla_breached" => n(t.sla_breached),
-        "tickets.first_response_minutes.count" => MetricValue::Num(scope.first_response_count as f64),
-        "tickets.first_response_minutes.p50" => minutes(50),
-        "tickets.first_response_minutes.p90" => minutes(90),
-        "tickets.first_response_minutes.p99" => minutes(99),
-        "tickets.csat_avg_90d" => ratio(t.csat_sum, t.csat_count),
-        "tickets.csat_count_90d" => n(t.csat_count),
-        "revenue.arr" => money(t.arr),
-        "revenue.paying_accounts" => n(t.paying),
-        "revenue.grr_qtd" => opt(t.qtd.grr()),
-        "revenue.nrr_qtd" => opt(t.qtd.nrr()),
-        "revenue.grr_t12m" => opt(t.t12m.grr()),
-        "revenue.nrr_t12m" => opt(t.t12m.nrr()),
-        "revenue.expansion_arr_qtd" => money(t.expansion_qtd),
-        "revenue.contraction_arr_qtd" => money(t.contraction_qtd),
-        "revenue.churned_arr_qtd" => money(t.churned_qtd),
-        "alerts.critical" => n(t.alerts[0]),
-        "alerts.warning" => n(t.alerts[1]),
+    KPI_ACCESSORS[i](scope)
+}
+
+fn account_accessor(path: &str) -> AccountAccessor {
+    fn n(v: f64) -> MetricValue {
+        MetricValue::Num(v)
+    }
+    fn opt(v: Option<f64>) -> MetricValue {
+        v.map_or(MetricValue::Null, MetricValue::Num)
+    }
+    fn s(v: &str) -> MetricValue {
+        MetricValue::Str(v.to_owned().into())
+    }
+    match path {
+        "info.name" => |a, _, _| a.info.name.as_deref().map_or(MetricValue::Null, s),
+        "info.csm_id" => |a, _, _| a.info.csm_id.as_deref().map_or(MetricValue::Null, s),
+        "info.segment" => |a, _, _| s(&a.info.segment),
+        "info.region" => |a, _, _| s(&a.info.region),
+        "info.seats" => |a, _, _| n(a.info.seats as f64),
+        "info.renewal_date" => {
+            |a, _, _| a.info.renewal_date.map_or(MetricValue::Null, |d| MetricValue::Str(format_date(d).into()))
+        }
+        "usage.active_users_7d" => |_, m, _| n(m.active_users_7d as f64),
+        "usage.active_users_30d" => |_, m, _| n(m.active_users_30d as f64),
+        "usage.usage_events_7d" => |_, m, _| n(m.usage_events_7d as f64),
+        "usage.usage_events_prev_7d" => |_, m, _| n(m.usage_events_prev_7d as f64),
+        "usage.drop_ratio" => |_, m, _| n(m.drop_ratio()),
+        "usage.features_30d" => |_, m, _| n(m.features_30d as f64),
+        "usage.last_activity" => {
+            |a, _, _| a.usage.last_activity.map_or(MetricValue::Null, |t| MetricValue::Str(format_rfc3339(t).into()))
+        }
+        "tickets.open_p1" => |_, m, _| n(m.open[0] as f64),
+        "tickets.open_p2" => |_, m, _| n(m.open[1] as f64),
+        "tickets.open_p3" => |_, m, _| n(m.open[2] as f64),
+        "tickets.open_p4" => |_, m, _| n(m.open[3] as f64),
+        "tickets.open" => |_, m, _| n(m.open_total as f64),
+        "tickets.escalated_open" => |_, m, _| n(m.escalated_open as f64),
+        "tickets.sla_breached" => |_, m, _| n(m.sla_breached as f64),
+        "tickets.csat_avg_90d" => |_, m, _| opt(m.csat_avg()),
+        "tickets.csat_count_90d" => |_, m, _| n(m.csat.count as f64),
+        "revenue.arr" => |_, m, _| n(m.arr as f64 / 100.0),
+        "revenue.days_to_renewal" => |a, _, now| opt(a.days_to_renewal(now).map(|d| d as f64)),
+        "health.score" => |_, m, _| n(m.health.score),
+        "health.tier" => |_, m, _| MetricValue::Str(m.health.tier.as_str().into()),
+        "health.components.adoption" => |_, m, _| n(m.health.components[0]),
+        "health.components.engagement" => |_, m, _| n(m.health.components[1]),
+        "health.components.support" => |_, m, _| n(m.health.components[2]),
+        "health.components.sentiment" => |_, m, _| n(m.health.components[3]),
+        other => unreachable!("account metric {other} has no accessor"),
+    }
+}
+
+fn kpi_accessor(path: &str) -> KpiAccessor {
+    fn n(v: i64) -> MetricValue {
+        MetricValue::Num(v as f64)
+    }
+    fn money(c: i64) -> MetricValue {
+        MetricValue::Num(c as f64 / 100.0)
+    }
+    fn opt(v: Option<f64>) -> MetricValue {
+        v.map_or(MetricValue::Null, MetricValue::Num)
+    }
+    fn ratio(a: i64, b: i64) -> MetricValue {
+        opt((b > 0).then(|| a as f64 / b as f64))
+    }
+    fn minutes(scope: &Scope, p: u64) -> MetricValue {
+        opt(scope.first_response_percentile(p).map(|us| us as f64 / MICROS_PER_MIN as f64))
+    }
+    const GREEN: usize = Tier::Green as usize;
+    const YELLOW: usize = Tier::Yellow as usize;
+    const RED: usize = Tier::Red as usize;
+    match path {
+        "health.accounts" => |sc| {
+            let t = &sc.totals;
+            n(t.accounts)
+        },
+        "health.tiers.green.accounts" => |sc| {
+            let t = &sc.totals;
+            n(t.tier_accounts[GREEN])
+        },
+        "health.tiers.green.arr" => |sc| {
+            let t = &sc.totals;
+            money(t.tier_arr[GREEN])
+        },
+        "health.tiers.yellow.accounts" => |sc| {
+            let t = &sc.totals;
+            n(t.tier_accounts[YELLOW])
+        },
+        "health.tiers.yellow.arr" => |sc| {
+            let t = &sc.totals;
+            money(t.tier_arr[YELLOW])
+        },
+        "health.tiers.red.accounts" => |sc| {
+            let t = &sc.totals;
+            n(t.tier_accounts[RED])
+        },
+        "health.tiers.red.arr" => |sc| {
+            let t = &sc.totals;
+            money(t.tier_arr[RED])
+        },
+        "health.at_risk_arr" => |sc| {
+            let t = &sc.totals;
+            money(t.tier_arr[RED])
+        },
+        "health.at_risk_share" => |sc| {
+            let t = &sc.totals;
+            MetricValue::Num(if t.arr > 0 { t.tier_arr[RED] as f64 / t.arr as f64 } else { 0.0 })
+        },
+        "health.avg_score" => |sc| {
+            let t = &sc.totals;
+            opt((t.accounts > 0).then(|| t.score_fixed as f64 / 1e9 / t.accounts as f64))
+        },
+        "usage.active_users_7d" => |sc| {
+            let t = &sc.totals;
+            n(t.active_users_7d)
+        },
+        "usage.active_users_30d" => |sc| {
+            let t = &sc.totals;
+            n(t.active_users_30d)
+        },
+        "usage.usage_events_7d" => |sc| {
+            let t = &sc.totals;
+            n(t.usage_events_7d)
+        },
+        "usage.adoption_rate" => |sc| {
+            let t = &sc.totals;
+            ratio(t.adoption_hit, t.adoption_base)
+        },
+        "tickets.open.p1" => |sc| {
+            let t = &sc.totals;
+            n(t.open[0])
+        },
+        "tickets.open.p2" => |sc| {
+            let t = &sc.totals;
+            n(t.open[1])
+        },
+        "tickets.open.p3" => |sc| {
+            let t = &sc.totals;
+            n(t.open[2])
+        },
+        "tickets.open.p4" => |sc| {
+            let t = &sc.totals;
+            n(t.open[3])
+        },
+        "tickets.open.total" => |sc| {
+            let t = &sc.totals;
+            n(t.open_total)
+        },
+        "tickets.escalated_open" => |sc| {
+            let t = &sc.totals;
+            n(t.escalated_open)
+        },
+        "tickets.sla_breached" => |sc| {
+            let t = &sc.totals;
+            n(t.sla_breached)
+        },
+        "tickets.first_response_minutes.count" => |sc| MetricValue::Num(sc.first_response_count as f64),
+        "tickets.first_response_minutes.p50" => |sc| minutes(sc, 50),
+        "tickets.first_response_minutes.p90" => |sc| minutes(sc, 90),
+        "tickets.first_response_minutes.p99" => |sc| minutes(sc, 99),
+        "tickets.csat_avg_90d" => |sc| {
+            let t = &sc.totals;
+            ratio(t.csat_sum, t.csat_count)
+        },
+        "tickets.csat_count_90d" => |sc| {
+            let t = &sc.totals;
+            n(t.csat_count)
+        },
+        "revenue.arr" => |sc| {
+            let t = &sc.totals;
+            money(t.arr)
+        },
+        "revenue.paying_accounts" => |sc| {
+            let t = &sc.totals;
+            n(t.paying)
+        },
+        "revenue.grr_qtd" => |sc| {
+            let t = &sc.totals;
+            opt(t.qtd.grr())
+        },
+        "revenue.nrr_qtd" => |sc| {
+            let t = &sc.totals;
+            opt(t.qtd.nrr())
+        },
+        "revenue.grr_t12m" => |sc| {
+            let t = &sc.totals;
+            opt(t.t12m.grr())
+        },
+        "revenue.nrr_t12m" => |sc| {
+            let t = &sc.totals;
+            opt(t.t12m.nrr())
+        },
+        "revenue.expansion_arr_qtd" => |sc| {
+            let t = &sc.totals;
+            money(t.expansion_qtd)
+        },
+        "revenue.contraction_arr_qtd" => |sc| {
+            let t = &sc.totals;
+            money(t.contraction_qtd)
+        },
+        "revenue.churned_arr_qtd" => |sc| {
+            let t = &sc.totals;
+            money(t.churned_qtd)
+        },
+        "alerts.critical" => |sc| {
+            let t = &sc.totals;
+            n(t.alerts[0])
+        },
+        "alerts.warning" => |sc| {
+            let t = &sc.totals;
+            n(t.alerts[1])
+        },
         other => unreachable!("KPI metric {other} has no accessor"),
     }
 }
