@@ -430,5 +430,11 @@ mod tests {
         assert!(e.contains("auth.jwt_secret"), "{e}");
         let e = Config::from_toml(&format!("{SECRET}[health]\nyellow = 80.0\n")).unwrap_err().to_string();
         assert!(e.contains("health.yellow"), "{e}");
+        let rule = "[[alerts.rules]]\nname = \"drop\"\nscope = \"account\"\nseverity = \"warning\"\nwhen = [{ metric = \"usage.dropratio\", op = \">\", value = 1 }]\n";
+        let e = Config::from_toml(&format!("{SECRET}{rule}")).unwrap_err().to_string();
+        assert!(e.contains("alerts.rules[0] (drop): when[0].metric"), "{e}");
+        let none = Config::from_toml(&format!("{SECRET}[alerts]\nrules = []\n")).unwrap();
+        assert!(none.rules().unwrap().conditions.is_empty(), "an explicit empty list means no rules");
+        assert_eq!(Config::from_toml(SECRET).unwrap().rules().unwrap().conditions.len(), 7, "defaults");
     }
 }

@@ -326,7 +326,13 @@ fn rule_metrics_read_what_the_views_show() {
     );
     let mut engine = Engine::new(StateConfig::default());
     for (i, m) in render(&specs).iter().enumerate() {
-        engine.fold(&Input { topic: m.topic, partition: m.partition, offset: i as i64, payload: &m.payload, wall: m.wall });
+        engine.fold(&Input {
+            topic: m.topic,
+            partition: m.partition,
+            offset: i as i64,
+            payload: &m.payload,
+            wall: m.wall,
+        });
     }
     let now = engine.watermark.unwrap();
     let at = |v: &Value, path: &str| path.split('.').fold(v.clone(), |v, k| v.get(k).cloned().unwrap_or(Value::Null));
