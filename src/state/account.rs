@@ -301,18 +301,26 @@ impl TicketState {
     }
 }
 
+/// One ticket: its steps in (ts, arrival) order and the state they give.
+#[derive(Clone, Debug, Default)]
+struct Ticket {
+    steps: Vec<TicketStep>,
+    state: TicketState,
+}
+
 /// Tickets of one account and the counters §3.1 reads.
 #[derive(Clone, Debug)]
 pub struct Tickets {
-    tickets: FastMap<Box<str>, Vec<TicketStep>>,
-    states: FastMap<Box<str>, TicketState>,
+    /// Ticket ids → their number in `tickets` (the id is stored once).
+    index: FastMap<Box<str>, u32>,
+    tickets: Vec<Ticket>,
     pub open: [u64; 4],
     pub open_total: u64,
     pub escalated_open: u64,
-    /// Tickets that can breach: ticket → (first opened, priority).
-    sla_clocks: FastMap<Box<str>, (Ts, Priority)>,
-    /// First-response times by first-response ts, while within 30 days.
-    first_responses: BTreeMap<(Ts, Box<str>), i64>,
+    /// Tickets that can breach: ticket number → (first opened, priority).
+    sla_clocks: FastMap<u32, (Ts, Priority)>,
+    /// First-response times by (first-response ts, ticket number), while within 30 days.
+    first_responses: BTreeMap<(Ts, u32), i64>,
     /// Bumped whenever `first_responses` changes, so the scopes are only
     /// touched when there is something to move.
     first_responses_version: u64,
@@ -322,8 +330,8 @@ pub struct Tickets {
 impl Default for Tickets {
     fn default() -> Self {
         Tickets {
-            tickets: FastMap::default(),
-            states: FastMap::default(),
+            index: FastMap::default(),
+            tickets: Vec::new(),
             open: [0; 4],
             open_total: 0,
             escalated_open: 0,
@@ -358,40 +366,44 @@ impl Tickets {
         }
         let step = TicketStep { ts, seq, action: ev.action, priority: ev.priority };
         let id: &str = &ev.ticket_id;
-        if !self.tickets.contains_key(id) {
-            self.tickets.insert(Box::from(id), Vec::new());
-        }
-        let steps = self.tickets.get_mut(id).expect("inserted above");
-        let at = steps.partition_point(|s| (s.ts, s.seq) <= (ts, seq));
-        steps.insert(at, step);
-        let new = TicketState::derive(steps);
-        let old = self.states.get(id).copied().unwrap_or_default();
+        let key = match self.index.get(id) {
+            Some(&k) => k,
+            None => {
+                let k = self.tickets.len() as u32;
+                self.index.insert(Box::from(id), k);
+                self.tickets.push(Ticket::default());
+                k
+            }
+        };
+        let ticket = &mut self.tickets[key as usize];
+        let at = ticket.steps.partition_point(|s| (s.ts, s.seq) <= (ts, seq));
+        ticket.steps.insert(at, step);
+        let new = TicketState::derive(&ticket.steps);
+        let old = std::mem::replace(&mut ticket.state, new);
         if new == old {
             return;
         }
         self.count(&old, -1);
         self.count(&new, 1);
-        let key: Box<str> = Box::from(id);
         match new.sla_clock() {
             Some(clock) => {
-                self.sla_clocks.insert(key.clone(), clock);
+                self.sla_clocks.insert(key, clock);
             }
             None => {
-                self.sla_clocks.remove(id);
+                self.sla_clocks.remove(&key);
             }
         }
         if old.first_response_time() != new.first_response_time() {
             self.first_responses_version += 1;
             if let Some((fr, _)) = old.first_response_time() {
-                self.first_responses.remove(&(fr, key.clone()));
+                self.first_responses.remove(&(fr, key));
             }
             if let Some((fr, frt)) = new.first_response_time()
                 && fr > now - FIRST_RESPONSE_WINDOW
             {
-                self.first_responses.insert((fr, key.clone()), frt);
+                self.first_responses.insert((fr, key), frt);
             }
         }
-        self.states.insert(key, new);
     }
 
     fn count(&mut self, s: &TicketState, sign: i64) {
