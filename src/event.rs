@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use crate::time::Ts;
 
 /// The four input topics, by role (their names are configuration).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Topic {
     Accounts,
     Usage,
@@ -85,7 +85,7 @@ pub struct TicketEvent<'a> {
     pub score: Option<u8>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum TicketAction {
     Opened,
     FirstResponse,
@@ -110,7 +110,7 @@ impl TicketAction {
 }
 
 /// Ticket priority; `P1` is the most urgent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Priority {
     P1,
     P2,
@@ -136,7 +136,7 @@ impl Priority {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum RevenueKind {
     New,
     Renewal,

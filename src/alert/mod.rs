@@ -20,7 +20,7 @@ use crate::time::{Ts, format_rfc3339};
 use rules::{ACCOUNT_METRICS, ConditionRule, KPI_METRICS};
 pub use rules::{MetricValue, Rules, ScopeKind, Severity};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AlertState {
     Firing,
     Resolved,
@@ -38,7 +38,7 @@ impl AlertState {
 }
 
 /// Who an account-scope alert is about (§5.3).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AccountContext {
     pub account_id: String,
     pub name: Option<String>,
@@ -47,7 +47,7 @@ pub struct AccountContext {
 }
 
 /// One alert transition (§5.3).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Alert {
     pub alert_id: String,
     pub rule: String,
@@ -118,6 +118,15 @@ pub struct Subject<'a> {
     pub metric: &'a dyn Fn(usize) -> MetricValue,
     /// Who an account-scope alert is about; built only on a transition.
     pub account: Option<&'a dyn Fn() -> AccountContext>,
+}
+
+/// The lifecycle state as checkpointed: per scope, per rule name.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredAlerting {
+    #[allow(clippy::type_complexity)]
+    scopes: Vec<(ScopeKind, String, Vec<(String, Option<Alert>, Option<Ts>)>)>,
+    scope_wakes: Vec<(Ts, ScopeKind, String)>,
+    outbox: Vec<Alert>,
 }
 
 /// Lifecycle state of one scope instance, per condition rule (by index).
@@ -291,6 +300,46 @@ impl Alerting {
     /// Transitions since the last call.
     pub fn take_outbox(&mut self) -> Vec<Alert> {
         std::mem::take(&mut self.outbox)
+    }
+
+    /// The lifecycle state with rules named, not numbered, so a checkpoint
+    /// survives rules being added, removed or reordered in the configuration.
+    pub fn to_stored(&self) -> StoredAlerting {
+        let names: Vec<&str> = self.rules.conditions.iter().map(|r| r.name.as_str()).collect();
+        let kinds = [ScopeKind::Account, ScopeKind::Csm, ScopeKind::Segment, ScopeKind::Portfolio];
+        let mut scopes = Vec::new();
+        for (kind, table) in kinds.into_iter().zip(&self.states) {
+            for (id, st) in table {
+                let per_rule = (0..names.len())
+                    .filter(|&i| st.firing[i].is_some() || st.cooldown_until[i].is_some())
+                    .map(|i| (names[i].to_owned(), st.firing[i].clone(), st.cooldown_until[i]))
+                    .collect();
+                scopes.push((kind, id.to_string(), per_rule));
+            }
+        }
+        StoredAlerting { scopes, scope_wakes: self.scope_wakes.iter().cloned().collect(), outbox: self.outbox.clone() }
+    }
+
+    /// Rebuilds the lifecycle state for `rules`; the state of rules that no
+    /// longer exist is dropped.
+    pub fn from_stored(rules: Rules, stored: StoredAlerting) -> Alerting {
+        let mut a = Alerting::new(rules);
+        let n = a.rules.conditions.len();
+        for (kind, id, per_rule) in stored.scopes {
+            let mut st = ScopeAlerts::new(n);
+            for (name, firing, cooldown) in per_rule {
+                if let Some(i) = a.rules.conditions.iter().position(|r| r.name == name && r.scope == kind) {
+                    st.firing[i] = firing;
+                    st.cooldown_until[i] = cooldown;
+                }
+            }
+            if !st.is_idle() {
+                a.states[kind as usize].insert(id.into_boxed_str(), st);
+            }
+        }
+        a.scope_wakes = stored.scope_wakes.into_iter().collect();
+        a.outbox = stored.outbox;
+        a
     }
 
     /// Currently firing condition alerts.

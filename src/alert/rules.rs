@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::event::Topic;
 use crate::time::Span;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Severity {
     Critical,
     Warning,
@@ -28,7 +28,7 @@ impl Severity {
 }
 
 /// The scope a condition rule watches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum ScopeKind {
     Account,
     Csm,
@@ -95,7 +95,7 @@ impl Op {
 }
 
 /// A metric's value at evaluation time.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum MetricValue {
     Num(f64),
     /// Static for enumerations like the tier, owned for names and dates.

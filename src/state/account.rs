@@ -15,7 +15,7 @@ use super::ids::Id;
 use super::window::{FastMap, LatestSeen, Scores, Touch, Window, min_opt};
 
 /// Reference data from `cs.accounts` upserts, with the ts that last set each field.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Info {
     pub name: Option<String>,
     pub csm_id: Option<Arc<str>>,
@@ -86,7 +86,7 @@ impl Info {
 }
 
 /// Interned feature names with their portfolio-wide 30-day counts (§3.3).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FeatureTable {
     names: Vec<Arc<str>>,
     ids: FastMap<Arc<str>, u32>,
@@ -98,7 +98,8 @@ pub struct FeatureTable {
     /// Per feature, the users seen on it in the last 30 days, portfolio-wide.
     users: Vec<LatestSeen<Id>>,
     now: Ts,
-    /// Whether each feature counts for adoption.
+    /// Whether each feature counts for adoption (from the configuration).
+    #[serde(skip)]
     core: Vec<bool>,
 }
 
@@ -148,6 +149,15 @@ impl FeatureTable {
         id
     }
 
+    /// Re-derives which features are core after a restore.
+    pub fn set_core(&mut self, cfg: &StateConfig) {
+        self.core = self
+            .names
+            .iter()
+            .map(|n| cfg.core_features.is_empty() || cfg.core_features.iter().any(|f| **f == **n))
+            .collect();
+    }
+
     pub fn is_core(&self, id: u32) -> bool {
         self.core[id as usize]
     }
@@ -166,7 +176,7 @@ impl FeatureTable {
 }
 
 /// Usage windows (§3.1 usage section).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     /// Usage events in the last 14 days, counting the last 7 apart.
     events: Window<u64>,
@@ -241,7 +251,7 @@ impl Usage {
 
 /// One step of a ticket's history, kept to re-derive its state when events
 /// arrive out of order.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct TicketStep {
     ts: Ts,
     seq: u64,
@@ -250,7 +260,7 @@ struct TicketStep {
 }
 
 /// A ticket's state derived from its steps in (ts, arrival) order (§1.3).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TicketState {
     pub open: bool,
     pub priority: Option<Priority>,
@@ -302,14 +312,14 @@ impl TicketState {
 }
 
 /// One ticket: its steps in (ts, arrival) order and the state they give.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Ticket {
     steps: Vec<TicketStep>,
     state: TicketState,
 }
 
 /// Tickets of one account and the counters §3.1 reads.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Tickets {
     /// Ticket ids → their number in `tickets` (the id is stored once).
     index: FastMap<Box<str>, u32>,
@@ -446,7 +456,7 @@ impl Tickets {
 }
 
 /// One revenue event as kept in the history.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct RevenueStep {
     ts: Ts,
     seq: u64,
@@ -455,7 +465,7 @@ struct RevenueStep {
 }
 
 /// Revenue history of one account, ordered by (ts, arrival) (§1.4, §3.2).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Revenue {
     history: Vec<RevenueStep>,
 }
@@ -535,7 +545,7 @@ impl Revenue {
 }
 
 /// Everything known about one account.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Account {
     pub id: Arc<str>,
     pub info: Info,

@@ -12,10 +12,10 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 
 /// A 128-bit id digest; two `u64`s keep it 8-byte aligned, so a `(Ts, Id)`
 /// pair takes 24 bytes, not the 32 of `(i64, u128)`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Id(pub u64, pub u64);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdHasher {
     keys: (u64, u64),
 }

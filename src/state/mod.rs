@@ -13,6 +13,7 @@
 
 pub mod account;
 pub mod config;
+pub mod encoding;
 pub mod health;
 pub mod ids;
 #[cfg(test)]
@@ -61,7 +62,7 @@ pub struct Input<'a> {
 }
 
 /// Per input partition: lateness reference and consumed position.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Progress {
     /// Largest ts accepted from this partition.
     pub max_ts: Option<Ts>,
@@ -70,7 +71,7 @@ pub struct Progress {
 }
 
 /// Counters of the fold, exported to `/metrics` by the ingest loop.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FoldStats {
     pub accepted: [u64; 4],
     pub rejected: [u64; 5],
@@ -83,7 +84,7 @@ pub struct FoldStats {
 /// watermark; that comparison is explicit, so forgetting can be lazy: ids are
 /// dropped from the front of the arrival queue once their ts has left the
 /// horizon, and one stuck behind a newer id waits a little longer.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Dedup {
     ts_of: FastMap<Id, Ts>,
     arrivals: VecDeque<(Ts, Id)>,
@@ -116,7 +117,7 @@ impl Dedup {
 }
 
 /// An account and what the engine keeps about it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Slot {
     account: Account,
     /// What the account currently adds to the scopes under `keys`.
@@ -133,8 +134,10 @@ struct Slot {
 }
 
 /// The whole in-memory state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Engine {
+    /// From the configuration, not the checkpoint.
+    #[serde(skip)]
     cfg: StateConfig,
     /// Keys of the id hashes (event ids, user ids).
     ids: IdHasher,
@@ -153,9 +156,12 @@ pub struct Engine {
     /// Start of the watermark's calendar quarter (QTD figures).
     quarter: Ts,
     stats: FoldStats,
-    /// Alert rules, firing alerts, cooldowns and the outbox (§5).
+    /// Alert rules, firing alerts, cooldowns and the outbox (§5); encoded
+    /// separately, by rule name (see `encoding`).
+    #[serde(skip)]
     alerting: Alerting,
     /// Whether account rules read `days_to_renewal`, which changes at UTC midnight.
+    #[serde(skip)]
     renewal_rules: bool,
 }
 

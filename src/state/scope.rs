@@ -10,7 +10,7 @@ use super::account::{CohortShare, Flows};
 use super::window::FastMap;
 
 /// Summable figures of a set of accounts.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
     pub accounts: i64,
     /// Accounts and ARR per tier, indexed by `Tier::index` (red, yellow, green).
@@ -43,7 +43,7 @@ pub struct Totals {
 }
 
 /// Sums of a retention cohort in cents.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cohort {
     pub start: i64,
     pub current: i64,
@@ -113,7 +113,7 @@ impl Totals {
 
 /// The scopes an account's contribution was added to, as indices into the
 /// scope tables (interned once per name, so the hot path hashes no strings).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ScopeKeys {
     pub segment: u32,
     pub region: u32,
@@ -121,7 +121,7 @@ pub struct ScopeKeys {
 }
 
 /// One scope's totals and first-response-time multiset.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Scope {
     pub totals: Totals,
     /// Exact first-response times (µs) → how many tickets have it.
@@ -169,7 +169,7 @@ impl Scope {
 
 /// The scopes of one kind (segments, regions or CSMs), by interned name.
 /// A scope with no accounts stays in the table but is not listed.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ScopeTable {
     ids: FastMap<Arc<str>, u32>,
     names: Vec<Arc<str>>,
@@ -216,7 +216,7 @@ impl ScopeTable {
 }
 
 /// Every scope of the portfolio.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Scopes {
     pub portfolio: Scope,
     pub segments: ScopeTable,

@@ -30,7 +30,7 @@ impl Tally for u64 {
 }
 
 /// Count and sum of scores (CSAT).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Scores {
     pub count: u64,
     pub sum: u64,
@@ -49,7 +49,7 @@ impl Tally for Scores {
 
 /// Totals of timestamped values over the window `(now − span, now]`, and over
 /// the shorter window `(now − short, now]` when `short` is set.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Window<V: Tally> {
     span: i64,
     short: Option<i64>,
@@ -183,7 +183,8 @@ impl WindowKey for Id {
 
 /// Distinct keys seen within `(now − span, now]`, each with the latest ts it
 /// was seen at; counts the keys also seen within the shorter window.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(bound(serialize = "K: serde::Serialize", deserialize = "K: serde::de::DeserializeOwned"))]
 pub struct LatestSeen<K: WindowKey> {
     span: i64,
     short: Option<i64>,
