@@ -11,7 +11,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use std::time::Duration;
+
 use crate::auth::Auth;
+use crate::checkpoint::{CheckpointStatus, Store};
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::ingest::{Ingest, Shared, TopicNames};
@@ -23,6 +26,9 @@ pub struct App {
     pub shared: Arc<Shared>,
     ingest: Option<Ingest>,
     server: JoinHandle<std::io::Result<()>>,
+    checkpoints: JoinHandle<()>,
+    store: Arc<Store>,
+    checkpoint_status: Arc<CheckpointStatus>,
     stop: watch::Sender<bool>,
 }
 
@@ -31,14 +37,8 @@ impl App {
         crate::telemetry::prometheus();
         let engine = Engine::new(config.state_config());
         let shared = Arc::new(Shared::new(engine, TopicNames::new(&config.kafka.topics)));
-        if config.state.store != "memory" {
-            warn!(
-                store = %config.state.store,
-                "checkpoints are not written yet: the state is rebuilt from the earliest retained offsets on every start"
-            );
-        }
-        shared.restored.store(true, Ordering::SeqCst);
-        let ingest = Ingest::start(&config.kafka, shared.clone()).context("cannot create the Kafka consumer")?;
+        let store = Arc::new(Store::open(&config.state.store, &config.kafka.group_id).context("state.store")?);
+        let checkpoint_status = Arc::new(CheckpointStatus::default());
         let listener = TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
@@ -47,12 +47,15 @@ impl App {
             shared: shared.clone(),
             auth: Arc::new(Auth::new(&config.auth.jwt_secret, config.auth.insecure)),
             max_lag: config.readiness.max_lag,
+            store: store.describe(),
+            checkpoints: checkpoint_status.clone(),
         };
         if config.auth.insecure {
             warn!("auth.insecure is set: every request is served without a token");
         }
         let (stop, mut stopped) = watch::channel(false);
         let router = http::router(state);
+        // Serve health and readiness while the state is being restored.
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
@@ -60,19 +63,78 @@ impl App {
                 })
                 .await
         });
-        info!(%addr, brokers = %config.kafka.brokers, "cspulse is running");
-        Ok(App { addr, shared, ingest: Some(ingest), server, stop })
+        restore(&shared, &store, config).await?;
+        let ingest = Ingest::start(&config.kafka, shared.clone()).context("cannot create the Kafka consumer")?;
+        let checkpoints = tokio::spawn(crate::checkpoint::run_loop(
+            shared.clone(),
+            store.clone(),
+            checkpoint_status.clone(),
+            config.checkpoint.interval.0,
+            stop.subscribe(),
+        ));
+        info!(%addr, brokers = %config.kafka.brokers, store = %store.describe(), "cspulse is running");
+        Ok(App { addr, shared, ingest: Some(ingest), server, checkpoints, store, checkpoint_status, stop })
     }
 
-    /// Stops consuming, then stops serving.
+    /// Stops consuming, writes a final checkpoint, then stops serving.
     pub async fn shutdown(mut self) {
         if let Some(ingest) = self.ingest.take() {
             let _ = tokio::task::spawn_blocking(move || ingest.stop()).await;
         }
         let _ = self.stop.send(true);
+        let _ = (&mut self.checkpoints).await;
+        if !matches!(*self.store, Store::Memory) {
+            let (shared, store, status) = (self.shared.clone(), self.store.clone(), self.checkpoint_status.clone());
+            match tokio::task::spawn_blocking(move || crate::checkpoint::checkpoint_once(&shared, &store, &status))
+                .await
+            {
+                Ok(Ok(bytes)) => info!(bytes, "final checkpoint written"),
+                Ok(Err(e)) => warn!(error = %e, "final checkpoint failed; the next start replays from the last one"),
+                Err(e) => warn!(error = %e, "final checkpoint task failed"),
+            }
+        }
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), &mut self.server).await;
         info!("cspulse stopped");
     }
+}
+
+/// Restores the latest checkpoint before anything is consumed. An
+/// unreachable store is retried with backoff (health answers meanwhile, and
+/// `/readyz` says why it is not ready); a corrupt or foreign checkpoint stops
+/// the start with an error rather than being half-loaded.
+async fn restore(shared: &Arc<Shared>, store: &Arc<Store>, config: &Config) -> anyhow::Result<()> {
+    let mut wait = Duration::from_millis(200);
+    let blob = loop {
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.load()).await? {
+            Ok(blob) => break blob,
+            Err(e) => {
+                warn!(error = %e, retry_in = ?wait, "cannot read the checkpoint store; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    match blob {
+        None => info!(store = %store.describe(), "no checkpoint: starting from the earliest offsets"),
+        Some(blob) => {
+            let started = std::time::Instant::now();
+            let cfg = config.state_config();
+            let engine = tokio::task::spawn_blocking(move || Engine::decode(cfg, &blob))
+                .await?
+                .with_context(|| format!("cannot restore the checkpoint in {}", store.describe()))?;
+            let (accounts, watermark) = (engine.account_count(), engine.watermark());
+            *shared.engine() = engine;
+            info!(
+                accounts,
+                watermark = ?watermark.map(crate::time::format_rfc3339),
+                secs = started.elapsed().as_secs_f64(),
+                "checkpoint restored; consuming from its offsets"
+            );
+        }
+    }
+    shared.restored.store(true, Ordering::SeqCst);
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

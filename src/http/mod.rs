@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::alert::{Alert, Severity};
 use crate::auth::{Auth, AuthError, Principal, Role};
+use crate::checkpoint::CheckpointStatus;
 use crate::ingest::Shared;
 use crate::state::view::Channel;
 use crate::telemetry;
@@ -26,6 +27,9 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// `/readyz` threshold on the summed consumer lag.
     pub max_lag: u64,
+    /// The checkpoint store, as shown in `/readyz`.
+    pub store: String,
+    pub checkpoints: Arc<CheckpointStatus>,
 }
 
 /// An error answered as `{"error": code, "message": …}`; never carries internals.
@@ -125,6 +129,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "lag_known": lag.known,
         "lag": total,
         "max_lag": state.max_lag,
+        "checkpoint": {
+            "store": state.store,
+            "age_seconds": state.checkpoints.age_seconds(),
+            "consecutive_failures": state.checkpoints.failures.load(Ordering::Relaxed),
+            "error": state.checkpoints.error(),
+        },
     });
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
@@ -135,6 +145,9 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     for (topic, partition, lag) in state.shared.lag().partitions {
         gauge!("cspulse_consumer_lag", "topic" => topic.default_name(), "partition" => partition.to_string())
             .set(lag as f64);
+    }
+    if let Some(age) = state.checkpoints.age_seconds() {
+        gauge!("cspulse_checkpoint_age_seconds").set(age);
     }
     let body = telemetry::prometheus().render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
