@@ -32,9 +32,7 @@ fn stream(n: usize) -> Vec<(Topic, i32, String, Vec<u8>)> {
                 Topic::Accounts,
                 json!({"csm_id": format!("csm-{}", a % 3), "segment": (["smb","mid"][a % 2]), "seats": 3 + a, "name": format!("Account {a}")}),
             ),
-            1 | 2 | 3 | 4 | 5 => {
-                (Topic::Usage, json!({"user_id": format!("u{}", i % 5), "feature": (["api","reports"][i % 2])}))
-            }
+            1..=5 => (Topic::Usage, json!({"user_id": format!("u{}", i % 5), "feature": (["api","reports"][i % 2])})),
             6 => (
                 Topic::Tickets,
                 json!({"ticket_id": format!("T{}", i % 4), "action": "opened", "priority": format!("p{}", 1 + i % 4)}),
