@@ -21,12 +21,14 @@ if ! command -v cc >/dev/null || ! command -v make >/dev/null; then
   apt-get update -qq && apt-get install -y -qq build-essential
 fi
 
-# The durability tests use the Redis server at 127.0.0.1:6379.
+# The durability tests use the Redis server at 127.0.0.1:6379 and start
+# private ones (redis-server) for the outage test.
+if ! command -v redis-server >/dev/null; then
+  step "installing redis-server"
+  apt-get update -qq && apt-get install -y -qq redis-server
+fi
 if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
   step "starting Redis on 127.0.0.1:6379"
-  if ! command -v redis-server >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq redis-server
-  fi
   redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly no --daemonize yes
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
 fi

@@ -125,7 +125,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let body = json!({
         "ready": ready,
         "restored": restored,
-        "partitions_assigned": lag.partitions.len(),
+        "partitions_assigned": lag.assigned,
         "lag_known": lag.known,
         "lag": total,
         "max_lag": state.max_lag,

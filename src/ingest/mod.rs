@@ -83,6 +83,9 @@ pub struct Shared {
 /// Consumer lag as the engine sees it: high watermark minus its position.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lag {
+    /// Partitions assigned to this instance.
+    pub assigned: usize,
+    /// Lag of the assigned partitions whose high watermark is known.
     pub partitions: Vec<(Topic, i32, i64)>,
     /// False until every assigned partition has reported a high watermark.
     pub known: bool,
@@ -114,7 +117,7 @@ impl Shared {
         let assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let hw = self.high_watermarks.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let positions = self.engine().partitions().clone();
-        let mut lag = Lag { partitions: Vec::new(), known: !assigned.is_empty() };
+        let mut lag = Lag { assigned: assigned.len(), partitions: Vec::new(), known: !assigned.is_empty() };
         for (topic, p) in assigned {
             match hw.get(&(topic, p)) {
                 Some(&hi) if hi >= 0 => {

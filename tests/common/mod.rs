@@ -93,3 +93,11 @@ pub fn consume_all(brokers: &str, topic: &str, n: usize, limit: Duration) -> Vec
     }
     out
 }
+
+/// Logs to the test's output when `TEST_LOG` is set (for debugging).
+pub fn test_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ =
+            tracing_subscriber::fmt().with_env_filter(std::env::var("TEST_LOG").unwrap()).with_test_writer().try_init();
+    }
+}
