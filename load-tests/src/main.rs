@@ -459,10 +459,32 @@ fn memory(accounts: usize, users: usize) -> anyhow::Result<()> {
     println!("  RSS after fold                 {} MiB (process; {} MiB before)", rss / 1024, before / 1024);
     println!("  peak RSS                       {} MiB (target <= 2048 MiB)", peak / 1024);
     println!("  note: includes the de-duplication memory of {dedup_ids} event ids (7-day horizon)");
+    // Checkpoint of that state: encode (under the engine lock in production),
+    // write to the directory store, then restore as a restart would.
+    let t = Instant::now();
+    let blob = engine.encode();
+    let encode = t.elapsed();
+    let dir = std::env::temp_dir().join(format!("cspulse-bench-{}", std::process::id()));
+    let store = cspulse::checkpoint::Store::File(dir.clone());
+    let t = Instant::now();
+    store.save(&blob)?;
+    let write = t.elapsed();
+    drop(engine);
+    let t = Instant::now();
+    let loaded = store.load()?.context("checkpoint written above")?;
+    let restored = Engine::decode(StateConfig::default(), &loaded)?;
+    let restore = t.elapsed();
+    let restored_users = restored.channel_view(&cspulse::state::view::Channel::Executive)["portfolio"]["usage"]["active_users_7d"].clone();
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("  checkpoint size                {:.1} MiB", blob.len() as f64 / (1 << 20) as f64);
+    println!("  checkpoint encode (lock held)  {:.2} s", encode.as_secs_f64());
+    println!("  checkpoint write (file, fsync) {:.2} s", write.as_secs_f64());
+    println!("  restore: read + decode         {:.2} s (active_users_7d after restore: {restored_users})", restore.as_secs_f64());
     println!("reproduce: cargo run --release -p cspulse-load -- memory --accounts {accounts} --users {users}");
     write_results(
         "memory",
         json!({"accounts": accounts, "users": users, "events": dedup_ids, "rss_mib": rss / 1024, "peak_rss_mib": peak / 1024,
-               "fold_seconds": folded.as_secs_f64(), "machine": machine()}),
+               "fold_seconds": folded.as_secs_f64(), "checkpoint_bytes": blob.len(), "encode_seconds": encode.as_secs_f64(),
+               "write_seconds": write.as_secs_f64(), "restore_seconds": restore.as_secs_f64(), "machine": machine()}),
     )
 }
