@@ -462,6 +462,10 @@ fn memory(accounts: usize, users: usize) -> anyhow::Result<()> {
     // Checkpoint of that state: encode (under the engine lock in production),
     // write to the directory store, then restore as a restart would.
     let t = Instant::now();
+    let copy = engine.clone();
+    let clone = t.elapsed();
+    drop(copy);
+    let t = Instant::now();
     let blob = engine.encode();
     let encode = t.elapsed();
     let dir = std::env::temp_dir().join(format!("cspulse-bench-{}", std::process::id()));
@@ -478,6 +482,7 @@ fn memory(accounts: usize, users: usize) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     println!("  checkpoint size                {:.1} MiB", blob.len() as f64 / (1 << 20) as f64);
     println!("  checkpoint encode (lock held)  {:.2} s", encode.as_secs_f64());
+    println!("  (a full clone of the state     {:.2} s)", clone.as_secs_f64());
     println!("  checkpoint write (file, fsync) {:.2} s", write.as_secs_f64());
     println!("  restore: read + decode         {:.2} s (active_users_7d after restore: {restored_users})", restore.as_secs_f64());
     println!("reproduce: cargo run --release -p cspulse-load -- memory --accounts {accounts} --users {users}");
