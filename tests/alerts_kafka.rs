@@ -40,7 +40,18 @@ async fn alerts_reach_the_topic_rest_metrics_and_push() {
         ("cs.revenue", json!({"event_id":"r1","ts":"2026-11-01T00:04:00Z","account_id":"acme","kind":"churn"})),
         ("cs.accounts", json!({"event_id":"a2","ts":"2026-11-01T00:05:00Z","account_id":"other","csm_id":"csm-8"})),
     ];
-    for (topic, body) in &events {
+    // The upsert first, folded before the rest (topics are consumed in any
+    // interleaving), so the p1 alert already knows the account's name.
+    let (topic, body) = &events[0];
+    produce(&p, topic, 0, "acme", &serde_json::to_vec(body).unwrap()).await;
+    let base = format!("http://{}", app.addr);
+    let exec = token(Role::Executive, None);
+    wait_for("the upsert folded", Duration::from_secs(30), || {
+        let (url, exec) = (format!("{base}/api/v1/accounts/acme"), exec.clone());
+        async move { (get(&url, Some(&exec)).await.1["info"]["name"] == json!("Acme Corp")).then_some(()) }
+    })
+    .await;
+    for (topic, body) in &events[1..] {
         produce(&p, topic, 0, "acme", &serde_json::to_vec(body).unwrap()).await;
     }
     // account_red ×2 (acme, other) + p1 firing + p1 resolved + churned = 5.
@@ -80,7 +91,6 @@ async fn alerts_reach_the_topic_rest_metrics_and_push() {
     let first = tokio::time::timeout(Duration::from_secs(5), pushed.recv()).await.unwrap().unwrap();
     assert_eq!(first.rule, "account_red");
 
-    let base = format!("http://{}", app.addr);
     let (status, all) = get(&format!("{base}/api/v1/alerts?state=firing"), Some(&token(Role::Manager, None))).await;
     assert_eq!(status, 200);
     let rules: Vec<_> =
