@@ -14,6 +14,7 @@ pub mod demo;
 pub mod event;
 pub mod http;
 pub mod ingest;
+pub mod push;
 pub mod state;
 pub mod telemetry;
 pub mod time;
