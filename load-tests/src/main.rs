@@ -478,13 +478,18 @@ fn memory(accounts: usize, users: usize) -> anyhow::Result<()> {
     let loaded = store.load()?.context("checkpoint written above")?;
     let restored = Engine::decode(StateConfig::default(), &loaded)?;
     let restore = t.elapsed();
-    let restored_users = restored.channel_view(&cspulse::state::view::Channel::Executive)["portfolio"]["usage"]["active_users_7d"].clone();
+    let restored_users =
+        restored.channel_view(&cspulse::state::view::Channel::Executive)["portfolio"]["usage"]["active_users_7d"]
+            .clone();
     let _ = std::fs::remove_dir_all(&dir);
     println!("  checkpoint size                {:.1} MiB", blob.len() as f64 / (1 << 20) as f64);
     println!("  checkpoint encode (lock held)  {:.2} s", encode.as_secs_f64());
     println!("  (a full clone of the state     {:.2} s)", clone.as_secs_f64());
     println!("  checkpoint write (file, fsync) {:.2} s", write.as_secs_f64());
-    println!("  restore: read + decode         {:.2} s (active_users_7d after restore: {restored_users})", restore.as_secs_f64());
+    println!(
+        "  restore: read + decode         {:.2} s (active_users_7d after restore: {restored_users})",
+        restore.as_secs_f64()
+    );
     println!("reproduce: cargo run --release -p cspulse-load -- memory --accounts {accounts} --users {users}");
     write_results(
         "memory",
