@@ -18,6 +18,7 @@ use crate::checkpoint::{CheckpointStatus, Store};
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::ingest::{Ingest, Shared, TopicNames};
+use crate::push::server::{Limits, PushService};
 use crate::state::Engine;
 
 pub struct App {
@@ -43,9 +44,17 @@ impl App {
             .await
             .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
         let addr = listener.local_addr()?;
+        let auth = Arc::new(Auth::new(&config.auth.jwt_secret, config.auth.insecure));
+        let push = PushService::new(
+            shared.clone(),
+            auth.clone(),
+            config.http.allowed_origins.clone(),
+            config.push.history,
+            Limits::default(),
+        );
         let state = AppState {
             shared: shared.clone(),
-            auth: Arc::new(Auth::new(&config.auth.jwt_secret, config.auth.insecure)),
+            auth,
             max_lag: config.readiness.max_lag,
             store: store.describe(),
             checkpoints: checkpoint_status.clone(),
@@ -54,7 +63,7 @@ impl App {
             warn!("auth.insecure is set: every request is served without a token");
         }
         let (stop, mut stopped) = watch::channel(false);
-        let router = http::router(state);
+        let router = http::router(state, push.clone());
         // Serve health and readiness while the state is being restored.
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -65,6 +74,8 @@ impl App {
         });
         restore(&shared, &store, config).await?;
         let ingest = Ingest::start(&config.kafka, shared.clone()).context("cannot create the Kafka consumer")?;
+        let c = &config.cadence;
+        tokio::spawn(push.run([c.health.0, c.usage.0, c.tickets.0, c.revenue.0], stop.subscribe()));
         let checkpoints = tokio::spawn(crate::checkpoint::run_loop(
             shared.clone(),
             store.clone(),

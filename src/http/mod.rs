@@ -92,7 +92,8 @@ fn principal(state: &AppState, headers: &HeaderMap, query: &TokenQuery) -> Resul
     Ok(state.auth.verify(bearer(headers, query))?)
 }
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, push: Arc<crate::push::server::PushService>) -> Router {
+    let ws = Router::new().route("/ws", get(crate::push::server::upgrade)).with_state(push);
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
@@ -103,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts", get(alerts))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
+        .merge(ws)
 }
 
 async fn index() -> Json<serde_json::Value> {

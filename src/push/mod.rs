@@ -277,5 +277,7 @@ impl ChannelState {
     }
 }
 
+pub mod server;
+
 #[cfg(test)]
 mod tests;

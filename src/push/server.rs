@@ -1,0 +1,402 @@
+//! WebSocket push (SPEC §6) on axum: `GET /ws`, token auth before the
+//! upgrade, role-checked subscriptions, per-topic cadence ticks, alerts at
+//! once, and a bounded queue per connection.
+//!
+//! Every message is serialized once per channel and shared by all
+//! subscribers (`Utf8Bytes` is reference-counted). Fan-out never waits: a
+//! subscriber whose queue is full is disconnected with 1008 `slow consumer`,
+//! so a slow or dead client never slows ingestion or other clients. Locks
+//! are taken in one order (hub, then engine) and never held across `.await`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use metrics::{counter, gauge};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::{ChannelState, PushTopic};
+use crate::alert::{Alert, ScopeKind, Severity};
+use crate::auth::{Auth, Principal};
+use crate::http::{ApiError, TokenQuery, bearer};
+use crate::ingest::Shared;
+use crate::state::view::Channel;
+
+/// Limits of §6.5.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_subscriptions: usize,
+    pub max_frame_bytes: usize,
+    pub max_messages_per_sec: u32,
+    /// Outbound messages queued per connection before it counts as slow.
+    pub queue: usize,
+    pub ping_every: Duration,
+    pub drop_after: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 20_000,
+            max_subscriptions: 32,
+            max_frame_bytes: 4096,
+            max_messages_per_sec: 20,
+            queue: 256,
+            ping_every: Duration::from_secs(30),
+            drop_after: Duration::from_secs(90),
+        }
+    }
+}
+
+/// A subscriber's outbound queue.
+type Outbox = mpsc::Sender<Utf8Bytes>;
+
+struct Entry {
+    state: ChannelState,
+    subscribers: HashMap<u64, Outbox>,
+}
+
+/// Channels with their push state and subscribers.
+pub struct PushService {
+    shared: Arc<Shared>,
+    auth: Arc<Auth>,
+    allowed_origins: Vec<String>,
+    history: usize,
+    limits: Limits,
+    channels: Mutex<HashMap<Channel, Entry>>,
+    next_connection: AtomicU64,
+    connections: AtomicUsize,
+}
+
+fn frame(text: &str) -> Utf8Bytes {
+    Utf8Bytes::from(text)
+}
+
+impl PushService {
+    pub fn new(
+        shared: Arc<Shared>,
+        auth: Arc<Auth>,
+        allowed_origins: Vec<String>,
+        history: usize,
+        limits: Limits,
+    ) -> Arc<Self> {
+        Arc::new(PushService {
+            shared,
+            auth,
+            allowed_origins,
+            history,
+            limits,
+            channels: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(1),
+            connections: AtomicUsize::new(0),
+        })
+    }
+
+    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<Channel, Entry>> {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends to every subscriber without waiting; full queues are dropped
+    /// (their connections close as slow consumers).
+    fn fan_out(entry: &mut Entry, message: &Utf8Bytes) {
+        entry.subscribers.retain(|_, tx| match tx.try_send(message.clone()) {
+            Ok(()) => {
+                counter!("cspulse_ws_messages_sent_total").increment(1);
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                counter!("cspulse_ws_slow_consumer_disconnects_total").increment(1);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+    }
+
+    /// A tick of `topic` on every channel with subscribers.
+    pub fn tick(&self, topic: PushTopic) {
+        let mut channels = self.channels();
+        let engine = self.shared.engine();
+        for (channel, entry) in channels.iter_mut() {
+            if entry.subscribers.is_empty() {
+                continue;
+            }
+            if let Some(message) = entry.state.tick(topic, &engine.channel_view(channel)) {
+                Self::fan_out(entry, &frame(&message));
+            }
+        }
+    }
+
+    /// An alert: `alert` messages on the channels §6.4 routes it to, then the
+    /// `alerts` sections of every channel at once.
+    pub fn alert(&self, alert: &Alert) {
+        let json = alert.to_json();
+        {
+            let mut channels = self.channels();
+            for channel in routes(alert) {
+                if let Some(entry) = channels.get_mut(&channel)
+                    && !entry.subscribers.is_empty()
+                {
+                    let message = entry.state.alert(&json);
+                    Self::fan_out(entry, &frame(&message));
+                }
+            }
+        }
+        self.tick(PushTopic::Alerts);
+    }
+
+    /// Registers a subscriber and returns what it gets first.
+    fn subscribe(&self, conn: u64, channel: &Channel, since: Option<u64>, tx: &Outbox) -> Result<(), ()> {
+        let mut channels = self.channels();
+        let entry = channels.entry(channel.clone()).or_insert_with(|| Entry {
+            state: ChannelState::new(channel.to_string(), self.shared.engine().channel_view(channel), self.history),
+            subscribers: HashMap::new(),
+        });
+        for message in entry.state.subscribe(since) {
+            tx.try_send(frame(&message)).map_err(|_| ())?;
+        }
+        entry.subscribers.insert(conn, tx.clone());
+        gauge!("cspulse_ws_subscriptions", "channel" => channel_kind(channel)).increment(1.0);
+        Ok(())
+    }
+
+    fn unsubscribe(&self, conn: u64, channel: &Channel) -> bool {
+        let removed = self.channels().get_mut(channel).is_some_and(|e| e.subscribers.remove(&conn).is_some());
+        if removed {
+            gauge!("cspulse_ws_subscriptions", "channel" => channel_kind(channel)).decrement(1.0);
+        }
+        removed
+    }
+
+    /// Runs the cadence tickers and the alert relay until `stop`.
+    pub async fn run(self: Arc<Self>, cadences: [Duration; 4], mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut alerts = self.shared.alerts.subscribe();
+        // Ticket changes go out in real time, coalesced for at most 100 ms.
+        let every = cadences.map(|d| d.max(Duration::from_millis(100)));
+        let topics = [PushTopic::Health, PushTopic::Usage, PushTopic::Tickets, PushTopic::Revenue];
+        let mut tickers: Vec<tokio::time::Interval> = every.iter().map(|d| tokio::time::interval(*d)).collect();
+        for t in &mut tickers {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        let [h, u, t, r] = &mut tickers[..] else { unreachable!("four cadences") };
+        enum Next {
+            Tick(PushTopic),
+            Alert(Arc<Alert>),
+            Stop,
+            Skip,
+        }
+        loop {
+            let next = tokio::select! {
+                _ = h.tick() => Next::Tick(topics[0]),
+                _ = u.tick() => Next::Tick(topics[1]),
+                _ = t.tick() => Next::Tick(topics[2]),
+                _ = r.tick() => Next::Tick(topics[3]),
+                alert = alerts.recv() => match alert {
+                    Ok(a) => Next::Alert(a),
+                    // Lagging behind the broadcast: sections still catch up at the next tick.
+                    Err(_) => Next::Skip,
+                },
+                changed = stop.changed() => if changed.is_err() || *stop.borrow() { Next::Stop } else { Next::Skip },
+            };
+            let me = self.clone();
+            match next {
+                Next::Tick(topic) => {
+                    let _ = tokio::task::spawn_blocking(move || me.tick(topic)).await;
+                }
+                Next::Alert(alert) => {
+                    let _ = tokio::task::spawn_blocking(move || me.alert(&alert)).await;
+                }
+                Next::Stop => return,
+                Next::Skip => {}
+            }
+        }
+    }
+}
+
+fn channel_kind(c: &Channel) -> &'static str {
+    match c {
+        Channel::Executive => "executive",
+        Channel::Manager => "manager",
+        Channel::Analyst => "analyst",
+        Channel::Csm(_) => "csm",
+    }
+}
+
+/// §6.4 routing of `alert` messages.
+pub fn routes(alert: &Alert) -> Vec<Channel> {
+    let critical = alert.severity == Severity::Critical;
+    let mut out = Vec::new();
+    match alert.scope {
+        ScopeKind::Account => {
+            if let Some(owner) = alert.owner() {
+                out.push(Channel::Csm(owner.to_owned()));
+            }
+            out.push(Channel::Manager);
+            if critical {
+                out.push(Channel::Executive);
+            }
+        }
+        ScopeKind::Csm => out.extend([Channel::Csm(alert.scope_id.clone()), Channel::Manager, Channel::Executive]),
+        ScopeKind::Segment | ScopeKind::Portfolio => out.extend([Channel::Manager, Channel::Executive]),
+    }
+    out
+}
+
+/// `GET /ws`: checks the origin and the token, then upgrades.
+pub async fn upgrade(
+    State(service): State<Arc<PushService>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
+        && !service.allowed_origins.is_empty()
+        && !service.allowed_origins.iter().any(|a| a == origin || a == "*")
+    {
+        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "origin not allowed").into_response();
+    }
+    let who = match service.auth.verify(bearer(&headers, &query)) {
+        Ok(p) => p,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    if service.connections.load(Ordering::Relaxed) >= service.limits.max_connections {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "rate_limited", "too many connections").into_response();
+    }
+    let max = service.limits.max_frame_bytes;
+    ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| connection(service, who, socket))
+}
+
+fn error(code: &str, message: &str) -> Utf8Bytes {
+    frame(&json!({"type": "error", "code": code, "message": message}).to_string())
+}
+
+async fn connection(service: Arc<PushService>, who: Principal, socket: WebSocket) {
+    let conn = service.next_connection.fetch_add(1, Ordering::Relaxed);
+    service.connections.fetch_add(1, Ordering::Relaxed);
+    gauge!("cspulse_ws_connections").increment(1.0);
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(service.limits.queue);
+    let mut subscribed: Vec<Channel> = Vec::new();
+    let mut last_heard = Instant::now();
+    let mut ping = tokio::time::interval(service.limits.ping_every);
+    let mut window = (Instant::now(), 0u32);
+    let close = |code: u16, reason: &'static str| {
+        Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
+    };
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(text) => {
+                    if sink.send(Message::Text(text)).await.is_err() { break; }
+                }
+                None => break,
+            },
+            inbound = stream.next() => {
+                let Some(Ok(msg)) = inbound else { break };
+                last_heard = Instant::now();
+                let text = match msg {
+                    Message::Text(t) => t,
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                // At most N client messages per second.
+                if window.0.elapsed() >= Duration::from_secs(1) { window = (Instant::now(), 0); }
+                window.1 += 1;
+                let reply = if window.1 > service.limits.max_messages_per_sec {
+                    Some(error("rate_limited", "at most 20 messages per second"))
+                } else {
+                    handle(&service, &who, conn, &text, &tx, &mut subscribed)
+                };
+                if let Some(reply) = reply
+                    && tx.try_send(reply).is_err()
+                {
+                    break;
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > service.limits.drop_after {
+                    let _ = sink.send(close(1001, "no activity")).await;
+                    break;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() { break; }
+            }
+        }
+        // Dropped from a full fan-out: this subscriber was too slow.
+        if subscribed.iter().any(|c| !service.is_subscribed(conn, c)) {
+            let _ = sink.send(close(1008, "slow consumer")).await;
+            break;
+        }
+    }
+    for c in &subscribed {
+        service.unsubscribe(conn, c);
+    }
+    service.connections.fetch_sub(1, Ordering::Relaxed);
+    gauge!("cspulse_ws_connections").decrement(1.0);
+    debug!(conn, "websocket closed");
+}
+
+impl PushService {
+    fn is_subscribed(&self, conn: u64, channel: &Channel) -> bool {
+        self.channels().get(channel).is_some_and(|e| e.subscribers.contains_key(&conn))
+    }
+}
+
+/// One client message; returns an immediate reply, if any.
+fn handle(
+    service: &PushService,
+    who: &Principal,
+    conn: u64,
+    text: &str,
+    tx: &Outbox,
+    subscribed: &mut Vec<Channel>,
+) -> Option<Utf8Bytes> {
+    let Ok(msg) = serde_json::from_str::<Value>(text) else {
+        return Some(error("bad_request", "messages are JSON objects"));
+    };
+    let channel_of = |msg: &Value| -> Result<Channel, Utf8Bytes> {
+        let name = msg["channel"].as_str().ok_or_else(|| error("bad_request", "channel is required"))?;
+        let channel = Channel::parse(name).ok_or_else(|| error("unknown_channel", "no such channel"))?;
+        if !who.may_read(&channel) {
+            return Err(error("forbidden", "this role may not read that channel"));
+        }
+        Ok(channel)
+    };
+    match msg["op"].as_str() {
+        Some("ping") => Some(frame(r#"{"type":"pong"}"#)),
+        Some("subscribe") => {
+            let channel = match channel_of(&msg) {
+                Ok(c) => c,
+                Err(e) => return Some(e),
+            };
+            if subscribed.contains(&channel) {
+                service.unsubscribe(conn, &channel);
+                subscribed.retain(|c| c != &channel);
+            }
+            if subscribed.len() >= service.limits.max_subscriptions {
+                return Some(error("bad_request", "too many subscriptions on this connection"));
+            }
+            let since = msg["since"].as_u64();
+            if service.subscribe(conn, &channel, since, tx).is_ok() {
+                subscribed.push(channel);
+            }
+            None
+        }
+        Some("unsubscribe") => match channel_of(&msg) {
+            Ok(channel) => {
+                service.unsubscribe(conn, &channel);
+                subscribed.retain(|c| c != &channel);
+                None
+            }
+            Err(e) => Some(e),
+        },
+        _ => Some(error("bad_request", "op must be subscribe, unsubscribe or ping")),
+    }
+}
