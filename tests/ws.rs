@@ -209,3 +209,76 @@ async fn clients_follow_their_channels_and_csms_see_only_their_book() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cadences_hold_and_resume_replays_exactly_what_was_missed() {
+    let (_cluster, mut config) = cluster_and_config();
+    config.cadence.health = "1s".parse().unwrap();
+    for c in [&mut config.cadence.usage, &mut config.cadence.revenue, &mut config.cadence.tickets] {
+        *c = "100ms".parse().unwrap();
+    }
+    let app = App::start(&config).await.expect("engine starts");
+    let manager = token(Role::Manager, None);
+    let mut client = connect(app.addr, &manager).await;
+    client.op(json!({"op": "subscribe", "channel": "manager"}));
+    client.next().await;
+    let mut copy = Copy { data: Value::Null, seq: 0 };
+    copy.apply(&client.next().await);
+
+    // Once the consumer is folding, health-changing events every 100 ms for 3.5 s.
+    let p = producer(&config.kafka.brokers);
+    let warm = json!({"event_id": "warm", "ts": "2026-10-31T00:00:00Z", "account_id": "acme", "csm_id": "csm-1"});
+    produce(&p, "cs.accounts", 0, "acme", &serde_json::to_vec(&warm).unwrap()).await;
+    wait_for("consuming", Duration::from_secs(30), || {
+        let (url, t) = (format!("http://{}/api/v1/accounts/acme", app.addr), manager.clone());
+        async move { (get(&url, Some(&t)).await.0 == 200).then_some(()) }
+    })
+    .await;
+    let start = Instant::now();
+    let mut health_at: Vec<Instant> = Vec::new();
+    let mut i = 0;
+    while start.elapsed() < Duration::from_millis(3500) {
+        i += 1;
+        let body = json!({"event_id": format!("t{i}"), "ts": format!("2026-11-01T00:{:02}:{:02}Z", i / 60, i % 60), "account_id": "acme",
+            "csm_id": "csm-1", "seats": i});
+        produce(&p, "cs.accounts", 0, "acme", &serde_json::to_vec(&body).unwrap()).await;
+        while let Ok(m) = client.frames.try_recv() {
+            copy.apply(&m);
+            if m["topic"] == json!("health") {
+                health_at.push(Instant::now());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(health_at.len() >= 2, "health updates arrive at their cadence: {}", health_at.len());
+    for w in health_at.windows(2) {
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(800),
+            "health pushed sooner than its 1 s cadence: {:?}",
+            w[1] - w[0]
+        );
+    }
+
+    // Disconnect, miss some updates, resume with `since`.
+    let since = copy.seq;
+    drop(client);
+    for j in 0..3 {
+        let body = json!({"event_id": format!("late-{j}"), "ts": format!("2026-11-01T01:00:{j:02}Z"), "account_id": "acme", "seats": 100 + j});
+        produce(&p, "cs.accounts", 0, "acme", &serde_json::to_vec(&body).unwrap()).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let mut back = connect(app.addr, &manager).await;
+    back.op(json!({"op": "subscribe", "channel": "manager", "since": since}));
+    let subscribed = back.next().await;
+    assert_eq!(subscribed["type"], json!("subscribed"));
+    let now_seq = subscribed["seq"].as_u64().unwrap();
+    assert!(now_seq > since, "updates were missed");
+    for expected in since + 1..=now_seq {
+        let m = back.next().await;
+        assert_eq!(m["seq"], json!(expected), "exactly the missed messages, in order, no snapshot: {m}");
+        copy.apply(&m);
+    }
+    let (_, rest) = get(&format!("http://{}/api/v1/channels/manager", app.addr), Some(&manager)).await;
+    assert!(same_modulo_nulls(&copy.data, &rest), "resumed copy equals REST\n{}\n{}", copy.data, rest);
+    app.shutdown().await;
+}

@@ -160,6 +160,14 @@ impl PushService {
             state: ChannelState::new(channel.to_string(), self.shared.engine().channel_view(channel), self.history),
             subscribers: HashMap::new(),
         });
+        if entry.subscribers.is_empty() {
+            // A dormant channel is not ticked; bring it up to date (recorded
+            // as updates, so a client resuming with `since` replays them).
+            let current = self.shared.engine().channel_view(channel);
+            for topic in PushTopic::ALL {
+                entry.state.tick(topic, &current);
+            }
+        }
         for message in entry.state.subscribe(since) {
             tx.try_send(frame(&message)).map_err(|_| ())?;
         }
