@@ -123,7 +123,10 @@ fn print_banner(config: &Config, bootstrap: &str, addr: SocketAddr, opts: &DemoO
         out.push_str(&format!("  {:<9} {base}/api/v1/channels/{channel}?token={t}\n", role_name(role)));
     }
     out.push_str(&format!(
-        "\nAlso: {base}/metrics  {base}/readyz  ·  mint more: cspulse token --role csm --csm-id csm-02\nPress Ctrl-C to stop.\n"
+        "\nLive updates: ws://{addr}/ws?token=<token>, then send {{\"op\":\"subscribe\",\"channel\":\"executive\"}}\n"
+    ));
+    out.push_str(&format!(
+        "Also: {base}/api/v1/alerts?state=firing  {base}/metrics  {base}/readyz  ·  mint more: cspulse token --role csm --csm-id csm-02\nPress Ctrl-C to stop.\n"
     ));
     println!("{out}");
     Ok(())
