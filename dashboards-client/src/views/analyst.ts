@@ -1,0 +1,99 @@
+//! Analyst view: segments and regions side by side, feature adoption,
+//! the health histogram and first-response percentiles. Channel `analyst`:
+//! `{as_of, portfolio, segments, regions, features, health_histogram}`.
+
+import { count, dec1, minutes, money, pct } from '../format.js';
+import type { Json, JsonObject } from '../mergePatch';
+import { at, esc, keys, num, obj, val } from './common';
+
+function scopeTable(kind: 'segments' | 'regions', title: string, scopes: JsonObject): string {
+  const names = keys(scopes);
+  const F = (n: string, p: string) => `${kind}.${n}.${p}`;
+  const g = (n: string, p: string) => at(scopes[n], p);
+  return `<section class="panel" aria-labelledby="h-${kind}"><h2 id="h-${kind}">${title}</h2><div class="table-wrap"><table class="data">
+    <thead><tr><th scope="col">${kind === 'segments' ? 'Segment' : 'Region'}</th><th scope="col" class="n">Accounts</th><th scope="col" class="n">ARR</th>
+    <th scope="col" class="n">At risk</th><th scope="col" class="n">Health</th><th scope="col" class="n">NRR QTD</th><th scope="col" class="n">GRR QTD</th>
+    <th scope="col" class="n">Adoption</th><th scope="col" class="n">Open</th><th scope="col" class="n">CSAT</th></tr></thead>
+    <tbody>${names
+      .map(
+        (n) => `<tr><th scope="row">${esc(n)}</th>
+      <td class="n">${val(F(n, 'health.accounts'), g(n, 'health.accounts'), count(g(n, 'health.accounts')))}</td>
+      <td class="n">${val(F(n, 'revenue.arr'), g(n, 'revenue.arr'), money(g(n, 'revenue.arr')))}</td>
+      <td class="n">${val(F(n, 'health.at_risk_share'), g(n, 'health.at_risk_share'), pct(g(n, 'health.at_risk_share')))}</td>
+      <td class="n">${val(F(n, 'health.avg_score'), g(n, 'health.avg_score'), dec1(g(n, 'health.avg_score')))}</td>
+      <td class="n">${val(F(n, 'revenue.nrr_qtd'), g(n, 'revenue.nrr_qtd'), pct(g(n, 'revenue.nrr_qtd')))}</td>
+      <td class="n">${val(F(n, 'revenue.grr_qtd'), g(n, 'revenue.grr_qtd'), pct(g(n, 'revenue.grr_qtd')))}</td>
+      <td class="n">${val(F(n, 'usage.adoption_rate'), g(n, 'usage.adoption_rate'), pct(g(n, 'usage.adoption_rate')))}</td>
+      <td class="n">${val(F(n, 'tickets.open.total'), g(n, 'tickets.open.total'), count(g(n, 'tickets.open.total')))}</td>
+      <td class="n">${val(F(n, 'tickets.csat_avg_90d'), g(n, 'tickets.csat_avg_90d'), dec1(g(n, 'tickets.csat_avg_90d')))}</td></tr>`,
+      )
+      .join('')}</tbody></table></div></section>`;
+}
+
+function percentiles(label: string, field: string, frm: Json | undefined): string {
+  return `<tr><th scope="row">${esc(label)}</th>
+    <td class="n">${val(`${field}.count`, at(frm, 'count'), count(at(frm, 'count')))}</td>
+    <td class="n">${val(`${field}.p50`, at(frm, 'p50') ?? null, minutes(at(frm, 'p50')))}</td>
+    <td class="n">${val(`${field}.p90`, at(frm, 'p90') ?? null, minutes(at(frm, 'p90')))}</td>
+    <td class="n">${val(`${field}.p99`, at(frm, 'p99') ?? null, minutes(at(frm, 'p99')))}</td></tr>`;
+}
+
+export class AnalystView {
+  private root: HTMLElement | null = null;
+
+  mount(root: HTMLElement): void {
+    this.root = root;
+    root.innerHTML = `<div data-part="body"></div>`;
+  }
+
+  unmount(): void {
+    this.root = null;
+  }
+
+  update(data: JsonObject | null): void {
+    const root = this.root;
+    if (!root) return;
+    const body = root.querySelector('[data-part="body"]') as HTMLElement;
+    if (!data) {
+      body.innerHTML = `<p class="empty">Waiting for data…</p>`;
+      return;
+    }
+    const features = obj(data.features);
+    const names = Object.keys(features).sort(
+      (a, b) => (num(at(features[b], 'accounts_30d')) ?? 0) - (num(at(features[a], 'accounts_30d')) ?? 0) || a.localeCompare(b),
+    );
+    const maxAccounts = Math.max(1, ...names.map((n) => num(at(features[n], 'accounts_30d')) ?? 0));
+    const hist = Array.isArray(data.health_histogram) ? (data.health_histogram as Json[]) : [];
+    const maxBucket = Math.max(1, ...hist.map((n) => num(n) ?? 0));
+    const segs = obj(data.segments);
+    body.innerHTML = `
+      <div class="grid-2">${scopeTable('segments', 'Segments', segs)}${scopeTable('regions', 'Regions', obj(data.regions))}</div>
+      <div class="grid-2">
+        <section class="panel" aria-labelledby="h-features"><h2 id="h-features">Feature adoption (30 days)</h2><div class="table-wrap"><table class="data features">
+          <thead><tr><th scope="col">Feature</th><th scope="col">Accounts</th><th scope="col" class="n">Users</th></tr></thead>
+          <tbody>${names
+            .map((n) => {
+              const acc = num(at(features[n], 'accounts_30d')) ?? 0;
+              return `<tr data-feature="${esc(n)}"><th scope="row">${esc(n)}</th>
+                <td><div class="inline-bar"><div class="bar"><div class="bar-fill" style="width:${((acc / maxAccounts) * 100).toFixed(1)}%"></div></div>${val(`features.${n}.accounts_30d`, acc, count(acc))}</div></td>
+                <td class="n">${val(`features.${n}.users_30d`, at(features[n], 'users_30d'), count(at(features[n], 'users_30d')))}</td></tr>`;
+            })
+            .join('')}</tbody></table></div></section>
+        <section class="panel" aria-labelledby="h-hist"><h2 id="h-hist">Health histogram</h2>
+          <div class="histogram" role="img" aria-label="Accounts per health score bucket">${hist
+            .map((n, i) => {
+              const v = num(n) ?? 0;
+              const tier = i >= 7 ? 'green' : i >= 4 ? 'yellow' : 'red';
+              return `<div class="hbar"><div class="hbar-n">${val(`health_histogram.${i}`, v, count(v))}</div><div class="hbar-col"><div class="hbar-fill tier-bg-${tier}" style="height:${((v / maxBucket) * 100).toFixed(1)}%"></div></div><div class="hbar-label">${i * 10}</div></div>`;
+            })
+            .join('')}</div>
+          <p class="muted">Accounts by health score, buckets of 10 (0–9 … 90–100); colour follows the default tier thresholds.</p>
+          <h2 id="h-frt">First-response time (30 days)</h2>
+          <div class="table-wrap"><table class="data"><thead><tr><th scope="col">Scope</th><th scope="col" class="n">Tickets</th><th scope="col" class="n">p50</th><th scope="col" class="n">p90</th><th scope="col" class="n">p99</th></tr></thead>
+          <tbody>${percentiles('Portfolio', 'portfolio.tickets.first_response_minutes', at(data.portfolio, 'tickets.first_response_minutes'))}${keys(segs)
+            .map((s) => percentiles(s, `segments.${s}.tickets.first_response_minutes`, at(segs[s], 'tickets.first_response_minutes')))
+            .join('')}</tbody></table></div>
+        </section>
+      </div>`;
+  }
+}

@@ -1,0 +1,133 @@
+//! Manager view: one row per CSM (and the unassigned accounts), sortable by
+//! any column; a CSM's row opens their book. Channel `manager`:
+//! `{as_of, csms: {csm_id: KPI}, unassigned: KPI}`.
+
+import { count, money, pct } from '../format.js';
+import type { Json, JsonObject } from '../mergePatch';
+import { at, esc, num, obj, TIERS, val } from './common';
+import { TIER_ICON } from '../format.js';
+
+interface Column {
+  key: string;
+  label: string;
+  /** Sort key of a row's KPI. */
+  sort: (k: Json) => number | string | null;
+  numeric: boolean;
+}
+
+const COLUMNS: Column[] = [
+  { key: 'csm', label: 'CSM', sort: () => null, numeric: false },
+  { key: 'accounts', label: 'Accounts', sort: (k) => num(at(k, 'health.accounts')), numeric: true },
+  { key: 'arr', label: 'ARR', sort: (k) => num(at(k, 'revenue.arr')), numeric: true },
+  { key: 'tiers', label: 'Tiers', sort: (k) => num(at(k, 'health.tiers.red.accounts')), numeric: true },
+  { key: 'at_risk', label: 'At-risk ARR', sort: (k) => num(at(k, 'health.at_risk_arr')), numeric: true },
+  { key: 'nrr', label: 'NRR QTD', sort: (k) => num(at(k, 'revenue.nrr_qtd')), numeric: true },
+  { key: 'tickets', label: 'Open tickets', sort: (k) => num(at(k, 'tickets.open.total')), numeric: true },
+  { key: 'sla', label: 'SLA breaches', sort: (k) => num(at(k, 'tickets.sla_breached')), numeric: true },
+  { key: 'alerts', label: 'Alerts firing', sort: (k) => (num(at(k, 'alerts.critical')) ?? 0) * 1e6 + (num(at(k, 'alerts.warning')) ?? 0), numeric: true },
+];
+
+export class ManagerView {
+  private root: HTMLElement | null = null;
+  sortKey = 'at_risk';
+  sortDesc = true;
+
+  constructor(
+    private readonly onChange: () => void,
+    private readonly onDrill: ((csmId: string) => void) | null,
+  ) {}
+
+  mount(root: HTMLElement): void {
+    this.root = root;
+    root.innerHTML = `<section class="panel" aria-labelledby="h-team"><h2 id="h-team">Team</h2><div class="table-wrap" data-part="team"></div>
+      <p class="muted hint">${this.onDrill ? 'Click a CSM to open their book. ' : ''}Click a column to sort.</p></section>`;
+    root.addEventListener('click', (ev) => {
+      const t = ev.target as HTMLElement;
+      const th = t.closest('[data-sort]') as HTMLElement | null;
+      const row = t.closest('[data-csm]') as HTMLElement | null;
+      if (th) this.sortBy(th.dataset.sort!);
+      else if (row && this.onDrill) this.onDrill(row.dataset.csm!);
+    });
+    root.addEventListener('keydown', (ev) => {
+      const t = ev.target as HTMLElement;
+      if (ev.key !== 'Enter' && ev.key !== ' ') return;
+      const th = t.closest('[data-sort]') as HTMLElement | null;
+      const row = t.closest('[data-csm]') as HTMLElement | null;
+      if (th || (row && this.onDrill)) ev.preventDefault();
+      if (th) this.sortBy(th.dataset.sort!);
+      else if (row && this.onDrill) this.onDrill(row.dataset.csm!);
+    });
+  }
+
+  unmount(): void {
+    this.root = null;
+  }
+
+  sortBy(key: string): void {
+    if (this.sortKey === key) this.sortDesc = !this.sortDesc;
+    else {
+      this.sortKey = key;
+      this.sortDesc = key !== 'csm';
+    }
+    this.onChange();
+  }
+
+  /** CSM ids in the current sort order. */
+  order(data: JsonObject): string[] {
+    const csms = obj(data.csms);
+    const col = COLUMNS.find((c) => c.key === this.sortKey) ?? COLUMNS[0];
+    const dir = this.sortDesc ? -1 : 1;
+    return Object.keys(csms).sort((a, b) => {
+      const va = col.key === 'csm' ? a : col.sort(csms[a]);
+      const vb = col.key === 'csm' ? b : col.sort(csms[b]);
+      if (va === vb) return a.localeCompare(b);
+      if (va === null) return 1;
+      if (vb === null) return -1;
+      return (va < vb ? -1 : 1) * dir;
+    });
+  }
+
+  update(data: JsonObject | null): void {
+    const root = this.root;
+    if (!root) return;
+    const el = root.querySelector('[data-part="team"]') as HTMLElement;
+    if (!data) {
+      el.innerHTML = `<p class="empty">Waiting for data…</p>`;
+      return;
+    }
+    const row = (id: string, k: Json, label: string, drill: boolean) => {
+      const F = (p: string) => (drill ? `csms.${id}.${p}` : `unassigned.${p}`);
+      const crit = num(at(k, 'alerts.critical')) ?? 0;
+      const warn = num(at(k, 'alerts.warning')) ?? 0;
+      return `<tr ${drill ? `data-csm="${esc(id)}" tabindex="0" class="clickable"` : 'class="unassigned"'}>
+        <th scope="row">${esc(label)}</th>
+        <td class="n">${val(F('health.accounts'), at(k, 'health.accounts'), count(at(k, 'health.accounts')))}</td>
+        <td class="n">${val(F('revenue.arr'), at(k, 'revenue.arr'), money(at(k, 'revenue.arr')))}</td>
+        <td class="tiers-cell">${TIERS.map(
+          (t) => `<span class="tier-count tier-${t}" title="${t}"><span aria-hidden="true">${TIER_ICON[t]}</span>${val(
+            F(`health.tiers.${t}.accounts`),
+            at(k, `health.tiers.${t}.accounts`),
+            count(at(k, `health.tiers.${t}.accounts`)),
+          )}<span class="sr-only"> ${t}</span></span>`,
+        ).join(' ')}</td>
+        <td class="n">${val(F('health.at_risk_arr'), at(k, 'health.at_risk_arr'), money(at(k, 'health.at_risk_arr')))}</td>
+        <td class="n">${val(F('revenue.nrr_qtd'), at(k, 'revenue.nrr_qtd'), pct(at(k, 'revenue.nrr_qtd')))}</td>
+        <td class="n">${val(F('tickets.open.total'), at(k, 'tickets.open.total'), count(at(k, 'tickets.open.total')))}</td>
+        <td class="n">${val(F('tickets.sla_breached'), at(k, 'tickets.sla_breached'), count(at(k, 'tickets.sla_breached')))}</td>
+        <td class="n">${crit ? `<span class="crit">■ ${val(F('alerts.critical'), crit, count(crit))}</span>` : val(F('alerts.critical'), crit, '')}${
+          warn ? ` <span class="warn">▲ ${val(F('alerts.warning'), warn, count(warn))}</span>` : val(F('alerts.warning'), warn, '')
+        }${crit + warn === 0 ? '<span class="muted">0</span>' : ''}</td>
+      </tr>`;
+    };
+    const csms = obj(data.csms);
+    el.innerHTML = `<table class="data team"><thead><tr>${COLUMNS.map((c) => {
+      const active = c.key === this.sortKey;
+      const aria = active ? (this.sortDesc ? 'descending' : 'ascending') : 'none';
+      return `<th scope="col" class="${c.numeric ? 'n' : ''} sortable" data-sort="${c.key}" aria-sort="${aria}" tabindex="0">${esc(c.label)}${
+        active ? (this.sortDesc ? ' ▼' : ' ▲') : ''
+      }</th>`;
+    }).join('')}</tr></thead><tbody>${this.order(data)
+      .map((id) => row(id, csms[id], id, true))
+      .join('')}${row('', data.unassigned ?? {}, 'Unassigned', false)}</tbody></table>`;
+  }
+}
