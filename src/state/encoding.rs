@@ -116,6 +116,7 @@ impl Engine {
             for idx in 0..engine.slots.len() as u32 {
                 engine.refresh(idx);
             }
+            engine.evaluate_pending(None);
         }
         Ok(engine)
     }

@@ -12,6 +12,8 @@
 //! whose instant has come are re-evaluated when the watermark advances.
 
 pub mod account;
+#[cfg(test)]
+mod alert_prop;
 pub mod config;
 pub mod encoding;
 pub mod health;
@@ -163,6 +165,30 @@ pub struct Engine {
     /// Whether account rules read `days_to_renewal`, which changes at UTC midnight.
     #[serde(skip)]
     renewal_rules: bool,
+    /// Rule evaluations held back until the event is fully applied.
+    #[serde(skip)]
+    pending: Pending,
+}
+
+/// Evaluations held back while one event is folded: rules see the state
+/// after the event, never the passing moment between the watermark's advance
+/// and the event's own change (which no reader can observe either).
+#[derive(Clone, Debug, Default)]
+struct Pending {
+    /// Account refreshes while advancing defer their account rules.
+    deferring: bool,
+    accounts: Vec<u32>,
+    portfolio: bool,
+    segments: BTreeSet<u32>,
+    csms: BTreeSet<u32>,
+}
+
+impl Pending {
+    fn note(&mut self, keys: ScopeKeys) {
+        self.portfolio = true;
+        self.segments.insert(keys.segment);
+        self.csms.extend(keys.csm);
+    }
 }
 
 impl Engine {
@@ -186,6 +212,7 @@ impl Engine {
             stats: FoldStats::default(),
             alerting,
             renewal_rules,
+            pending: Pending::default(),
         }
     }
 
@@ -273,7 +300,8 @@ impl Engine {
         self.seq += 1;
         self.dedup.remember(event_id, ev.ts);
         self.advance(ev.ts);
-        self.apply(&ev);
+        let idx = self.apply(&ev);
+        self.evaluate_pending(Some(idx));
         Outcome::Accepted
     }
 
@@ -283,6 +311,7 @@ impl Engine {
             return;
         }
         self.watermark = Some(ts);
+        self.pending.deferring = true;
         self.dedup.forget_through(ts - self.cfg.dedup_horizon);
         self.features.advance(ts);
         let quarter = quarter_start(ts);
@@ -303,31 +332,45 @@ impl Engine {
             self.refresh(idx);
         }
         for (kind, id) in self.alerting.due_scope_wakes(ts) {
-            let keyed = match kind {
-                ScopeKind::Segment => self.scopes.segments.find(&id).map(|i| (Some(i), None)),
-                ScopeKind::Csm => self.scopes.csms.find(&id).map(|i| (None, Some(i))),
-                _ => Some((None, None)),
-            };
-            if let Some((segment, csm)) = keyed {
-                self.evaluate_scopes(kind == ScopeKind::Portfolio, segment, csm);
+            match kind {
+                ScopeKind::Segment => self.pending.segments.extend(self.scopes.segments.find(&id)),
+                ScopeKind::Csm => self.pending.csms.extend(self.scopes.csms.find(&id)),
+                _ => self.pending.portfolio = true,
             }
         }
+        self.pending.deferring = false;
     }
 
-    /// Evaluates the scope rules of the portfolio (if `portfolio`), a segment
-    /// and a CSM book after they changed.
-    fn evaluate_scopes(&mut self, portfolio: bool, segment: Option<u32>, csm: Option<u32>) {
+    /// Runs the rule evaluations held back while an event was folded: the
+    /// accounts refreshed by the watermark's advance (other than `done`,
+    /// refreshed last by the event itself), then every scope that moved.
+    fn evaluate_pending(&mut self, done: Option<u32>) {
+        let mut accounts = std::mem::take(&mut self.pending.accounts);
+        accounts.sort_unstable();
+        accounts.dedup();
+        for &idx in accounts.iter().filter(|&&i| Some(i) != done) {
+            self.refresh(idx);
+        }
+        accounts.clear();
+        self.pending.accounts = accounts;
         let now = self.watermark.expect("evaluated at a watermark");
         let scopes = &self.scopes;
-        let mut subjects: Vec<(ScopeKind, &str, &Scope)> = Vec::with_capacity(3);
-        if portfolio && self.alerting.has_rules_for(ScopeKind::Portfolio) {
+        let pending = &mut self.pending;
+        let mut subjects: Vec<(ScopeKind, &str, &Scope)> = Vec::new();
+        if std::mem::take(&mut pending.portfolio) && self.alerting.has_rules_for(ScopeKind::Portfolio) {
             subjects.push((ScopeKind::Portfolio, "portfolio", &scopes.portfolio));
         }
-        if let Some(i) = segment.filter(|_| self.alerting.has_rules_for(ScopeKind::Segment)) {
-            subjects.push((ScopeKind::Segment, scopes.segments.name(i), scopes.segments.scope(i)));
+        let segments = std::mem::take(&mut pending.segments);
+        if self.alerting.has_rules_for(ScopeKind::Segment) {
+            subjects.extend(
+                segments
+                    .into_iter()
+                    .map(|i| (ScopeKind::Segment, &**scopes.segments.name(i), scopes.segments.scope(i))),
+            );
         }
-        if let Some(i) = csm.filter(|_| self.alerting.has_rules_for(ScopeKind::Csm)) {
-            subjects.push((ScopeKind::Csm, scopes.csms.name(i), scopes.csms.scope(i)));
+        let csms = std::mem::take(&mut pending.csms);
+        if self.alerting.has_rules_for(ScopeKind::Csm) {
+            subjects.extend(csms.into_iter().map(|i| (ScopeKind::Csm, &**scopes.csms.name(i), scopes.csms.scope(i))));
         }
         for (kind, id, scope) in subjects {
             let metric = |i: usize| view::kpi_metric(i, scope);
@@ -356,7 +399,8 @@ impl Engine {
         idx
     }
 
-    fn apply(&mut self, ev: &Event<'_>) {
+    /// Applies an accepted event to its account; returns the account's slot.
+    fn apply(&mut self, ev: &Event<'_>) -> u32 {
         let now = self.watermark.expect("advanced before apply");
         let idx = self.slot_of(&ev.account_id);
         let seq = self.seq;
@@ -376,6 +420,7 @@ impl Engine {
             let context = account_context(&self.slots[idx as usize].account);
             self.alerting.on_event(ev.body.topic(), &|f| event_field(ev, f), context, now);
         }
+        idx
     }
 
     /// Brings one account's windows to the watermark, re-derives its
@@ -385,7 +430,10 @@ impl Engine {
         let slot = &mut self.slots[idx as usize];
         slot.account.advance(now, &mut self.features);
         let metrics = slot.account.metrics(now, &self.cfg);
-        if self.alerting.has_rules_for(ScopeKind::Account) {
+        let account_rules = self.alerting.has_rules_for(ScopeKind::Account);
+        if account_rules && self.pending.deferring {
+            self.pending.accounts.push(idx);
+        } else if account_rules {
             let a = &slot.account;
             let metric = |i: usize| view::account_metric(i, a, &metrics, now);
             let context = || account_context(a);
@@ -484,7 +532,7 @@ impl Engine {
             slot.wake = next;
         }
         for k in changed.into_iter().flatten() {
-            self.evaluate_scopes(true, Some(k.segment), k.csm);
+            self.pending.note(k);
         }
     }
 }

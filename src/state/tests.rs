@@ -15,11 +15,11 @@ use crate::time::{MICROS_PER_MIN, Ts, days, format_rfc3339, parse_rfc3339};
 
 /// One generated message.
 #[derive(Clone, Debug)]
-struct Msg {
-    topic: Topic,
-    partition: i32,
-    payload: Vec<u8>,
-    wall: Ts,
+pub(super) struct Msg {
+    pub(super) topic: Topic,
+    pub(super) partition: i32,
+    pub(super) payload: Vec<u8>,
+    pub(super) wall: Ts,
 }
 
 #[derive(Clone, Debug)]
@@ -79,7 +79,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 #[derive(Clone, Debug)]
-struct Spec {
+pub(super) struct Spec {
     account: u8,
     shape: Shape,
     step: Step,
@@ -90,7 +90,7 @@ struct Spec {
     wall_lead_min: i64,
 }
 
-fn spec() -> impl Strategy<Value = Spec> {
+pub(super) fn spec() -> impl Strategy<Value = Spec> {
     (0u8..4, shape(), step(), 0i32..2, proptest::option::weighted(0.1, any::<u8>()), -90i64..600).prop_map(
         |(account, shape, step, partition, reuse_id, wall_lead_min)| Spec {
             account,
@@ -104,7 +104,7 @@ fn spec() -> impl Strategy<Value = Spec> {
 }
 
 /// Turns specs into concrete messages, tracking the clock of the stream.
-fn render(specs: &[Spec]) -> Vec<Msg> {
+pub(super) fn render(specs: &[Spec]) -> Vec<Msg> {
     let mut clock = parse_rfc3339("2026-03-25T08:00:00Z").unwrap();
     let mut out = Vec::new();
     for (i, s) in specs.iter().enumerate() {
