@@ -40,7 +40,7 @@ export class TrendChart {
             { stroke: axis, grid: { show: false }, ticks: { show: false }, size: 28 },
             {
               stroke: axis,
-              size: 64,
+              size: 76,
               grid: { stroke: 'rgba(127,127,127,0.15)' },
               values: (_u, splits) => splits.map((v) => fmt(v)),
             },

@@ -201,7 +201,7 @@ class App {
           .map((v) => `<button type="button" class="tab" data-view="${v}">${VIEW_LABEL[v]}</button>`)
           .join('')}</nav>
         <div class="status" role="status" aria-live="polite"><span data-part="conn" class="conn"></span><span data-part="fresh" class="fresh"></span></div>
-        <div class="who"><span class="role">${esc(who)}</span>${wall ? '' : ' <button type="button" class="link" data-signout>Sign out</button>'}</div>
+        <div class="who"><span class="role role-${this.identity.role}">${esc(who)}</span>${wall ? '' : ' <button type="button" class="link" data-signout>Sign out</button>'}</div>
       </header>
       <div class="crumbs" data-part="crumbs"></div>
       <main id="view" tabindex="-1"></main>
@@ -240,7 +240,7 @@ class App {
     if (this.mounted !== key) {
       for (const v of [this.executive, this.manager, this.analyst, this.bookView]) v.unmount();
       main.innerHTML = '';
-      main.dataset.view = key;
+      main.dataset.showing = key;
       const host = document.createElement('div');
       host.className = `view view-${this.view}`;
       main.appendChild(host);

@@ -111,22 +111,20 @@ fn print_banner(config: &Config, bootstrap: &str, addr: SocketAddr, opts: &DemoO
         "  portfolio: {} accounts, {} CSMs, ~{} events/s (with bursts), {} days of history\n",
         opts.accounts, opts.csms, opts.rate, opts.history_days
     ));
-    out.push_str("\nOpen one URL per role (tokens valid 12 h):\n");
-    for (role, channel, csm) in [
-        (Role::Executive, "executive", None),
-        (Role::Manager, "manager", None),
-        (Role::Analyst, "analyst", None),
-        (Role::Wall, "executive", None),
-        (Role::Csm, "csm:csm-01", Some("csm-01")),
-    ] {
+    out.push_str("\nOpen the dashboard, one URL per role (tokens valid 12 h):\n");
+    for (role, csm) in
+        [(Role::Executive, None), (Role::Manager, None), (Role::Analyst, None), (Role::Csm, Some("csm-01"))]
+    {
         let t = token(role, csm).map_err(anyhow::Error::msg)?;
-        out.push_str(&format!("  {:<9} {base}/api/v1/channels/{channel}?token={t}\n", role_name(role)));
+        out.push_str(&format!("  {:<9} {base}/?token={t}\n", role_name(role)));
     }
+    let t = token(Role::Wall, None).map_err(anyhow::Error::msg)?;
+    out.push_str(&format!("  {:<9} {base}/?token={t}&wall=1\n", role_name(Role::Wall)));
     out.push_str(&format!(
         "\nLive updates: ws://{addr}/ws?token=<token>, then send {{\"op\":\"subscribe\",\"channel\":\"executive\"}}\n"
     ));
     out.push_str(&format!(
-        "Also: {base}/api/v1/alerts?state=firing  {base}/metrics  {base}/readyz  ·  mint more: cspulse token --role csm --csm-id csm-02\nPress Ctrl-C to stop.\n"
+        "Also: {base}/api/v1/channels/executive  {base}/api/v1/alerts?state=firing  {base}/metrics  {base}/readyz  ·  mint more: cspulse token --role csm --csm-id csm-02\nPress Ctrl-C to stop.\n"
     ));
     println!("{out}");
     Ok(())

@@ -20,6 +20,8 @@ use crate::ingest::Shared;
 use crate::state::view::Channel;
 use crate::telemetry;
 
+pub mod assets;
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -95,7 +97,10 @@ fn principal(state: &AppState, headers: &HeaderMap, query: &TokenQuery) -> Resul
 pub fn router(state: AppState, push: Arc<crate::push::server::PushService>) -> Router {
     let ws = Router::new().route("/ws", get(crate::push::server::upgrade)).with_state(push);
     Router::new()
-        .route("/", get(index))
+        .route("/", get(assets::index))
+        .route("/index.html", get(assets::index))
+        .route("/assets/{*file}", get(assets::asset))
+        .route("/api/v1", get(index))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -1,0 +1,317 @@
+// End-to-end test of the dashboard in headless Chromium, driven by
+// tests/dashboard.rs, which runs the real engine against librdkafka's mock
+// cluster with a scripted stream. It passes the URL, tokens and the scripted
+// names in the environment and serves two commands on stdin/stdout:
+//
+//   @@cmd produce-alert  → produces a P1 ticket for an account of csm-1 (an alert fires)
+//   @@cmd restart        → kills the engine, starts it again on the same port,
+//                          then produces one more revenue event
+//
+// Checks: every role's page shows what the REST API reports (each value
+// on screen carries data-field/data-value; texts use the client's own
+// formatters), the alert reaches the CSM view within 1 s, a csm page never
+// receives another book (frames, responses, DOM), and after the restart the
+// pages reconnect and catch up by themselves. Load and interaction times are
+// measured in the page and checked against 3 s and 200 ms.
+import { createInterface } from 'node:readline';
+import { writeFileSync } from 'node:fs';
+import { launch, DESKTOP } from './browser.mjs';
+import { count, money, pct } from '../src/format.js';
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set (run through tests/dashboard.rs)`);
+  return v;
+};
+const BASE = env('CSPULSE_URL');
+const TOKENS = JSON.parse(env('CSPULSE_TOKENS')); // {executive, manager, analyst, csm, wall}
+const CSM = env('CSPULSE_CSM'); // the csm of TOKENS.csm
+const OTHER_CSM = env('CSPULSE_OTHER_CSM');
+const FOREIGN = JSON.parse(env('CSPULSE_FOREIGN')); // ids and names of accounts outside CSM's book
+const ALERT_ACCOUNT = JSON.parse(env('CSPULSE_ALERT_ACCOUNT')); // {id, name}: a csm-1 account that gets a P1
+const LOAD_LIMIT_MS = 3000;
+const INTERACTION_LIMIT_MS = 200;
+const ALERT_LIMIT_MS = 1000;
+
+const results = { load_ms: {}, interaction_ms: {}, alert_ms: null, restart_recovery_ms: null };
+const failures = [];
+const log = (...a) => console.log(...a);
+function check(ok, what) {
+  if (!ok) {
+    failures.push(what);
+    log(`FAIL ${what}`);
+  } else log(`ok   ${what}`);
+}
+
+// --- talking to the Rust side --------------------------------------------------
+const stdin = createInterface({ input: process.stdin });
+const replies = [];
+let waiter = null;
+stdin.on('line', (l) => (waiter ? (waiter(l), (waiter = null)) : replies.push(l)));
+function ask(cmd) {
+  log(`@@cmd ${cmd}`);
+  return new Promise((ok) => (replies.length ? ok(replies.shift()) : (waiter = ok)));
+}
+
+// --- REST -------------------------------------------------------------------------
+async function rest(path, token) {
+  const res = await fetch(`${BASE}${path}`, { headers: { Authorization: `Bearer ${token}` } });
+  if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
+  return res.json();
+}
+
+function lookup(data, field) {
+  let cur = data;
+  for (const k of field.split('.')) {
+    if (cur === null || typeof cur !== 'object') return null;
+    cur = cur[k];
+  }
+  return cur === undefined ? null : cur;
+}
+
+/** Every [data-field] value on the page, as the page holds it. */
+async function shown(page) {
+  return page.$$eval('main#view [data-field], .status [data-field]', (els) =>
+    els.map((e) => ({ field: e.dataset.field, value: e.dataset.value === undefined ? null : JSON.parse(e.dataset.value), text: e.textContent })),
+  );
+}
+
+/**
+ * Waits until every value on the page equals the REST API's (the scripted
+ * stream is quiet, so both settle), then returns the fields compared.
+ */
+async function matchesRest(page, channel, token, { detailOf = null, minFields = 5, limitMs = 15_000 } = {}) {
+  const deadline = Date.now() + limitMs;
+  let last = [];
+  for (;;) {
+    const data = await rest(`/api/v1/channels/${channel}`, token);
+    const fields = await shown(page);
+    const mismatches = [];
+    for (const f of fields) {
+      let path = f.field;
+      if (path.startsWith('detail.')) {
+        if (!detailOf) continue;
+        path = `accounts.${detailOf}.${path.slice(7)}`;
+      }
+      let want = lookup(data, path);
+      if (want && typeof want === 'object' && 'critical' in want) want = want.critical + want.warning;
+      if (JSON.stringify(want) !== JSON.stringify(f.value)) mismatches.push(`${f.field}: page ${JSON.stringify(f.value)}, REST ${JSON.stringify(want)}`);
+    }
+    if (fields.length >= minFields && mismatches.length === 0) return { data, fields };
+    last = fields.length < minFields ? [`only ${fields.length} values on the page`] : mismatches;
+    if (Date.now() > deadline) {
+      check(false, `${channel} page equals REST: ${last.slice(0, 8).join('; ')}`);
+      return { data, fields };
+    }
+    await page.waitForTimeout(200);
+  }
+}
+
+function textOf(fields, field) {
+  return fields.find((f) => f.field === field)?.text;
+}
+
+/** Navigation start → first rendered data, from the page's own clock. */
+async function openRole(context, role, hash = '', extra = '') {
+  const page = await context.newPage();
+  await page.setViewportSize(DESKTOP);
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => m.type() === 'error' && !/WebSocket|Failed to load resource|ERR_CONNECTION/.test(m.text()) && errors.push(m.text()));
+  await page.goto(`${BASE}/?token=${TOKENS[role]}${extra}${hash}`);
+  await page.waitForSelector('body[data-ready="1"]', { timeout: 10_000 });
+  const ms = await page.evaluate(() => window.__cspulse.perf.firstData);
+  results.load_ms[role] = Math.round(ms);
+  check(ms <= LOAD_LIMIT_MS, `${role}: first data on screen ${Math.round(ms)} ms after navigation (<= ${LOAD_LIMIT_MS})`);
+  page.errors = errors;
+  return page;
+}
+
+/** Clicks and waits (in the page, on animation frames) until `doneSelector` exists. */
+async function interaction(page, name, clickSelector, doneSelector) {
+  const ms = await page.evaluate(
+    async ([click, done]) => {
+      const el = document.querySelector(click);
+      if (!el) throw new Error(`nothing to click at ${click}`);
+      const t0 = performance.now();
+      el.click();
+      for (;;) {
+        await new Promise((r) => requestAnimationFrame(r));
+        if (document.querySelector(done)) return performance.now() - t0;
+        if (performance.now() - t0 > 5000) return Infinity;
+      }
+    },
+    [clickSelector, doneSelector],
+  );
+  results.interaction_ms[name] = Math.round(ms * 10) / 10;
+  check(ms <= INTERACTION_LIMIT_MS, `interaction "${name}" ${ms.toFixed(1)} ms (<= ${INTERACTION_LIMIT_MS})`);
+}
+
+async function waitFor(what, fn, limitMs) {
+  const deadline = Date.now() + limitMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) {
+      check(false, `${what} within ${limitMs} ms`);
+      return null;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+// --- the run ------------------------------------------------------------------
+const browser = await launch();
+try {
+  const { context } = browser;
+
+  // CSM page first, recording everything it receives.
+  const received = [];
+  const subscribed = [];
+  const csmPage = await context.newPage();
+  csmPage.on('websocket', (ws) => {
+    ws.on('framereceived', (f) => received.push(String(f.payload)));
+    ws.on('framesent', (f) => subscribed.push(String(f.payload)));
+  });
+  csmPage.on('response', async (r) => {
+    if (r.url().includes('/api/')) received.push(await r.text().catch(() => ''));
+  });
+  await csmPage.goto(`${BASE}/?token=${TOKENS.csm}`);
+  await csmPage.waitForSelector('body[data-ready="1"]');
+  const csmLoad = await csmPage.evaluate(() => window.__cspulse.perf.firstData);
+  results.load_ms.csm = Math.round(csmLoad);
+  check(csmLoad <= LOAD_LIMIT_MS, `csm: first data on screen ${Math.round(csmLoad)} ms after navigation (<= ${LOAD_LIMIT_MS})`);
+  const book = await matchesRest(csmPage, `csm:${CSM}`, TOKENS.csm);
+  const ids = Object.keys(book.data.accounts);
+  const rows = await csmPage.$$eval('tr[data-account]', (r) => r.map((x) => x.dataset.account));
+  const byRank = ids.sort((a, b) => book.data.accounts[a].health.rank - book.data.accounts[b].health.rank);
+  check(JSON.stringify(rows) === JSON.stringify(byRank), `csm book in priority order: ${rows.join(', ')}`);
+  const cols = await csmPage.$$eval('table.book thead th', (t) => t.length);
+  check(cols === 7, `csm book has 7 columns (${cols})`);
+  const scrolls = await csmPage.evaluate(() => document.documentElement.scrollHeight > window.innerHeight + 1);
+  check(!scrolls, 'csm view fits one screen (no scrolling)');
+  const first = byRank[0];
+  check(
+    textOf(book.fields, `accounts.${first}.revenue.arr`) === money(book.data.accounts[first].revenue.arr),
+    `csm book shows ARR as ${money(book.data.accounts[first].revenue.arr)}`,
+  );
+  await interaction(csmPage, 'open account detail', `tr[data-account="${first}"]`, `[data-detail="${first}"]`);
+  await matchesRest(csmPage, `csm:${CSM}`, TOKENS.csm, { detailOf: first });
+  const comps = await csmPage.$$eval('[data-detail] .comp', (c) => c.length);
+  check(comps === 4, 'account detail shows the four health components');
+  // A csm is offered no other view, even by URL.
+  await csmPage.evaluate((o) => (location.hash = `#manager/${o}`), OTHER_CSM);
+  await csmPage.waitForTimeout(300);
+  check((await csmPage.evaluate(() => window.__cspulse.view())) === 'csm', 'a csm page cannot be pointed at another book');
+
+  // The alert: produced now, on screen within 1 s.
+  const t0 = Date.now();
+  const reply = await ask('produce-alert');
+  check(reply === 'ok', `alert trigger produced (${reply})`);
+  const toast = await waitFor(
+    'the alert toast in the CSM view',
+    () => csmPage.evaluate((acct) => [...document.querySelectorAll('.toast')].some((t) => t.textContent.includes(acct)), ALERT_ACCOUNT.name),
+    5000,
+  );
+  const alertMs = Date.now() - t0;
+  results.alert_ms = alertMs;
+  check(toast && alertMs <= ALERT_LIMIT_MS, `alert on screen ${alertMs} ms after it was produced (<= ${ALERT_LIMIT_MS})`);
+  const listed = await csmPage.evaluate(
+    (acct) => [...document.querySelectorAll('[data-part="alerts"] .alert')].some((a) => a.textContent.includes(acct)),
+    ALERT_ACCOUNT.name,
+  );
+  check(listed, 'the alert is in the alert list');
+
+  // Executive page: all three views and the drill-down.
+  const exec = await openRole(context, 'executive');
+  const e = await matchesRest(exec, 'executive', TOKENS.executive, { minFields: 30 });
+  check(textOf(e.fields, 'portfolio.revenue.arr') === money(e.data.portfolio.revenue.arr), `total ARR reads ${money(e.data.portfolio.revenue.arr)}`);
+  check(textOf(e.fields, 'portfolio.revenue.nrr_qtd') === pct(e.data.portfolio.revenue.nrr_qtd), `NRR QTD reads ${pct(e.data.portfolio.revenue.nrr_qtd)}`);
+  check(textOf(e.fields, 'portfolio.tickets.open.p1') === count(e.data.portfolio.tickets.open.p1), `open P1 reads ${count(e.data.portfolio.tickets.open.p1)}`);
+  const tierLabels = await exec.$$eval('.dist [data-tier]', (t) => t.map((x) => x.textContent.trim()));
+  check(tierLabels.length === 3 && tierLabels.every((l) => /[●▲■] (Healthy|Watch|At risk)/.test(l)), `tiers carry icon and word: ${tierLabels.join(' | ')}`);
+  const critical = (await rest('/api/v1/alerts?state=firing', TOKENS.executive)).alerts.filter((a) => a.severity === 'critical');
+  const critShown = await exec.$$eval('[data-part="alerts"] .alert-critical', (a) => a.length);
+  check(critShown === Math.min(8, critical.length), `firing critical alerts listed (${critShown} of ${critical.length})`);
+  await interaction(exec, 'switch to manager view', '[data-view="manager"]', 'main#view[data-showing="manager"] table.team tbody tr');
+  await matchesRest(exec, 'manager', TOKENS.executive);
+  await interaction(exec, 'sort team by ARR', 'th[data-sort="arr"]', 'th[data-sort="arr"][aria-sort="descending"]');
+  const order = await exec.$$eval('tr[data-csm]', (r) => r.map((x) => x.dataset.csm));
+  const mgr = await rest('/api/v1/channels/manager', TOKENS.executive);
+  const want = Object.keys(mgr.csms).sort((a, b) => mgr.csms[b].revenue.arr - mgr.csms[a].revenue.arr || a.localeCompare(b));
+  check(JSON.stringify(order) === JSON.stringify(want), `sorted by ARR: ${order.join(', ')}`);
+  await interaction(exec, 'drill into a CSM book', `tr[data-csm="${OTHER_CSM}"]`, `main#view[data-showing="book:${OTHER_CSM}"] tr[data-account]`);
+  await matchesRest(exec, `csm:${OTHER_CSM}`, TOKENS.executive);
+  await interaction(exec, 'switch to analyst view', '[data-view="analyst"]', 'main#view[data-showing="analyst"] table');
+  await matchesRest(exec, 'analyst', TOKENS.executive, { minFields: 40 });
+  await interaction(exec, 'switch to executive view', '[data-view="executive"]', 'main#view[data-showing="executive"] .tile');
+  check(exec.errors.length === 0, `no errors in the executive page ${exec.errors.join('; ')}`);
+
+  const manager = await openRole(context, 'manager', '#manager');
+  await matchesRest(manager, 'manager', TOKENS.manager);
+  const analyst = await openRole(context, 'analyst', '#analyst');
+  await matchesRest(analyst, 'analyst', TOKENS.analyst, { minFields: 40 });
+  const offered = await analyst.$$eval('[data-view]', (b) => b.map((x) => x.dataset.view));
+  check(JSON.stringify(offered) === '["executive","manager","analyst"]', `analyst is offered ${offered.join(', ')}`);
+
+  // Wall: cycles executive and manager by itself.
+  const wall = await openRole(context, 'wall', '', '&wall=1&cycle=5');
+  await matchesRest(wall, 'executive', TOKENS.wall, { minFields: 30 });
+  check(await wall.evaluate(() => document.body.classList.contains('wall')), 'wall mode is on');
+  await waitFor('the wall to cycle to the manager view', () => wall.evaluate(() => window.__cspulse.view() === 'manager'), 8000);
+  await matchesRest(wall, 'manager', TOKENS.wall);
+
+  // Restart: the pages notice, reconnect and catch up with no help.
+  const before = (await rest('/api/v1/channels/executive', TOKENS.executive)).portfolio.revenue.arr;
+  const states = new Set();
+  const watch = setInterval(async () => {
+    for (const p of [wall, csmPage]) states.add(await p.evaluate(() => window.__cspulse.state()).catch(() => 'gone'));
+  }, 50);
+  const restartAt = Date.now();
+  const restarted = await ask('restart');
+  check(restarted === 'ok', `engine restarted (${restarted})`);
+  const after = await waitFor(
+    'the restarted engine to fold the new revenue event',
+    async () => {
+      const arr = (await rest('/api/v1/channels/executive', TOKENS.executive).catch(() => null))?.portfolio?.revenue?.arr;
+      return arr !== undefined && arr !== before ? arr : null;
+    },
+    30_000,
+  );
+  await waitFor('the wall and csm pages to be live again', async () => {
+    const s = await Promise.all([wall, csmPage].map((p) => p.evaluate(() => window.__cspulse.state())));
+    return s.every((x) => x === 'live');
+  }, 30_000);
+  clearInterval(watch);
+  check(states.has('waiting') || states.has('connecting'), `pages showed the outage (${[...states].join(', ')})`);
+  await wall.evaluate(() => (location.hash = '')); // wall keeps cycling; compare whatever it shows
+  const wallView = await wall.evaluate(() => window.__cspulse.view());
+  await matchesRest(wall, wallView, TOKENS.wall, { limitMs: 30_000 });
+  await matchesRest(csmPage, `csm:${CSM}`, TOKENS.csm, { limitMs: 30_000 });
+  await exec.bringToFront();
+  const ex = await matchesRest(exec, 'executive', TOKENS.executive, { minFields: 30, limitMs: 30_000 });
+  check(ex.data.portfolio.revenue.arr === after, `executive page caught up: total ARR ${money(after)}`);
+  results.restart_recovery_ms = Date.now() - restartAt;
+
+  // Privacy: nothing about another book ever reached the csm page.
+  const html = await csmPage.content();
+  const leaks = FOREIGN.filter((s) => received.some((r) => r.includes(s)) || html.includes(s));
+  check(leaks.length === 0, `csm page never received another book (checked ${received.length} frames/responses)`);
+  const channels = [...new Set(subscribed.map((s) => JSON.parse(s)).filter((m) => m.op === 'subscribe').map((m) => m.channel))];
+  check(JSON.stringify(channels) === JSON.stringify([`csm:${CSM}`]), `csm page subscribed only to its book (${channels.join(', ')})`);
+  check(csmPage.errors === undefined || csmPage.errors.length === 0, 'no errors in the csm page');
+} catch (err) {
+  failures.push(String(err?.stack ?? err));
+  log(`FAIL ${err?.stack ?? err}`);
+} finally {
+  await browser.close();
+}
+
+log(`@@result ${JSON.stringify(results)}`);
+if (process.env.CSPULSE_E2E_REPORT) writeFileSync(process.env.CSPULSE_E2E_REPORT, JSON.stringify(results, null, 2) + '\n');
+if (failures.length) {
+  log(`\n${failures.length} check(s) failed`);
+  process.exit(1);
+}
+log('\nall dashboard checks passed');
+process.exit(0);
