@@ -33,11 +33,35 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
 fi
 
+# The dashboard client is built by build.rs (Node.js >= 20.19 with npm) and
+# tested in headless Chromium (the Debian package, driven by playwright-core;
+# no browser is ever downloaded).
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+node_ok() { command -v node >/dev/null && command -v npm >/dev/null &&
+  node -e 'const [a,b]=process.versions.node.split(".").map(Number);process.exit(a>20||(a===20&&b>=19)?0:1)'; }
+if ! node_ok; then
+  step "installing Node.js and npm"
+  apt-get update -qq && apt-get install -y -qq nodejs npm || true
+  if ! node_ok; then
+    echo "Node.js >= 20.19 with npm is required to build and test the dashboard client:" >&2
+    echo "install it from https://nodejs.org/en/download (or nvm), then run this again" >&2
+    exit 1
+  fi
+fi
+if [ ! -x /usr/bin/chromium ]; then
+  step "installing chromium (the dashboard's browser tests)"
+  apt-get update -qq && apt-get install -y -qq chromium
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo nextest run"
+# clippy ran build.rs, which installed dashboards-client/node_modules (npm ci).
+step "dashboard client: type check and unit tests (vitest)"
+(cd dashboards-client && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && npm test)
+
+step "cargo nextest run (the dashboard's browser test is tests/dashboard.rs)"
 cargo nextest run --all-targets --locked --no-fail-fast

@@ -588,7 +588,10 @@ fn the_dockerfile_builds_from_files_that_exist_and_probes_healthz() {
     let healthcheck = lines.iter().find(|l| l.starts_with("HEALTHCHECK")).expect("a HEALTHCHECK");
     assert!(healthcheck.contains(r#"["cspulse", "healthcheck", "--url", "http://127.0.0.1:8080/healthz"]"#));
     assert!(runtime.contains("\nEXPOSE 8080\n") && runtime.contains("\nENV CSPULSE__HTTP__LISTEN=0.0.0.0:8080\n"));
-    assert!(runtime.contains("/usr/share/cspulse/dashboard"), "the dashboard assets are in the image");
+    // The dashboard is built in a Node stage and compiled into the binary (build.rs).
+    let build = dockerfile.split("\nFROM ").find(|stage| stage.contains("cargo build")).expect("a cargo build stage");
+    assert!(build.contains("build.rs") && build.contains("ENV CSPULSE_DASHBOARD_DIST="), "the binary embeds the dashboard");
+    assert!(dockerfile.contains("npm run build"), "the image builds the dashboard client");
     let ignore = read("deploy/Dockerfile.dockerignore");
     assert!(ignore.lines().any(|l| l == "target"), "the build context leaves target/ out");
 }
