@@ -590,7 +590,10 @@ fn the_dockerfile_builds_from_files_that_exist_and_probes_healthz() {
     assert!(runtime.contains("\nEXPOSE 8080\n") && runtime.contains("\nENV CSPULSE__HTTP__LISTEN=0.0.0.0:8080\n"));
     // The dashboard is built in a Node stage and compiled into the binary (build.rs).
     let build = dockerfile.split("\nFROM ").find(|stage| stage.contains("cargo build")).expect("a cargo build stage");
-    assert!(build.contains("build.rs") && build.contains("ENV CSPULSE_DASHBOARD_DIST="), "the binary embeds the dashboard");
+    assert!(
+        build.contains("build.rs") && build.contains("ENV CSPULSE_DASHBOARD_DIST="),
+        "the binary embeds the dashboard"
+    );
     assert!(dockerfile.contains("npm run build"), "the image builds the dashboard client");
     let ignore = read("deploy/Dockerfile.dockerignore");
     assert!(ignore.lines().any(|l| l == "target"), "the build context leaves target/ out");
