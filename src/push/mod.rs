@@ -102,6 +102,29 @@ pub fn merge_apply(target: &mut Value, patch: &Value) {
     }
 }
 
+/// One merge patch with the effect of applying `first`, then `second`, or
+/// `None` when RFC 7386 cannot say it in one patch: where `first` replaces a
+/// value by a non-object (or deletes it) and `second` then patches an object
+/// into that place, one patch would merge into the client's old object
+/// instead of starting from an empty one.
+pub fn merge_compose(first: &Value, second: &Value) -> Option<Value> {
+    match (first, second) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut out = a.clone();
+            for (k, bv) in b {
+                let composed = match a.get(k) {
+                    Some(av) => merge_compose(av, bv)?,
+                    None => bv.clone(),
+                };
+                out.insert(k.clone(), composed);
+            }
+            Some(Value::Object(out))
+        }
+        (_, Value::Object(_)) => None,
+        (_, b) => Some(b.clone()),
+    }
+}
+
 /// Sections of KPI and account objects, and which topic owns each.
 fn section_owner(key: &str) -> Option<PushTopic> {
     Some(match key {
@@ -258,15 +281,16 @@ impl ChannelState {
     }
 
     /// What a subscriber receives first: `subscribed`, then either the
-    /// messages after `since` (if all are still kept) or a snapshot.
-    pub fn subscribe(&self, since: Option<u64>) -> Vec<Arc<str>> {
+    /// messages after `since` (if all are still kept and there are at most
+    /// `max_replay` of them) or a snapshot.
+    pub fn subscribe(&self, since: Option<u64>, max_replay: usize) -> Vec<Arc<str>> {
         let subscribed: Arc<str> =
             Arc::from(json!({"type": "subscribed", "channel": self.name, "seq": self.seq}).to_string());
         if let Some(since) = since
             && since <= self.seq
         {
             let oldest_kept = self.history.front().map_or(self.seq + 1, |(s, _)| *s);
-            if since + 1 >= oldest_kept {
+            if since + 1 >= oldest_kept && self.seq - since <= max_replay as u64 {
                 let mut out = vec![subscribed];
                 out.extend(self.history.iter().filter(|(s, _)| *s > since).map(|(_, m)| m.clone()));
                 return out;
@@ -277,6 +301,7 @@ impl ChannelState {
     }
 }
 
+pub mod outbox;
 pub mod server;
 
 #[cfg(test)]

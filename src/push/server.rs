@@ -4,9 +4,13 @@
 //!
 //! Every message is serialized once per channel and shared by all
 //! subscribers (`Utf8Bytes` is reference-counted). Fan-out never waits: a
-//! subscriber whose queue is full is disconnected with 1008 `slow consumer`,
-//! so a slow or dead client never slows ingestion or other clients. Locks
-//! are taken in one order (hub, then engine) and never held across `.await`.
+//! subscriber's queue ([`Outbox`]) folds older updates of the same channel
+//! and topic together when full, and a subscriber whose queue is still full
+//! is disconnected with 1008 `slow consumer`, so a slow or dead client never
+//! slows ingestion or other clients. A writer that cannot hand its queue to
+//! the socket before the client has been silent for the drop time is
+//! dropped too. Locks are taken in one order (hub, then engine, then a
+//! connection's queue) and never held across `.await`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -20,9 +24,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use metrics::{counter, gauge};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::outbox::{Kind, Next, Outbox, Queued, Refused};
 use super::{ChannelState, PushTopic};
 use crate::alert::{Alert, ScopeKind, Severity};
 use crate::auth::{Auth, Principal};
@@ -57,12 +61,11 @@ impl Default for Limits {
     }
 }
 
-/// A subscriber's outbound queue.
-type Outbox = mpsc::Sender<Utf8Bytes>;
-
 struct Entry {
+    /// The channel's number (for folding queued updates).
+    id: u64,
     state: ChannelState,
-    subscribers: HashMap<u64, Outbox>,
+    subscribers: HashMap<u64, Arc<Outbox>>,
 }
 
 /// Channels with their push state and subscribers.
@@ -74,6 +77,7 @@ pub struct PushService {
     limits: Limits,
     channels: Mutex<HashMap<Channel, Entry>>,
     next_connection: AtomicU64,
+    next_channel: AtomicU64,
     connections: AtomicUsize,
 }
 
@@ -97,6 +101,7 @@ impl PushService {
             limits,
             channels: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
+            next_channel: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
         })
     }
@@ -105,20 +110,26 @@ impl PushService {
         self.channels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends to every subscriber without waiting; full queues are dropped
-    /// (their connections close as slow consumers).
-    fn fan_out(entry: &mut Entry, message: &Utf8Bytes) {
-        entry.subscribers.retain(|_, tx| match tx.try_send(message.clone()) {
+    /// Queues to every subscriber without waiting; subscribers whose queue
+    /// is still full after folding are dropped (they close as slow consumers).
+    fn fan_out(channel: &Channel, entry: &mut Entry, message: &Utf8Bytes, kind: Kind) {
+        let (mut sent, before) = (0, entry.subscribers.len());
+        entry.subscribers.retain(|_, outbox| match outbox.push(Queued { text: message.clone(), kind }) {
             Ok(()) => {
-                counter!("cspulse_ws_messages_sent_total").increment(1);
+                sent += 1;
                 true
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 counter!("cspulse_ws_slow_consumer_disconnects_total").increment(1);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(Refused::Closed) => false,
         });
+        counter!("cspulse_ws_messages_sent_total").increment(sent);
+        let dropped = before - entry.subscribers.len();
+        if dropped > 0 {
+            gauge!("cspulse_ws_subscriptions", "channel" => channel_kind(channel)).decrement(dropped as f64);
+        }
     }
 
     /// A tick of `topic` on every channel with subscribers.
@@ -130,7 +141,7 @@ impl PushService {
                 continue;
             }
             if let Some(message) = entry.state.tick(topic, &engine.channel_view(channel)) {
-                Self::fan_out(entry, &frame(&message));
+                Self::fan_out(channel, entry, &frame(&message), Kind::Update(entry.id, topic));
             }
         }
     }
@@ -146,7 +157,7 @@ impl PushService {
                     && !entry.subscribers.is_empty()
                 {
                     let message = entry.state.alert(&json);
-                    Self::fan_out(entry, &frame(&message));
+                    Self::fan_out(&channel, entry, &frame(&message), Kind::Alert(entry.id));
                 }
             }
         }
@@ -154,9 +165,10 @@ impl PushService {
     }
 
     /// Registers a subscriber and returns what it gets first.
-    fn subscribe(&self, conn: u64, channel: &Channel, since: Option<u64>, tx: &Outbox) -> Result<(), ()> {
+    fn subscribe(&self, conn: u64, channel: &Channel, since: Option<u64>, outbox: &Arc<Outbox>) -> Result<(), ()> {
         let mut channels = self.channels();
         let entry = channels.entry(channel.clone()).or_insert_with(|| Entry {
+            id: self.next_channel.fetch_add(1, Ordering::Relaxed),
             state: ChannelState::new(channel.to_string(), self.shared.engine().channel_view(channel), self.history),
             subscribers: HashMap::new(),
         });
@@ -168,10 +180,11 @@ impl PushService {
                 entry.state.tick(topic, &current);
             }
         }
-        for message in entry.state.subscribe(since) {
-            tx.try_send(frame(&message)).map_err(|_| ())?;
+        // A replay longer than half the queue comes as a snapshot instead.
+        for message in entry.state.subscribe(since, self.limits.queue / 2) {
+            outbox.push(Queued { text: frame(&message), kind: Kind::Barrier(entry.id) }).map_err(|_| ())?;
         }
-        entry.subscribers.insert(conn, tx.clone());
+        entry.subscribers.insert(conn, outbox.clone());
         gauge!("cspulse_ws_subscriptions", "channel" => channel_kind(channel)).increment(1.0);
         Ok(())
     }
@@ -291,21 +304,44 @@ async fn connection(service: Arc<PushService>, who: Principal, socket: WebSocket
     service.connections.fetch_add(1, Ordering::Relaxed);
     gauge!("cspulse_ws_connections").increment(1.0);
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(service.limits.queue);
+    let outbox = Arc::new(Outbox::new(service.limits.queue));
     let mut subscribed: Vec<Channel> = Vec::new();
     let mut last_heard = Instant::now();
     let mut ping = tokio::time::interval(service.limits.ping_every);
     let mut window = (Instant::now(), 0u32);
+    let mut batch: Vec<Utf8Bytes> = Vec::new();
     let close = |code: u16, reason: &'static str| {
         Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
     };
+    let mut slow = false;
     loop {
         tokio::select! {
-            out = rx.recv() => match out {
-                Some(text) => {
-                    if sink.send(Message::Text(text)).await.is_err() { break; }
+            next = outbox.next(&mut batch) => match next {
+                Next::Messages => {
+                    // Hand the whole queue to the socket, then flush once;
+                    // give up when the client has been silent too long.
+                    let deadline = tokio::time::Instant::from_std(last_heard + service.limits.drop_after);
+                    let send = async {
+                        for text in batch.drain(..) {
+                            sink.feed(Message::Text(text)).await?;
+                        }
+                        sink.flush().await
+                    };
+                    tokio::select! {
+                        sent = tokio::time::timeout_at(deadline, send) => match sent {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break,
+                            Err(_) => {
+                                counter!("cspulse_ws_stalled_disconnects_total").increment(1);
+                                break;
+                            }
+                        },
+                        _ = outbox.became_slow() => { slow = true; break; }
+                    }
+                    batch.clear();
                 }
-                None => break,
+                Next::Slow => { slow = true; break; }
+                Next::Closed => break,
             },
             inbound = stream.next() => {
                 let Some(Ok(msg)) = inbound else { break };
@@ -321,40 +357,38 @@ async fn connection(service: Arc<PushService>, who: Principal, socket: WebSocket
                 let reply = if window.1 > service.limits.max_messages_per_sec {
                     Some(error("rate_limited", "at most 20 messages per second"))
                 } else {
-                    handle(&service, &who, conn, &text, &tx, &mut subscribed)
+                    handle(&service, &who, conn, &text, &outbox, &mut subscribed)
                 };
                 if let Some(reply) = reply
-                    && tx.try_send(reply).is_err()
+                    && outbox.push(Queued { text: reply, kind: Kind::Reply }).is_err()
                 {
+                    slow = outbox.is_slow();
                     break;
                 }
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() > service.limits.drop_after {
-                    let _ = sink.send(close(1001, "no activity")).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close(1001, "no activity"))).await;
                     break;
                 }
-                if sink.send(Message::Ping(Default::default())).await.is_err() { break; }
+                let deadline = tokio::time::Instant::from_std(last_heard + service.limits.drop_after);
+                if !matches!(tokio::time::timeout_at(deadline, sink.send(Message::Ping(Default::default()))).await, Ok(Ok(()))) {
+                    break;
+                }
             }
         }
-        // Dropped from a full fan-out: this subscriber was too slow.
-        if subscribed.iter().any(|c| !service.is_subscribed(conn, c)) {
-            let _ = sink.send(close(1008, "slow consumer")).await;
-            break;
-        }
     }
+    if slow {
+        // Dropped from a full fan-out: this subscriber was too slow.
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close(1008, "slow consumer"))).await;
+    }
+    outbox.close();
     for c in &subscribed {
         service.unsubscribe(conn, c);
     }
     service.connections.fetch_sub(1, Ordering::Relaxed);
     gauge!("cspulse_ws_connections").decrement(1.0);
-    debug!(conn, "websocket closed");
-}
-
-impl PushService {
-    fn is_subscribed(&self, conn: u64, channel: &Channel) -> bool {
-        self.channels().get(channel).is_some_and(|e| e.subscribers.contains_key(&conn))
-    }
+    debug!(conn, slow, "websocket closed");
 }
 
 /// One client message; returns an immediate reply, if any.
@@ -363,7 +397,7 @@ fn handle(
     who: &Principal,
     conn: u64,
     text: &str,
-    tx: &Outbox,
+    outbox: &Arc<Outbox>,
     subscribed: &mut Vec<Channel>,
 ) -> Option<Utf8Bytes> {
     let Ok(msg) = serde_json::from_str::<Value>(text) else {
@@ -392,7 +426,7 @@ fn handle(
                 return Some(error("bad_request", "too many subscriptions on this connection"));
             }
             let since = msg["since"].as_u64();
-            if service.subscribe(conn, &channel, since, tx).is_ok() {
+            if service.subscribe(conn, &channel, since, outbox).is_ok() {
                 subscribed.push(channel);
             }
             None

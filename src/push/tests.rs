@@ -160,7 +160,7 @@ proptest! {
             .map(|ch| {
                 let mut pair = [Client::default(), Client::default()];
                 for c in &mut pair {
-                    for m in ch.subscribe(None) {
+                    for m in ch.subscribe(None, usize::MAX) {
                         c.receive(&m).unwrap();
                     }
                     c.connected = true;
@@ -195,7 +195,7 @@ proptest! {
                     for (state, pair) in hub.iter().zip(&mut clients) {
                         let c = &mut pair[1];
                         if !c.connected {
-                            let msgs = state.subscribe(Some(c.seq));
+                            let msgs = state.subscribe(Some(c.seq), usize::MAX);
                             let replayed = msgs.len() - 1;
                             for m in &msgs {
                                 c.receive(m).map_err(TestCaseError::fail)?;
@@ -250,10 +250,161 @@ fn resume_replays_or_falls_back_to_a_snapshot() {
     let kinds = |msgs: Vec<Arc<str>>| -> Vec<String> {
         msgs.iter().map(|m| serde_json::from_str::<Value>(m).unwrap()["type"].as_str().unwrap().to_owned()).collect()
     };
-    assert_eq!(kinds(ch.subscribe(Some(3))), ["subscribed"], "up to date");
-    assert_eq!(kinds(ch.subscribe(Some(1))), ["subscribed", "update", "update"], "2 and 3 are kept");
-    assert_eq!(kinds(ch.subscribe(Some(0))), ["subscribed", "snapshot"], "1 is gone: snapshot");
-    assert_eq!(kinds(ch.subscribe(Some(9))), ["subscribed", "snapshot"], "from the future: snapshot");
-    let first: Value = serde_json::from_str(&ch.subscribe(None)[1]).unwrap();
+    assert_eq!(kinds(ch.subscribe(Some(3), usize::MAX)), ["subscribed"], "up to date");
+    assert_eq!(kinds(ch.subscribe(Some(1), usize::MAX)), ["subscribed", "update", "update"], "2 and 3 are kept");
+    assert_eq!(kinds(ch.subscribe(Some(0), usize::MAX)), ["subscribed", "snapshot"], "1 is gone: snapshot");
+    assert_eq!(kinds(ch.subscribe(Some(9), usize::MAX)), ["subscribed", "snapshot"], "from the future: snapshot");
+    assert_eq!(kinds(ch.subscribe(Some(1), 1)), ["subscribed", "snapshot"], "more than max_replay: snapshot");
+    let first: Value = serde_json::from_str(&ch.subscribe(None, usize::MAX)[1]).unwrap();
     assert_eq!(first["seq"], json!(3), "the snapshot carries the subscribed seq");
+}
+
+#[derive(Clone, Debug)]
+enum SlowOp {
+    Fold(Op),
+    Tick(u8),
+    Alert(u8),
+    /// The slow client finally reads everything queued.
+    Read,
+}
+
+fn slow_op() -> impl Strategy<Value = SlowOp> {
+    prop_oneof![
+        6 => (0u8..4, 0u8..6, any::<u8>(), 0u16..3000)
+            .prop_map(|(account, kind, n, minutes)| SlowOp::Fold(Op::Fold { account, kind, n, minutes })),
+        6 => (0u8..5).prop_map(SlowOp::Tick),
+        1 => (0u8..4).prop_map(SlowOp::Alert),
+        1 => Just(SlowOp::Read),
+    ]
+}
+
+/// Applies what a slow client reads; folded updates make `seq` jump, but
+/// it never goes back.
+fn read_all(outbox: &outbox::Outbox, names: &[String], copies: &mut [Client]) -> Result<(), String> {
+    for q in outbox.take_queued() {
+        let m: Value = serde_json::from_str(&q.text).unwrap();
+        let i = names.iter().position(|n| m["channel"] == json!(n)).unwrap();
+        let c = &mut copies[i];
+        let seq = m["seq"].as_u64().unwrap();
+        match m["type"].as_str().unwrap() {
+            "subscribed" => {}
+            "snapshot" => {
+                c.copy = m["data"].clone();
+                c.seq = seq;
+            }
+            "update" | "alert" => {
+                if seq <= c.seq {
+                    return Err(format!("seq went back: had {}, got {seq}", c.seq));
+                }
+                c.seq = seq;
+                if m["type"] == "update" {
+                    merge_apply(&mut c.copy, &m["patch"]);
+                }
+            }
+            other => return Err(format!("unexpected {other}")),
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// A client whose queue overflows gets older updates folded into later
+    /// ones and still ends with exactly the channel data; it is only
+    /// refused when nothing can be folded.
+    #[test]
+    fn a_slow_client_with_folded_updates_converges(ops in proptest::collection::vec(slow_op(), 1..200), capacity in 4usize..40) {
+        let mut engine = Engine::new(StateConfig::default());
+        let channels = [Channel::Executive, Channel::Manager, Channel::Analyst, Channel::Csm("c1".into())];
+        let names: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
+        let mut hub: Vec<ChannelState> =
+            channels.iter().map(|c| ChannelState::new(c.to_string(), engine.channel_view(c), 1000)).collect();
+        let outbox = outbox::Outbox::new(capacity);
+        let mut copies: Vec<Client> = channels.iter().map(|_| Client::default()).collect();
+        for (i, state) in hub.iter().enumerate() {
+            for m in state.subscribe(None, usize::MAX) {
+                outbox.push(outbox::Queued { text: m.as_ref().into(), kind: outbox::Kind::Barrier(i as u64) }).unwrap();
+            }
+            read_all(&outbox, &names, &mut copies).map_err(TestCaseError::fail)?;
+        }
+        let mut ts = parse_rfc3339("2026-03-01T00:00:00Z").unwrap();
+        let push = |text: Arc<str>, kind: outbox::Kind| outbox.push(outbox::Queued { text: text.as_ref().into(), kind });
+        for (i, op) in ops.iter().enumerate() {
+            let pushed = match op {
+                SlowOp::Fold(Op::Fold { account, kind, n, minutes }) => {
+                    ts += *minutes as i64 * MICROS_PER_MIN;
+                    let (topic, body) = event(*account, *kind, *n, ts, i);
+                    let payload = serde_json::to_vec(&body).unwrap();
+                    engine.fold(&Input { topic, partition: 0, offset: i as i64, payload: &payload, wall: ts });
+                    Ok(())
+                }
+                SlowOp::Fold(_) => unreachable!("only folds"),
+                SlowOp::Tick(t) => {
+                    let topic = PushTopic::ALL[*t as usize];
+                    let mut r = Ok(());
+                    for (c, (ch, state)) in channels.iter().zip(&mut hub).enumerate() {
+                        if let Some(m) = state.tick(topic, &engine.channel_view(ch)) {
+                            r = r.and(push(m, outbox::Kind::Update(c as u64, topic)));
+                        }
+                    }
+                    r
+                }
+                SlowOp::Alert(c) => {
+                    let m = hub[*c as usize].alert(&json!({"alert_id": format!("x{i}")}));
+                    push(m, outbox::Kind::Alert(*c as u64))
+                }
+                SlowOp::Read => {
+                    read_all(&outbox, &names, &mut copies).map_err(TestCaseError::fail)?;
+                    Ok(())
+                }
+            };
+            if pushed.is_err() {
+                // Refused: only when no update in the queue could be folded.
+                prop_assert!(outbox.is_slow());
+                return Ok(());
+            }
+        }
+        for topic in PushTopic::ALL {
+            for (c, (ch, state)) in channels.iter().zip(&mut hub).enumerate() {
+                if let Some(m) = state.tick(topic, &engine.channel_view(ch)) {
+                    if push(m, outbox::Kind::Update(c as u64, topic)).is_err() {
+                        prop_assert!(outbox.is_slow());
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        read_all(&outbox, &names, &mut copies).map_err(TestCaseError::fail)?;
+        for ((ch, state), c) in channels.iter().zip(&hub).zip(&copies) {
+            let now = engine.channel_view(ch);
+            prop_assert!(same_modulo_nulls(&c.copy, &now), "{ch}: slow client's copy differs\n{}\n{}", c.copy, now);
+            prop_assert_eq!(c.seq, state.seq(), "{}: ends at the channel's seq", ch);
+        }
+    }
+}
+
+fn small_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![Just(Value::Null), (0i64..3).prop_map(|n| json!(n))];
+    leaf.prop_recursive(3, 16, 3, |inner| {
+        proptest::collection::btree_map(prop_oneof![Just("a"), Just("b"), Just("c")], inner, 0..3)
+            .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+    })
+}
+
+proptest! {
+    /// A composed patch does what its two parts do one after the other.
+    #[test]
+    fn merge_compose_equals_applying_both(target in small_json(), first in small_json(), second in small_json()) {
+        if let Some(both) = merge_compose(&first, &second) {
+            let mut one = target.clone();
+            merge_apply(&mut one, &both);
+            let mut two = target.clone();
+            merge_apply(&mut two, &first);
+            merge_apply(&mut two, &second);
+            prop_assert_eq!(one, two);
+        } else {
+            prop_assert!(second.is_object() && !first.is_object() || first.is_object());
+        }
+    }
 }
