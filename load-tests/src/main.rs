@@ -20,10 +20,14 @@ use cspulse::time::{MICROS_PER_MIN, days, parse_rfc3339};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use serde::Deserialize;
 use serde_json::json;
+
+mod broker;
+mod produce;
+mod push;
+mod swarm;
 
 #[derive(Parser)]
 #[command(name = "cspulse-load", about = "cspulse benchmarks")]
@@ -55,6 +59,9 @@ enum Scenario {
         /// Partitions per input topic (the mock cluster keeps 5 MiB each).
         #[arg(long, default_value_t = 64)]
         partitions: i32,
+        /// Kafka bootstrap servers; default: an embedded mock cluster.
+        #[arg(long)]
+        brokers: Option<String>,
     },
     /// State size: RSS after folding `accounts` accounts and `users` distinct users.
     Memory {
@@ -63,6 +70,17 @@ enum Scenario {
         #[arg(long, default_value_t = 3_000_000)]
         users: usize,
     },
+    /// Fan-out: N subscribed WebSocket clients (separate process), cspulse vs Node `ws`.
+    Fanout(push::FanoutArgs),
+    /// Slow consumers: some clients stop reading; the others' lag, and 1008 closes.
+    Slow(push::SlowArgs),
+    /// Event → `alert` frame latency at a constant produce rate.
+    Alerts(push::AlertsArgs),
+    /// The generator's portfolio at size S/M/L produced to Kafka.
+    Produce(produce::ProduceArgs),
+    /// (internal) The WebSocket client swarm process used by fanout and slow.
+    #[command(hide = true)]
+    Swarm(swarm::SwarmArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,8 +88,13 @@ fn main() -> anyhow::Result<()> {
     let runs = cli.runs.max(1);
     match cli.scenario {
         Scenario::Fold { events, accounts, users_per_account } => fold(events, accounts, users_per_account, runs),
-        Scenario::Kafka { events, accounts, partitions } => kafka(events, accounts, partitions, runs),
+        Scenario::Kafka { events, accounts, partitions, brokers } => kafka(events, accounts, partitions, brokers, runs),
         Scenario::Memory { accounts, users } => memory(accounts, users),
+        Scenario::Fanout(a) => push::fanout(a, runs),
+        Scenario::Slow(a) => push::slow(a, runs),
+        Scenario::Alerts(a) => push::alerts(a, runs),
+        Scenario::Produce(a) => produce::produce(a, runs),
+        Scenario::Swarm(a) => swarm::run(a),
     }
 }
 
@@ -133,13 +156,13 @@ struct Typed<'a> {
     arr: Option<f64>,
 }
 
-struct Stat {
+pub(crate) struct Stat {
     median: f64,
     min: f64,
     max: f64,
 }
 
-fn stat(mut v: Vec<f64>) -> Stat {
+pub(crate) fn stat(mut v: Vec<f64>) -> Stat {
     v.sort_by(f64::total_cmp);
     Stat { median: v[v.len() / 2], min: v[0], max: v[v.len() - 1] }
 }
@@ -148,11 +171,11 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-fn fmt_rate(s: &Stat) -> String {
+pub(crate) fn fmt_rate(s: &Stat) -> String {
     format!("{:>10.0}/s  ({:.0}–{:.0})", s.median, s.min, s.max)
 }
 
-fn write_results(name: &str, value: serde_json::Value) -> anyhow::Result<()> {
+pub(crate) fn write_results(name: &str, value: serde_json::Value) -> anyhow::Result<()> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{name}.json"));
@@ -161,7 +184,7 @@ fn write_results(name: &str, value: serde_json::Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn machine() -> serde_json::Value {
+pub(crate) fn machine() -> serde_json::Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -247,16 +270,11 @@ fn fold(events: usize, accounts: usize, users_per_account: usize, runs: usize) -
     )
 }
 
-fn kafka(events: usize, accounts: usize, partitions: i32, runs: usize) -> anyhow::Result<()> {
-    let cluster = MockCluster::new(1)?;
+fn kafka(events: usize, accounts: usize, partitions: i32, brokers: Option<String>, runs: usize) -> anyhow::Result<()> {
     let mut config =
         Config::from_toml("[auth]\njwt_secret = \"benchmark-secret-0123456789\"\n[state]\nstore = \"memory\"\n")?;
-    let t = config.kafka.topics.clone();
-    for name in [&t.accounts, &t.usage, &t.tickets, &t.revenue] {
-        cluster.create_topic(name, partitions, 1)?;
-    }
-    cluster.create_topic(&t.deadletter, 1, 1)?;
-    config.kafka.brokers = cluster.bootstrap_servers();
+    let broker = broker::Broker::start(brokers.as_deref(), &config, partitions)?;
+    config.kafka.brokers = broker.bootstrap.clone();
     cspulse::demo::low_latency(&mut config);
     let names = TopicNames::new(&config.kafka.topics);
 
@@ -273,6 +291,7 @@ fn kafka(events: usize, accounts: usize, partitions: i32, runs: usize) -> anyhow
         *fill.entry((m.topic, partition_of(&m.key))).or_default() += m.payload.len() + m.key.len() + 70;
     }
     if let Some(((topic, p), bytes)) = fill.iter().max_by_key(|(_, b)| **b)
+        && broker.cluster.is_some()
         && *bytes > (5 << 20) * 9 / 10
     {
         bail!(
@@ -316,7 +335,8 @@ fn kafka(events: usize, accounts: usize, partitions: i32, runs: usize) -> anyhow
     let (raw, eng) = (stat(raw), stat(engine_rates));
     let ratio = eng.median / raw.median;
     println!(
-        "\nkafka: {total} events over 4 topics × {partitions} partitions, embedded mock broker, fetch.wait.max.ms=1"
+        "\nkafka: {total} events over 4 topics × {partitions} partitions, {}, fetch.wait.max.ms=1",
+        broker.describe()
     );
     println!("  raw rdkafka consume (BaseConsumer::poll)   {}", fmt_rate(&raw));
     println!("  Kafka → decode → fold (cspulse ingest)     {}", fmt_rate(&eng));

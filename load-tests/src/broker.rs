@@ -1,0 +1,72 @@
+//! The broker a scenario talks to: librdkafka's in-process mock cluster by
+//! default, or a real Kafka given with `--brokers` (topics created there
+//! with the admin API when missing).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use cspulse::config::Config;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+
+pub struct Broker {
+    /// Kept alive for the scenario; `None` with `--brokers`.
+    pub cluster: Option<MockCluster<'static, DefaultProducerContext>>,
+    pub bootstrap: String,
+}
+
+impl Broker {
+    /// The mock cluster with every configured topic (`partitions` per input
+    /// topic), or the given brokers with the topics created if missing.
+    pub fn start(brokers: Option<&str>, config: &Config, partitions: i32) -> anyhow::Result<Broker> {
+        let t = &config.kafka.topics;
+        let topics = [
+            (t.accounts.as_str(), partitions),
+            (t.usage.as_str(), partitions),
+            (t.tickets.as_str(), partitions),
+            (t.revenue.as_str(), partitions),
+            (t.alerts.as_str(), 4),
+            (t.deadletter.as_str(), 1),
+        ];
+        match brokers {
+            None => {
+                let cluster = MockCluster::new(1).context("mock cluster")?;
+                for (name, p) in topics {
+                    cluster.create_topic(name, p, 1)?;
+                }
+                let bootstrap = cluster.bootstrap_servers();
+                Ok(Broker { cluster: Some(cluster), bootstrap })
+            }
+            Some(list) => {
+                let admin: AdminClient<DefaultClientContext> =
+                    ClientConfig::new().set("bootstrap.servers", list).create().context("admin client")?;
+                let new: Vec<NewTopic<'_>> =
+                    topics.iter().map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1))).collect();
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+                match std::thread::scope(|s| s.spawn(|| rt.block_on(admin.create_topics(&new, &opts))).join()) {
+                    Ok(Ok(results)) => {
+                        for r in results {
+                            if let Err((name, code)) = r {
+                                eprintln!("topic {name}: {code:?} (an existing topic is fine)");
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => eprintln!("cannot create topics on {list}: {e} (assuming they exist)"),
+                    Err(_) => anyhow::bail!("admin thread panicked"),
+                }
+                Ok(Broker { cluster: None, bootstrap: list.to_owned() })
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self.cluster {
+            Some(_) => format!("embedded mock cluster ({})", self.bootstrap),
+            None => format!("Kafka at {}", self.bootstrap),
+        }
+    }
+}
