@@ -48,6 +48,17 @@ pub struct Common {
     /// Tokio worker threads of the swarm client.
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
+    /// Niceness of the server and the swarm (`nice -n`; negative needs root):
+    /// keeps other work on a shared machine from preempting them.
+    #[arg(long, default_value_t = -10, allow_hyphen_values = true)]
+    pub nice: i32,
+}
+
+/// `nice -n N taskset -c CORE …` (both exec, so the pid is the program's).
+fn pinned(common: &Common, core: usize) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("nice");
+    cmd.args(["-n", &common.nice.to_string(), "taskset", "-c", &core.to_string()]);
+    cmd
 }
 
 fn token(role: Role, csm: Option<&str>) -> String {
@@ -90,6 +101,23 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     ticks / hz
+}
+
+/// (busy, total) jiffies of one core from /proc/stat; busy includes
+/// irq/softirq time (loopback TCP delivery is mostly softirq, which is not
+/// charged to any process).
+pub fn core_jiffies(core: usize) -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let name = format!("cpu{core} ");
+    let Some(line) = stat.lines().find(|l| l.starts_with(&name)) else { return (0, 0) };
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+fn core_busy(a: (u64, u64), b: (u64, u64)) -> f64 {
+    (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64
 }
 
 pub fn rss_kib(pid: u32) -> u64 {
@@ -181,10 +209,8 @@ async fn spawn_cspulse(common: &Common, brokers: &str, tag: &str, extra: &[(&str
          \"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
     )?;
     let log = std::fs::File::create(dir.join(format!("{tag}.log")))?;
-    let mut cmd = tokio::process::Command::new("taskset");
-    cmd.arg("-c")
-        .arg(common.server_core.to_string())
-        .arg(&bin)
+    let mut cmd = pinned(common, common.server_core);
+    cmd.arg(&bin)
         .args(["serve", "--config"])
         .arg(&config)
         .env("CSPULSE__KAFKA__BROKERS", brokers)
@@ -214,9 +240,7 @@ async fn spawn_node(common: &Common) -> anyhow::Result<Server> {
     if !dir.join("node_modules/ws").exists() {
         bail!("run `npm ci` in {} first", dir.display());
     }
-    let mut child = tokio::process::Command::new("taskset")
-        .arg("-c")
-        .arg(common.server_core.to_string())
+    let mut child = pinned(common, common.server_core)
         .args(["node", "server.js", "0"])
         .current_dir(&dir)
         .stdin(Stdio::piped())
@@ -238,6 +262,7 @@ struct Swarm {
     child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
+    pid: u32,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -251,9 +276,7 @@ async fn spawn_swarm(
     slow: usize,
 ) -> anyhow::Result<Swarm> {
     let exe = std::env::current_exe()?;
-    let mut child = tokio::process::Command::new("taskset")
-        .arg("-c")
-        .arg(common.client_core.to_string())
+    let mut child = pinned(common, common.client_core)
         .arg(exe)
         .arg("swarm")
         .args(["--url", &format!("ws://127.0.0.1:{port}/ws"), "--token", token, "--channel", channel])
@@ -270,7 +293,8 @@ async fn spawn_swarm(
     let mut it = line.split_whitespace().skip(1).map(|v| v.parse::<usize>());
     let (connected, failed) = (it.next().context("ready line")??, it.next().context("ready line")??);
     eprintln!("swarm: {connected} of {clients} clients subscribed, {failed} failed");
-    Ok(Swarm { child, stdin, lines })
+    let pid = child.id().context("swarm pid")?;
+    Ok(Swarm { child, stdin, lines, pid })
 }
 
 impl Swarm {
@@ -455,7 +479,8 @@ async fn run_cspulse(common: &Common, broker: &Broker, spec: &RunSpec, tag: &str
     let mut next_churn = t0 + churn_period / 2;
     let mut churns = 0u64;
     sleep_until_wall(t0 - 2_000).await;
-    let (cpu_a, wall_a) = (cpu_seconds(server.pid), now_us());
+    let (cpu_a, wall_a, client_a) = (cpu_seconds(server.pid), now_us(), cpu_seconds(swarm.pid));
+    let cores_a = (core_jiffies(common.server_core), core_jiffies(common.client_core));
     for j in 1..=count {
         let at = t0 + (j - 1) * period;
         while next_churn < at {
@@ -470,12 +495,14 @@ async fn run_cspulse(common: &Common, broker: &Broker, spec: &RunSpec, tag: &str
         send(&producer, &topics.tickets, FAN_ACCOUNT, &ticket_event(tag, j, at));
     }
     sleep_until_wall(t0 + count * period).await;
-    let (cpu_b, wall_b) = (cpu_seconds(server.pid), now_us());
+    let (cpu_b, wall_b, client_b) = (cpu_seconds(server.pid), now_us(), cpu_seconds(swarm.pid));
+    let cores_b = (core_jiffies(common.server_core), core_jiffies(common.client_core));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_end = rss_kib(server.pid);
     let result = swarm.finish().await?;
     server.stop().await;
     drop(probe_rx);
+    let client_share = (client_b - client_a) / ((wall_b - wall_a) as f64 / 1e6);
     let window = (wall_b - wall_a) as f64 / 1e6;
     let cpu = cpu_b - cpu_a;
     let deliveries = result["deliveries"].as_f64().unwrap_or(0.0);
@@ -486,6 +513,8 @@ async fn run_cspulse(common: &Common, broker: &Broker, spec: &RunSpec, tag: &str
         "broadcasts": count, "churn_alerts": churns, "window_s": window,
         "deliveries": deliveries, "deliveries_per_s": deliveries / window,
         "server_cpu_s": cpu, "server_core_share": cpu / window, "idle_core_share": idle_cpu,
+        "client_core_share": client_share,
+        "server_core_busy": core_busy(cores_a.0, cores_b.0), "client_core_busy": core_busy(cores_a.1, cores_b.1),
         "deliveries_per_cpu_s": deliveries / cpu.max(1e-9),
         "deliveries_per_cpu_s_net_idle": deliveries / (cpu - idle_cpu * window).max(1e-9),
         "rss_idle_server_kib": rss0, "rss_with_clients_kib": rss_n, "rss_end_kib": rss_end,
@@ -535,9 +564,12 @@ async fn run_node(common: &Common, spec: &RunSpec) -> anyhow::Result<Value> {
     stdin.write_all(format!("broadcast {t0} {period} {count} {}\n", spec.bytes).as_bytes()).await?;
     stdin.flush().await?;
     sleep_until_wall(t0 - 2_000).await;
-    let (cpu_a, wall_a) = (cpu_seconds(server.pid), now_us());
+    let (cpu_a, wall_a, client_a) = (cpu_seconds(server.pid), now_us(), cpu_seconds(swarm.pid));
+    let cores_a = (core_jiffies(common.server_core), core_jiffies(common.client_core));
     sleep_until_wall(t0 + count * period).await;
-    let (cpu_b, wall_b) = (cpu_seconds(server.pid), now_us());
+    let (cpu_b, wall_b, client_b) = (cpu_seconds(server.pid), now_us(), cpu_seconds(swarm.pid));
+    let cores_b = (core_jiffies(common.server_core), core_jiffies(common.client_core));
+    let client_share = (client_b - client_a) / ((wall_b - wall_a) as f64 / 1e6);
     let lines = server.stdout.as_mut().context("node stdout")?;
     let done = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await??.unwrap_or_default();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -554,6 +586,8 @@ async fn run_node(common: &Common, spec: &RunSpec) -> anyhow::Result<Value> {
         "broadcasts": count, "node_said": done, "window_s": window,
         "deliveries": deliveries, "deliveries_per_s": deliveries / window,
         "server_cpu_s": cpu, "server_core_share": cpu / window, "idle_core_share": idle_cpu,
+        "client_core_share": client_share,
+        "server_core_busy": core_busy(cores_a.0, cores_b.0), "client_core_busy": core_busy(cores_a.1, cores_b.1),
         "deliveries_per_cpu_s": deliveries / cpu.max(1e-9),
         "deliveries_per_cpu_s_net_idle": deliveries / (cpu - idle_cpu * window).max(1e-9),
         "rss_idle_server_kib": rss0, "rss_with_clients_kib": rss_n, "rss_end_kib": rss_end,
@@ -594,11 +628,14 @@ fn stat_json(runs: &[&Value], path: &str) -> Value {
     json!({"median": v[v.len() / 2], "min": v[0], "max": v[v.len() - 1], "runs": v.len()})
 }
 
-const FIGURES: [(&str, &str, usize); 12] = [
+const FIGURES: [(&str, &str, usize); 15] = [
     ("connected clients", "connected", 0),
     ("deliveries/s", "deliveries_per_s", 0),
     ("server CPU (share of a core)", "server_core_share", 3),
     ("  of which idle baseline", "idle_core_share", 3),
+    ("swarm client CPU (share of a core)", "client_core_share", 3),
+    ("server's core busy, incl. softirq", "server_core_busy", 3),
+    ("client's core busy, incl. softirq", "client_core_busy", 3),
     ("deliveries per server CPU-second", "deliveries_per_cpu_s", 0),
     ("lag p50 ms (from intended broadcast)", "lag_from_tick.p50_ms", 1),
     ("lag p99 ms", "lag_from_tick.p99_ms", 1),

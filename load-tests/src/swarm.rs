@@ -32,6 +32,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpSocket;
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Wall-clock microseconds since the epoch (shared by all processes).
 pub fn now_us() -> i64 {
@@ -166,7 +167,11 @@ async fn client(i: usize, ctx: Arc<Ctx>, gate: Arc<Semaphore>) {
         } else {
             format!("{}?token={}", ctx.args.url, ctx.args.token)
         };
-        let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+        // Small buffers: tungstenite zero-fills up to `read_buffer_size`
+        // (128 KiB by default) on every read, which would make the client
+        // spend most of its CPU in memset.
+        let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
         let (mut sink, mut stream) = ws.split();
         let sub = json!({"op": "subscribe", "channel": ctx.args.channel}).to_string();
         sink.send(Message::Text(sub.into())).await?;
