@@ -50,7 +50,7 @@ impl App {
             auth.clone(),
             config.http.allowed_origins.clone(),
             config.push.history,
-            Limits::default(),
+            Limits { queue: config.push.queue, max_connections: config.push.max_connections, ..Limits::default() },
         );
         let state = AppState {
             shared: shared.clone(),

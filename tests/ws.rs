@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -281,4 +282,196 @@ async fn cadences_hold_and_resume_replays_exactly_what_was_missed() {
     let (_, rest) = get(&format!("http://{}/api/v1/channels/manager", app.addr), Some(&manager)).await;
     assert!(same_modulo_nulls(&copy.data, &rest), "resumed copy equals REST\n{}\n{}", copy.data, rest);
     app.shutdown().await;
+}
+
+/// The value of an unlabelled counter or gauge in `/metrics` (0 if absent).
+async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .next()
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_while_readers_keep_up() {
+    let (_cluster, mut config) = cluster_and_config();
+    for c in [&mut config.cadence.health, &mut config.cadence.usage, &mut config.cadence.revenue] {
+        *c = "100ms".parse().unwrap();
+    }
+    config.cadence.tickets = "0s".parse().unwrap();
+    config.push.queue = 32;
+    let app = App::start(&config).await.expect("engine starts");
+    let exec = token(Role::Executive, None);
+    let csms: Vec<String> = (0..6).map(|c| format!("csm-{c}")).collect();
+    let mut channels = vec!["executive".to_owned(), "manager".to_owned(), "analyst".to_owned()];
+    channels.extend(csms.iter().map(|c| format!("csm:{c}")));
+
+    // The portfolio: 300 accounts in six books, 50 segments, 40 regions and 40 features
+    // (so that executive and analyst updates are sizeable).
+    let p = producer(&config.kafka.brokers);
+    let base = cspulse::time::parse_rfc3339("2026-11-01T00:00:00Z").unwrap();
+    let mut n = 0u64;
+    let burst = |count: usize, n: &mut u64| -> Vec<(String, Value)> {
+        (0..count)
+            .map(|_| {
+                *n += 1;
+                let i = *n;
+                let a = (i / 3) % 300;
+                let account = format!("acct-{a}");
+                let ts = cspulse::time::format_rfc3339(base + i as i64 * 1_000_000);
+                let body = match i % 3 {
+                    0 => json!({"event_id": format!("e{i}"), "ts": ts, "account_id": account,
+                        "csm_id": csms[(a % 6) as usize], "seats": 10 + i % 50,
+                        "segment": format!("seg-{}", a % 50), "region": format!("reg-{}", a % 40)}),
+                    1 => json!({"event_id": format!("e{i}"), "ts": ts, "account_id": account, "user_id": format!("u{i}"), "feature": format!("f{}", i % 40)}),
+                    _ => json!({"event_id": format!("e{i}"), "ts": ts, "account_id": account, "ticket_id": format!("t{i}"),
+                        "action": "opened", "priority": "p2"}),
+                };
+                let topic = ["cs.accounts", "cs.usage", "cs.tickets"][(i % 3) as usize];
+                (topic.to_owned(), body)
+            })
+            .collect()
+    };
+    let send_all = |events: Vec<(String, Value)>| {
+        let p = p.clone();
+        async move {
+            let sends = events.iter().map(|(topic, body)| {
+                let key = body["account_id"].as_str().unwrap().to_owned();
+                let payload = serde_json::to_vec(body).unwrap();
+                let p = p.clone();
+                let topic = topic.clone();
+                async move { produce(&p, &topic, 0, &key, &payload).await }
+            });
+            futures_util::future::join_all(sends).await;
+        }
+    };
+    send_all(burst(900, &mut n)).await;
+    wait_for("the portfolio to be folded", Duration::from_secs(30), || {
+        let (url, t) = (format!("http://{}/api/v1/channels/manager", app.addr), exec.clone());
+        async move {
+            let (_, v) = get(&url, Some(&t)).await;
+            (v["csms"].as_object().map_or(0, |m| m.len()) == 6).then_some(())
+        }
+    })
+    .await;
+
+    // A reader on every channel, and a client with a tiny receive buffer
+    // that subscribes to the same channels and then never reads.
+    let mut reader = connect(app.addr, &exec).await;
+    let mut copies: HashMap<String, Copy> = HashMap::new();
+    for c in &channels {
+        reader.op(json!({"op": "subscribe", "channel": c}));
+        copies.insert(c.clone(), Copy { data: Value::Null, seq: 0 });
+    }
+    while copies.values().any(|c| c.data.is_null()) {
+        let m = reader.next().await;
+        copies.get_mut(m["channel"].as_str().unwrap()).unwrap().apply(&m);
+    }
+    // Two clients with tiny receive buffers that subscribe and never read:
+    // `folding` to the analyst channel (no `alert` messages; its queue holds
+    // all five topics, so folding keeps it bounded), `stalled` to all nine
+    // (more channel-topic pairs and alerts than its queue holds, so it is
+    // closed as a slow consumer).
+    let mut folding = stuck_client(app.addr, &exec, &["analyst"]).await;
+    let all: Vec<&str> = channels.iter().map(String::as_str).collect();
+    let mut stalled = stuck_client(app.addr, &exec, &all).await;
+    assert_eq!(metric(app.addr, "cspulse_ws_connections").await, 3.0);
+
+    // Traffic until the server gives up on the stalled client (bounded).
+    let start = Instant::now();
+    let mut gaps = Vec::new();
+    let mut last_update = Instant::now();
+    let mut dropped_after = None;
+    let (mut slow_at, mut folded_at) = (None, None);
+    while start.elapsed() < Duration::from_secs(90) {
+        send_all(burst(30, &mut n)).await;
+        while let Ok(m) = reader.frames.try_recv() {
+            let copy = copies.get_mut(m["channel"].as_str().unwrap()).unwrap();
+            copy.apply(&m);
+            if m["type"] == json!("update") {
+                gaps.push(last_update.elapsed());
+                last_update = Instant::now();
+            }
+        }
+        if slow_at.is_none() && metric(app.addr, "cspulse_ws_slow_consumer_disconnects_total").await >= 1.0 {
+            slow_at = Some(start.elapsed());
+        }
+        if folded_at.is_none() && metric(app.addr, "cspulse_ws_updates_coalesced_total").await >= 1.0 {
+            folded_at = Some(start.elapsed());
+        }
+        if dropped_after.is_none() && slow_at.is_some() && folded_at.is_some() {
+            dropped_after = Some(start.elapsed());
+        }
+        if dropped_after.is_some_and(|d| start.elapsed() > d + Duration::from_secs(2)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if dropped_after.is_none() {
+        panic!(
+            "within 90 s, updates are folded ({}) and the stalled client is closed as a slow consumer ({}, stalled {})",
+            metric(app.addr, "cspulse_ws_updates_coalesced_total").await,
+            metric(app.addr, "cspulse_ws_slow_consumer_disconnects_total").await,
+            metric(app.addr, "cspulse_ws_stalled_disconnects_total").await,
+        )
+    };
+    let coalesced = metric(app.addr, "cspulse_ws_updates_coalesced_total").await;
+    assert_eq!(metric(app.addr, "cspulse_ws_slow_consumer_disconnects_total").await, 1.0, "only the stalled one");
+    wait_for("the slow connection to be gone", Duration::from_secs(10), || async {
+        (metric(app.addr, "cspulse_ws_connections").await == 2.0).then_some(())
+    })
+    .await;
+    let worst = gaps.iter().max().copied().unwrap_or_default();
+    assert!(gaps.len() > 20, "the reader kept getting updates ({})", gaps.len());
+    assert!(worst < Duration::from_secs(2), "no stall for the reader: worst gap {worst:?}");
+    eprintln!(
+        "stalled client dropped after {slow_at:?}; first fold after {folded_at:?} ({coalesced} in all); reader: {} updates, worst gap {worst:?}",
+        gaps.len()
+    );
+
+    // The stalled client, reading at last, finds its connection closed.
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stalled.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the stalled connection ends");
+    assert!(ended.is_none() || ended == Some(1008), "closed with 1008 or cut: {ended:?}");
+
+    // And the reader still converges on every channel.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(m) = reader.frames.try_recv() {
+        copies.get_mut(m["channel"].as_str().unwrap()).unwrap().apply(&m);
+    }
+    for (c, copy) in &copies {
+        let (_, rest) = get(&format!("http://{}/api/v1/channels/{c}", app.addr), Some(&exec)).await;
+        assert!(same_modulo_nulls(&copy.data, &rest), "{c}: reader's copy equals REST");
+    }
+    // The folding client is still connected: its queue stayed bounded.
+    assert_eq!(metric(app.addr, "cspulse_ws_connections").await, 2.0);
+    folding.close(None).await.ok();
+    app.shutdown().await;
+}
+
+/// A client with a tiny receive buffer that subscribes and then never reads.
+async fn stuck_client(
+    addr: std::net::SocketAddr,
+    token: &str,
+    channels: &[&str],
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(format!("ws://{addr}/ws?token={token}"), stream).await.expect("upgrade");
+    for c in channels {
+        ws.send(Message::Text(json!({"op": "subscribe", "channel": c}).to_string().into())).await.unwrap();
+    }
+    ws
 }

@@ -211,6 +211,11 @@ pub struct UsageConfig {
 #[serde(deny_unknown_fields)]
 pub struct PushConfig {
     pub history: usize,
+    /// Outbound messages queued per WebSocket connection (after folding
+    /// updates) before it is closed as a slow consumer.
+    pub queue: usize,
+    /// Concurrent WebSocket connections; more get HTTP 503.
+    pub max_connections: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -292,6 +297,12 @@ impl Config {
         }
         if self.push.history == 0 {
             return bad("push.history", "must be > 0");
+        }
+        if self.push.queue < 2 {
+            return bad("push.queue", "must be at least 2 (a subscription queues two messages)");
+        }
+        if self.push.max_connections == 0 {
+            return bad("push.max_connections", "must be > 0");
         }
         if !(self.log.format == "text" || self.log.format == "json") {
             return bad("log.format", "must be \"text\" or \"json\"");
