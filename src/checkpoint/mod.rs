@@ -148,11 +148,16 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Encodes the state under the engine lock (a consistent cut of state and
-/// positions), then writes it without holding the lock.
+/// Copies the state under the engine lock (a consistent cut of state and
+/// positions), then encodes and writes the copy without holding the lock.
 pub fn checkpoint_once(shared: &Shared, store: &Store, status: &CheckpointStatus) -> Result<usize, StoreError> {
     let started = Instant::now();
-    let blob = shared.engine().encode();
+    // Ingestion waits only for the copy; encoding and writing happen off
+    // the engine lock, on a state that is consistent with its offsets.
+    let snapshot = shared.engine().clone();
+    let paused = started.elapsed();
+    let blob = snapshot.encode();
+    drop(snapshot);
     let encoded = started.elapsed();
     let result = store.save(&blob);
     let total = started.elapsed();
@@ -163,6 +168,7 @@ pub fn checkpoint_once(shared: &Shared, store: &Store, status: &CheckpointStatus
             *status.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
             histogram!("cspulse_checkpoint_duration_seconds").record(total.as_secs_f64());
             histogram!("cspulse_checkpoint_encode_seconds").record(encoded.as_secs_f64());
+            histogram!("cspulse_checkpoint_pause_seconds").record(paused.as_secs_f64());
             gauge!("cspulse_checkpoint_size_bytes").set(blob.len() as f64);
         }
         Err(e) => {
