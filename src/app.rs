@@ -17,7 +17,7 @@ use crate::auth::Auth;
 use crate::checkpoint::{CheckpointStatus, Store};
 use crate::config::Config;
 use crate::http::{self, AppState};
-use crate::ingest::{Ingest, Shared, TopicNames};
+use crate::ingest::{Ingest, Shared, Subscribed, TopicNames};
 use crate::push::server::{Limits, PushService};
 use crate::state::Engine;
 
@@ -72,8 +72,11 @@ impl App {
                 })
                 .await
         });
+        // Join the consumer group while the checkpoint is read and decoded
+        // (both take seconds); polling, and so positioning, starts after.
+        let subscribed = Subscribed::new(&config.kafka, shared.clone()).context("cannot create the Kafka consumer")?;
         restore(&shared, &store, config).await?;
-        let ingest = Ingest::start(&config.kafka, shared.clone()).context("cannot create the Kafka consumer")?;
+        let ingest = subscribed.start();
         let c = &config.cadence;
         tokio::spawn(push.run([c.health.0, c.usage.0, c.tickets.0, c.revenue.0], stop.subscribe()));
         let checkpoints = tokio::spawn(crate::checkpoint::run_loop(

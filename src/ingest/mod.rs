@@ -269,20 +269,8 @@ pub struct Ingest {
 impl Ingest {
     /// Creates the consumer, subscribes, and starts the poll loop.
     pub fn start(kafka: &KafkaConfig, shared: Arc<Shared>) -> Result<Ingest, KafkaError> {
-        let consumer: BaseConsumer<IngestContext> =
-            consumer_config(kafka).create_with_context(IngestContext { shared: shared.clone() })?;
-        consumer.subscribe(&shared.topics.inputs())?;
-        let producer = producer(kafka)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let outputs = Outputs { deadletter: kafka.topics.deadletter.clone(), alerts: kafka.topics.alerts.clone() };
-        let thread = std::thread::Builder::new()
-            .name("cspulse-ingest".into())
-            .spawn(move || poll_loop(&consumer, &producer, &outputs, &shared, &flag))
-            .expect("spawn ingest thread");
-        Ok(Ingest { thread: Some(thread), stop })
+        Ok(Subscribed::new(kafka, shared)?.start())
     }
-
     /// Stops consuming and waits for the loop to finish its batch.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -295,6 +283,39 @@ impl Ingest {
 impl Drop for Ingest {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A consumer that has subscribed but does not poll yet: the group join
+/// goes on in librdkafka's background while the checkpoint is restored;
+/// partitions are positioned (from the engine) only once polling starts.
+pub struct Subscribed {
+    consumer: BaseConsumer<IngestContext>,
+    producer: ThreadedProducer<DefaultProducerContext>,
+    outputs: Outputs,
+    shared: Arc<Shared>,
+}
+
+impl Subscribed {
+    pub fn new(kafka: &KafkaConfig, shared: Arc<Shared>) -> Result<Subscribed, KafkaError> {
+        let consumer: BaseConsumer<IngestContext> =
+            consumer_config(kafka).create_with_context(IngestContext { shared: shared.clone() })?;
+        consumer.subscribe(&shared.topics.inputs())?;
+        let producer = producer(kafka)?;
+        let outputs = Outputs { deadletter: kafka.topics.deadletter.clone(), alerts: kafka.topics.alerts.clone() };
+        Ok(Subscribed { consumer, producer, outputs, shared })
+    }
+
+    /// Starts the poll loop.
+    pub fn start(self) -> Ingest {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let Subscribed { consumer, producer, outputs, shared } = self;
+        let thread = std::thread::Builder::new()
+            .name("cspulse-ingest".into())
+            .spawn(move || poll_loop(&consumer, &producer, &outputs, &shared, &flag))
+            .expect("spawn ingest thread");
+        Ingest { thread: Some(thread), stop }
     }
 }
 
