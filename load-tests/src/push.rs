@@ -417,8 +417,15 @@ async fn run_cspulse(common: &Common, broker: &Broker, spec: &RunSpec, tag: &str
     let topics = Config::from_toml(&format!("[auth]\njwt_secret = \"{SECRET}\"\n"))?.kafka.topics;
     let producer = ticket_producer(&broker.bootstrap)?;
     let now = now_us();
+    // With alerts, a long (256-character) name makes each `alert` message
+    // ~900 bytes, so a client that stops reading fills its buffers sooner.
+    let name = if spec.churn_rate > 0.0 {
+        "Slow-consumer test account ".repeat(10)[..256].to_owned()
+    } else {
+        "Fan-out".into()
+    };
     let acct = json!({"event_id": format!("fan-acct-{tag}"), "ts": format_rfc3339(now), "account_id": FAN_ACCOUNT,
-        "name": "Fan-out", "csm_id": FAN_CSM, "segment": "smb", "region": "emea", "seats": 100, "renewal_date": "2027-06-30"});
+        "name": name, "csm_id": FAN_CSM, "segment": "smb", "region": "emea", "seats": 100, "renewal_date": "2027-06-30"});
     send(&producer, &topics.accounts, FAN_ACCOUNT, &serde_json::to_vec(&acct)?);
     let rev = json!({"event_id": format!("fan-rev-{tag}"), "ts": format_rfc3339(now), "account_id": FAN_ACCOUNT, "kind": "new", "arr": 120000});
     send(&producer, &topics.revenue, FAN_ACCOUNT, &serde_json::to_vec(&rev)?);
@@ -495,9 +502,10 @@ async fn run_cspulse(common: &Common, broker: &Broker, spec: &RunSpec, tag: &str
         send(&producer, &topics.tickets, FAN_ACCOUNT, &ticket_event(tag, j, at));
     }
     sleep_until_wall(t0 + count * period).await;
+    // Drain: what is still queued arrives now (and counts, as do its CPU and time).
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let (cpu_b, wall_b, client_b) = (cpu_seconds(server.pid), now_us(), cpu_seconds(swarm.pid));
     let cores_b = (core_jiffies(common.server_core), core_jiffies(common.client_core));
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_end = rss_kib(server.pid);
     let result = swarm.finish().await?;
     server.stop().await;
@@ -512,6 +520,7 @@ async fn run_cspulse(common: &Common, broker: &Broker, spec: &RunSpec, tag: &str
         "clients": spec.clients, "connected": result["connected"], "failed": result["failed"], "slow": spec.slow,
         "broadcasts": count, "churn_alerts": churns, "window_s": window,
         "deliveries": deliveries, "deliveries_per_s": deliveries / window,
+        "offered_per_s": count as f64 * connected / (count * period) as f64 * 1e6,
         "server_cpu_s": cpu, "server_core_share": cpu / window, "idle_core_share": idle_cpu,
         "client_core_share": client_share,
         "server_core_busy": core_busy(cores_a.0, cores_b.0), "client_core_busy": core_busy(cores_a.1, cores_b.1),
@@ -567,12 +576,13 @@ async fn run_node(common: &Common, spec: &RunSpec) -> anyhow::Result<Value> {
     let (cpu_a, wall_a, client_a) = (cpu_seconds(server.pid), now_us(), cpu_seconds(swarm.pid));
     let cores_a = (core_jiffies(common.server_core), core_jiffies(common.client_core));
     sleep_until_wall(t0 + count * period).await;
+    let lines = server.stdout.as_mut().context("node stdout")?;
+    let done = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await??.unwrap_or_default();
+    // Drain: what is still queued arrives now (and counts, as do its CPU and time).
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let (cpu_b, wall_b, client_b) = (cpu_seconds(server.pid), now_us(), cpu_seconds(swarm.pid));
     let cores_b = (core_jiffies(common.server_core), core_jiffies(common.client_core));
     let client_share = (client_b - client_a) / ((wall_b - wall_a) as f64 / 1e6);
-    let lines = server.stdout.as_mut().context("node stdout")?;
-    let done = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await??.unwrap_or_default();
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_end = rss_kib(server.pid);
     let result = swarm.finish().await?;
     server.stop().await;
@@ -585,6 +595,7 @@ async fn run_node(common: &Common, spec: &RunSpec) -> anyhow::Result<Value> {
         "clients": spec.clients, "connected": result["connected"], "failed": result["failed"], "slow": spec.slow,
         "broadcasts": count, "node_said": done, "window_s": window,
         "deliveries": deliveries, "deliveries_per_s": deliveries / window,
+        "offered_per_s": count as f64 * connected / (count * period) as f64 * 1e6,
         "server_cpu_s": cpu, "server_core_share": cpu / window, "idle_core_share": idle_cpu,
         "client_core_share": client_share,
         "server_core_busy": core_busy(cores_a.0, cores_b.0), "client_core_busy": core_busy(cores_a.1, cores_b.1),
@@ -628,9 +639,10 @@ fn stat_json(runs: &[&Value], path: &str) -> Value {
     json!({"median": v[v.len() / 2], "min": v[0], "max": v[v.len() - 1], "runs": v.len()})
 }
 
-const FIGURES: [(&str, &str, usize); 15] = [
+const FIGURES: [(&str, &str, usize); 16] = [
     ("connected clients", "connected", 0),
-    ("deliveries/s", "deliveries_per_s", 0),
+    ("offered deliveries/s", "offered_per_s", 0),
+    ("delivered/s (window incl. 1 s drain)", "deliveries_per_s", 0),
     ("server CPU (share of a core)", "server_core_share", 3),
     ("  of which idle baseline", "idle_core_share", 3),
     ("swarm client CPU (share of a core)", "client_core_share", 3),
@@ -765,7 +777,7 @@ pub fn fanout(args: FanoutArgs, runs: usize) -> anyhow::Result<()> {
         summary.insert(format!("node.{path}"), stat_json(&n, path));
     }
     write(
-        "fanout",
+        &format!("fanout-{}", args.clients),
         &json!({"clients": args.clients, "rate": args.rate, "seconds": args.seconds, "runs": runs,
             "broker": broker.describe(), "machine": machine(), "delivery_per_cpu_ratio": ratio,
             "summary": summary, "cspulse": cs, "node": node}),
@@ -779,13 +791,13 @@ pub struct SlowArgs {
     /// Clients that stop reading.
     #[arg(long, default_value_t = 10)]
     pub slow: usize,
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = 45.0)]
     pub seconds: f64,
     /// Ticket updates per second (coalescible).
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
     /// `churn` alerts per second on the same account (not coalescible).
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 10.0)]
     pub alert_rate: f64,
     #[arg(long, default_value_t = 10.0)]
     pub lead_ms: f64,
