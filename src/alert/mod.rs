@@ -157,11 +157,17 @@ pub struct Alerting {
     /// Non-account scopes to re-evaluate when a cooldown ends.
     scope_wakes: BTreeSet<(Ts, ScopeKind, String)>,
     outbox: Vec<Alert>,
+    /// Per scope kind, whether any of its rules has a cooldown.
+    cooldowns: [bool; 4],
 }
 
 impl Alerting {
     pub fn new(rules: Rules) -> Self {
-        Alerting { rules, ..Alerting::default() }
+        let mut cooldowns = [false; 4];
+        for r in rules.conditions.iter().filter(|r| r.cooldown > 0) {
+            cooldowns[r.scope as usize] = true;
+        }
+        Alerting { rules, cooldowns, ..Alerting::default() }
     }
 
     pub fn rules(&self) -> &Rules {
@@ -235,6 +241,9 @@ impl Alerting {
     /// The earliest cooldown end after `now` among a scope's rules (so the
     /// scope is re-evaluated then).
     pub fn next_cooldown_end(&self, scope: ScopeKind, scope_id: &str, now: Ts) -> Option<Ts> {
+        if !self.cooldowns[scope as usize] {
+            return None;
+        }
         let state = self.states[scope as usize].get(scope_id)?;
         state.cooldown_until.iter().flatten().copied().filter(|t| *t > now).min()
     }
