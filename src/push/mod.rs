@@ -242,6 +242,13 @@ impl ChannelState {
         }
     }
 
+    /// Numbers this channel's messages from `seq` on (see `PushService`:
+    /// a restarted server starts above anything it sent before).
+    pub fn starting_at(mut self, seq: u64) -> Self {
+        self.seq = seq;
+        self
+    }
+
     pub fn seq(&self) -> u64 {
         self.seq
     }

@@ -79,6 +79,11 @@ pub struct PushService {
     next_connection: AtomicU64,
     next_channel: AtomicU64,
     connections: AtomicUsize,
+    /// Where every channel's `seq` starts: the start time in microseconds,
+    /// so a restarted server numbers above anything the previous process
+    /// sent, and a client resuming with an old `since` gets a snapshot, not
+    /// somebody else's messages.
+    seq_base: u64,
 }
 
 fn frame(text: &str) -> Utf8Bytes {
@@ -103,6 +108,9 @@ impl PushService {
             next_connection: AtomicU64::new(1),
             next_channel: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
+            seq_base: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
         })
     }
 
@@ -169,7 +177,8 @@ impl PushService {
         let mut channels = self.channels();
         let entry = channels.entry(channel.clone()).or_insert_with(|| Entry {
             id: self.next_channel.fetch_add(1, Ordering::Relaxed),
-            state: ChannelState::new(channel.to_string(), self.shared.engine().channel_view(channel), self.history),
+            state: ChannelState::new(channel.to_string(), self.shared.engine().channel_view(channel), self.history)
+                .starting_at(self.seq_base),
             subscribers: HashMap::new(),
         });
         if entry.subscribers.is_empty() {

@@ -257,6 +257,10 @@ fn resume_replays_or_falls_back_to_a_snapshot() {
     assert_eq!(kinds(ch.subscribe(Some(1), 1)), ["subscribed", "snapshot"], "more than max_replay: snapshot");
     let first: Value = serde_json::from_str(&ch.subscribe(None, usize::MAX)[1]).unwrap();
     assert_eq!(first["seq"], json!(3), "the snapshot carries the subscribed seq");
+
+    // A restarted server numbers above its predecessor: an old `since` gets a snapshot.
+    let restarted = ChannelState::new("executive", json!({"as_of": "t9"}), 2).starting_at(1_000_000);
+    assert_eq!(kinds(restarted.subscribe(Some(3), usize::MAX)), ["subscribed", "snapshot"]);
 }
 
 #[derive(Clone, Debug)]
