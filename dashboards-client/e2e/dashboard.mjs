@@ -270,9 +270,16 @@ try {
   const restartAt = Date.now();
   const restarted = await ask('restart');
   check(restarted === 'ok', `engine restarted (${restarted})`);
+  // The restarted engine (memory store) replays the topics from the start:
+  // wait until it has folded the new expansion and has no lag left, so the
+  // figure read is the final one, not one passed during the replay.
   const after = await waitFor(
-    'the restarted engine to fold the new revenue event',
+    'the restarted engine to replay and fold the new revenue event',
     async () => {
+      const ready = await fetch(`${BASE}/readyz`).then((r) => r.json()).catch(() => null);
+      if (!ready || !ready.lag_known || ready.lag !== 0) return null;
+      const acme = await rest('/api/v1/accounts/acme', TOKENS.executive).catch(() => null);
+      if (acme?.revenue?.arr !== 300000) return null;
       const arr = (await rest('/api/v1/channels/executive', TOKENS.executive).catch(() => null))?.portfolio?.revenue?.arr;
       return arr !== undefined && arr !== before ? arr : null;
     },

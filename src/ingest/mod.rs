@@ -78,6 +78,8 @@ pub struct Shared {
     pub restored: AtomicBool,
     /// Alert transitions, the moment they are folded (for the push layer).
     pub alerts: tokio::sync::broadcast::Sender<Arc<Alert>>,
+    /// Signalled after every batch folded (real-time push topics).
+    pub folded: tokio::sync::Notify,
 }
 
 /// Consumer lag as the engine sees it: high watermark minus its position.
@@ -106,6 +108,7 @@ impl Shared {
             assigned: Mutex::new(Vec::new()),
             restored: AtomicBool::new(false),
             alerts: tokio::sync::broadcast::channel(4096).0,
+            folded: tokio::sync::Notify::new(),
         }
     }
 
@@ -378,6 +381,7 @@ fn poll_loop(
             engine.take_alerts()
         };
         batch.clear();
+        shared.folded.notify_one();
         for (key, body) in dead.drain(..) {
             send_with_retry(producer, &outputs.deadletter, key.as_deref(), &body, stop);
         }

@@ -207,16 +207,23 @@ impl PushService {
     }
 
     /// Runs the cadence tickers and the alert relay until `stop`.
+    ///
+    /// `health`, `usage` and `revenue` tick at their wall-clock cadence.
+    /// `tickets` is real time: a tick follows each folded batch, at most
+    /// one per `max(cadence.tickets, 50 ms)`, so a change waits at most that
+    /// long and usually not at all.
     pub async fn run(self: Arc<Self>, cadences: [Duration; 4], mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut alerts = self.shared.alerts.subscribe();
-        // Ticket changes go out in real time, coalesced for at most 100 ms.
-        let every = cadences.map(|d| d.max(Duration::from_millis(100)));
-        let topics = [PushTopic::Health, PushTopic::Usage, PushTopic::Tickets, PushTopic::Revenue];
-        let mut tickers: Vec<tokio::time::Interval> = every.iter().map(|d| tokio::time::interval(*d)).collect();
+        let periodic = [(0, PushTopic::Health), (1, PushTopic::Usage), (3, PushTopic::Revenue)]
+            .map(|(i, topic)| (topic, cadences[i].max(Duration::from_millis(100))));
+        let mut tickers: Vec<tokio::time::Interval> = periodic.iter().map(|(_, d)| tokio::time::interval(*d)).collect();
         for t in &mut tickers {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
-        let [h, u, t, r] = &mut tickers[..] else { unreachable!("four cadences") };
+        let [h, u, r] = &mut tickers[..] else { unreachable!("three periodic cadences") };
+        let tickets_gap = cadences[2].max(Duration::from_millis(50));
+        let mut last_tickets = tokio::time::Instant::now() - tickets_gap;
+        let mut tickets_due: Option<tokio::time::Instant> = None;
         enum Next {
             Tick(PushTopic),
             Alert(Arc<Alert>),
@@ -224,11 +231,20 @@ impl PushService {
             Skip,
         }
         loop {
+            let due = tickets_due.unwrap_or_else(tokio::time::Instant::now);
             let next = tokio::select! {
-                _ = h.tick() => Next::Tick(topics[0]),
-                _ = u.tick() => Next::Tick(topics[1]),
-                _ = t.tick() => Next::Tick(topics[2]),
-                _ = r.tick() => Next::Tick(topics[3]),
+                _ = h.tick() => Next::Tick(periodic[0].0),
+                _ = u.tick() => Next::Tick(periodic[1].0),
+                _ = r.tick() => Next::Tick(periodic[2].0),
+                _ = self.shared.folded.notified(), if tickets_due.is_none() => {
+                    tickets_due = Some((last_tickets + tickets_gap).max(tokio::time::Instant::now()));
+                    Next::Skip
+                }
+                _ = tokio::time::sleep_until(due), if tickets_due.is_some() => {
+                    tickets_due = None;
+                    last_tickets = tokio::time::Instant::now();
+                    Next::Tick(PushTopic::Tickets)
+                }
                 alert = alerts.recv() => match alert {
                     Ok(a) => Next::Alert(a),
                     // Lagging behind the broadcast: sections still catch up at the next tick.
@@ -301,8 +317,20 @@ pub async fn upgrade(
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "rate_limited", "too many connections").into_response();
     }
     let max = service.limits.max_frame_bytes;
-    ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| connection(service, who, socket))
+    // Small buffers: the read buffer is allocated per connection up front
+    // (tungstenite's default is 128 KiB); clients send small frames.
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .on_upgrade(move |socket| connection(service, who, socket))
 }
+
+/// Per-connection socket buffers (bytes).
+const READ_BUFFER: usize = 4096;
+/// Outgoing frames are gathered up to this size before a write; the writer
+/// flushes after each batch anyway.
+const WRITE_BUFFER: usize = 16 * 1024;
 
 fn error(code: &str, message: &str) -> Utf8Bytes {
     frame(&json!({"type": "error", "code": code, "message": message}).to_string())
