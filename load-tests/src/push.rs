@@ -137,6 +137,30 @@ fn results_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results")
 }
 
+/// A raw HTTP/1.1 GET on 127.0.0.1; the whole response.
+async fn http_get(port: u16, path: &str, token: &str) -> Option<String> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out)).await.ok()?.ok()?;
+    String::from_utf8(out).ok()
+}
+
+/// The `cspulse_ws_*` counters of `/metrics`.
+async fn ws_counters(port: u16) -> Value {
+    let text = http_get(port, "/metrics", &token(Role::Executive, None)).await.unwrap_or_default();
+    let mut out = serde_json::Map::new();
+    for line in text.lines().filter(|l| l.starts_with("cspulse_ws_") && l.contains("_total")) {
+        if let Some((name, value)) = line.rsplit_once(' ') {
+            out.insert(name.to_owned(), json!(value.parse::<f64>().unwrap_or(f64::NAN)));
+        }
+    }
+    Value::Object(out)
+}
+
 /// A raw HTTP/1.1 GET on 127.0.0.1; the status code.
 async fn http_status(port: u16, path: &str, token: &str) -> Option<u16> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
@@ -508,6 +532,8 @@ async fn run_cspulse(common: &Common, broker: &Broker, spec: &RunSpec, tag: &str
     let cores_b = (core_jiffies(common.server_core), core_jiffies(common.client_core));
     let rss_end = rss_kib(server.pid);
     let result = swarm.finish().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counters = ws_counters(server.port).await;
     server.stop().await;
     drop(probe_rx);
     let client_share = (client_b - client_a) / ((wall_b - wall_a) as f64 / 1e6);
@@ -536,6 +562,7 @@ async fn run_cspulse(common: &Common, broker: &Broker, spec: &RunSpec, tag: &str
         "readers_closed_early": result["readers_closed_early"],
         "slow_closed_1008": result["slow_closed_1008"], "slow_closed_other": result["slow_closed_other"],
         "slow_still_open": result["slow_still_open"], "slow_reasons": result["slow_reasons"],
+        "server_counters": counters,
     }))
 }
 
@@ -692,8 +719,9 @@ pub struct FanoutArgs {
     /// Node message size (the cspulse update is ~300 bytes by construction).
     #[arg(long, default_value_t = 300)]
     pub bytes: usize,
-    /// Events are produced this long before the server's tickets tick.
-    #[arg(long, default_value_t = 10.0)]
+    /// Events are produced this long before the server's tickets tick (the
+    /// Kafka hop must fit in it, or the event waits a whole extra tick).
+    #[arg(long, default_value_t = 40.0)]
     pub lead_ms: f64,
     #[arg(long)]
     pub skip_node: bool,
@@ -799,7 +827,8 @@ pub struct SlowArgs {
     /// `churn` alerts per second on the same account (not coalescible).
     #[arg(long, default_value_t = 10.0)]
     pub alert_rate: f64,
-    #[arg(long, default_value_t = 10.0)]
+    /// Events are produced this long before the server's tickets tick.
+    #[arg(long, default_value_t = 40.0)]
     pub lead_ms: f64,
     #[command(flatten)]
     pub common: Common,
@@ -862,7 +891,7 @@ pub fn slow(args: SlowArgs, runs: usize) -> anyhow::Result<()> {
         args.clients, args.slow, args.seconds
     );
     write(
-        "slow",
+        &format!("slow-{}", args.clients),
         &json!({"clients": args.clients, "slow": args.slow, "seconds": args.seconds, "runs": runs,
             "broker": broker.describe(), "machine": machine(), "p99_change": change,
             "without_slow": without, "with_slow": with}),
