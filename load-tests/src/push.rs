@@ -140,12 +140,14 @@ fn results_dir() -> PathBuf {
 /// A raw HTTP/1.1 GET on 127.0.0.1; the whole response.
 async fn http_get(port: u16, path: &str, token: &str) -> Option<String> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    );
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.ok()?;
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out)).await.ok()?.ok()?;
+    tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out))
+        .await
+        .ok()?
+        .ok()?;
     String::from_utf8(out).ok()
 }
 
