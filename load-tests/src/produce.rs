@@ -183,7 +183,11 @@ pub fn produce(args: ProduceArgs, runs: usize) -> anyhow::Result<()> {
         args.rate
     );
     crate::write_results(
-        &format!("produce-{}", format!("{:?}", args.size).to_lowercase()),
+        &format!(
+            "produce-{}-{}",
+            format!("{:?}", args.size).to_lowercase(),
+            if args.rate > 0.0 { format!("{}per-s", args.rate) } else { "max".into() }
+        ),
         json!({"size": format!("{:?}", args.size), "accounts": spec.accounts, "users_per_account": spec.users_per_account,
             "events": args.events, "target_rate": args.rate, "runs": runs, "broker": broker.describe(),
             "machine": crate::machine(), "last_run": last,
