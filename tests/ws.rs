@@ -307,7 +307,7 @@ async fn a_client_that_stops_reading_is_dropped_while_readers_keep_up() {
     let mut channels = vec!["executive".to_owned(), "manager".to_owned(), "analyst".to_owned()];
     channels.extend(csms.iter().map(|c| format!("csm:{c}")));
 
-    // The portfolio: 300 accounts in six books, 50 segments, 40 regions and 40 features
+    // The portfolio: 300 accounts in six books, 50 segments, 100 regions and 200 features
     // (so that executive and analyst updates are sizeable).
     let p = producer(&config.kafka.brokers);
     let base = cspulse::time::parse_rfc3339("2026-11-01T00:00:00Z").unwrap();
@@ -323,8 +323,8 @@ async fn a_client_that_stops_reading_is_dropped_while_readers_keep_up() {
                 let body = match i % 3 {
                     0 => json!({"event_id": format!("e{i}"), "ts": ts, "account_id": account,
                         "csm_id": csms[(a % 6) as usize], "seats": 10 + i % 50,
-                        "segment": format!("seg-{}", a % 50), "region": format!("reg-{}", a % 40)}),
-                    1 => json!({"event_id": format!("e{i}"), "ts": ts, "account_id": account, "user_id": format!("u{i}"), "feature": format!("f{}", i % 40)}),
+                        "segment": format!("seg-{}", a % 50), "region": format!("region-{}", a % 100)}),
+                    1 => json!({"event_id": format!("e{i}"), "ts": ts, "account_id": account, "user_id": format!("u{i}"), "feature": format!("feature-{}", i % 200)}),
                     _ => json!({"event_id": format!("e{i}"), "ts": ts, "account_id": account, "ticket_id": format!("t{i}"),
                         "action": "opened", "priority": "p2"}),
                 };

@@ -154,18 +154,20 @@ impl PushService {
         }
     }
 
-    /// An alert: `alert` messages on the channels §6.4 routes it to, then the
-    /// `alerts` sections of every channel at once.
-    pub fn alert(&self, alert: &Alert) {
-        let json = alert.to_json();
+    /// Alerts: `alert` messages on the channels §6.4 routes each to, then
+    /// one update of the `alerts` sections of every channel for them all.
+    pub fn alerts(&self, alerts: &[Arc<Alert>]) {
         {
             let mut channels = self.channels();
-            for channel in routes(alert) {
-                if let Some(entry) = channels.get_mut(&channel)
-                    && !entry.subscribers.is_empty()
-                {
-                    let message = entry.state.alert(&json);
-                    Self::fan_out(&channel, entry, &frame(&message), Kind::Alert(entry.id));
+            for alert in alerts {
+                let json = alert.to_json();
+                for channel in routes(alert) {
+                    if let Some(entry) = channels.get_mut(&channel)
+                        && !entry.subscribers.is_empty()
+                    {
+                        let message = entry.state.alert(&json);
+                        Self::fan_out(&channel, entry, &frame(&message), Kind::Alert(entry.id));
+                    }
                 }
             }
         }
@@ -226,7 +228,7 @@ impl PushService {
         let mut tickets_due: Option<tokio::time::Instant> = None;
         enum Next {
             Tick(PushTopic),
-            Alert(Arc<Alert>),
+            Alerts(Vec<Arc<Alert>>),
             Stop,
             Skip,
         }
@@ -246,7 +248,19 @@ impl PushService {
                     Next::Tick(PushTopic::Tickets)
                 }
                 alert = alerts.recv() => match alert {
-                    Ok(a) => Next::Alert(a),
+                    Ok(a) => {
+                        // What is already waiting goes out together, in
+                        // batches of an eighth of a connection's queue (a
+                        // reading client must not overflow on a burst; the
+                        // sections update between batches).
+                        let mut batch = vec![a];
+                        while batch.len() < (self.limits.queue / 8).max(1)
+                            && let Ok(more) = alerts.try_recv()
+                        {
+                            batch.push(more);
+                        }
+                        Next::Alerts(batch)
+                    }
                     // Lagging behind the broadcast: sections still catch up at the next tick.
                     Err(_) => Next::Skip,
                 },
@@ -257,8 +271,8 @@ impl PushService {
                 Next::Tick(topic) => {
                     let _ = tokio::task::spawn_blocking(move || me.tick(topic)).await;
                 }
-                Next::Alert(alert) => {
-                    let _ = tokio::task::spawn_blocking(move || me.alert(&alert)).await;
+                Next::Alerts(batch) => {
+                    let _ = tokio::task::spawn_blocking(move || me.alerts(&batch)).await;
                 }
                 Next::Stop => return,
                 Next::Skip => {}
@@ -416,8 +430,10 @@ async fn connection(service: Arc<PushService>, who: Principal, socket: WebSocket
         }
     }
     if slow {
-        // Dropped from a full fan-out: this subscriber was too slow.
-        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close(1008, "slow consumer"))).await;
+        // Dropped from a full fan-out: this subscriber was too slow. The
+        // close frame waits behind what the socket still holds; give a
+        // client that is reading again a few seconds to get it.
+        let _ = tokio::time::timeout(Duration::from_secs(10), sink.send(close(1008, "slow consumer"))).await;
     }
     outbox.close();
     for c in &subscribed {
