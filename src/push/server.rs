@@ -64,6 +64,9 @@ impl Default for Limits {
 struct Entry {
     /// The channel's number (for folding queued updates).
     id: u64,
+    /// Bumped when a subscribe brings the dormant channel up to date (a
+    /// tick whose views were taken before must not move it back).
+    epoch: u64,
     state: ChannelState,
     subscribers: HashMap<u64, Arc<Outbox>>,
 }
@@ -142,36 +145,50 @@ impl PushService {
 
     /// A tick of `topic` on every channel with subscribers.
     pub fn tick(&self, topic: PushTopic) {
+        // The channels to tick, then their views under the engine lock
+        // alone, then the diffs and fan-out under the hub lock alone: alert
+        // messages and subscribes wait for neither view building nor ingest.
+        let wanted: Vec<(Channel, u64)> = self
+            .channels()
+            .iter()
+            .filter(|(_, e)| !e.subscribers.is_empty())
+            .map(|(c, e)| (c.clone(), e.epoch))
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let views: Vec<Value> = {
+            let engine = self.shared.engine();
+            wanted.iter().map(|(c, _)| engine.channel_view(c)).collect()
+        };
         let mut channels = self.channels();
-        let engine = self.shared.engine();
-        for (channel, entry) in channels.iter_mut() {
-            if entry.subscribers.is_empty() {
+        for ((channel, epoch), view) in wanted.iter().zip(&views) {
+            let Some(entry) = channels.get_mut(channel) else { continue };
+            // Brought up to date by a subscribe meanwhile: the view is older.
+            if entry.epoch != *epoch || entry.subscribers.is_empty() {
                 continue;
             }
-            if let Some(message) = entry.state.tick(topic, &engine.channel_view(channel)) {
+            if let Some(message) = entry.state.tick(topic, view) {
                 Self::fan_out(channel, entry, &frame(&message), Kind::Update(entry.id, topic));
             }
         }
     }
 
-    /// Alerts: `alert` messages on the channels §6.4 routes each to, then
-    /// one update of the `alerts` sections of every channel for them all.
-    pub fn alerts(&self, alerts: &[Arc<Alert>]) {
-        {
-            let mut channels = self.channels();
-            for alert in alerts {
-                let json = alert.to_json();
-                for channel in routes(alert) {
-                    if let Some(entry) = channels.get_mut(&channel)
-                        && !entry.subscribers.is_empty()
-                    {
-                        let message = entry.state.alert(&json);
-                        Self::fan_out(&channel, entry, &frame(&message), Kind::Alert(entry.id));
-                    }
+    /// `alert` messages on the channels §6.4 routes each alert to (the
+    /// `alerts` sections follow at the next alerts tick).
+    pub fn alert_messages(&self, alerts: &[Arc<Alert>]) {
+        let mut channels = self.channels();
+        for alert in alerts {
+            let json = alert.to_json();
+            for channel in routes(alert) {
+                if let Some(entry) = channels.get_mut(&channel)
+                    && !entry.subscribers.is_empty()
+                {
+                    let message = entry.state.alert(&json);
+                    Self::fan_out(&channel, entry, &frame(&message), Kind::Alert(entry.id));
                 }
             }
         }
-        self.tick(PushTopic::Alerts);
     }
 
     /// Registers a subscriber and returns what it gets first.
@@ -179,6 +196,7 @@ impl PushService {
         let mut channels = self.channels();
         let entry = channels.entry(channel.clone()).or_insert_with(|| Entry {
             id: self.next_channel.fetch_add(1, Ordering::Relaxed),
+            epoch: 0,
             state: ChannelState::new(channel.to_string(), self.shared.engine().channel_view(channel), self.history)
                 .starting_at(self.seq_base),
             subscribers: HashMap::new(),
@@ -190,6 +208,7 @@ impl PushService {
             for topic in PushTopic::ALL {
                 entry.state.tick(topic, &current);
             }
+            entry.epoch += 1;
         }
         // A replay longer than half the queue comes as a snapshot instead.
         for message in entry.state.subscribe(since, self.limits.queue / 2) {
@@ -213,9 +232,12 @@ impl PushService {
     /// `health`, `usage` and `revenue` tick at their wall-clock cadence.
     /// `tickets` is real time: a tick follows each folded batch, at most
     /// one per `max(cadence.tickets, 50 ms)`, so a change waits at most that
-    /// long and usually not at all.
+    /// long and usually not at all. `alert` messages go out from their own
+    /// task the moment alerts are folded; the `alerts` sections follow in
+    /// the same real-time manner (at most one tick per 50 ms).
     pub async fn run(self: Arc<Self>, cadences: [Duration; 4], mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut alerts = self.shared.alerts.subscribe();
+        let alerts_due = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(self.clone().relay_alerts(alerts_due.clone(), stop.clone()));
         let periodic = [(0, PushTopic::Health), (1, PushTopic::Usage), (3, PushTopic::Revenue)]
             .map(|(i, topic)| (topic, cadences[i].max(Duration::from_millis(100))));
         let mut tickers: Vec<tokio::time::Interval> = periodic.iter().map(|(_, d)| tokio::time::interval(*d)).collect();
@@ -223,61 +245,88 @@ impl PushService {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         let [h, u, r] = &mut tickers[..] else { unreachable!("three periodic cadences") };
-        let tickets_gap = cadences[2].max(Duration::from_millis(50));
-        let mut last_tickets = tokio::time::Instant::now() - tickets_gap;
-        let mut tickets_due: Option<tokio::time::Instant> = None;
-        enum Next {
-            Tick(PushTopic),
-            Alerts(Vec<Arc<Alert>>),
-            Stop,
-            Skip,
-        }
+        let mut tickets = RealTime::new(cadences[2].max(Duration::from_millis(50)));
+        let mut sections = RealTime::new(Duration::from_millis(50));
         loop {
-            let due = tickets_due.unwrap_or_else(tokio::time::Instant::now);
-            let next = tokio::select! {
-                _ = h.tick() => Next::Tick(periodic[0].0),
-                _ = u.tick() => Next::Tick(periodic[1].0),
-                _ = r.tick() => Next::Tick(periodic[2].0),
-                _ = self.shared.folded.notified(), if tickets_due.is_none() => {
-                    tickets_due = Some((last_tickets + tickets_gap).max(tokio::time::Instant::now()));
-                    Next::Skip
-                }
-                _ = tokio::time::sleep_until(due), if tickets_due.is_some() => {
-                    tickets_due = None;
-                    last_tickets = tokio::time::Instant::now();
-                    Next::Tick(PushTopic::Tickets)
-                }
-                alert = alerts.recv() => match alert {
-                    Ok(a) => {
-                        // What is already waiting goes out together, in
-                        // batches of an eighth of a connection's queue (a
-                        // reading client must not overflow on a burst; the
-                        // sections update between batches).
-                        let mut batch = vec![a];
-                        while batch.len() < (self.limits.queue / 8).max(1)
-                            && let Ok(more) = alerts.try_recv()
-                        {
-                            batch.push(more);
-                        }
-                        Next::Alerts(batch)
-                    }
-                    // Lagging behind the broadcast: sections still catch up at the next tick.
-                    Err(_) => Next::Skip,
-                },
-                changed = stop.changed() => if changed.is_err() || *stop.borrow() { Next::Stop } else { Next::Skip },
+            let (tickets_at, sections_at) = (tickets.at(), sections.at());
+            let topic = tokio::select! {
+                _ = h.tick() => periodic[0].0,
+                _ = u.tick() => periodic[1].0,
+                _ = r.tick() => periodic[2].0,
+                _ = self.shared.folded.notified(), if tickets.idle() => { tickets.schedule(); continue }
+                _ = tokio::time::sleep_until(tickets_at), if !tickets.idle() => { tickets.fire(); PushTopic::Tickets }
+                _ = alerts_due.notified(), if sections.idle() => { sections.schedule(); continue }
+                _ = tokio::time::sleep_until(sections_at), if !sections.idle() => { sections.fire(); PushTopic::Alerts }
+                changed = stop.changed() => if changed.is_err() || *stop.borrow() { return } else { continue },
             };
             let me = self.clone();
-            match next {
-                Next::Tick(topic) => {
-                    let _ = tokio::task::spawn_blocking(move || me.tick(topic)).await;
-                }
-                Next::Alerts(batch) => {
-                    let _ = tokio::task::spawn_blocking(move || me.alerts(&batch)).await;
-                }
-                Next::Stop => return,
-                Next::Skip => {}
-            }
+            let _ = tokio::task::spawn_blocking(move || me.tick(topic)).await;
         }
+    }
+
+    /// Sends `alert` messages the moment alerts are folded, in batches of
+    /// an eighth of a connection's queue (a reading client must not
+    /// overflow on a burst), and asks for an `alerts` sections tick.
+    async fn relay_alerts(
+        self: Arc<Self>,
+        due: Arc<tokio::sync::Notify>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut alerts = self.shared.alerts.subscribe();
+        loop {
+            let first = tokio::select! {
+                a = alerts.recv() => a,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let first = match first {
+                Ok(a) => a,
+                // Lagging behind the broadcast: the sections still catch up.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    due.notify_one();
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let mut batch = vec![first];
+            while batch.len() < (self.limits.queue / 8).max(1)
+                && let Ok(more) = alerts.try_recv()
+            {
+                batch.push(more);
+            }
+            let me = self.clone();
+            let _ = tokio::task::spawn_blocking(move || me.alert_messages(&batch)).await;
+            due.notify_one();
+        }
+    }
+}
+
+/// A real-time topic: a change schedules a tick, at most one per `gap`.
+struct RealTime {
+    gap: Duration,
+    last: tokio::time::Instant,
+    due: Option<tokio::time::Instant>,
+}
+
+impl RealTime {
+    fn new(gap: Duration) -> Self {
+        RealTime { gap, last: tokio::time::Instant::now() - gap, due: None }
+    }
+
+    fn idle(&self) -> bool {
+        self.due.is_none()
+    }
+
+    fn at(&self) -> tokio::time::Instant {
+        self.due.unwrap_or_else(tokio::time::Instant::now)
+    }
+
+    fn schedule(&mut self) {
+        self.due = Some((self.last + self.gap).max(tokio::time::Instant::now()));
+    }
+
+    fn fire(&mut self) {
+        self.due = None;
+        self.last = tokio::time::Instant::now();
     }
 }
 
