@@ -260,7 +260,17 @@ impl PushService {
                 changed = stop.changed() => if changed.is_err() || *stop.borrow() { return } else { continue },
             };
             let me = self.clone();
+            let started = tokio::time::Instant::now();
             let _ = tokio::task::spawn_blocking(move || me.tick(topic)).await;
+            // Real-time ticks take at most a quarter of the time: a tick that
+            // took T waits 3T before the next one, so building views never
+            // starves ingestion (updates coalesce instead).
+            let took = started.elapsed();
+            match topic {
+                PushTopic::Tickets => tickets.rest(took * 3),
+                PushTopic::Alerts => sections.rest(took * 3),
+                _ => {}
+            }
         }
     }
 
@@ -303,13 +313,14 @@ impl PushService {
 /// A real-time topic: a change schedules a tick, at most one per `gap`.
 struct RealTime {
     gap: Duration,
+    rest: Duration,
     last: tokio::time::Instant,
     due: Option<tokio::time::Instant>,
 }
 
 impl RealTime {
     fn new(gap: Duration) -> Self {
-        RealTime { gap, last: tokio::time::Instant::now() - gap, due: None }
+        RealTime { gap, rest: Duration::ZERO, last: tokio::time::Instant::now() - gap, due: None }
     }
 
     fn idle(&self) -> bool {
@@ -321,12 +332,17 @@ impl RealTime {
     }
 
     fn schedule(&mut self) {
-        self.due = Some((self.last + self.gap).max(tokio::time::Instant::now()));
+        self.due = Some((self.last + self.gap.max(self.rest)).max(tokio::time::Instant::now()));
     }
 
     fn fire(&mut self) {
         self.due = None;
         self.last = tokio::time::Instant::now();
+    }
+
+    /// The least pause after the tick just made.
+    fn rest(&mut self, pause: Duration) {
+        self.rest = pause;
     }
 }
 
