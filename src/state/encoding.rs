@@ -26,6 +26,9 @@ pub const STATE_VERSION: u32 = 1;
 const MAGIC: &[u8; 8] = b"CSPULSE\0";
 const HEADER: usize = 8 + 4 + 8 + 16;
 
+/// Body size of the last checkpoint encoded (sizes the next buffer).
+static LAST_SIZE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RestoreError {
     #[error("not a cspulse checkpoint (bad magic)")]
@@ -72,13 +75,19 @@ impl Engine {
     /// The whole state, input positions included, as one checkpoint blob.
     pub fn encode(&self) -> Vec<u8> {
         let out = Out { fingerprint: fingerprint(&self.cfg), engine: self, alerting: self.alerting.to_stored() };
-        let body = postcard::to_stdvec(&out).expect("the state always serializes");
-        let mut blob = Vec::with_capacity(HEADER + body.len());
-        blob.extend_from_slice(MAGIC);
-        blob.extend_from_slice(&STATE_VERSION.to_le_bytes());
-        blob.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        blob.extend_from_slice(&checksum(&body).to_le_bytes());
-        blob.extend_from_slice(&body);
+        // One buffer, sized from the previous checkpoint (no regrowth, no
+        // second copy): header placeholder, body, then the header filled in.
+        let hint = LAST_SIZE.load(std::sync::atomic::Ordering::Relaxed);
+        let mut blob = Vec::with_capacity(HEADER + hint + hint / 16);
+        blob.resize(HEADER, 0);
+        let mut blob = postcard::to_extend(&out, blob).expect("the state always serializes");
+        let len = blob.len() - HEADER;
+        let sum = checksum(&blob[HEADER..]);
+        blob[..8].copy_from_slice(MAGIC);
+        blob[8..12].copy_from_slice(&STATE_VERSION.to_le_bytes());
+        blob[12..20].copy_from_slice(&(len as u64).to_le_bytes());
+        blob[20..36].copy_from_slice(&sum.to_le_bytes());
+        LAST_SIZE.store(len, std::sync::atomic::Ordering::Relaxed);
         blob
     }
 
