@@ -170,13 +170,14 @@ pub struct Engine {
     pending: Pending,
 }
 
-/// Evaluations held back while one event is folded: rules see the state
-/// after the event, never the passing moment between the watermark's advance
-/// and the event's own change (which no reader can observe either).
+/// Work held back while one event is folded: the accounts that time alone
+/// changed are refreshed (and all rules evaluated) after the event is
+/// applied, so rules see the state after the event, never the passing moment
+/// between the watermark's advance and the event's own change (which no
+/// reader can observe either), and no account is refreshed twice.
 #[derive(Clone, Debug, Default)]
 struct Pending {
-    /// Account refreshes while advancing defer their account rules.
-    deferring: bool,
+    /// Accounts due for a refresh by the watermark's advance.
     accounts: Vec<u32>,
     portfolio: bool,
     segments: BTreeSet<u32>,
@@ -311,7 +312,6 @@ impl Engine {
             return;
         }
         self.watermark = Some(ts);
-        self.pending.deferring = true;
         self.dedup.forget_through(ts - self.cfg.dedup_horizon);
         self.features.advance(ts);
         let quarter = quarter_start(ts);
@@ -319,9 +319,7 @@ impl Engine {
             self.quarter = quarter;
             let with_revenue: Vec<u32> =
                 (0..self.slots.len() as u32).filter(|&i| !self.slots[i as usize].account.revenue.is_empty()).collect();
-            for idx in with_revenue {
-                self.refresh(idx);
-            }
+            self.pending.accounts.extend(with_revenue);
         }
         while let Some(&(at, idx)) = self.wakeups.first() {
             if at > ts {
@@ -329,7 +327,7 @@ impl Engine {
             }
             self.wakeups.pop_first();
             self.slots[idx as usize].wake = None;
-            self.refresh(idx);
+            self.pending.accounts.push(idx);
         }
         for (kind, id) in self.alerting.due_scope_wakes(ts) {
             match kind {
@@ -338,12 +336,12 @@ impl Engine {
                 _ => self.pending.portfolio = true,
             }
         }
-        self.pending.deferring = false;
     }
 
-    /// Runs the rule evaluations held back while an event was folded: the
-    /// accounts refreshed by the watermark's advance (other than `done`,
-    /// refreshed last by the event itself), then every scope that moved.
+    /// Runs the work held back while an event was folded: refreshes the
+    /// accounts due by the watermark's advance (other than `done`, refreshed
+    /// by the event itself), then evaluates the rules of every scope that
+    /// moved.
     fn evaluate_pending(&mut self, done: Option<u32>) {
         let mut accounts = std::mem::take(&mut self.pending.accounts);
         accounts.sort_unstable();
@@ -430,10 +428,7 @@ impl Engine {
         let slot = &mut self.slots[idx as usize];
         slot.account.advance(now, &mut self.features);
         let metrics = slot.account.metrics(now, &self.cfg);
-        let account_rules = self.alerting.has_rules_for(ScopeKind::Account);
-        if account_rules && self.pending.deferring {
-            self.pending.accounts.push(idx);
-        } else if account_rules {
+        if self.alerting.has_rules_for(ScopeKind::Account) {
             let a = &slot.account;
             let metric = |i: usize| view::account_metric(i, a, &metrics, now);
             let context = || account_context(a);
