@@ -512,8 +512,7 @@ async fn run_cspulse(common: &Common, broker: &Broker, spec: &RunSpec, tag: &str
     let mut next_churn = t0 + churn_period / 2;
     let mut churns = 0u64;
     sleep_until_wall(t0 - 2_000).await;
-    let (cpu_a, wall_a, client_a) = (cpu_seconds(server.pid), now_us(), cpu_seconds(swarm.pid));
-    let cores_a = (core_jiffies(common.server_core), core_jiffies(common.client_core));
+    let a = Sample::take(common, server.pid, swarm.pid);
     for j in 1..=count {
         let at = t0 + (j - 1) * period;
         while next_churn < at {
@@ -530,42 +529,91 @@ async fn run_cspulse(common: &Common, broker: &Broker, spec: &RunSpec, tag: &str
     sleep_until_wall(t0 + count * period).await;
     // Drain: what is still queued arrives now (and counts, as do its CPU and time).
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (cpu_b, wall_b, client_b) = (cpu_seconds(server.pid), now_us(), cpu_seconds(swarm.pid));
-    let cores_b = (core_jiffies(common.server_core), core_jiffies(common.client_core));
+    let b = Sample::take(common, server.pid, swarm.pid);
     let rss_end = rss_kib(server.pid);
     let result = swarm.finish().await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let counters = ws_counters(server.port).await;
     server.stop().await;
     drop(probe_rx);
-    let client_share = (client_b - client_a) / ((wall_b - wall_a) as f64 / 1e6);
-    let window = (wall_b - wall_a) as f64 / 1e6;
-    let cpu = cpu_b - cpu_a;
-    let deliveries = result["deliveries"].as_f64().unwrap_or(0.0);
-    let connected = result["connected"].as_f64().unwrap_or(0.0);
-    Ok(json!({
-        "server": "cspulse",
-        "clients": spec.clients, "connected": result["connected"], "failed": result["failed"], "slow": spec.slow,
-        "broadcasts": count, "churn_alerts": churns, "window_s": window,
-        "deliveries": deliveries, "deliveries_per_s": deliveries / window,
-        "offered_per_s": count as f64 * connected / (count * period) as f64 * 1e6,
-        "server_cpu_s": cpu, "server_core_share": cpu / window, "idle_core_share": idle_cpu,
-        "client_core_share": client_share,
-        "server_core_busy": core_busy(cores_a.0, cores_b.0), "client_core_busy": core_busy(cores_a.1, cores_b.1),
-        "deliveries_per_cpu_s": deliveries / cpu.max(1e-9),
-        "deliveries_per_cpu_s_net_idle": deliveries / (cpu - idle_cpu * window).max(1e-9),
-        "rss_idle_server_kib": rss0, "rss_with_clients_kib": rss_n, "rss_end_kib": rss_end,
-        "rss_per_idle_connection_kib": (rss_n as f64 - rss0 as f64) / connected.max(1.0),
-        "update_bytes_warmup": bytes, "avg_measured_bytes": result["avg_measured_bytes"],
+    let run = Run { spec, count, period, idle_cpu, rss: [rss0, rss_n, rss_end], a, b };
+    let mut out = run.figures("cspulse", &result);
+    out.extend(object(json!({
+        "churn_alerts": churns, "update_bytes_warmup": bytes,
         "lead_ms": spec.lead_ms, "tick_phase_us": phase,
         "lag_from_event": result["lag"],
         "lag_from_tick": shift(&result["lag"], spec.lead_ms),
-        "missing": result["missing"], "frames": result["frames"],
-        "readers_closed_early": result["readers_closed_early"],
         "slow_closed_1008": result["slow_closed_1008"], "slow_closed_other": result["slow_closed_other"],
         "slow_still_open": result["slow_still_open"], "slow_reasons": result["slow_reasons"],
         "server_counters": counters,
-    }))
+    })));
+    Ok(Value::Object(out))
+}
+
+/// Server and client CPU, per-core jiffies and the wall clock at one instant.
+struct Sample {
+    cpu: f64,
+    wall: i64,
+    client_cpu: f64,
+    cores: ((u64, u64), (u64, u64)),
+}
+
+impl Sample {
+    fn take(common: &Common, server: u32, client: u32) -> Sample {
+        Sample {
+            cpu: cpu_seconds(server),
+            wall: now_us(),
+            client_cpu: cpu_seconds(client),
+            cores: (core_jiffies(common.server_core), core_jiffies(common.client_core)),
+        }
+    }
+}
+
+/// One measured window of a fan-out run, whichever server.
+struct Run<'a> {
+    spec: &'a RunSpec,
+    count: i64,
+    period: i64,
+    idle_cpu: f64,
+    /// RSS idle, with the clients connected, and at the end (KiB).
+    rss: [u64; 3],
+    a: Sample,
+    b: Sample,
+}
+
+impl Run<'_> {
+    /// The figures every server's run reports, from the swarm's `result`.
+    fn figures(&self, server: &str, result: &Value) -> serde_json::Map<String, Value> {
+        let (a, b, [rss0, rss_n, rss_end]) = (&self.a, &self.b, self.rss);
+        let window = (b.wall - a.wall) as f64 / 1e6;
+        let cpu = b.cpu - a.cpu;
+        let deliveries = result["deliveries"].as_f64().unwrap_or(0.0);
+        let connected = result["connected"].as_f64().unwrap_or(0.0);
+        object(json!({
+            "server": server,
+            "clients": self.spec.clients, "connected": result["connected"], "failed": result["failed"],
+            "slow": self.spec.slow, "broadcasts": self.count, "window_s": window,
+            "deliveries": deliveries, "deliveries_per_s": deliveries / window,
+            "offered_per_s": connected / self.period as f64 * 1e6,
+            "server_cpu_s": cpu, "server_core_share": cpu / window, "idle_core_share": self.idle_cpu,
+            "client_core_share": (b.client_cpu - a.client_cpu) / window,
+            "server_core_busy": core_busy(a.cores.0, b.cores.0), "client_core_busy": core_busy(a.cores.1, b.cores.1),
+            "deliveries_per_cpu_s": deliveries / cpu.max(1e-9),
+            "deliveries_per_cpu_s_net_idle": deliveries / (cpu - self.idle_cpu * window).max(1e-9),
+            "rss_idle_server_kib": rss0, "rss_with_clients_kib": rss_n, "rss_end_kib": rss_end,
+            "rss_per_idle_connection_kib": (rss_n as f64 - rss0 as f64) / connected.max(1.0),
+            "avg_measured_bytes": result["avg_measured_bytes"],
+            "missing": result["missing"], "frames": result["frames"],
+            "readers_closed_early": result["readers_closed_early"],
+        }))
+    }
+}
+
+fn object(v: Value) -> serde_json::Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("an object literal"),
+    }
 }
 
 /// Lag percentiles measured from a point `ms` later.
@@ -602,41 +650,20 @@ async fn run_node(common: &Common, spec: &RunSpec) -> anyhow::Result<Value> {
     stdin.write_all(format!("broadcast {t0} {period} {count} {}\n", spec.bytes).as_bytes()).await?;
     stdin.flush().await?;
     sleep_until_wall(t0 - 2_000).await;
-    let (cpu_a, wall_a, client_a) = (cpu_seconds(server.pid), now_us(), cpu_seconds(swarm.pid));
-    let cores_a = (core_jiffies(common.server_core), core_jiffies(common.client_core));
+    let a = Sample::take(common, server.pid, swarm.pid);
     sleep_until_wall(t0 + count * period).await;
     let lines = server.stdout.as_mut().context("node stdout")?;
     let done = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await??.unwrap_or_default();
     // Drain: what is still queued arrives now (and counts, as do its CPU and time).
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (cpu_b, wall_b, client_b) = (cpu_seconds(server.pid), now_us(), cpu_seconds(swarm.pid));
-    let cores_b = (core_jiffies(common.server_core), core_jiffies(common.client_core));
-    let client_share = (client_b - client_a) / ((wall_b - wall_a) as f64 / 1e6);
+    let b = Sample::take(common, server.pid, swarm.pid);
     let rss_end = rss_kib(server.pid);
     let result = swarm.finish().await?;
     server.stop().await;
-    let window = (wall_b - wall_a) as f64 / 1e6;
-    let cpu = cpu_b - cpu_a;
-    let deliveries = result["deliveries"].as_f64().unwrap_or(0.0);
-    let connected = result["connected"].as_f64().unwrap_or(0.0);
-    Ok(json!({
-        "server": "node-ws",
-        "clients": spec.clients, "connected": result["connected"], "failed": result["failed"], "slow": spec.slow,
-        "broadcasts": count, "node_said": done, "window_s": window,
-        "deliveries": deliveries, "deliveries_per_s": deliveries / window,
-        "offered_per_s": count as f64 * connected / (count * period) as f64 * 1e6,
-        "server_cpu_s": cpu, "server_core_share": cpu / window, "idle_core_share": idle_cpu,
-        "client_core_share": client_share,
-        "server_core_busy": core_busy(cores_a.0, cores_b.0), "client_core_busy": core_busy(cores_a.1, cores_b.1),
-        "deliveries_per_cpu_s": deliveries / cpu.max(1e-9),
-        "deliveries_per_cpu_s_net_idle": deliveries / (cpu - idle_cpu * window).max(1e-9),
-        "rss_idle_server_kib": rss0, "rss_with_clients_kib": rss_n, "rss_end_kib": rss_end,
-        "rss_per_idle_connection_kib": (rss_n as f64 - rss0 as f64) / connected.max(1.0),
-        "avg_measured_bytes": result["avg_measured_bytes"],
-        "lag_from_event": result["lag"], "lag_from_tick": result["lag"],
-        "missing": result["missing"], "frames": result["frames"],
-        "readers_closed_early": result["readers_closed_early"],
-    }))
+    let run = Run { spec, count, period, idle_cpu, rss: [rss0, rss_n, rss_end], a, b };
+    let mut out = run.figures("node-ws", &result);
+    out.extend(object(json!({"node_said": done, "lag_from_event": result["lag"], "lag_from_tick": result["lag"]})));
+    Ok(Value::Object(out))
 }
 
 fn get(v: &Value, path: &str) -> f64 {
