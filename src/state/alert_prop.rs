@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::naive::{NaiveModel, NaiveOutcome};
 use super::tests::{Msg, render, spec};
-use super::{Engine, Input, StateConfig};
+use super::{Engine, StateConfig};
 use crate::alert::alert_id;
 use crate::alert::rules::{ConditionRule, Operand, Rules, ScopeKind, default_rules};
 use crate::event::Topic;
@@ -133,13 +133,7 @@ fn check(msgs: &[Msg], rules: Rules) -> Result<(), TestCaseError> {
     let mut naive = NaiveModel::new(cfg);
     let mut life = Lifecycle::default();
     for (i, m) in msgs.iter().enumerate() {
-        engine.fold(&Input {
-            topic: m.topic,
-            partition: m.partition,
-            offset: i as i64,
-            payload: &m.payload,
-            wall: m.wall,
-        });
+        engine.fold(&m.input(i));
         let got: BTreeSet<(String, String, String, Ts, Ts)> = engine
             .take_alerts()
             .iter()

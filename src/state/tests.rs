@@ -22,6 +22,19 @@ pub(super) struct Msg {
     pub(super) wall: Ts,
 }
 
+impl Msg {
+    /// The message as the engine gets it, at `offset` of its partition.
+    pub(super) fn input(&self, offset: usize) -> Input<'_> {
+        Input {
+            topic: self.topic,
+            partition: self.partition,
+            offset: offset as i64,
+            payload: &self.payload,
+            wall: self.wall,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Shape {
     Account { name: u8, csm: Option<u8>, segment: u8, region: u8, seats: u16, renewal: i32, fields: u8 },
@@ -297,13 +310,7 @@ fn replaying_the_same_input_gives_the_same_state() {
     let fold_all = || {
         let mut e = Engine::new(StateConfig::default());
         for (i, m) in msgs.iter().enumerate() {
-            e.fold(&Input {
-                topic: m.topic,
-                partition: m.partition,
-                offset: i as i64,
-                payload: &m.payload,
-                wall: m.wall,
-            });
+            e.fold(&m.input(i));
         }
         e.all_views()
     };
@@ -326,13 +333,7 @@ fn rule_metrics_read_what_the_views_show() {
     );
     let mut engine = Engine::new(StateConfig::default());
     for (i, m) in render(&specs).iter().enumerate() {
-        engine.fold(&Input {
-            topic: m.topic,
-            partition: m.partition,
-            offset: i as i64,
-            payload: &m.payload,
-            wall: m.wall,
-        });
+        engine.fold(&m.input(i));
     }
     let now = engine.watermark.unwrap();
     let at = |v: &Value, path: &str| path.split('.').fold(v.clone(), |v, k| v.get(k).cloned().unwrap_or(Value::Null));
@@ -424,8 +425,7 @@ proptest! {
 
 fn fold_collecting(engine: &mut Engine, msgs: &[Msg], first_offset: usize, alerts: &mut Vec<Value>) {
     for (i, m) in msgs.iter().enumerate() {
-        let offset = (first_offset + i) as i64;
-        engine.fold(&Input { topic: m.topic, partition: m.partition, offset, payload: &m.payload, wall: m.wall });
+        engine.fold(&m.input(first_offset + i));
         alerts.extend(engine.take_alerts().iter().map(crate::alert::Alert::to_json));
     }
 }
