@@ -8,6 +8,8 @@
 //! `cspulse:{group_id}:checkpoint`, atomic by construction), and `memory`
 //! (nothing is kept: a restart rebuilds the state from Kafka).
 
+pub mod fork;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +27,8 @@ pub enum StoreError {
     File { path: PathBuf, source: std::io::Error },
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("checkpoint writer: {0}")]
+    Writer(String),
     #[error("unsupported state store {0:?}")]
     Unsupported(String),
 }
@@ -148,25 +152,34 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Encodes the state under the engine lock (a consistent cut of state and
-/// positions), then writes it without holding the lock.
+/// Takes a consistent cut of state and positions under the engine lock and
+/// writes it without holding the lock: a forked child encodes and saves the
+/// process image of that instant (see [`fork`]), so ingestion pauses only
+/// for the fork. If the fork fails, the state is encoded under the lock.
 pub fn checkpoint_once(shared: &Shared, store: &Store, status: &CheckpointStatus) -> Result<usize, StoreError> {
     let started = Instant::now();
-    // Encoded under the engine lock: a consistent cut of state and offsets.
-    // (Copying the state under the lock to encode it outside was measured
-    // slower than encoding, and doubles memory; see load-tests/README.md.)
-    let blob = shared.engine().encode();
-    let encoded = started.elapsed();
-    let result = store.save(&blob);
+    let forked = {
+        let engine = shared.engine();
+        fork::spawn(&engine, store)
+    };
+    let paused = started.elapsed();
+    let result = match forked {
+        Ok(writer) => writer.wait(),
+        Err(e) => {
+            warn!(error = %e, "cannot fork a checkpoint writer; encoding under the engine lock");
+            in_process(shared, store)
+        }
+    };
     let total = started.elapsed();
     match &result {
-        Ok(()) => {
+        Ok(written) => {
             status.last_ok_ms.store(now_ms(), Ordering::Relaxed);
             status.failures.store(0, Ordering::Relaxed);
             *status.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
             histogram!("cspulse_checkpoint_duration_seconds").record(total.as_secs_f64());
-            histogram!("cspulse_checkpoint_encode_seconds").record(encoded.as_secs_f64());
-            gauge!("cspulse_checkpoint_size_bytes").set(blob.len() as f64);
+            histogram!("cspulse_checkpoint_pause_seconds").record(paused.as_secs_f64());
+            histogram!("cspulse_checkpoint_encode_seconds").record(written.encode.as_secs_f64());
+            gauge!("cspulse_checkpoint_size_bytes").set(written.bytes as f64);
         }
         Err(e) => {
             status.failures.fetch_add(1, Ordering::Relaxed);
@@ -174,7 +187,16 @@ pub fn checkpoint_once(shared: &Shared, store: &Store, status: &CheckpointStatus
             counter!("cspulse_checkpoint_errors_total").increment(1);
         }
     }
-    result.map(|()| blob.len())
+    result.map(|w| w.bytes)
+}
+
+/// The fallback: encodes under the engine lock, writes after releasing it.
+fn in_process(shared: &Shared, store: &Store) -> Result<fork::Written, StoreError> {
+    let started = Instant::now();
+    let blob = shared.engine().encode();
+    let encode = started.elapsed();
+    store.save(&blob)?;
+    Ok(fork::Written { bytes: blob.len(), encode })
 }
 
 /// Checkpoints every `interval`; after failures, retries with exponential
