@@ -208,7 +208,9 @@ fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "1000");
+        // High watermarks (lag, `/readyz`) come from the statistics: after a
+        // restart, readiness waits for the first report after the assignment.
+        .set("statistics.interval.ms", "250");
     // The operator's properties win over our defaults.
     for (k, v) in &kafka.properties {
         c.set(k, v);

@@ -1,11 +1,19 @@
 //! The checkpoint encoding of the whole engine state (SPEC §10).
 //!
 //! Layout: `CSPULSE\0` magic, state schema version (u32 LE), body length
-//! (u64 LE), SipHash-1-3 128-bit checksum of the body, then the body in
-//! postcard (compact, varint-encoded serde). A checkpoint of another schema
-//! version is refused with an explicit error (there is one version so far;
-//! a future one adds a migration here), and a truncated or corrupt one is
-//! never half-loaded: the checksum covers every byte.
+//! (u64 LE), SipHash-1-3 128-bit checksum of the section table, then the
+//! body: the section table (count u32 LE, then per section its length u64 LE
+//! and the SipHash-1-3 128-bit checksum of its bytes) and the sections, each
+//! in postcard (compact, varint-encoded serde): the engine's scalars, scopes
+//! and alerting; the account slots in [`SLOT_CHUNKS`] chunks; the
+//! de-duplication index; the feature table. Sections are verified and
+//! decoded on threads of their own, so a restore takes about the time of its
+//! largest section rather than of the whole state.
+//!
+//! A checkpoint of another schema version is refused with an explicit error
+//! (version 1, one postcard body, was written before sections; rebuilding
+//! from Kafka replaces it), and a truncated or corrupt one is never
+//! half-loaded: the checksums cover every byte.
 //!
 //! Configuration is not part of the state: the fold parameters and rules
 //! come from the running configuration. Alert lifecycle state is stored by
@@ -18,11 +26,17 @@ use std::hash::Hasher;
 use serde::{Deserialize, Serialize};
 use siphasher::sip128::{Hasher128, SipHasher13};
 
-use super::{Engine, StateConfig};
+use super::account::FeatureTable;
+use super::{Dedup, Engine, Slot, StateConfig};
 use crate::alert::{Alerting, StoredAlerting};
 
 /// The state schema version this binary writes and reads.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
+/// Account slots are split into this many sections (decoded in parallel).
+const SLOT_CHUNKS: usize = 2;
+/// Sections: core, slot chunks, de-duplication index, feature table.
+const SECTIONS: usize = 1 + SLOT_CHUNKS + 2;
+const TABLE: usize = 4 + SECTIONS * (8 + 16);
 const MAGIC: &[u8; 8] = b"CSPULSE\0";
 const HEADER: usize = 8 + 4 + 8 + 16;
 
@@ -57,32 +71,72 @@ fn fingerprint(cfg: &StateConfig) -> String {
     format!("{:?}", (cfg.weights, cfg.green, cfg.yellow, cfg.sla, &cfg.core_features))
 }
 
+/// Everything but the sections of their own.
 #[derive(Serialize)]
-struct Out<'a> {
+struct CoreOut<'a> {
     fingerprint: String,
     engine: &'a Engine,
     alerting: StoredAlerting,
 }
 
 #[derive(Deserialize)]
-struct In {
+struct CoreIn {
     fingerprint: String,
     engine: Engine,
     alerting: StoredAlerting,
 }
 
+fn section<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    at: (usize, usize, u128),
+    name: &str,
+) -> Result<T, RestoreError> {
+    let bytes = &body[at.0..at.0 + at.1];
+    if checksum(bytes) != at.2 {
+        return Err(RestoreError::Checksum);
+    }
+    postcard::from_bytes(bytes).map_err(|e| RestoreError::Decode(format!("{name}: {e}")))
+}
+
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T, RestoreError>>) -> Result<T, RestoreError> {
+    h.join().unwrap_or_else(|_| Err(RestoreError::Decode("a decoding thread panicked".into())))
+}
+
 impl Engine {
     /// The whole state, input positions included, as one checkpoint blob.
     pub fn encode(&self) -> Vec<u8> {
-        let out = Out { fingerprint: fingerprint(&self.cfg), engine: self, alerting: self.alerting.to_stored() };
+        let core = CoreOut { fingerprint: fingerprint(&self.cfg), engine: self, alerting: self.alerting.to_stored() };
         // One buffer, sized from the previous checkpoint (no regrowth, no
-        // second copy): header placeholder, body, then the header filled in.
+        // second copy): header and table placeholders, the sections, then
+        // the table and header filled in.
         let hint = LAST_SIZE.load(std::sync::atomic::Ordering::Relaxed);
-        let mut blob = Vec::with_capacity(HEADER + hint + hint / 16);
-        blob.resize(HEADER, 0);
-        let mut blob = postcard::to_extend(&out, blob).expect("the state always serializes");
+        let mut blob = Vec::with_capacity(HEADER + TABLE + hint + hint / 16);
+        blob.resize(HEADER + TABLE, 0);
+        let mut ends = Vec::with_capacity(SECTIONS);
+        let put = |blob: Vec<u8>, value: &dyn erased::Section, ends: &mut Vec<usize>| {
+            let blob = value.extend(blob);
+            ends.push(blob.len());
+            blob
+        };
+        blob = put(blob, &core, &mut ends);
+        let chunk = self.slots.len().div_ceil(SLOT_CHUNKS).max(1);
+        for i in 0..SLOT_CHUNKS {
+            let part = self.slots.get(i * chunk..((i + 1) * chunk).min(self.slots.len())).unwrap_or(&[]);
+            blob = put(blob, &part, &mut ends);
+        }
+        blob = put(blob, &self.dedup, &mut ends);
+        blob = put(blob, &self.features, &mut ends);
+        let mut table = Vec::with_capacity(TABLE);
+        table.extend_from_slice(&(SECTIONS as u32).to_le_bytes());
+        let mut start = HEADER + TABLE;
+        for &end in &ends {
+            table.extend_from_slice(&((end - start) as u64).to_le_bytes());
+            table.extend_from_slice(&checksum(&blob[start..end]).to_le_bytes());
+            start = end;
+        }
         let len = blob.len() - HEADER;
-        let sum = checksum(&blob[HEADER..]);
+        let sum = checksum(&table);
+        blob[HEADER..HEADER + TABLE].copy_from_slice(&table);
         blob[..8].copy_from_slice(MAGIC);
         blob[8..12].copy_from_slice(&STATE_VERSION.to_le_bytes());
         blob[12..20].copy_from_slice(&(len as u64).to_le_bytes());
@@ -109,11 +163,48 @@ impl Engine {
         if body.len() != len {
             return Err(RestoreError::Truncated(format!("body is {} bytes, the header says {len}", body.len())));
         }
-        if checksum(body) != sum {
+        if body.len() < TABLE || checksum(&body[..TABLE]) != sum {
             return Err(RestoreError::Checksum);
         }
-        let stored: In = postcard::from_bytes(body).map_err(|e| RestoreError::Decode(e.to_string()))?;
+        let count = u32::from_le_bytes(body[..4].try_into().expect("4 bytes")) as usize;
+        if count != SECTIONS {
+            return Err(RestoreError::Decode(format!("{count} sections, expected {SECTIONS}")));
+        }
+        let mut at = Vec::with_capacity(SECTIONS);
+        let mut start = TABLE;
+        for i in 0..SECTIONS {
+            let entry = &body[4 + i * 24..4 + (i + 1) * 24];
+            let n = u64::from_le_bytes(entry[..8].try_into().expect("8 bytes")) as usize;
+            let sum = u128::from_le_bytes(entry[8..].try_into().expect("16 bytes"));
+            at.push((start, n, sum));
+            start = start.saturating_add(n);
+        }
+        if start != body.len() {
+            return Err(RestoreError::Decode(format!("sections end at {start}, the body is {} bytes", body.len())));
+        }
+        let (core, chunks, dedup, features) = std::thread::scope(|s| {
+            let at = &at;
+            let core = s.spawn(move || section::<CoreIn>(body, at[0], "engine"));
+            let chunks: Vec<_> =
+                (1..=SLOT_CHUNKS).map(|i| s.spawn(move || section::<Vec<Slot>>(body, at[i], "accounts"))).collect();
+            let dedup = s.spawn(move || section::<Dedup>(body, at[SLOT_CHUNKS + 1], "de-duplication index"));
+            let features = section::<FeatureTable>(body, at[SLOT_CHUNKS + 2], "feature table");
+            (joined(core), chunks.into_iter().map(joined).collect::<Vec<_>>(), joined(dedup), features)
+        });
+        let stored = core?;
         let mut engine = stored.engine;
+        for chunk in chunks {
+            engine.slots.extend(chunk?);
+        }
+        engine.dedup = dedup?;
+        engine.features = features?;
+        if engine.index.len() != engine.slots.len() {
+            return Err(RestoreError::Decode(format!(
+                "{} accounts indexed, {} stored",
+                engine.index.len(),
+                engine.slots.len()
+            )));
+        }
         let changed = stored.fingerprint != fingerprint(&cfg);
         engine.renewal_rules = cfg.rules.uses_account_metric("revenue.days_to_renewal");
         engine.alerting = Alerting::from_stored(cfg.rules.clone(), stored.alerting);
@@ -128,5 +219,18 @@ impl Engine {
             engine.evaluate_pending(None);
         }
         Ok(engine)
+    }
+}
+
+/// Encoding a section of any type into the shared buffer.
+mod erased {
+    pub trait Section {
+        fn extend(&self, blob: Vec<u8>) -> Vec<u8>;
+    }
+
+    impl<T: serde::Serialize + ?Sized> Section for T {
+        fn extend(&self, blob: Vec<u8>) -> Vec<u8> {
+            postcard::to_extend(self, blob).expect("the state always serializes")
+        }
     }
 }

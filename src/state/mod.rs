@@ -147,12 +147,18 @@ pub struct Engine {
     /// Arrival sequence of accepted events (orders equal timestamps).
     seq: u64,
     partitions: FastMap<(Topic, i32), Progress>,
+    /// Encoded as a section of its own (see `encoding`).
+    #[serde(skip)]
     dedup: Dedup,
+    /// Encoded as sections of their own (see `encoding`).
+    #[serde(skip)]
     slots: Vec<Slot>,
     index: FastMap<Arc<str>, u32>,
     scopes: Scopes,
     /// Each CSM's book: account slots by `csm_id`.
     books: FastMap<Arc<str>, BTreeSet<u32>>,
+    /// Encoded as a section of its own (see `encoding`).
+    #[serde(skip)]
     features: FeatureTable,
     wakeups: BTreeSet<(Ts, u32)>,
     /// Start of the watermark's calendar quarter (QTD figures).

@@ -493,6 +493,18 @@ fn damaged_checkpoints_are_refused_clearly() {
     let last = flipped.len() - 1;
     flipped[last] ^= 0x40;
     assert_eq!(Engine::decode(StateConfig::default(), &flipped).unwrap_err(), RestoreError::Checksum);
+    // Every section and the section table are covered: flip one byte anywhere.
+    for at in (36..blob.len()).step_by(blob.len() / 17 + 1) {
+        let mut flipped = blob.clone();
+        flipped[at] ^= 0x01;
+        assert_eq!(Engine::decode(StateConfig::default(), &flipped).unwrap_err(), RestoreError::Checksum, "byte {at}");
+    }
+    let mut v1 = blob.clone();
+    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+    assert_eq!(
+        Engine::decode(StateConfig::default(), &v1).unwrap_err(),
+        RestoreError::Version { found: 1, supported: STATE_VERSION }
+    );
     let mut newer = blob.clone();
     newer[8..12].copy_from_slice(&(STATE_VERSION + 1).to_le_bytes());
     let e = Engine::decode(StateConfig::default(), &newer).unwrap_err();
