@@ -27,6 +27,7 @@ use serde_json::json;
 mod broker;
 mod produce;
 mod push;
+mod restart;
 mod swarm;
 
 #[derive(Parser)]
@@ -70,6 +71,8 @@ enum Scenario {
         #[arg(long, default_value_t = 3_000_000)]
         users: usize,
     },
+    /// Restart-to-ready of the cspulse binary holding a large state (directory store).
+    Restart(restart::RestartArgs),
     /// Fan-out: N subscribed WebSocket clients (separate process), cspulse vs Node `ws`.
     Fanout(push::FanoutArgs),
     /// Slow consumers: some clients stop reading; the others' lag, and 1008 closes.
@@ -90,6 +93,9 @@ fn main() -> anyhow::Result<()> {
         Scenario::Fold { events, accounts, users_per_account } => fold(events, accounts, users_per_account, runs),
         Scenario::Kafka { events, accounts, partitions, brokers } => kafka(events, accounts, partitions, brokers, runs),
         Scenario::Memory { accounts, users } => memory(accounts, users),
+        Scenario::Restart(a) => {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(restart::restart(a, runs))
+        }
         Scenario::Fanout(a) => push::fanout(a, runs),
         Scenario::Slow(a) => push::slow(a, runs),
         Scenario::Alerts(a) => push::alerts(a, runs),

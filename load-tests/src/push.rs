@@ -61,7 +61,7 @@ fn pinned(common: &Common, core: usize) -> tokio::process::Command {
     cmd
 }
 
-fn token(role: Role, csm: Option<&str>) -> String {
+pub(crate) fn token(role: Role, csm: Option<&str>) -> String {
     Auth::new(SECRET, false).mint("load", role, csm, Duration::from_secs(6 * 3600)).expect("token")
 }
 
@@ -129,7 +129,7 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -138,7 +138,7 @@ fn results_dir() -> PathBuf {
 }
 
 /// A raw HTTP/1.1 GET on 127.0.0.1; the whole response.
-async fn http_get(port: u16, path: &str, token: &str) -> Option<String> {
+pub(crate) async fn http_get(port: u16, path: &str, token: &str) -> Option<String> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     let req =
         format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
@@ -164,7 +164,7 @@ async fn ws_counters(port: u16) -> Value {
 }
 
 /// A raw HTTP/1.1 GET on 127.0.0.1; the status code.
-async fn http_status(port: u16, path: &str, token: &str) -> Option<u16> {
+pub(crate) async fn http_status(port: u16, path: &str, token: &str) -> Option<u16> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     let req =
         format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
@@ -211,7 +211,12 @@ impl Server {
 }
 
 fn server_bin(common: &Common) -> anyhow::Result<PathBuf> {
-    let bin = match &common.server_bin {
+    server_bin_at(common.server_bin.as_ref())
+}
+
+/// The given cspulse binary, or the one next to this program.
+pub(crate) fn server_bin_at(given: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    let bin = match given {
         Some(b) => b.clone(),
         None => std::env::current_exe()?.with_file_name("cspulse"),
     };
@@ -731,7 +736,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
 
-fn base_config() -> anyhow::Result<Config> {
+pub(crate) fn base_config() -> anyhow::Result<Config> {
     Ok(Config::from_toml(&format!("[auth]\njwt_secret = \"{SECRET}\"\n[state]\nstore = \"memory\"\n"))?)
 }
 
