@@ -5,6 +5,13 @@
 //! composed, the later `seq` and `as_of` kept); only when nothing can be
 //! folded is the connection marked slow, and the hub drops it (1008).
 //!
+//! A burst is not slowness: when the fan-out queues faster than a reading
+//! client's writer task gets to run (a flood of `alert` messages, a starved
+//! core), the queue may hold up to [`BURST`] times its capacity as long as
+//! the writer has taken messages (or waited for them) within [`GRACE`]. A
+//! client that stops reading blocks its writer in a socket write, so it is
+//! dropped at most `GRACE` after its queue fills.
+//!
 //! Folding moves the older update's changes forward to the later one's
 //! place. That is safe across `alert` messages and across updates of other
 //! topics, which own disjoint sections (§14) and never change membership,
@@ -14,6 +21,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use serde_json::Value;
@@ -58,9 +66,21 @@ pub enum Next {
     Closed,
 }
 
+/// How far past its capacity a reading client's queue may grow in a burst.
+pub const BURST: usize = 4;
+/// How recently the writer must have taken messages for a burst to be held.
+pub const GRACE: Duration = Duration::from_millis(500);
+
+#[derive(Debug)]
+struct Queue {
+    messages: VecDeque<Queued>,
+    /// When the writer last took messages or waited for some.
+    taken: Instant,
+}
+
 #[derive(Debug)]
 pub struct Outbox {
-    queue: Mutex<VecDeque<Queued>>,
+    queue: Mutex<Queue>,
     capacity: usize,
     ready: Notify,
     slow: AtomicBool,
@@ -70,7 +90,7 @@ pub struct Outbox {
 impl Outbox {
     pub fn new(capacity: usize) -> Self {
         Outbox {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue { messages: VecDeque::new(), taken: Instant::now() }),
             capacity: capacity.max(1),
             ready: Notify::new(),
             slow: AtomicBool::new(false),
@@ -78,7 +98,7 @@ impl Outbox {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Queued>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -89,16 +109,20 @@ impl Outbox {
         }
         {
             let mut queue = self.lock();
-            queue.push_back(message);
-            if queue.len() > self.capacity {
-                if !fold_one(&mut queue) {
-                    queue.clear();
+            queue.messages.push_back(message);
+            let len = queue.messages.len();
+            if len > self.capacity {
+                if fold_one(&mut queue.messages) {
+                    metrics::counter!("cspulse_ws_updates_coalesced_total").increment(1);
+                } else if len <= self.capacity * BURST && queue.taken.elapsed() < GRACE {
+                    // A burst for a client that is reading: held.
+                } else {
+                    queue.messages.clear();
                     drop(queue);
                     self.slow.store(true, Ordering::Relaxed);
                     self.ready.notify_one();
                     return Err(Refused::Full);
                 }
-                metrics::counter!("cspulse_ws_updates_coalesced_total").increment(1);
             }
         }
         self.ready.notify_one();
@@ -117,8 +141,9 @@ impl Outbox {
             }
             {
                 let mut queue = self.lock();
-                if !queue.is_empty() {
-                    out.extend(queue.drain(..).map(|q| q.text));
+                queue.taken = Instant::now();
+                if !queue.messages.is_empty() {
+                    out.extend(queue.messages.drain(..).map(|q| q.text));
                     return Next::Messages;
                 }
             }
@@ -142,10 +167,19 @@ impl Outbox {
         self.ready.notify_one();
     }
 
+    /// Pretends the writer last took messages `by` earlier.
+    #[cfg(test)]
+    pub fn backdate(&self, by: Duration) {
+        let mut queue = self.lock();
+        queue.taken = queue.taken.checked_sub(by).expect("the clock reaches back that far");
+    }
+
     /// Takes everything queued (what a reader gets, without a socket).
     #[cfg(test)]
     pub fn take_queued(&self) -> Vec<Queued> {
-        self.lock().drain(..).collect()
+        let mut queue = self.lock();
+        queue.taken = Instant::now();
+        queue.messages.drain(..).collect()
     }
 }
 
@@ -242,4 +276,49 @@ fn compose(earlier: &str, later: &str) -> Option<Utf8Bytes> {
     let patch = merge_compose(earlier.get("patch")?, later.get("patch")?)?;
     later["patch"] = patch;
     Some(Utf8Bytes::from(later.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(i: usize) -> Queued {
+        Queued { text: format!("{{\"type\":\"alert\",\"n\":{i}}}").into(), kind: Kind::Alert(0) }
+    }
+
+    #[test]
+    fn a_burst_for_a_reading_client_is_held_up_to_the_burst_bound() {
+        let outbox = Outbox::new(4);
+        assert!(outbox.take_queued().is_empty());
+        for i in 0..4 * BURST {
+            outbox.push(alert(i)).unwrap();
+        }
+        assert!(!outbox.is_slow());
+        assert_eq!(outbox.push(alert(99)), Err(Refused::Full));
+        assert!(outbox.is_slow());
+    }
+
+    #[test]
+    fn a_full_queue_whose_writer_took_nothing_within_the_grace_is_slow() {
+        let outbox = Outbox::new(4);
+        for i in 0..4 {
+            outbox.push(alert(i)).unwrap();
+        }
+        outbox.backdate(GRACE * 2);
+        assert_eq!(outbox.push(alert(4)), Err(Refused::Full));
+        assert!(outbox.is_slow());
+        assert_eq!(outbox.push(alert(5)), Err(Refused::Closed));
+    }
+
+    #[test]
+    fn a_reader_that_keeps_taking_is_never_slow() {
+        let outbox = Outbox::new(4);
+        for round in 0..50 {
+            for i in 0..3 * 4 {
+                outbox.push(alert(round * 100 + i)).unwrap();
+            }
+            assert_eq!(outbox.take_queued().len(), 12);
+        }
+        assert!(!outbox.is_slow());
+    }
 }
