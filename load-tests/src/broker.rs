@@ -70,3 +70,18 @@ impl Broker {
         }
     }
 }
+
+/// `cspulse-load broker`: the mock cluster with every topic, in this process
+/// for `seconds` (or until killed). Pass the printed address as `--brokers`
+/// to a scenario to keep the broker's work out of the scenario's process.
+pub fn serve(partitions: i32, core: Option<usize>, seconds: u64) -> anyhow::Result<()> {
+    if let Some(core) = core {
+        crate::push::pin_self(core);
+    }
+    let config = crate::push::base_config()?;
+    let broker = Broker::start(None, &config, partitions)?;
+    println!("{}", broker.bootstrap);
+    eprintln!("mock cluster at {} ({partitions} partitions per input topic) for {seconds} s", broker.bootstrap);
+    std::thread::sleep(Duration::from_secs(seconds));
+    Ok(())
+}

@@ -79,6 +79,18 @@ enum Scenario {
     Slow(push::SlowArgs),
     /// Event → `alert` frame latency at a constant produce rate.
     Alerts(push::AlertsArgs),
+    /// A mock cluster in a process of its own, for `--brokers`: prints its
+    /// bootstrap address and serves for `--seconds` (or until killed).
+    Broker {
+        /// Partitions per input topic.
+        #[arg(long, default_value_t = 16)]
+        partitions: i32,
+        /// Core to pin this process to (default: not pinned).
+        #[arg(long)]
+        core: Option<usize>,
+        #[arg(long, default_value_t = 3600)]
+        seconds: u64,
+    },
     /// The generator's portfolio at size S/M/L produced to Kafka.
     Produce(produce::ProduceArgs),
     /// (internal) The WebSocket client swarm process used by fanout and slow.
@@ -99,6 +111,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Fanout(a) => push::fanout(a, runs),
         Scenario::Slow(a) => push::slow(a, runs),
         Scenario::Alerts(a) => push::alerts(a, runs),
+        Scenario::Broker { partitions, core, seconds } => broker::serve(partitions, core, seconds),
         Scenario::Produce(a) => produce::produce(a, runs),
         Scenario::Swarm(a) => swarm::run(a),
     }

@@ -350,10 +350,10 @@ impl Swarm {
     }
 }
 
-fn ticket_producer(brokers: &str) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
+fn ticket_producer(brokers: &str, linger_ms: u32) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("linger.ms", "0")
+        .set("linger.ms", linger_ms.to_string())
         .set("socket.nagle.disable", "true")
         .set("queue.buffering.max.messages", "1000000")
         .create()?)
@@ -446,7 +446,7 @@ async fn run_cspulse(common: &Common, broker: &Broker, spec: &RunSpec, tag: &str
     )
     .await?;
     let topics = Config::from_toml(&format!("[auth]\njwt_secret = \"{SECRET}\"\n"))?.kafka.topics;
-    let producer = ticket_producer(&broker.bootstrap)?;
+    let producer = ticket_producer(&broker.bootstrap, 0)?;
     let now = now_us();
     // With alerts, a long (256-character) name makes each `alert` message
     // ~900 bytes, so a client that stops reading fills its buffers sooner.
@@ -947,6 +947,10 @@ pub struct AlertsArgs {
     /// Background portfolio (demo generator) size.
     #[arg(long, default_value_t = 1000)]
     pub accounts: usize,
+    /// The producer's `linger.ms` (batching; its wait counts in the latency,
+    /// which is measured from each event's scheduled send time).
+    #[arg(long, default_value_t = 0)]
+    pub linger_ms: u32,
     #[command(flatten)]
     pub common: Common,
 }
@@ -975,7 +979,7 @@ pub fn alerts(args: AlertsArgs, runs: usize) -> anyhow::Result<()> {
         t += 1_000_000;
     }
     let server = rt.block_on(spawn_cspulse(&args.common, &broker.bootstrap, "alerts", &[]))?;
-    let producer = Arc::new(ticket_producer(&broker.bootstrap)?);
+    let producer = Arc::new(ticket_producer(&broker.bootstrap, args.linger_ms)?);
     let mut bg = background.into_iter();
     // The portfolio's upserts and opening revenue first.
     for m in bg.by_ref().take(args.accounts * 2) {
@@ -996,8 +1000,9 @@ pub fn alerts(args: AlertsArgs, runs: usize) -> anyhow::Result<()> {
     rt.block_on(server.stop());
     let r: Vec<&Value> = out.iter().collect();
     println!(
-        "\nalerts: {} events/s produced at a constant rate ({} churn/s on one CSM's accounts, the rest the demo generator's {}-account portfolio), {} s per run, {runs} runs; server on core {}, broker+producer+client on core {} ({}); median (min–max)",
+        "\nalerts: {} events/s produced at a constant rate (linger.ms {}; {} churn/s on one CSM's accounts, the rest the demo generator's {}-account portfolio), {} s per run, {runs} runs; server on core {}, producer+client on core {} ({}); median (min–max)",
         args.rate,
+        args.linger_ms,
         args.alert_rate,
         args.accounts,
         args.seconds,
@@ -1021,12 +1026,16 @@ pub fn alerts(args: AlertsArgs, runs: usize) -> anyhow::Result<()> {
     }
     println!("  target: p99 <= 20 ms at 10,000 events/s");
     println!(
-        "reproduce: ./target/release/cspulse-load alerts --rate {} --alert-rate {} --seconds {} --runs {runs}",
-        args.rate, args.alert_rate, args.seconds
+        "reproduce: ./target/release/cspulse-load alerts --rate {} --alert-rate {} --seconds {} --linger-ms {} --runs {runs}{}",
+        args.rate,
+        args.alert_rate,
+        args.seconds,
+        args.linger_ms,
+        args.common.brokers.as_ref().map(|b| format!(" --brokers {b}")).unwrap_or_default()
     );
     write(
         "alerts",
-        &json!({"rate": args.rate, "alert_rate": args.alert_rate, "seconds": args.seconds, "runs": runs,
+        &json!({"rate": args.rate, "alert_rate": args.alert_rate, "seconds": args.seconds, "runs": runs, "linger_ms": args.linger_ms,
             "accounts": args.accounts, "broker": broker.describe(), "machine": machine(),
             "p99_ms": stat_json(&r, "lag.p99_ms"), "p50_ms": stat_json(&r, "lag.p50_ms"), "runs_detail": out}),
     )
