@@ -188,6 +188,40 @@ async fn wait_http(port: u16, path: &str, token: &str, limit: Duration) -> anyho
     bail!("GET {path} did not answer 200 within {limit:?}")
 }
 
+/// `cspulse-load broker` as a child process: a mock cluster of its own.
+struct BrokerProcess {
+    child: std::process::Child,
+    bootstrap: String,
+}
+
+impl BrokerProcess {
+    fn start(core: usize) -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args(["broker", "--partitions", "16", "--seconds", "900", "--core", &core.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawn cspulse-load broker")?;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().context("broker stdout")?).read_line(&mut line)?;
+        let bootstrap = line.trim().to_owned();
+        if bootstrap.is_empty() {
+            let _ = child.kill();
+            bail!("the broker process printed no address");
+        }
+        Ok(BrokerProcess { child, bootstrap })
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A server under test.
 struct Server {
     child: Child,
@@ -959,7 +993,12 @@ pub fn alerts(args: AlertsArgs, runs: usize) -> anyhow::Result<()> {
     pin_self(args.common.client_core);
     let rt = runtime()?;
     let config = base_config()?;
-    let broker = Broker::start(args.common.brokers.as_deref(), &config, 16)?;
+    // With `--brokers`, that Kafka for every run; otherwise a fresh broker
+    // process per run.
+    let external = match args.common.brokers.as_deref() {
+        Some(list) => Some(Broker::start(Some(list), &config, 16)?),
+        None => None,
+    };
     let topics = config.kafka.topics.clone();
     let names = cspulse::ingest::TopicNames::new(&topics);
     // Background traffic from the demo generator, stamped in the recent past.
@@ -978,17 +1017,35 @@ pub fn alerts(args: AlertsArgs, runs: usize) -> anyhow::Result<()> {
         background.extend(generator.tick(t, t + 1_000_000, args.rate * 0.7));
         t += 1_000_000;
     }
-    let server = rt.block_on(spawn_cspulse(&args.common, &broker.bootstrap, "alerts", &[]))?;
-    let producer = Arc::new(ticket_producer(&broker.bootstrap, args.linger_ms)?);
+    let opening: Vec<_> = background.drain(..args.accounts * 2).collect();
     let mut bg = background.into_iter();
-    // The portfolio's upserts and opening revenue first.
-    for m in bg.by_ref().take(args.accounts * 2) {
-        send(&producer, names.name(m.topic), &m.key, &m.payload);
-    }
-    producer.flush(Duration::from_secs(30))?;
     let mut out = Vec::new();
     for run in 0..runs {
-        let r = rt.block_on(alerts_run(&args, &server, &producer, &names, &mut bg, run, per_run));
+        // A fresh broker per run, in a process of its own on the harness's
+        // core (the mock's cost grows with its log; see the README), and a
+        // fresh server on it; or the given `--brokers`.
+        let fresh = match &external {
+            None => Some(BrokerProcess::start(args.common.client_core)?),
+            Some(_) => None,
+        };
+        let bootstrap = match (&fresh, &external) {
+            (Some(f), _) => f.bootstrap.clone(),
+            (None, Some(e)) => e.bootstrap.clone(),
+            (None, None) => unreachable!("one or the other"),
+        };
+        let r = rt.block_on(async {
+            let server = spawn_cspulse(&args.common, &bootstrap, "alerts", &[]).await?;
+            let producer = Arc::new(ticket_producer(&bootstrap, args.linger_ms)?);
+            // The portfolio's upserts and opening revenue first.
+            for m in &opening {
+                send(&producer, names.name(m.topic), &m.key, &m.payload);
+            }
+            producer.flush(Duration::from_secs(30))?;
+            let r = alerts_run(&args, &server, &producer, &names, &mut bg, run, per_run).await;
+            server.stop().await;
+            r
+        });
+        drop(fresh);
         match r {
             Ok(v) => {
                 eprintln!("run {}/{runs}: {v}", run + 1);
@@ -997,7 +1054,6 @@ pub fn alerts(args: AlertsArgs, runs: usize) -> anyhow::Result<()> {
             Err(e) => eprintln!("run {}/{runs} failed: {e:#}", run + 1),
         }
     }
-    rt.block_on(server.stop());
     let r: Vec<&Value> = out.iter().collect();
     println!(
         "\nalerts: {} events/s produced at a constant rate (linger.ms {}; {} churn/s on one CSM's accounts, the rest the demo generator's {}-account portfolio), {} s per run, {runs} runs; server on core {}, producer+client on core {} ({}); median (min–max)",
@@ -1008,7 +1064,10 @@ pub fn alerts(args: AlertsArgs, runs: usize) -> anyhow::Result<()> {
         args.seconds,
         args.common.server_core,
         args.common.client_core,
-        broker.describe()
+        external.as_ref().map_or_else(
+            || "a fresh mock cluster per run, in its own process on the harness's core".to_owned(),
+            Broker::describe
+        )
     );
     for (label, path, d) in [
         ("events produced/s", "produced_per_s", 0),
@@ -1035,8 +1094,10 @@ pub fn alerts(args: AlertsArgs, runs: usize) -> anyhow::Result<()> {
     );
     write(
         "alerts",
-        &json!({"rate": args.rate, "alert_rate": args.alert_rate, "seconds": args.seconds, "runs": runs, "linger_ms": args.linger_ms,
-            "accounts": args.accounts, "broker": broker.describe(), "machine": machine(),
+        &json!({"rate": args.rate, "alert_rate": args.alert_rate, "seconds": args.seconds, "runs": runs,
+            "accounts": args.accounts, "linger_ms": args.linger_ms,
+            "broker": external.as_ref().map_or_else(|| "fresh mock cluster process per run".to_owned(), Broker::describe),
+            "machine": machine(),
             "p99_ms": stat_json(&r, "lag.p99_ms"), "p50_ms": stat_json(&r, "lag.p50_ms"), "runs_detail": out}),
     )
 }
