@@ -104,7 +104,7 @@ fn main() -> anyhow::Result<()> {
     match cli.scenario {
         Scenario::Fold { events, accounts, users_per_account } => fold(events, accounts, users_per_account, runs),
         Scenario::Kafka { events, accounts, partitions, brokers } => kafka(events, accounts, partitions, brokers, runs),
-        Scenario::Memory { accounts, users } => memory(accounts, users),
+        Scenario::Memory { accounts, users } => memory(accounts, users, runs),
         Scenario::Restart(a) => {
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(restart::restart(a, runs))
         }
@@ -479,7 +479,58 @@ impl MemWatch {
     }
 }
 
-fn memory(accounts: usize, users: usize) -> anyhow::Result<()> {
+/// `memory` with `--runs N > 1`: each run in a process of its own (RSS and
+/// its peak are per process), then the median (min–max) of every figure.
+fn memory(accounts: usize, users: usize, runs: usize) -> anyhow::Result<()> {
+    if runs <= 1 {
+        return memory_once(accounts, users);
+    }
+    let results = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results").join("memory.json");
+    let mut detail = Vec::new();
+    for run in 0..runs {
+        eprintln!("memory run {}/{runs} (a process of its own)", run + 1);
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .args(["memory", "--accounts", &accounts.to_string(), "--users", &users.to_string(), "--runs", "1"])
+            .status()?;
+        if !status.success() {
+            bail!("memory run {} failed: {status}", run + 1);
+        }
+        detail.push(serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&results)?)?);
+    }
+    let spread = |key: &str, scale: f64, digits: usize| {
+        let mut v: Vec<f64> = detail.iter().filter_map(|d| d[key].as_f64()).map(|x| x * scale).collect();
+        v.sort_by(f64::total_cmp);
+        let (min, med, max) = (v[0], v[v.len() / 2], v[v.len() - 1]);
+        (
+            json!({"median": med / scale, "min": min / scale, "max": max / scale}),
+            format!("{med:.digits$} ({min:.digits$}–{max:.digits$})"),
+        )
+    };
+    println!("\nmemory: {accounts} accounts, {users} distinct users, {runs} runs: median (min–max)");
+    let mut summary = serde_json::Map::new();
+    for (label, key, scale, digits) in [
+        ("peak RSS MiB (target <= 2048)", "peak_rss_mib", 1.0, 0),
+        ("checkpoint pause ms (target <= 1000)", "pause_seconds", 1e3, 1),
+        ("checkpoint in the child s", "checkpoint_seconds", 1.0, 2),
+        ("  of which encode s", "encode_seconds", 1.0, 2),
+        ("fold of `accounts` events during it s", "fold_touch_all_during_checkpoint_seconds", 1.0, 2),
+        ("  the same without a checkpoint s", "fold_touch_all_seconds", 1.0, 2),
+        ("memory taken while it runs MiB", "checkpoint_extra_memory_mib", 1.0, 0),
+        ("encode under the lock (fallback) s", "encode_under_lock_seconds", 1.0, 2),
+        ("restore: read + decode s", "restore_seconds", 1.0, 2),
+    ] {
+        let (stat, text) = spread(key, scale, digits);
+        println!("  {label:<42} {text}");
+        summary.insert(key.to_owned(), stat);
+    }
+    println!("reproduce: ./target/release/cspulse-load memory --accounts {accounts} --users {users} --runs {runs}");
+    write_results(
+        "memory",
+        json!({"accounts": accounts, "users": users, "runs": runs, "summary": summary, "runs_detail": detail, "machine": machine()}),
+    )
+}
+
+fn memory_once(accounts: usize, users: usize) -> anyhow::Result<()> {
     let before = rss_kib("VmRSS:");
     let start = parse_rfc3339("2026-11-01T00:00:00Z").expect("fixed date");
     let mut engine = Engine::new(StateConfig::default());
