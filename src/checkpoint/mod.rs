@@ -177,6 +177,8 @@ pub fn checkpoint_once(shared: &Shared, store: &Store, status: &CheckpointStatus
     let total = started.elapsed();
     match &result {
         Ok(written) => {
+            // The writer's buffer-size hint died with it; keep it here.
+            crate::state::encoding::note_size(written.bytes);
             status.last_ok_ms.store(now_ms(), Ordering::Relaxed);
             status.failures.store(0, Ordering::Relaxed);
             *status.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;

@@ -43,6 +43,12 @@ const HEADER: usize = 8 + 4 + 8 + 16;
 /// Body size of the last checkpoint encoded (sizes the next buffer).
 static LAST_SIZE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// Records the size of a checkpoint encoded elsewhere (by a forked writer,
+/// whose own record dies with it), so the next buffer is sized from it.
+pub fn note_size(blob_bytes: usize) {
+    LAST_SIZE.store(blob_bytes.saturating_sub(HEADER), std::sync::atomic::Ordering::Relaxed);
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RestoreError {
     #[error("not a cspulse checkpoint (bad magic)")]
