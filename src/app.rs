@@ -27,7 +27,8 @@ pub struct App {
     pub shared: Arc<Shared>,
     ingest: Option<Ingest>,
     server: JoinHandle<std::io::Result<()>>,
-    checkpoints: JoinHandle<()>,
+    /// Periodic checkpoints (none with a store that keeps nothing).
+    checkpoints: Option<JoinHandle<()>>,
     store: Arc<Store>,
     checkpoint_status: Arc<CheckpointStatus>,
     stop: watch::Sender<bool>,
@@ -79,13 +80,15 @@ impl App {
         let ingest = subscribed.start();
         let c = &config.cadence;
         tokio::spawn(push.run([c.health.0, c.usage.0, c.tickets.0, c.revenue.0], stop.subscribe()));
-        let checkpoints = tokio::spawn(crate::checkpoint::run_loop(
-            shared.clone(),
-            store.clone(),
-            checkpoint_status.clone(),
-            config.checkpoint.interval.0,
-            stop.subscribe(),
-        ));
+        let checkpoints = store.keeps_state().then(|| {
+            tokio::spawn(crate::checkpoint::run_loop(
+                shared.clone(),
+                store.clone(),
+                checkpoint_status.clone(),
+                config.checkpoint.interval.0,
+                stop.subscribe(),
+            ))
+        });
         info!(%addr, brokers = %config.kafka.brokers, store = %store.describe(), "cspulse is running");
         Ok(App { addr, shared, ingest: Some(ingest), server, checkpoints, store, checkpoint_status, stop })
     }
@@ -96,8 +99,10 @@ impl App {
             let _ = tokio::task::spawn_blocking(move || ingest.stop()).await;
         }
         let _ = self.stop.send(true);
-        let _ = (&mut self.checkpoints).await;
-        if !matches!(*self.store, Store::Memory) {
+        if let Some(checkpoints) = self.checkpoints.take() {
+            let _ = checkpoints.await;
+        }
+        if self.store.keeps_state() {
             let (shared, store, status) = (self.shared.clone(), self.store.clone(), self.checkpoint_status.clone());
             match tokio::task::spawn_blocking(move || crate::checkpoint::checkpoint_once(&shared, &store, &status))
                 .await

@@ -85,3 +85,37 @@ pub fn serve(partitions: i32, core: Option<usize>, seconds: u64) -> anyhow::Resu
     std::thread::sleep(Duration::from_secs(seconds));
     Ok(())
 }
+
+/// `cspulse-load broker` as a child process: a mock cluster of its own.
+pub struct BrokerProcess {
+    child: std::process::Child,
+    pub bootstrap: String,
+}
+
+impl BrokerProcess {
+    pub fn start(core: usize) -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args(["broker", "--partitions", "16", "--seconds", "900", "--core", &core.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("spawn cspulse-load broker")?;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().context("broker stdout")?).read_line(&mut line)?;
+        let bootstrap = line.trim().to_owned();
+        if bootstrap.is_empty() {
+            let _ = child.kill();
+            anyhow::bail!("the broker process printed no address");
+        }
+        Ok(BrokerProcess { child, bootstrap })
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

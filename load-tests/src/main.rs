@@ -497,15 +497,7 @@ fn memory(accounts: usize, users: usize, runs: usize) -> anyhow::Result<()> {
         }
         detail.push(serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&results)?)?);
     }
-    let spread = |key: &str, scale: f64, digits: usize| {
-        let mut v: Vec<f64> = detail.iter().filter_map(|d| d[key].as_f64()).map(|x| x * scale).collect();
-        v.sort_by(f64::total_cmp);
-        let (min, med, max) = (v[0], v[v.len() / 2], v[v.len() - 1]);
-        (
-            json!({"median": med / scale, "min": min / scale, "max": max / scale}),
-            format!("{med:.digits$} ({min:.digits$}–{max:.digits$})"),
-        )
-    };
+    let r: Vec<&serde_json::Value> = detail.iter().collect();
     println!("\nmemory: {accounts} accounts, {users} distinct users, {runs} runs: median (min–max)");
     let mut summary = serde_json::Map::new();
     for (label, key, scale, digits) in [
@@ -519,9 +511,9 @@ fn memory(accounts: usize, users: usize, runs: usize) -> anyhow::Result<()> {
         ("encode under the lock (fallback) s", "encode_under_lock_seconds", 1.0, 2),
         ("restore: read + decode s", "restore_seconds", 1.0, 2),
     ] {
-        let (stat, text) = spread(key, scale, digits);
-        println!("  {label:<42} {text}");
-        summary.insert(key.to_owned(), stat);
+        let values = r.iter().map(|d| d[key].as_f64().unwrap_or(f64::NAN) * scale).collect();
+        println!("  {label:<42} {}", push::spread(values, digits).1);
+        summary.insert(key.to_owned(), push::stat_json(&r, key));
     }
     println!("reproduce: ./target/release/cspulse-load memory --accounts {accounts} --users {users} --runs {runs}");
     write_results(

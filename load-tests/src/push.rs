@@ -23,7 +23,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerProcess};
 use crate::swarm::{histogram, now_us, summary};
 
 pub const SECRET: &str = "load-test-secret-0123456789abcdef";
@@ -186,40 +186,6 @@ async fn wait_http(port: u16, path: &str, token: &str, limit: Duration) -> anyho
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("GET {path} did not answer 200 within {limit:?}")
-}
-
-/// `cspulse-load broker` as a child process: a mock cluster of its own.
-struct BrokerProcess {
-    child: std::process::Child,
-    bootstrap: String,
-}
-
-impl BrokerProcess {
-    fn start(core: usize) -> anyhow::Result<Self> {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(std::env::current_exe()?)
-            .args(["broker", "--partitions", "16", "--seconds", "900", "--core", &core.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("spawn cspulse-load broker")?;
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().context("broker stdout")?).read_line(&mut line)?;
-        let bootstrap = line.trim().to_owned();
-        if bootstrap.is_empty() {
-            let _ = child.kill();
-            bail!("the broker process printed no address");
-        }
-        Ok(BrokerProcess { child, bootstrap })
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A server under test.
@@ -711,7 +677,12 @@ fn get(v: &Value, path: &str) -> f64 {
 
 /// "median (min–max)" of a figure over runs.
 fn med(runs: &[&Value], path: &str, digits: usize) -> (f64, String) {
-    let mut v: Vec<f64> = runs.iter().map(|r| get(r, path)).filter(|x| x.is_finite()).collect();
+    spread(runs.iter().map(|r| get(r, path)).collect(), digits)
+}
+
+/// The median of `values` (non-finite ones left out) and "median (min–max)".
+pub(crate) fn spread(mut v: Vec<f64>, digits: usize) -> (f64, String) {
+    v.retain(|x| x.is_finite());
     if v.is_empty() {
         return (f64::NAN, "n/a".into());
     }
@@ -725,7 +696,8 @@ fn med(runs: &[&Value], path: &str, digits: usize) -> (f64, String) {
     (m, s)
 }
 
-fn stat_json(runs: &[&Value], path: &str) -> Value {
+/// `{median, min, max, runs}` of a figure over runs (null when absent).
+pub(crate) fn stat_json(runs: &[&Value], path: &str) -> Value {
     let mut v: Vec<f64> = runs.iter().map(|r| get(r, path)).filter(|x| x.is_finite()).collect();
     if v.is_empty() {
         return Value::Null;

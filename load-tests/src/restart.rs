@@ -46,7 +46,7 @@ pub struct RestartArgs {
 /// Produced but not yet folded, at most (well inside the mock's retention).
 const AHEAD: u64 = 400_000;
 
-struct Engine {
+struct Instance {
     child: Child,
     port: u16,
 }
@@ -61,7 +61,7 @@ struct Setup {
 }
 
 impl Setup {
-    fn spawn(&self, incarnation: usize) -> anyhow::Result<Engine> {
+    fn spawn(&self, incarnation: usize) -> anyhow::Result<Instance> {
         let port = free_port()?;
         let log = std::fs::File::create(self.logs.join(format!("restart-{incarnation}.log")))?;
         let child = tokio::process::Command::new(&self.bin)
@@ -79,11 +79,11 @@ impl Setup {
             .kill_on_drop(true)
             .spawn()
             .context("spawn cspulse serve")?;
-        Ok(Engine { child, port })
+        Ok(Instance { child, port })
     }
 }
 
-impl Engine {
+impl Instance {
     /// Time until `/readyz` answers 200.
     async fn ready(&mut self, started: Instant, limit: Duration) -> anyhow::Result<Duration> {
         let token = token(Role::Executive, None);
@@ -227,7 +227,7 @@ fn producer(brokers: &str) -> anyhow::Result<ThreadedProducer<DefaultProducerCon
 /// Produces `count` messages from `first`, never more than `AHEAD` beyond
 /// what the engine has taken; returns when the engine has taken them all.
 async fn stream(
-    engine: &Engine,
+    engine: &Instance,
     producer: &ThreadedProducer<DefaultProducerContext>,
     topics: &[String; 4],
     portfolio: &Portfolio,
@@ -264,17 +264,6 @@ async fn stream(
     engine.wait_taken(taken_before + total as u64, Duration::from_secs(600)).await?;
     eprintln!("  {tag}: {total} events produced and folded in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
-}
-
-/// "median (min–max) unit" of a figure over runs.
-fn spread(v: &[f64], unit: &str) -> String {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => "n/a".into(),
-        1 => format!("{:.2} {unit}", v[0]),
-        n => format!("{:.2} {unit} ({:.2}–{:.2})", v[n / 2], v[0], v[n - 1]),
-    }
 }
 
 fn users_of(view: &Value) -> u64 {
@@ -369,9 +358,10 @@ pub async fn restart(args: RestartArgs, runs: usize) -> anyhow::Result<()> {
     let secs = |v: &[Duration]| v.iter().map(Duration::as_secs_f64).collect::<Vec<_>>();
     let (g, c, s) = (secs(&graceful), secs(&crashed), secs(&stops));
     println!("\nrestart-to-ready, {} runs: median (min–max)", runs);
-    println!("  after SIGTERM (final checkpoint)  {}", spread(&g, "s"));
-    println!("  after kill -9 (replay since last) {}", spread(&c, "s"));
-    println!("  SIGTERM → exit                    {}", spread(&s, "s"));
+    let spread = |v: &[f64]| crate::push::spread(v.to_vec(), 2).1;
+    println!("  after SIGTERM (final checkpoint)  {} s", spread(&g));
+    println!("  after kill -9 (replay since last) {} s", spread(&c));
+    println!("  SIGTERM → exit                    {} s", spread(&s));
     println!("  target: ready <= 5 s");
     println!(
         "reproduce: cargo run --release -p cspulse-load -- restart --accounts {} --users {} --runs {runs}",

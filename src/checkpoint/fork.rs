@@ -120,9 +120,8 @@ impl Writer {
             return failed(format!("no report within {WRITER_TIMEOUT:?} ({e}); the writer was killed"));
         }
         if let Some(rest) = line.strip_prefix("ok ") {
-            let mut fields = rest.split(' ').map(str::parse::<u128>);
-            if let (Some(Ok(bytes)), Some(Ok(micros))) = (fields.next(), fields.next()) {
-                return Ok(Written { bytes: bytes as usize, encode: Duration::from_micros(micros as u64) });
+            if let Some((Ok(bytes), Ok(micros))) = rest.split_once(' ').map(|(b, m)| (b.parse(), m.parse())) {
+                return Ok(Written { bytes, encode: Duration::from_micros(micros) });
             }
         }
         if let Some(error) = line.strip_prefix("error ") {

@@ -58,6 +58,12 @@ impl Store {
         }
     }
 
+    /// Whether checkpoints are kept at all (`memory` keeps nothing, so the
+    /// engine takes none).
+    pub fn keeps_state(&self) -> bool {
+        !matches!(self, Store::Memory)
+    }
+
     /// A printable name (without credentials).
     pub fn describe(&self) -> String {
         match self {
@@ -157,10 +163,6 @@ fn now_ms() -> u64 {
 /// process image of that instant (see [`fork`]), so ingestion pauses only
 /// for the fork. If the fork fails, the state is encoded under the lock.
 pub fn checkpoint_once(shared: &Shared, store: &Store, status: &CheckpointStatus) -> Result<usize, StoreError> {
-    if matches!(store, Store::Memory) {
-        // Nothing is kept: no need to encode anything.
-        return Ok(0);
-    }
     let started = Instant::now();
     let forked = {
         let engine = shared.engine();

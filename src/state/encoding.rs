@@ -104,6 +104,13 @@ fn section<T: serde::de::DeserializeOwned>(
     postcard::from_bytes(bytes).map_err(|e| RestoreError::Decode(format!("{name}: {e}")))
 }
 
+/// Appends one section to the checkpoint buffer and records where it ends.
+fn put<T: Serialize + ?Sized>(blob: Vec<u8>, value: &T, ends: &mut Vec<usize>) -> Vec<u8> {
+    let blob = postcard::to_extend(value, blob).expect("the state always serializes");
+    ends.push(blob.len());
+    blob
+}
+
 fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T, RestoreError>>) -> Result<T, RestoreError> {
     h.join().unwrap_or_else(|_| Err(RestoreError::Decode("a decoding thread panicked".into())))
 }
@@ -119,16 +126,11 @@ impl Engine {
         let mut blob = Vec::with_capacity(HEADER + TABLE + hint + hint / 16);
         blob.resize(HEADER + TABLE, 0);
         let mut ends = Vec::with_capacity(SECTIONS);
-        let put = |blob: Vec<u8>, value: &dyn erased::Section, ends: &mut Vec<usize>| {
-            let blob = value.extend(blob);
-            ends.push(blob.len());
-            blob
-        };
         blob = put(blob, &core, &mut ends);
         let chunk = self.slots.len().div_ceil(SLOT_CHUNKS).max(1);
         for i in 0..SLOT_CHUNKS {
             let part = self.slots.get(i * chunk..((i + 1) * chunk).min(self.slots.len())).unwrap_or(&[]);
-            blob = put(blob, &part, &mut ends);
+            blob = put(blob, part, &mut ends);
         }
         blob = put(blob, &self.dedup, &mut ends);
         blob = put(blob, &self.features, &mut ends);
@@ -225,18 +227,5 @@ impl Engine {
             engine.evaluate_pending(None);
         }
         Ok(engine)
-    }
-}
-
-/// Encoding a section of any type into the shared buffer.
-mod erased {
-    pub trait Section {
-        fn extend(&self, blob: Vec<u8>) -> Vec<u8>;
-    }
-
-    impl<T: serde::Serialize + ?Sized> Section for T {
-        fn extend(&self, blob: Vec<u8>) -> Vec<u8> {
-            postcard::to_extend(self, blob).expect("the state always serializes")
-        }
     }
 }
