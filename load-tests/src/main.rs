@@ -50,6 +50,10 @@ enum Scenario {
         accounts: usize,
         #[arg(long, default_value_t = 30)]
         users_per_account: usize,
+        /// Events folded untimed first, so the measured ones meet a built
+        /// state (steady state) rather than an empty engine (cold start).
+        #[arg(long, default_value_t = 0)]
+        warmup: usize,
     },
     /// Kafka → state vs a raw rdkafka consume of the same topics, same broker.
     Kafka {
@@ -102,7 +106,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runs = cli.runs.max(1);
     match cli.scenario {
-        Scenario::Fold { events, accounts, users_per_account } => fold(events, accounts, users_per_account, runs),
+        Scenario::Fold { events, accounts, users_per_account, warmup } => {
+            fold(events, accounts, users_per_account, warmup, runs)
+        }
         Scenario::Kafka { events, accounts, partitions, brokers } => kafka(events, accounts, partitions, brokers, runs),
         Scenario::Memory { accounts, users } => memory(accounts, users, runs),
         Scenario::Restart(a) => {
@@ -213,13 +219,18 @@ pub(crate) fn machine() -> serde_json::Value {
     json!({"cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)})
 }
 
-fn fold(events: usize, accounts: usize, users_per_account: usize, runs: usize) -> anyhow::Result<()> {
-    eprintln!("generating {events} events ({accounts} accounts × ~{users_per_account} users)…");
-    let msgs = corpus(events, accounts, users_per_account);
+fn fold(events: usize, accounts: usize, users_per_account: usize, warmup: usize, runs: usize) -> anyhow::Result<()> {
+    eprintln!("generating {warmup} + {events} events ({accounts} accounts × ~{users_per_account} users)…");
+    let mut warm = corpus(warmup + events, accounts, users_per_account);
+    let msgs = warm.split_off(warmup.min(warm.len()));
     let bytes: usize = msgs.iter().map(|m| m.payload.len()).sum();
-    let wall =
-        msgs.iter().filter_map(|m| decode(m.topic, &m.payload, usize::MAX).ok().map(|e| e.ts)).max().unwrap_or(0)
-            + days(1);
+    let wall = warm
+        .iter()
+        .chain(&msgs)
+        .filter_map(|m| decode(m.topic, &m.payload, usize::MAX).ok().map(|e| e.ts))
+        .max()
+        .unwrap_or(0)
+        + days(1);
     let (mut parse, mut dec, mut full, mut bare) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut accepted = 0;
     let mut transitions = 0;
@@ -240,13 +251,19 @@ fn fold(events: usize, accounts: usize, users_per_account: usize, runs: usize) -
         let no_rules = StateConfig { rules: cspulse::alert::Rules::default(), ..StateConfig::default() };
         for (cfg, out) in [(no_rules, &mut bare), (StateConfig::default(), &mut full)] {
             let mut engine = Engine::new(cfg);
-            let t = Instant::now();
-            for (offset, m) in msgs.iter().enumerate() {
-                let input = Input { topic: m.topic, partition: 0, offset: offset as i64, payload: &m.payload, wall };
+            let mut offset = 0;
+            let mut fold = |engine: &mut Engine, m: &Message| {
+                let input = Input { topic: m.topic, partition: 0, offset, payload: &m.payload, wall };
                 black_box(engine.fold(&input));
-                if offset % 1024 == 0 {
-                    transitions += engine.take_alerts().len();
-                }
+                offset += 1;
+                if offset % 1024 == 0 { engine.take_alerts().len() } else { 0 }
+            };
+            for m in &warm {
+                fold(&mut engine, m);
+            }
+            let t = Instant::now();
+            for m in &msgs {
+                transitions += fold(&mut engine, m);
             }
             out.push(rate(msgs.len(), t.elapsed()));
             accepted = engine.stats().accepted.iter().sum::<u64>();
@@ -257,8 +274,9 @@ fn fold(events: usize, accounts: usize, users_per_account: usize, runs: usize) -
     let ratio = full.median / parse.median;
     let rules_cost = 1.0 - full.median / bare.median;
     println!(
-        "\nfold: {} events, {:.0} bytes avg, {accepted} accepted, one core",
+        "\nfold: {} events after {} untimed, {:.0} bytes avg, {accepted} accepted in all, one core",
         msgs.len(),
+        warm.len(),
         bytes as f64 / msgs.len() as f64
     );
     println!("  serde_json parse-only (typed struct)  {}", fmt_rate(&parse));
@@ -272,12 +290,12 @@ fn fold(events: usize, accounts: usize, users_per_account: usize, runs: usize) -
         transitions / runs
     );
     println!(
-        "reproduce: cargo run --release -p cspulse-load -- fold --events {events} --accounts {accounts} --users-per-account {users_per_account} --runs {runs}"
+        "reproduce: cargo run --release -p cspulse-load -- fold --events {events} --warmup {warmup} --accounts {accounts} --users-per-account {users_per_account} --runs {runs}"
     );
     write_results(
         "fold",
         json!({
-            "events": msgs.len(), "accounts": accounts, "users_per_account": users_per_account, "runs": runs,
+            "events": msgs.len(), "warmup": warm.len(), "accounts": accounts, "users_per_account": users_per_account, "runs": runs,
             "avg_bytes": bytes as f64 / msgs.len() as f64, "machine": machine(),
             "parse_only_per_s": {"median": parse.median, "min": parse.min, "max": parse.max},
             "decode_per_s": {"median": dec.median, "min": dec.min, "max": dec.max},

@@ -186,16 +186,26 @@ struct Pending {
     /// Accounts due for a refresh by the watermark's advance.
     accounts: Vec<u32>,
     portfolio: bool,
-    segments: BTreeSet<u32>,
-    csms: BTreeSet<u32>,
+    /// Scopes that moved, by index (repeats allowed: sorted and de-duplicated
+    /// when evaluated, so the buffers are reused and nothing is allocated).
+    segments: Vec<u32>,
+    csms: Vec<u32>,
 }
 
 impl Pending {
     fn note(&mut self, keys: ScopeKeys) {
         self.portfolio = true;
-        self.segments.insert(keys.segment);
+        self.segments.push(keys.segment);
         self.csms.extend(keys.csm);
     }
+}
+
+/// Sorts and de-duplicates scope indices, so rules are evaluated once per
+/// scope, in index order.
+fn distinct(v: &mut Vec<u32>) -> &[u32] {
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 impl Engine {
@@ -358,30 +368,31 @@ impl Engine {
         accounts.clear();
         self.pending.accounts = accounts;
         let now = self.watermark.expect("evaluated at a watermark");
-        let scopes = &self.scopes;
-        let pending = &mut self.pending;
-        let mut subjects: Vec<(ScopeKind, &str, &Scope)> = Vec::new();
-        if std::mem::take(&mut pending.portfolio) && self.alerting.has_rules_for(ScopeKind::Portfolio) {
-            subjects.push((ScopeKind::Portfolio, "portfolio", &scopes.portfolio));
-        }
-        let segments = std::mem::take(&mut pending.segments);
-        if self.alerting.has_rules_for(ScopeKind::Segment) {
-            subjects.extend(
-                segments
-                    .into_iter()
-                    .map(|i| (ScopeKind::Segment, &**scopes.segments.name(i), scopes.segments.scope(i))),
-            );
-        }
-        let csms = std::mem::take(&mut pending.csms);
-        if self.alerting.has_rules_for(ScopeKind::Csm) {
-            subjects.extend(csms.into_iter().map(|i| (ScopeKind::Csm, &**scopes.csms.name(i), scopes.csms.scope(i))));
-        }
-        for (kind, id, scope) in subjects {
+        let Engine { scopes, pending, alerting, .. } = self;
+        let rules = |kind| alerting.has_rules_for(kind);
+        let (portfolio, segments, csms) =
+            (rules(ScopeKind::Portfolio), rules(ScopeKind::Segment), rules(ScopeKind::Csm));
+        let mut evaluate = |kind, id: &str, scope: &Scope| {
             let metric = |i: usize| view::kpi_metric(i, scope);
             let subject =
                 Subject { scope: kind, scope_id: id, exists: !scope.is_empty(), metric: &metric, account: None };
-            self.alerting.evaluate(&subject, now);
+            alerting.evaluate(&subject, now);
+        };
+        if std::mem::take(&mut pending.portfolio) && portfolio {
+            evaluate(ScopeKind::Portfolio, "portfolio", &scopes.portfolio);
         }
+        if segments {
+            for &i in distinct(&mut pending.segments) {
+                evaluate(ScopeKind::Segment, scopes.segments.name(i), scopes.segments.scope(i));
+            }
+        }
+        pending.segments.clear();
+        if csms {
+            for &i in distinct(&mut pending.csms) {
+                evaluate(ScopeKind::Csm, scopes.csms.name(i), scopes.csms.scope(i));
+            }
+        }
+        pending.csms.clear();
     }
 
     fn slot_of(&mut self, account_id: &str) -> u32 {

@@ -2,14 +2,26 @@
 //!
 //! A window "last N" holds items with `ts > now − N`. Because the watermark
 //! only moves forward, an item leaves a window exactly once, at
-//! `now = ts + N`; each structure keeps its items ordered by ts so expiry pops
-//! from the front and the next change time is read off the first item. Every
-//! structure here can also count a shorter window inside the long one (7 days
-//! inside 14 or 30) with a running counter, so counts are O(1) to read and
-//! O(log n) to maintain.
+//! `now = ts + N`. Each structure keeps its items in a ts-ordered queue:
+//! events arrive nearly in time order, so an insert is almost always a push
+//! at the back (an out-of-order one is placed by binary search), expiry pops
+//! from the front, and the next change time is read off the first item.
+//! Every structure can also count a shorter window inside the long one (7
+//! days inside 14 or 30) with a cursor that marks where the short window
+//! begins, so counts are O(1) to read and amortised O(1) to maintain.
+//!
+//! Checkpoints hold the same layout as the ordered maps these queues replaced
+//! (a ts-ordered map of items; the latest sightings in ts order), so state
+//! written by earlier versions restores unchanged.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::hash::Hash;
+use std::marker::PhantomData;
+
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::ids::Id;
 use crate::time::Ts;
@@ -47,23 +59,41 @@ impl Tally for Scores {
     }
 }
 
+/// Where `ts` goes in a queue ordered by ts: after every item at or before it.
+fn position<T>(queue: &VecDeque<(Ts, T)>, ts: Ts) -> usize {
+    match queue.back() {
+        Some(&(last, _)) if last > ts => queue.partition_point(|(t, _)| *t <= ts),
+        _ => queue.len(),
+    }
+}
+
 /// Totals of timestamped values over the window `(now − span, now]`, and over
 /// the shorter window `(now − short, now]` when `short` is set.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug)]
 pub struct Window<V: Tally> {
     span: i64,
     short: Option<i64>,
-    /// Items still inside the long window, summed per instant.
-    items: BTreeMap<Ts, V>,
+    /// Items still inside the long window, one per instant, in ts order.
+    items: VecDeque<(Ts, V)>,
     total: V,
     /// Sum of the items at or before `short_floor` (outside the short window).
     outside_short: V,
+    /// `items[..short_start]` are those items (when `short` is set).
+    short_start: usize,
     now: Ts,
 }
 
 impl<V: Tally> Window<V> {
     pub fn new(span: i64, short: Option<i64>) -> Self {
-        Window { span, short, items: BTreeMap::new(), total: V::default(), outside_short: V::default(), now: Ts::MIN }
+        Window {
+            span,
+            short,
+            items: VecDeque::new(),
+            total: V::default(),
+            outside_short: V::default(),
+            short_start: 0,
+            now: Ts::MIN,
+        }
     }
 
     fn floor(&self) -> Ts {
@@ -79,23 +109,28 @@ impl<V: Tally> Window<V> {
         if now <= self.now {
             return;
         }
-        let old_short = self.short_floor();
         self.now = now;
         if self.short.is_some() {
-            let new_short = self.short_floor();
-            for (_, v) in self.items.range(old_short.saturating_add(1)..=new_short) {
-                self.outside_short.add(*v);
+            let short_floor = self.short_floor();
+            while let Some(&(ts, v)) = self.items.get(self.short_start) {
+                if ts > short_floor {
+                    break;
+                }
+                self.outside_short.add(v);
+                self.short_start += 1;
             }
         }
         let floor = self.floor();
-        while let Some(entry) = self.items.first_entry() {
-            if *entry.key() > floor {
+        while let Some(&(ts, v)) = self.items.front() {
+            if ts > floor {
                 break;
             }
-            let v = entry.remove();
+            self.items.pop_front();
             self.total.sub(v);
             if self.short.is_some() {
+                // The short window lies inside the long one: the item was outside it.
                 self.outside_short.sub(v);
+                self.short_start -= 1;
             }
         }
     }
@@ -106,10 +141,24 @@ impl<V: Tally> Window<V> {
         if ts <= self.floor() {
             return;
         }
-        self.items.entry(ts).or_default().add(v);
         self.total.add(v);
-        if self.short.is_some() && ts <= self.short_floor() {
+        let before_short = self.short.is_some() && ts <= self.short_floor();
+        if before_short {
             self.outside_short.add(v);
+        }
+        let at = position(&self.items, ts);
+        match at.checked_sub(1).and_then(|i| self.items.get_mut(i)) {
+            Some((t, sum)) if *t == ts => sum.add(v),
+            _ => {
+                if at == self.items.len() {
+                    self.items.push_back((ts, v));
+                } else {
+                    self.items.insert(at, (ts, v));
+                }
+                if before_short {
+                    self.short_start += 1;
+                }
+            }
         }
     }
 
@@ -132,10 +181,8 @@ impl<V: Tally> Window<V> {
 
     /// The next instant at which a total changes, if any.
     pub fn next_change(&self) -> Option<Ts> {
-        let first = self.items.keys().next().map(|t| t + self.span);
-        let short = self
-            .short
-            .and_then(|s| self.items.range(self.short_floor().saturating_add(1)..).next().map(|(t, _)| t + s));
+        let first = self.items.front().map(|(t, _)| t + self.span);
+        let short = self.short.and_then(|s| self.items.get(self.short_start).map(|(t, _)| t + s));
         min_opt(first, short)
     }
 }
@@ -164,41 +211,49 @@ pub enum Touch {
 /// collisions.
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// A key of a `LatestSeen`: small, copyable, ordered, with least and
-/// greatest values to bound range queries by time alone.
-pub trait WindowKey: Hash + Eq + Ord + Copy {
-    const MIN: Self;
-    const MAX: Self;
-}
+/// A key of a `LatestSeen`: small and copyable.
+pub trait WindowKey: Hash + Eq + Copy {}
 
-impl WindowKey for u32 {
-    const MIN: Self = u32::MIN;
-    const MAX: Self = u32::MAX;
-}
+impl WindowKey for u32 {}
 
-impl WindowKey for Id {
-    const MIN: Self = Id(0, 0);
-    const MAX: Self = Id(u64::MAX, u64::MAX);
-}
+impl WindowKey for Id {}
 
 /// Distinct keys seen within `(now − span, now]`, each with the latest ts it
 /// was seen at; counts the keys also seen within the shorter window.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-#[serde(bound(serialize = "K: serde::Serialize", deserialize = "K: serde::de::DeserializeOwned"))]
+///
+/// `order` holds every key's latest sighting in ts order, and also earlier
+/// sightings superseded since (stale: the key's latest ts is another). Stale
+/// entries are skipped where they are met and dropped in bulk once they
+/// outnumber the live ones, so a repeat sighting costs a push, not the
+/// removal of the old entry from an ordered index.
+#[derive(Clone, Debug)]
 pub struct LatestSeen<K: WindowKey> {
     span: i64,
     short: Option<i64>,
     latest: FastMap<K, Ts>,
-    /// The same keys ordered by their latest ts.
-    order: BTreeSet<(Ts, K)>,
+    order: VecDeque<(Ts, K)>,
     /// Keys whose latest ts is at or before the short window's floor.
     outside_short: usize,
+    /// `order[..short_start]` are the entries at or before that floor.
+    short_start: usize,
+    /// `order[short_start..short_live]` are stale: where to look for the
+    /// first live entry inside the short window.
+    short_live: usize,
     now: Ts,
 }
 
 impl<K: WindowKey> LatestSeen<K> {
     pub fn new(span: i64, short: Option<i64>) -> Self {
-        LatestSeen { span, short, latest: FastMap::default(), order: BTreeSet::new(), outside_short: 0, now: Ts::MIN }
+        LatestSeen {
+            span,
+            short,
+            latest: FastMap::default(),
+            order: VecDeque::new(),
+            outside_short: 0,
+            short_start: 0,
+            short_live: 0,
+            now: Ts::MIN,
+        }
     }
 
     fn floor(&self) -> Ts {
@@ -209,31 +264,66 @@ impl<K: WindowKey> LatestSeen<K> {
         self.now.saturating_sub(self.short.unwrap_or(0))
     }
 
+    fn is_live(&self, ts: Ts, key: &K) -> bool {
+        self.latest.get(key) == Some(&ts)
+    }
+
     /// Moves the window to `now`; calls `expired` for each key that leaves it.
     pub fn advance(&mut self, now: Ts, mut expired: impl FnMut(&K)) {
         if now <= self.now {
             return;
         }
-        let old_short = self.short_floor();
         self.now = now;
         if self.short.is_some() {
-            let new_short = self.short_floor();
-            if new_short > old_short {
-                self.outside_short +=
-                    self.order.range((old_short.saturating_add(1), K::MIN)..=(new_short, K::MAX)).count();
+            let short_floor = self.short_floor();
+            while let Some(&(ts, k)) = self.order.get(self.short_start) {
+                if ts > short_floor {
+                    break;
+                }
+                if self.is_live(ts, &k) {
+                    self.outside_short += 1;
+                }
+                self.short_start += 1;
             }
+            self.short_live = self.short_live.max(self.short_start);
         }
         let floor = self.floor();
-        while let Some(&(ts, k)) = self.order.first() {
+        let mut popped = false;
+        while let Some(&(ts, k)) = self.order.front() {
             if ts > floor {
                 break;
             }
-            self.order.pop_first();
-            self.latest.remove(&k);
-            if self.short.is_some() {
-                self.outside_short -= 1;
+            popped = true;
+            if self.pop_front() {
+                self.latest.remove(&k);
+                if self.short.is_some() {
+                    self.outside_short -= 1;
+                }
+                expired(&k);
             }
-            expired(&k);
+        }
+        if popped {
+            self.drop_stale_front();
+        }
+    }
+
+    /// Pops the first entry; returns whether it was live.
+    fn pop_front(&mut self) -> bool {
+        let Some((ts, k)) = self.order.pop_front() else { return false };
+        // A stale entry may lie past the cursor (inside the short window).
+        self.short_start = self.short_start.saturating_sub(1);
+        self.short_live = self.short_live.saturating_sub(1);
+        self.is_live(ts, &k)
+    }
+
+    /// Keeps a live entry (or none) at the front, so the next expiry is read
+    /// off it.
+    fn drop_stale_front(&mut self) {
+        while let Some(&(ts, k)) = self.order.front() {
+            if self.is_live(ts, &k) {
+                break;
+            }
+            self.pop_front();
         }
     }
 
@@ -244,25 +334,59 @@ impl<K: WindowKey> LatestSeen<K> {
         }
         let short_floor = self.short_floor();
         let counts_short = self.short.is_some();
-        if let Some(latest) = self.latest.get_mut(&key) {
-            let old = *latest;
-            if old >= ts {
-                return Touch::Unchanged;
+        let mut front_moved = false;
+        let touch = match self.latest.get_mut(&key) {
+            Some(latest) => {
+                let old = *latest;
+                front_moved = self.order.front() == Some(&(old, key));
+                if old >= ts {
+                    return Touch::Unchanged;
+                }
+                *latest = ts;
+                if counts_short && old <= short_floor && ts > short_floor {
+                    self.outside_short -= 1;
+                }
+                Touch::Moved
             }
-            *latest = ts;
-            self.order.remove(&(old, key));
-            self.order.insert((ts, key));
-            if counts_short && old <= short_floor && ts > short_floor {
-                self.outside_short -= 1;
+            None => {
+                if counts_short && ts <= short_floor {
+                    self.outside_short += 1;
+                }
+                self.latest.insert(key, ts);
+                Touch::Entered
             }
-            return Touch::Moved;
+        };
+        let at = position(&self.order, ts);
+        if at == self.order.len() {
+            self.order.push_back((ts, key));
+        } else {
+            self.order.insert(at, (ts, key));
         }
         if counts_short && ts <= short_floor {
-            self.outside_short += 1;
+            self.short_start += 1;
+            self.short_live += 1;
+        } else if at < self.short_live {
+            self.short_live = at;
         }
-        self.order.insert((ts, key));
-        self.latest.insert(key, ts);
-        Touch::Entered
+        if front_moved {
+            self.drop_stale_front();
+        }
+        if touch == Touch::Moved {
+            if self.order.len() > 2 * self.latest.len() + 16 {
+                self.compact();
+            }
+        }
+        touch
+    }
+
+    /// Drops every stale entry.
+    fn compact(&mut self) {
+        let latest = &self.latest;
+        self.order.retain(|(ts, k)| latest.get(k) == Some(ts));
+        let short_floor = self.short_floor();
+        self.short_start =
+            if self.short.is_some() { self.order.partition_point(|(ts, _)| *ts <= short_floor) } else { 0 };
+        self.short_live = self.short_start;
     }
 
     /// Keys in the long window.
@@ -285,15 +409,191 @@ impl<K: WindowKey> LatestSeen<K> {
     }
 
     /// The next instant at which a count changes, if any.
-    pub fn next_change(&self) -> Option<Ts> {
-        let first = self.order.first().map(|(t, _)| t + self.span);
-        let short = self.short.and_then(|s| {
-            self.order.range((self.short_floor().saturating_add(1), K::MIN)..).next().map(|(t, _)| t + s)
-        });
-        min_opt(first, short)
+    pub fn next_change(&mut self) -> Option<Ts> {
+        // The front entry is live (see `drop_stale_front`).
+        let first = self.order.front().map(|(t, _)| t + self.span);
+        let Some(short) = self.short else { return first };
+        while let Some(&(t, k)) = self.order.get(self.short_live) {
+            if self.is_live(t, &k) {
+                return min_opt(first, Some(t + short));
+            }
+            self.short_live += 1;
+        }
+        first
     }
 }
 
+/// A ts-ordered queue written as the ordered map it replaced.
+struct AsMap<'a, V>(&'a VecDeque<(Ts, V)>);
+
+impl<V: Serialize> Serialize for AsMap<'_, V> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(t, v)| (t, v)))
+    }
+}
+
+/// The queue read back from that map.
+struct FromMap<V>(VecDeque<(Ts, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for FromMap<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Items<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for Items<V> {
+            type Value = FromMap<V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of timestamps to values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut items = VecDeque::with_capacity(map.size_hint().unwrap_or(0).min(1 << 16));
+                while let Some(entry) = map.next_entry::<Ts, V>()? {
+                    items.push_back(entry);
+                }
+                Ok(FromMap(items))
+            }
+        }
+        d.deserialize_map(Items(PhantomData))
+    }
+}
+
+/// A queue's ts order must hold for every operation on it: checked on restore.
+fn check_order<T, E: serde::de::Error>(queue: &VecDeque<(Ts, T)>, strict: bool) -> Result<(), E> {
+    let sorted = queue.iter().zip(queue.iter().skip(1)).all(|(a, b)| if strict { a.0 < b.0 } else { a.0 <= b.0 });
+    if sorted { Ok(()) } else { Err(E::custom("window items out of ts order")) }
+}
+
+#[derive(Serialize)]
+#[serde(rename = "Window")]
+struct WindowOut<'a, V> {
+    span: i64,
+    short: Option<i64>,
+    items: AsMap<'a, V>,
+    total: &'a V,
+    outside_short: &'a V,
+    now: Ts,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "Window")]
+struct WindowIn<V> {
+    span: i64,
+    short: Option<i64>,
+    items: FromMap<V>,
+    total: V,
+    outside_short: V,
+    now: Ts,
+}
+
+impl<V: Tally + Serialize> Serialize for Window<V> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WindowOut {
+            span: self.span,
+            short: self.short,
+            items: AsMap(&self.items),
+            total: &self.total,
+            outside_short: &self.outside_short,
+            now: self.now,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, V: Tally + Deserialize<'de>> Deserialize<'de> for Window<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = WindowIn::<V>::deserialize(d)?;
+        check_order(&w.items.0, true)?;
+        let mut window = Window {
+            span: w.span,
+            short: w.short,
+            items: w.items.0,
+            total: w.total,
+            outside_short: w.outside_short,
+            short_start: 0,
+            now: w.now,
+        };
+        if window.short.is_some() {
+            let short_floor = window.short_floor();
+            window.short_start = window.items.partition_point(|(t, _)| *t <= short_floor);
+        }
+        Ok(window)
+    }
+}
+
+/// The live entries of a `LatestSeen`, in ts order (as the ordered set of
+/// `(ts, key)` it replaced was written).
+struct LiveOrder<'a, K: WindowKey>(&'a LatestSeen<K>);
+
+impl<K: WindowKey + Serialize> Serialize for LiveOrder<'_, K> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let seen = self.0;
+        let mut seq = s.serialize_seq(Some(seen.latest.len()))?;
+        for entry in seen.order.iter().filter(|(t, k)| seen.is_live(*t, k)) {
+            seq.serialize_element(entry)?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename = "LatestSeen")]
+struct LatestSeenOut<'a, K: WindowKey> {
+    span: i64,
+    short: Option<i64>,
+    latest: &'a FastMap<K, Ts>,
+    order: LiveOrder<'a, K>,
+    outside_short: usize,
+    now: Ts,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "LatestSeen", bound(deserialize = "K: DeserializeOwned"))]
+struct LatestSeenIn<K: WindowKey> {
+    span: i64,
+    short: Option<i64>,
+    latest: FastMap<K, Ts>,
+    order: VecDeque<(Ts, K)>,
+    outside_short: usize,
+    now: Ts,
+}
+
+impl<K: WindowKey + Serialize> Serialize for LatestSeen<K> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        LatestSeenOut {
+            span: self.span,
+            short: self.short,
+            latest: &self.latest,
+            order: LiveOrder(self),
+            outside_short: self.outside_short,
+            now: self.now,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, K: WindowKey + DeserializeOwned> Deserialize<'de> for LatestSeen<K> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = LatestSeenIn::<K>::deserialize(d)?;
+        check_order(&w.order, false)?;
+        let mut seen = LatestSeen {
+            span: w.span,
+            short: w.short,
+            latest: w.latest,
+            order: w.order,
+            outside_short: w.outside_short,
+            short_start: 0,
+            short_live: 0,
+            now: w.now,
+        };
+        if seen.order.len() != seen.latest.len() {
+            return Err(serde::de::Error::custom("window order does not match its keys"));
+        }
+        if seen.short.is_some() {
+            let short_floor = seen.short_floor();
+            seen.short_start = seen.order.partition_point(|(t, _)| *t <= short_floor);
+            seen.short_live = seen.short_start;
+        }
+        Ok(seen)
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +635,130 @@ mod tests {
         assert_eq!(s.next_change(), Some(125));
         s.advance(125, |k| gone.push(*k));
         assert_eq!(gone, vec![b]);
+    }
+
+    /// One step of a window model test: move time forward, or record a
+    /// sighting some way behind `now` (out of order as often as not).
+    #[derive(Clone, Debug)]
+    enum Op {
+        Advance(i64),
+        Touch { key: u32, behind: i64 },
+    }
+
+    fn ops() -> impl proptest::strategy::Strategy<Value = Vec<Op>> {
+        use proptest::prelude::*;
+        let op = prop_oneof![
+            (0i64..12).prop_map(Op::Advance),
+            (0u32..6, prop_oneof![Just(0i64), 0i64..40]).prop_map(|(key, behind)| Op::Touch { key, behind }),
+        ];
+        proptest::collection::vec(op, 0..120)
+    }
+
+    /// Naive model: the latest ts of every key ever touched, and every item.
+    fn expected(latest: &HashMap<u32, Ts>, now: Ts, span: i64, short: i64) -> (usize, usize, Option<Ts>) {
+        let long: Vec<Ts> = latest.values().copied().filter(|t| *t > now - span).collect();
+        let in_short = long.iter().filter(|t| **t > now - short).count();
+        let next =
+            long.iter().map(|t| t + span).chain(long.iter().filter(|t| **t > now - short).map(|t| t + short)).min();
+        (long.len(), in_short, next)
+    }
+
+    proptest::proptest! {
+        /// Both windows against a recount from scratch after every step,
+        /// through a checkpoint round trip at the end.
+        #[test]
+        fn windows_match_a_recount(ops in ops()) {
+            let (span, short) = (30, 7);
+            let mut seen: LatestSeen<u32> = LatestSeen::new(span, Some(short));
+            let mut events: Window<u64> = Window::new(span, Some(short));
+            let mut latest: HashMap<u32, Ts> = HashMap::new();
+            let mut items: Vec<Ts> = Vec::new();
+            let mut now: Ts = 100;
+            seen.advance(now, |_| {});
+            events.advance(now);
+            for op in ops {
+                match op {
+                    Op::Advance(d) => {
+                        now += d;
+                        let mut gone = Vec::new();
+                        seen.advance(now, |k| gone.push(*k));
+                        events.advance(now);
+                        for k in gone {
+                            proptest::prop_assert!(latest.get(&k).is_some_and(|t| *t <= now - span));
+                        }
+                    }
+                    Op::Touch { key, behind } => {
+                        let ts = now - behind;
+                        seen.touch(key, ts);
+                        events.insert(ts, 1);
+                        if ts > now - span {
+                            let t = latest.entry(key).or_insert(ts);
+                            *t = (*t).max(ts);
+                            items.push(ts);
+                        }
+                    }
+                }
+                let (len, short_len, next) = expected(&latest, now, span, short);
+                proptest::prop_assert_eq!((seen.len(), seen.short_len(), seen.next_change()), (len, short_len, next));
+                let live: Vec<Ts> = items.iter().copied().filter(|t| *t > now - span).collect();
+                let in_short = live.iter().filter(|t| **t > now - short).count() as u64;
+                let next = live.iter().map(|t| t + span).chain(live.iter().filter(|t| **t > now - short).map(|t| t + short)).min();
+                proptest::prop_assert_eq!(
+                    (events.total(), events.short_total(), events.next_change()),
+                    (live.len() as u64, in_short, next)
+                );
+            }
+            let bytes = postcard::to_allocvec(&seen).expect("encodes");
+            let mut back: LatestSeen<u32> = postcard::from_bytes(&bytes).expect("decodes");
+            proptest::prop_assert_eq!((back.len(), back.short_len(), back.next_change()), (seen.len(), seen.short_len(), seen.next_change()));
+            let bytes = postcard::to_allocvec(&events).expect("encodes");
+            let back: Window<u64> = postcard::from_bytes(&bytes).expect("decodes");
+            proptest::prop_assert_eq!((back.total(), back.short_total(), back.next_change()), (events.total(), events.short_total(), events.next_change()));
+        }
+    }
+
+    /// Checkpoints written before the queues (ordered map and set) still read.
+    #[test]
+    fn reads_the_ordered_map_layout() {
+        #[derive(serde::Serialize)]
+        struct OldWindow {
+            span: i64,
+            short: Option<i64>,
+            items: std::collections::BTreeMap<Ts, u64>,
+            total: u64,
+            outside_short: u64,
+            now: Ts,
+        }
+        #[derive(serde::Serialize)]
+        struct OldSeen {
+            span: i64,
+            short: Option<i64>,
+            latest: HashMap<u32, Ts>,
+            order: std::collections::BTreeSet<(Ts, u32)>,
+            outside_short: usize,
+            now: Ts,
+        }
+        let old = OldWindow {
+            span: 14,
+            short: Some(7),
+            items: [(8, 2), (15, 1)].into(),
+            total: 3,
+            outside_short: 2,
+            now: 20,
+        };
+        let w: Window<u64> = postcard::from_bytes(&postcard::to_allocvec(&old).unwrap()).unwrap();
+        assert_eq!((w.total(), w.short_total(), w.next_change()), (3, 1, Some(22)));
+        let old = OldSeen {
+            span: 30,
+            short: Some(7),
+            latest: [(1, 80), (2, 95)].into(),
+            order: [(80, 1), (95, 2)].into(),
+            outside_short: 1,
+            now: 100,
+        };
+        let mut s: LatestSeen<u32> = postcard::from_bytes(&postcard::to_allocvec(&old).unwrap()).unwrap();
+        assert_eq!((s.len(), s.short_len(), s.next_change()), (2, 1, Some(102)));
+        // The same bytes come back out.
+        assert_eq!(postcard::to_allocvec(&s).unwrap(), postcard::to_allocvec(&old).unwrap());
     }
 }
