@@ -236,8 +236,8 @@ pub struct LatestSeen<K: WindowKey> {
     outside_short: usize,
     /// `order[..short_start]` are the entries at or before that floor.
     short_start: usize,
-    /// `order[short_start..short_live]` are stale: where to look for the
-    /// first live entry inside the short window.
+    /// The first live entry inside the short window (or `order.len()`):
+    /// `order[short_start..short_live]` are all stale.
     short_live: usize,
     now: Ts,
 }
@@ -285,7 +285,10 @@ impl<K: WindowKey> LatestSeen<K> {
                 }
                 self.short_start += 1;
             }
-            self.short_live = self.short_live.max(self.short_start);
+            if self.short_live < self.short_start {
+                self.short_live = self.short_start;
+                self.skip_stale_short();
+            }
         }
         let floor = self.floor();
         let mut popped = false;
@@ -316,6 +319,16 @@ impl<K: WindowKey> LatestSeen<K> {
         self.is_live(ts, &k)
     }
 
+    /// Moves `short_live` past stale entries.
+    fn skip_stale_short(&mut self) {
+        while let Some(&(ts, k)) = self.order.get(self.short_live) {
+            if self.is_live(ts, &k) {
+                break;
+            }
+            self.short_live += 1;
+        }
+    }
+
     /// Keeps a live entry (or none) at the front, so the next expiry is read
     /// off it.
     fn drop_stale_front(&mut self) {
@@ -334,11 +347,12 @@ impl<K: WindowKey> LatestSeen<K> {
         }
         let short_floor = self.short_floor();
         let counts_short = self.short.is_some();
-        let mut front_moved = false;
+        let (mut front_moved, mut short_moved) = (false, false);
         let touch = match self.latest.get_mut(&key) {
             Some(latest) => {
                 let old = *latest;
                 front_moved = self.order.front() == Some(&(old, key));
+                short_moved = self.order.get(self.short_live) == Some(&(old, key));
                 if old >= ts {
                     return Touch::Unchanged;
                 }
@@ -370,6 +384,9 @@ impl<K: WindowKey> LatestSeen<K> {
         }
         if front_moved {
             self.drop_stale_front();
+        }
+        if short_moved && counts_short {
+            self.skip_stale_short();
         }
         if touch == Touch::Moved {
             if self.order.len() > 2 * self.latest.len() + 16 {
@@ -409,17 +426,12 @@ impl<K: WindowKey> LatestSeen<K> {
     }
 
     /// The next instant at which a count changes, if any.
-    pub fn next_change(&mut self) -> Option<Ts> {
-        // The front entry is live (see `drop_stale_front`).
+    pub fn next_change(&self) -> Option<Ts> {
+        // The front entry and the one at `short_live` are live (see
+        // `drop_stale_front` and `skip_stale_short`).
         let first = self.order.front().map(|(t, _)| t + self.span);
-        let Some(short) = self.short else { return first };
-        while let Some(&(t, k)) = self.order.get(self.short_live) {
-            if self.is_live(t, &k) {
-                return min_opt(first, Some(t + short));
-            }
-            self.short_live += 1;
-        }
-        first
+        let short = self.short.and_then(|s| self.order.get(self.short_live).map(|(t, _)| t + s));
+        min_opt(first, short)
     }
 }
 
