@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use smol_str::SmolStr;
+
 use crate::event::{AccountUpsert, Priority, RevenueKind, TicketAction, TicketEvent};
 use crate::time::{Ts, days};
 
@@ -322,7 +324,7 @@ struct Ticket {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Tickets {
     /// Ticket ids → their number in `tickets` (the id is stored once).
-    index: FastMap<Box<str>, u32>,
+    index: FastMap<SmolStr, u32>,
     tickets: Vec<Ticket>,
     pub open: [u64; 4],
     pub open_total: u64,
@@ -380,7 +382,7 @@ impl Tickets {
             Some(&k) => k,
             None => {
                 let k = self.tickets.len() as u32;
-                self.index.insert(Box::from(id), k);
+                self.index.insert(SmolStr::new(id), k);
                 self.tickets.push(Ticket::default());
                 k
             }

@@ -26,8 +26,11 @@ mod tests;
 pub mod view;
 pub mod window;
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
+
+use smol_str::SmolStr;
 
 use crate::event::{Body, Event, Topic};
 use crate::ingest::decode::{Reason, Rejection, decode};
@@ -93,16 +96,22 @@ struct Dedup {
 }
 
 impl Dedup {
-    fn seen(&self, id: Id, watermark: Option<Ts>, horizon: i64) -> bool {
-        match (self.ts_of.get(&id), watermark) {
-            (Some(&ts), Some(w)) => ts > w - horizon,
-            _ => false,
+    /// Records `id` as accepted at `ts` unless it was seen within the
+    /// horizon (then it is a duplicate: returns false). One probe of the index.
+    fn admit(&mut self, id: Id, ts: Ts, watermark: Option<Ts>, horizon: i64) -> bool {
+        match self.ts_of.entry(id) {
+            Entry::Occupied(mut seen) => {
+                if watermark.is_some_and(|w| *seen.get() > w - horizon) {
+                    return false;
+                }
+                seen.insert(ts);
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(ts);
+            }
         }
-    }
-
-    fn remember(&mut self, id: Id, ts: Ts) {
         self.arrivals.push_back((ts, id));
-        self.ts_of.insert(id, ts);
+        true
     }
 
     fn forget_through(&mut self, floor: Ts) {
@@ -153,7 +162,9 @@ pub struct Engine {
     /// Encoded as sections of their own (see `encoding`).
     #[serde(skip)]
     slots: Vec<Slot>,
-    index: FastMap<Arc<str>, u32>,
+    /// Account ids → slots; ids of up to 23 bytes are stored inline, so a
+    /// lookup compares bytes in the table instead of following a pointer.
+    index: FastMap<SmolStr, u32>,
     scopes: Scopes,
     /// Each CSM's book: account slots by `csm_id`.
     books: FastMap<Arc<str>, BTreeSet<u32>>,
@@ -308,14 +319,14 @@ impl Engine {
                 ),
             ));
         }
+        // The last check: an event that passes it is accepted.
         let event_id = self.ids.id(&ev.event_id);
-        if self.dedup.seen(event_id, self.watermark, self.cfg.dedup_horizon) {
+        if !self.dedup.admit(event_id, ev.ts, self.watermark, self.cfg.dedup_horizon) {
             return Outcome::Duplicate;
         }
         let progress = self.partitions.get_mut(&(input.topic, input.partition)).expect("entry made in fold");
         progress.max_ts = progress.max_ts.max(Some(ev.ts));
         self.seq += 1;
-        self.dedup.remember(event_id, ev.ts);
         self.advance(ev.ts);
         let idx = self.apply(&ev);
         self.evaluate_pending(Some(idx));
@@ -401,7 +412,7 @@ impl Engine {
         }
         let idx = self.slots.len() as u32;
         let account = Account::new(account_id);
-        self.index.insert(account.id.clone(), idx);
+        self.index.insert(SmolStr::new(&*account.id), idx);
         self.slots.push(Slot {
             account,
             totals: Totals::default(),
