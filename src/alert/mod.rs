@@ -14,6 +14,7 @@ use std::hash::Hasher;
 
 use serde_json::{Map, Value, json};
 use siphasher::sip128::{Hasher128, SipHasher13};
+use smol_str::SmolStr;
 
 use crate::state::window::FastMap;
 use crate::time::{Ts, format_rfc3339};
@@ -129,6 +130,16 @@ pub struct StoredAlerting {
     outbox: Vec<Alert>,
 }
 
+/// What `Alerting::evaluate` found for one subject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Firing condition alerts: critical, warning.
+    pub firing: [u64; 2],
+    /// The earliest cooldown end after `now` among its rules (so the
+    /// subject is re-evaluated then).
+    pub next_cooldown_end: Option<Ts>,
+}
+
 /// Lifecycle state of one scope instance, per condition rule (by index).
 #[derive(Clone, Debug)]
 struct ScopeAlerts {
@@ -139,6 +150,10 @@ struct ScopeAlerts {
 impl ScopeAlerts {
     fn new(rules: usize) -> Self {
         ScopeAlerts { firing: vec![None; rules], cooldown_until: vec![None; rules] }
+    }
+
+    fn next_cooldown_end(&self, now: Ts) -> Option<Ts> {
+        self.cooldown_until.iter().flatten().copied().filter(|t| *t > now).min()
     }
 
     fn is_idle(&self) -> bool {
@@ -153,7 +168,8 @@ pub struct Alerting {
     /// Per scope kind, the scopes with a firing alert or a running cooldown.
     /// Looked up by `&str` without allocating; entries come and go with
     /// transitions.
-    states: [FastMap<Box<str>, ScopeAlerts>; 4],
+    /// Keys hold ids of up to 23 bytes inline (no pointer to follow).
+    states: [FastMap<SmolStr, ScopeAlerts>; 4],
     /// Non-account scopes to re-evaluate when a cooldown ends.
     scope_wakes: BTreeSet<(Ts, ScopeKind, String)>,
     outbox: Vec<Alert>,
@@ -179,8 +195,9 @@ impl Alerting {
     }
 
     /// Evaluates every condition rule of the subject's scope at `now` and
-    /// records transitions. Returns the subject's firing alerts by severity.
-    pub fn evaluate(&mut self, s: &Subject<'_>, now: Ts) -> [u64; 2] {
+    /// records transitions. Returns the subject's firing alerts by severity
+    /// and when its next cooldown ends (one lookup of its state for both).
+    pub fn evaluate(&mut self, s: &Subject<'_>, now: Ts) -> Verdict {
         let mut counts = [0; 2];
         // Decide first, allocating nothing unless something transitions.
         let mut todo: Vec<(usize, bool)> = Vec::new();
@@ -202,13 +219,15 @@ impl Alerting {
                 counts[rule.severity.index()] += 1;
             }
         }
+        let cooldowns = self.cooldowns[s.scope as usize];
         if todo.is_empty() {
-            return counts;
+            let next_cooldown_end = state.filter(|_| cooldowns).and_then(|st| st.next_cooldown_end(now));
+            return Verdict { firing: counts, next_cooldown_end };
         }
         let n = self.rules.conditions.len();
         let table = &mut self.states[s.scope as usize];
         if !table.contains_key(s.scope_id) {
-            table.insert(Box::from(s.scope_id), ScopeAlerts::new(n));
+            table.insert(SmolStr::new(s.scope_id), ScopeAlerts::new(n));
         }
         let state = table.get_mut(s.scope_id).expect("inserted above");
         let account = s.account.map(|f| f());
@@ -232,10 +251,11 @@ impl Alerting {
                 }
             }
         }
+        let next_cooldown_end = if cooldowns { state.next_cooldown_end(now) } else { None };
         if state.is_idle() {
             table.remove(s.scope_id);
         }
-        counts
+        Verdict { firing: counts, next_cooldown_end }
     }
 
     /// The earliest cooldown end after `now` among a scope's rules (so the
@@ -244,8 +264,7 @@ impl Alerting {
         if !self.cooldowns[scope as usize] {
             return None;
         }
-        let state = self.states[scope as usize].get(scope_id)?;
-        state.cooldown_until.iter().flatten().copied().filter(|t| *t > now).min()
+        self.states[scope as usize].get(scope_id)?.next_cooldown_end(now)
     }
 
     /// Non-account scopes whose cooldown ended at or before `now`.
@@ -343,7 +362,7 @@ impl Alerting {
                 }
             }
             if !st.is_idle() {
-                a.states[kind as usize].insert(id.into_boxed_str(), st);
+                a.states[kind as usize].insert(SmolStr::from(id), st);
             }
         }
         a.scope_wakes = stored.scope_wakes.into_iter().collect();
@@ -473,7 +492,7 @@ mod tests {
             let _ = &a.states;
             let s =
                 Subject { scope: ScopeKind::Account, scope_id: "acme", exists: true, metric: &metric, account: None };
-            a.evaluate(&s, now)
+            a.evaluate(&s, now).firing
         };
         assert_eq!(eval(&mut a, "red", 100), [1, 0]);
         assert_eq!(eval(&mut a, "red", 101), [1, 0]);

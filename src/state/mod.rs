@@ -456,6 +456,7 @@ impl Engine {
         let slot = &mut self.slots[idx as usize];
         slot.account.advance(now, &mut self.features);
         let metrics = slot.account.metrics(now, &self.cfg);
+        let mut cooldown_end = None;
         if self.alerting.has_rules_for(ScopeKind::Account) {
             let a = &slot.account;
             let metric = |i: usize| view::account_metric(i, a, &metrics, now);
@@ -467,7 +468,9 @@ impl Engine {
                 metric: &metric,
                 account: Some(&context),
             };
-            slot.account.alerts = self.alerting.evaluate(&subject, now);
+            let verdict = self.alerting.evaluate(&subject, now);
+            slot.account.alerts = verdict.firing;
+            cooldown_end = verdict.next_cooldown_end;
         }
         let totals = totals_of(&slot.account, &metrics, now, self.quarter);
         let info = &slot.account.info;
@@ -543,7 +546,7 @@ impl Engine {
             // days_to_renewal ticks over at the next UTC midnight.
             next = window::min_opt(next, Some((crate::time::utc_day(now) as i64 + 1) * crate::time::MICROS_PER_DAY));
         }
-        next = window::min_opt(next, self.alerting.next_cooldown_end(ScopeKind::Account, &slot.account.id, now));
+        next = window::min_opt(next, cooldown_end);
         debug_assert!(next.is_none_or(|t| t > now), "wake-ups lie ahead of the watermark");
         if next != slot.wake {
             if let Some(old) = slot.wake {
