@@ -230,18 +230,21 @@ impl Alerting {
             table.insert(SmolStr::new(s.scope_id), ScopeAlerts::new(n));
         }
         let state = table.get_mut(s.scope_id).expect("inserted above");
-        let account = s.account.map(|f| f());
-        for (i, fire) in todo {
+        let mut account = s.account.map(|f| f());
+        let last = todo.len() - 1;
+        for (k, (i, fire)) in todo.into_iter().enumerate() {
             let rule = &self.rules.conditions[i];
+            // Usually one transition: the context is moved, not copied.
+            let context = if k == last { account.take() } else { account.clone() };
             if fire {
                 state.cooldown_until[i] = None;
-                let alert = transition(rule, s, account.clone(), now, now, AlertState::Firing);
+                let alert = transition(rule, s, context, now, now, AlertState::Firing);
                 self.outbox.push(alert.clone());
                 state.firing[i] = Some(alert);
                 counts[rule.severity.index()] += 1;
             } else {
                 let started = state.firing[i].take().expect("firing").started_at;
-                self.outbox.push(transition(rule, s, account.clone(), now, started, AlertState::Resolved));
+                self.outbox.push(transition(rule, s, context, now, started, AlertState::Resolved));
                 if rule.cooldown > 0 {
                     let until = now + rule.cooldown;
                     state.cooldown_until[i] = Some(until);
