@@ -173,17 +173,20 @@ pub struct Alerting {
     /// Non-account scopes to re-evaluate when a cooldown ends.
     scope_wakes: BTreeSet<(Ts, ScopeKind, String)>,
     outbox: Vec<Alert>,
-    /// Per scope kind, whether any of its rules has a cooldown.
+    /// Per scope kind, whether it has rules, and whether any has a cooldown
+    /// (asked on every account refresh: read off, not searched).
+    has_rules: [bool; 4],
     cooldowns: [bool; 4],
 }
 
 impl Alerting {
     pub fn new(rules: Rules) -> Self {
-        let mut cooldowns = [false; 4];
-        for r in rules.conditions.iter().filter(|r| r.cooldown > 0) {
-            cooldowns[r.scope as usize] = true;
+        let (mut has_rules, mut cooldowns) = ([false; 4], [false; 4]);
+        for r in &rules.conditions {
+            has_rules[r.scope as usize] = true;
+            cooldowns[r.scope as usize] |= r.cooldown > 0;
         }
-        Alerting { rules, cooldowns, ..Alerting::default() }
+        Alerting { rules, has_rules, cooldowns, ..Alerting::default() }
     }
 
     pub fn rules(&self) -> &Rules {
@@ -191,7 +194,7 @@ impl Alerting {
     }
 
     pub fn has_rules_for(&self, scope: ScopeKind) -> bool {
-        self.rules.conditions.iter().any(|r| r.scope == scope)
+        self.has_rules[scope as usize]
     }
 
     /// Evaluates every condition rule of the subject's scope at `now` and
@@ -259,15 +262,6 @@ impl Alerting {
             table.remove(s.scope_id);
         }
         Verdict { firing: counts, next_cooldown_end }
-    }
-
-    /// The earliest cooldown end after `now` among a scope's rules (so the
-    /// scope is re-evaluated then).
-    pub fn next_cooldown_end(&self, scope: ScopeKind, scope_id: &str, now: Ts) -> Option<Ts> {
-        if !self.cooldowns[scope as usize] {
-            return None;
-        }
-        self.states[scope as usize].get(scope_id)?.next_cooldown_end(now)
     }
 
     /// Non-account scopes whose cooldown ended at or before `now`.
@@ -495,21 +489,22 @@ mod tests {
             let _ = &a.states;
             let s =
                 Subject { scope: ScopeKind::Account, scope_id: "acme", exists: true, metric: &metric, account: None };
-            a.evaluate(&s, now).firing
+            a.evaluate(&s, now)
         };
-        assert_eq!(eval(&mut a, "red", 100), [1, 0]);
-        assert_eq!(eval(&mut a, "red", 101), [1, 0]);
+        assert_eq!(eval(&mut a, "red", 100).firing, [1, 0]);
+        assert_eq!(eval(&mut a, "red", 101).firing, [1, 0]);
         let out = a.take_outbox();
         assert_eq!(out.len(), 1, "firing once while it holds");
         assert_eq!(out[0].state, AlertState::Firing);
-        assert_eq!(eval(&mut a, "green", 102), [0, 0]);
+        let verdict = eval(&mut a, "green", 102);
+        assert_eq!(verdict.firing, [0, 0]);
         let resolved = a.take_outbox();
         assert_eq!((resolved[0].state, &resolved[0].alert_id), (AlertState::Resolved, &out[0].alert_id));
         assert_eq!(resolved[0].started_at, 100);
-        assert_eq!(a.next_cooldown_end(ScopeKind::Account, "acme", 102), Some(112));
-        assert_eq!(eval(&mut a, "red", 111), [0, 0], "in cooldown");
+        assert_eq!(verdict.next_cooldown_end, Some(112));
+        assert_eq!(eval(&mut a, "red", 111).firing, [0, 0], "in cooldown");
         assert!(a.take_outbox().is_empty());
-        assert_eq!(eval(&mut a, "red", 112), [1, 0], "cooldown over");
+        assert_eq!(eval(&mut a, "red", 112).firing, [1, 0], "cooldown over");
         let again = a.take_outbox();
         assert_eq!(again[0].started_at, 112);
         assert_ne!(again[0].alert_id, out[0].alert_id);

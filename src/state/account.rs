@@ -243,7 +243,7 @@ impl Usage {
         self.features.iter().map(|(f, _)| *f)
     }
 
-    fn next_change(&mut self, now: Ts) -> Option<Ts> {
+    fn next_change(&self, now: Ts) -> Option<Ts> {
         let core = self.last_core.map(|t| t + days(7)).filter(|t| *t > now);
         [self.events.next_change(), self.users.next_change(), self.features.next_change(), core]
             .into_iter()
@@ -638,7 +638,7 @@ impl Account {
     }
 
     /// The next instant after `now` at which a figure changes by time alone.
-    pub fn next_change(&mut self, now: Ts, cfg: &StateConfig) -> Option<Ts> {
+    pub fn next_change(&self, now: Ts, cfg: &StateConfig) -> Option<Ts> {
         [self.usage.next_change(now), self.tickets.next_change(now, cfg), self.revenue.next_change(now)]
             .into_iter()
             .fold(None, min_opt)

@@ -67,6 +67,24 @@ fn position<T>(queue: &VecDeque<(Ts, T)>, ts: Ts) -> usize {
     }
 }
 
+/// Puts `entry` at `at` (found by `position`): a push in the usual case.
+fn place<T>(queue: &mut VecDeque<(Ts, T)>, at: usize, entry: (Ts, T)) {
+    if at == queue.len() {
+        queue.push_back(entry);
+    } else {
+        queue.insert(at, entry);
+    }
+}
+
+/// Where the short window begins in a queue at `now`: after every item at
+/// or before its floor (0 without a short window).
+fn short_start<T>(queue: &VecDeque<(Ts, T)>, short: Option<i64>, now: Ts) -> usize {
+    short.map_or(0, |s| {
+        let floor = now.saturating_sub(s);
+        queue.partition_point(|(t, _)| *t <= floor)
+    })
+}
+
 /// Totals of timestamped values over the window `(now − span, now]`, and over
 /// the shorter window `(now − short, now]` when `short` is set.
 #[derive(Clone, Debug)]
@@ -150,11 +168,7 @@ impl<V: Tally> Window<V> {
         match at.checked_sub(1).and_then(|i| self.items.get_mut(i)) {
             Some((t, sum)) if *t == ts => sum.add(v),
             _ => {
-                if at == self.items.len() {
-                    self.items.push_back((ts, v));
-                } else {
-                    self.items.insert(at, (ts, v));
-                }
+                place(&mut self.items, at, (ts, v));
                 if before_short {
                     self.short_start += 1;
                 }
@@ -347,12 +361,12 @@ impl<K: WindowKey> LatestSeen<K> {
         }
         let short_floor = self.short_floor();
         let counts_short = self.short.is_some();
+        // The entry a move makes stale, if it is the first live one overall
+        // or inside the short window (then a live one is looked for).
         let (mut front_moved, mut short_moved) = (false, false);
         let touch = match self.latest.get_mut(&key) {
             Some(latest) => {
                 let old = *latest;
-                front_moved = self.order.front() == Some(&(old, key));
-                short_moved = self.order.get(self.short_live) == Some(&(old, key));
                 if old >= ts {
                     return Touch::Unchanged;
                 }
@@ -360,6 +374,8 @@ impl<K: WindowKey> LatestSeen<K> {
                 if counts_short && old <= short_floor && ts > short_floor {
                     self.outside_short -= 1;
                 }
+                front_moved = self.order.front() == Some(&(old, key));
+                short_moved = counts_short && self.order.get(self.short_live) == Some(&(old, key));
                 Touch::Moved
             }
             None => {
@@ -371,11 +387,7 @@ impl<K: WindowKey> LatestSeen<K> {
             }
         };
         let at = position(&self.order, ts);
-        if at == self.order.len() {
-            self.order.push_back((ts, key));
-        } else {
-            self.order.insert(at, (ts, key));
-        }
+        place(&mut self.order, at, (ts, key));
         if counts_short && ts <= short_floor {
             self.short_start += 1;
             self.short_live += 1;
@@ -385,7 +397,7 @@ impl<K: WindowKey> LatestSeen<K> {
         if front_moved {
             self.drop_stale_front();
         }
-        if short_moved && counts_short {
+        if short_moved {
             self.skip_stale_short();
         }
         if touch == Touch::Moved && self.order.len() > 2 * self.latest.len() + 16 {
@@ -398,9 +410,12 @@ impl<K: WindowKey> LatestSeen<K> {
     fn compact(&mut self) {
         let latest = &self.latest;
         self.order.retain(|(ts, k)| latest.get(k) == Some(ts));
-        let short_floor = self.short_floor();
-        self.short_start =
-            if self.short.is_some() { self.order.partition_point(|(ts, _)| *ts <= short_floor) } else { 0 };
+        self.reset_cursors();
+    }
+
+    /// Places both cursors when every entry is live.
+    fn reset_cursors(&mut self) {
+        self.short_start = short_start(&self.order, self.short, self.now);
         self.short_live = self.short_start;
     }
 
@@ -471,23 +486,14 @@ fn check_order<T, E: serde::de::Error>(queue: &VecDeque<(Ts, T)>, strict: bool) 
     if sorted { Ok(()) } else { Err(E::custom("window items out of ts order")) }
 }
 
-#[derive(Serialize)]
+/// A `Window` as checkpoints hold it: written from borrowed parts
+/// (`AsMap`, `&V`), read into owned ones (`FromMap`, `V`).
+#[derive(Serialize, Deserialize)]
 #[serde(rename = "Window")]
-struct WindowOut<'a, V> {
+struct WindowRepr<I, V> {
     span: i64,
     short: Option<i64>,
-    items: AsMap<'a, V>,
-    total: &'a V,
-    outside_short: &'a V,
-    now: Ts,
-}
-
-#[derive(Deserialize)]
-#[serde(rename = "Window")]
-struct WindowIn<V> {
-    span: i64,
-    short: Option<i64>,
-    items: FromMap<V>,
+    items: I,
     total: V,
     outside_short: V,
     now: Ts,
@@ -495,7 +501,7 @@ struct WindowIn<V> {
 
 impl<V: Tally + Serialize> Serialize for Window<V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        WindowOut {
+        WindowRepr {
             span: self.span,
             short: self.short,
             items: AsMap(&self.items),
@@ -509,22 +515,18 @@ impl<V: Tally + Serialize> Serialize for Window<V> {
 
 impl<'de, V: Tally + Deserialize<'de>> Deserialize<'de> for Window<V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let w = WindowIn::<V>::deserialize(d)?;
+        let w = WindowRepr::<FromMap<V>, V>::deserialize(d)?;
         check_order(&w.items.0, true)?;
-        let mut window = Window {
+        let items = w.items.0;
+        Ok(Window {
+            short_start: short_start(&items, w.short, w.now),
             span: w.span,
             short: w.short,
-            items: w.items.0,
+            items,
             total: w.total,
             outside_short: w.outside_short,
-            short_start: 0,
             now: w.now,
-        };
-        if window.short.is_some() {
-            let short_floor = window.short_floor();
-            window.short_start = window.items.partition_point(|(t, _)| *t <= short_floor);
-        }
-        Ok(window)
+        })
     }
 }
 
@@ -543,31 +545,22 @@ impl<K: WindowKey + Serialize> Serialize for LiveOrder<'_, K> {
     }
 }
 
-#[derive(Serialize)]
+/// A `LatestSeen` as checkpoints hold it: written from borrowed parts
+/// (`&FastMap`, `LiveOrder`), read into owned ones.
+#[derive(Serialize, Deserialize)]
 #[serde(rename = "LatestSeen")]
-struct LatestSeenOut<'a, K: WindowKey> {
+struct LatestSeenRepr<L, O> {
     span: i64,
     short: Option<i64>,
-    latest: &'a FastMap<K, Ts>,
-    order: LiveOrder<'a, K>,
-    outside_short: usize,
-    now: Ts,
-}
-
-#[derive(Deserialize)]
-#[serde(rename = "LatestSeen", bound(deserialize = "K: DeserializeOwned"))]
-struct LatestSeenIn<K: WindowKey> {
-    span: i64,
-    short: Option<i64>,
-    latest: FastMap<K, Ts>,
-    order: VecDeque<(Ts, K)>,
+    latest: L,
+    order: O,
     outside_short: usize,
     now: Ts,
 }
 
 impl<K: WindowKey + Serialize> Serialize for LatestSeen<K> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        LatestSeenOut {
+        LatestSeenRepr {
             span: self.span,
             short: self.short,
             latest: &self.latest,
@@ -581,8 +574,11 @@ impl<K: WindowKey + Serialize> Serialize for LatestSeen<K> {
 
 impl<'de, K: WindowKey + DeserializeOwned> Deserialize<'de> for LatestSeen<K> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let w = LatestSeenIn::<K>::deserialize(d)?;
+        let w = LatestSeenRepr::<FastMap<K, Ts>, VecDeque<(Ts, K)>>::deserialize(d)?;
         check_order(&w.order, false)?;
+        if w.order.len() != w.latest.len() {
+            return Err(serde::de::Error::custom("window order does not match its keys"));
+        }
         let mut seen = LatestSeen {
             span: w.span,
             short: w.short,
@@ -593,17 +589,11 @@ impl<'de, K: WindowKey + DeserializeOwned> Deserialize<'de> for LatestSeen<K> {
             short_live: 0,
             now: w.now,
         };
-        if seen.order.len() != seen.latest.len() {
-            return Err(serde::de::Error::custom("window order does not match its keys"));
-        }
-        if seen.short.is_some() {
-            let short_floor = seen.short_floor();
-            seen.short_start = seen.order.partition_point(|(t, _)| *t <= short_floor);
-            seen.short_live = seen.short_start;
-        }
+        seen.reset_cursors();
         Ok(seen)
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
