@@ -99,6 +99,9 @@ pub struct Window<V: Tally> {
     /// `items[..short_start]` are those items (when `short` is set).
     short_start: usize,
     now: Ts,
+    /// When a total next changes (`Ts::MAX`: never): `next_change` kept at
+    /// hand, so an `advance` before it reads nothing but this struct.
+    due: Ts,
 }
 
 impl<V: Tally> Window<V> {
@@ -111,6 +114,7 @@ impl<V: Tally> Window<V> {
             outside_short: V::default(),
             short_start: 0,
             now: Ts::MIN,
+            due: Ts::MAX,
         }
     }
 
@@ -122,12 +126,22 @@ impl<V: Tally> Window<V> {
         self.now.saturating_sub(self.short.unwrap_or(0))
     }
 
+    /// When the first item leaves the window or the short window.
+    fn first_change(&self) -> Ts {
+        let first = self.items.front().map_or(Ts::MAX, |(t, _)| t + self.span);
+        let short = self.short.and_then(|s| self.items.get(self.short_start).map(|(t, _)| t + s));
+        first.min(short.unwrap_or(Ts::MAX))
+    }
+
     /// Moves the window to `now` (which never goes back).
     pub fn advance(&mut self, now: Ts) {
         if now <= self.now {
             return;
         }
         self.now = now;
+        if now < self.due {
+            return;
+        }
         if self.short.is_some() {
             let short_floor = self.short_floor();
             while let Some(&(ts, v)) = self.items.get(self.short_start) {
@@ -151,6 +165,7 @@ impl<V: Tally> Window<V> {
                 self.short_start -= 1;
             }
         }
+        self.due = self.first_change();
     }
 
     /// Adds an item at `ts` (call `advance` first). Items already outside the
@@ -174,6 +189,13 @@ impl<V: Tally> Window<V> {
                 }
             }
         }
+        // The item is the first one or the first inside the short window, or
+        // it changes nothing of when the next change is.
+        self.due = self.due.min(ts + self.span);
+        if let Some(s) = self.short.filter(|_| !before_short) {
+            self.due = self.due.min(ts + s);
+        }
+        debug_assert_eq!(self.due, self.first_change());
     }
 
     /// Total over the long window.
@@ -195,9 +217,8 @@ impl<V: Tally> Window<V> {
 
     /// The next instant at which a total changes, if any.
     pub fn next_change(&self) -> Option<Ts> {
-        let first = self.items.front().map(|(t, _)| t + self.span);
-        let short = self.short.and_then(|s| self.items.get(self.short_start).map(|(t, _)| t + s));
-        min_opt(first, short)
+        debug_assert_eq!(self.due, self.first_change());
+        (self.due != Ts::MAX).then_some(self.due)
     }
 }
 
@@ -254,6 +275,10 @@ pub struct LatestSeen<K: WindowKey> {
     /// `order[short_start..short_live]` are all stale.
     short_live: usize,
     now: Ts,
+    /// No entry leaves the window or the short window before this instant
+    /// (it may be earlier than the next change: a lower bound), so an
+    /// `advance` before it reads nothing but this struct.
+    due: Ts,
 }
 
 impl<K: WindowKey> LatestSeen<K> {
@@ -267,6 +292,7 @@ impl<K: WindowKey> LatestSeen<K> {
             short_start: 0,
             short_live: 0,
             now: Ts::MIN,
+            due: Ts::MAX,
         }
     }
 
@@ -282,12 +308,24 @@ impl<K: WindowKey> LatestSeen<K> {
         self.latest.get(key) == Some(&ts)
     }
 
+    /// When the first entry leaves the window or the entry at the short
+    /// cursor leaves the short window (stale or not).
+    fn first_exit(&self) -> Ts {
+        let first = self.order.front().map_or(Ts::MAX, |(t, _)| t + self.span);
+        let short = self.short.and_then(|s| self.order.get(self.short_start).map(|(t, _)| t + s));
+        first.min(short.unwrap_or(Ts::MAX))
+    }
+
     /// Moves the window to `now`; calls `expired` for each key that leaves it.
     pub fn advance(&mut self, now: Ts, mut expired: impl FnMut(&K)) {
         if now <= self.now {
             return;
         }
         self.now = now;
+        if now < self.due {
+            debug_assert!(now < self.first_exit());
+            return;
+        }
         if self.short.is_some() {
             let short_floor = self.short_floor();
             while let Some(&(ts, k)) = self.order.get(self.short_start) {
@@ -322,6 +360,7 @@ impl<K: WindowKey> LatestSeen<K> {
         if popped {
             self.drop_stale_front();
         }
+        self.due = self.first_exit();
     }
 
     /// Pops the first entry; returns whether it was live.
@@ -388,6 +427,13 @@ impl<K: WindowKey> LatestSeen<K> {
         };
         let at = position(&self.order, ts);
         place(&mut self.order, at, (ts, key));
+        // The new entry may be the first, or the first inside the short
+        // window; whatever else moves below only makes `due` earlier than
+        // needed, which is safe.
+        self.due = self.due.min(ts + self.span);
+        if let Some(s) = self.short.filter(|_| ts > short_floor) {
+            self.due = self.due.min(ts + s);
+        }
         if counts_short && ts <= short_floor {
             self.short_start += 1;
             self.short_live += 1;
@@ -518,7 +564,7 @@ impl<'de, V: Tally + Deserialize<'de>> Deserialize<'de> for Window<V> {
         let w = WindowRepr::<FromMap<V>, V>::deserialize(d)?;
         check_order(&w.items.0, true)?;
         let items = w.items.0;
-        Ok(Window {
+        let mut window = Window {
             short_start: short_start(&items, w.short, w.now),
             span: w.span,
             short: w.short,
@@ -526,7 +572,10 @@ impl<'de, V: Tally + Deserialize<'de>> Deserialize<'de> for Window<V> {
             total: w.total,
             outside_short: w.outside_short,
             now: w.now,
-        })
+            due: Ts::MAX,
+        };
+        window.due = window.first_change();
+        Ok(window)
     }
 }
 
@@ -588,8 +637,10 @@ impl<'de, K: WindowKey + DeserializeOwned> Deserialize<'de> for LatestSeen<K> {
             short_start: 0,
             short_live: 0,
             now: w.now,
+            due: Ts::MAX,
         };
         seen.reset_cursors();
+        seen.due = seen.first_exit();
         Ok(seen)
     }
 }
