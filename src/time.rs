@@ -28,6 +28,9 @@ pub const fn days(n: i64) -> i64 {
 
 /// Parses an RFC 3339 timestamp with offset into UTC microseconds.
 pub fn parse_rfc3339(s: &str) -> Option<Ts> {
+    if let Some(ts) = parse_utc_z(s.as_bytes()) {
+        return Some(ts);
+    }
     // The `time` crate accepts any separator byte; RFC 3339 allows only T or t.
     if !matches!(s.as_bytes().get(10), Some(b'T' | b't')) {
         return None;
@@ -35,6 +38,57 @@ pub fn parse_rfc3339(s: &str) -> Option<Ts> {
     let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
     let nanos = t.unix_timestamp_nanos();
     Some(nanos.div_euclid(1000) as i64)
+}
+
+/// The shape producers send nearly always, `YYYY-MM-DDTHH:MM:SS[.f…]Z`
+/// from 1970 on with at most 9 fraction digits, read directly (the general
+/// parser costs several times more). `None` leaves the string, valid or
+/// not, to the general parser.
+fn parse_utc_z(b: &[u8]) -> Option<Ts> {
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (&last, rest) = b.split_last()?;
+    if last != b'Z' {
+        return None;
+    }
+    let digits =
+        |part: &[u8]| part.iter().try_fold(0i64, |n, &c| c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0')));
+    let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
+    let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if year < 1970
+        || !(1..=12).contains(&month)
+        || !(1..=month_days).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let micros = match &rest[19..] {
+        [] => 0,
+        [b'.', frac @ ..] if (1..=9).contains(&frac.len()) => {
+            let n = digits(frac)?;
+            // Digits below the microsecond are truncated.
+            let scale = 10i64.pow(frac.len().abs_diff(6) as u32);
+            if frac.len() >= 6 { n / scale } else { n * scale }
+        }
+        _ => return None,
+    };
+    // Days since the epoch of a proleptic Gregorian date (year >= 1970).
+    let y = if month <= 2 { year - 1 } else { year };
+    let (era, year_of_era) = (y / 400, y % 400);
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some((days * 86_400 + hour * 3600 + minute * 60 + second) * MICROS_PER_SEC + micros)
 }
 
 /// Formats an instant as RFC 3339 in UTC (`2026-01-05T09:00:00Z`, with a
@@ -160,6 +214,30 @@ mod tests {
         assert_eq!(parse_rfc3339("2026-01-05x09:00:00Z"), None, "separator is T");
         assert_eq!(parse_rfc3339("2026-01-05t09:00:00z"), Some(t));
         assert_eq!(parse_rfc3339("2026-02-30T09:00:00Z"), None);
+    }
+
+    proptest::proptest! {
+        /// The direct reading of the usual shape agrees with the general
+        /// parser on valid and invalid strings alike, and takes every valid
+        /// one of its shape.
+        #[test]
+        fn utc_z_shape_agrees_with_the_general_parser(
+            year in 1965i64..2105, month in 0i64..14, day in 0i64..33, hour in 0i64..25,
+            minute in 0i64..61, second in 0i64..61, frac in proptest::option::of("[0-9]{1,10}"),
+            end in proptest::sample::select(vec!["Z", "z", "+00:00", "-05:30", ""]),
+        ) {
+            let frac = frac.map(|f| format!(".{f}")).unwrap_or_default();
+            let s = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{frac}{end}");
+            let general = OffsetDateTime::parse(&s, &Rfc3339).ok().map(|t| t.unix_timestamp_nanos().div_euclid(1000) as i64);
+            let fast = parse_utc_z(s.as_bytes());
+            if let Some(ts) = fast {
+                proptest::prop_assert_eq!(Some(ts), general, "{}", s);
+            }
+            if end == "Z" && year >= 1970 && frac.len() <= 10 && second < 60 {
+                proptest::prop_assert_eq!(fast, general, "{}", s);
+            }
+            proptest::prop_assert_eq!(parse_rfc3339(&s), general, "{}", s);
+        }
     }
 
     #[test]
