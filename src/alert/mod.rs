@@ -119,6 +119,9 @@ pub struct Subject<'a> {
     pub metric: &'a dyn Fn(usize) -> MetricValue,
     /// Who an account-scope alert is about; built only on a transition.
     pub account: Option<&'a dyn Fn() -> AccountContext>,
+    /// The caller knows the subject has no firing alert and no running
+    /// cooldown (its last `Verdict` was `idle`): its state is not looked up.
+    pub idle: bool,
 }
 
 /// The lifecycle state as checkpointed: per scope, per rule name.
@@ -138,6 +141,9 @@ pub struct Verdict {
     /// The earliest cooldown end after `now` among its rules (so the
     /// subject is re-evaluated then).
     pub next_cooldown_end: Option<Ts>,
+    /// No alert of the subject is firing and no cooldown runs: until it is
+    /// evaluated again, it has no lifecycle state (see `Subject::idle`).
+    pub idle: bool,
 }
 
 /// Lifecycle state of one scope instance, per condition rule (by index).
@@ -204,7 +210,8 @@ impl Alerting {
         let mut counts = [0; 2];
         // Decide first, allocating nothing unless something transitions.
         let mut todo: Vec<(usize, bool)> = Vec::new();
-        let state = self.states[s.scope as usize].get(s.scope_id);
+        debug_assert!(!s.idle || !self.states[s.scope as usize].contains_key(s.scope_id), "idle subject has state");
+        let state = if s.idle { None } else { self.states[s.scope as usize].get(s.scope_id) };
         for (i, rule) in self.rules.conditions.iter().enumerate() {
             if rule.scope != s.scope {
                 continue;
@@ -225,7 +232,7 @@ impl Alerting {
         let cooldowns = self.cooldowns[s.scope as usize];
         if todo.is_empty() {
             let next_cooldown_end = state.filter(|_| cooldowns).and_then(|st| st.next_cooldown_end(now));
-            return Verdict { firing: counts, next_cooldown_end };
+            return Verdict { firing: counts, next_cooldown_end, idle: state.is_none() };
         }
         let n = self.rules.conditions.len();
         let table = &mut self.states[s.scope as usize];
@@ -258,10 +265,11 @@ impl Alerting {
             }
         }
         let next_cooldown_end = if cooldowns { state.next_cooldown_end(now) } else { None };
-        if state.is_idle() {
+        let idle = state.is_idle();
+        if idle {
             table.remove(s.scope_id);
         }
-        Verdict { firing: counts, next_cooldown_end }
+        Verdict { firing: counts, next_cooldown_end, idle }
     }
 
     /// Non-account scopes whose cooldown ended at or before `now`.
@@ -487,8 +495,14 @@ mod tests {
                 if ACCOUNT_METRICS[i].0 == "health.tier" { MetricValue::Str(tier.into()) } else { MetricValue::Null }
             };
             let _ = &a.states;
-            let s =
-                Subject { scope: ScopeKind::Account, scope_id: "acme", exists: true, metric: &metric, account: None };
+            let s = Subject {
+                scope: ScopeKind::Account,
+                scope_id: "acme",
+                exists: true,
+                metric: &metric,
+                account: None,
+                idle: false,
+            };
             a.evaluate(&s, now)
         };
         assert_eq!(eval(&mut a, "red", 100).firing, [1, 0]);

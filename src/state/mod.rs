@@ -34,7 +34,7 @@ use smol_str::SmolStr;
 
 use crate::event::{Body, Event, Topic};
 use crate::ingest::decode::{Reason, Rejection, decode};
-use crate::time::{Ts, format_rfc3339, quarter_start};
+use crate::time::{Ts, days, format_rfc3339, quarter_start};
 
 use crate::alert::{AccountContext, Alert, Alerting, ScopeKind, Subject};
 use account::{Account, FeatureTable, Metrics, T12M};
@@ -142,6 +142,10 @@ struct Slot {
     keys_version: u64,
     /// The account's entry in the wake-up queue.
     wake: Option<Ts>,
+    /// Its last alert evaluation left it no lifecycle state, so the next
+    /// one need not look it up (false until then, and after a restore).
+    #[serde(skip)]
+    alerts_idle: bool,
 }
 
 /// The whole in-memory state.
@@ -174,6 +178,9 @@ pub struct Engine {
     wakeups: BTreeSet<(Ts, u32)>,
     /// Start of the watermark's calendar quarter (QTD figures).
     quarter: Ts,
+    /// Start of the next quarter (`None`: not yet known, e.g. after a restore).
+    #[serde(skip)]
+    quarter_end: Option<Ts>,
     stats: FoldStats,
     /// Alert rules, firing alerts, cooldowns and the outbox (§5); encoded
     /// separately, by rule name (see `encoding`).
@@ -237,6 +244,7 @@ impl Engine {
             features: FeatureTable::default(),
             wakeups: BTreeSet::new(),
             quarter: Ts::MIN,
+            quarter_end: None,
             stats: FoldStats::default(),
             alerting,
             renewal_rules,
@@ -341,12 +349,8 @@ impl Engine {
         self.watermark = Some(ts);
         self.dedup.forget_through(ts - self.cfg.dedup_horizon);
         self.features.advance(ts);
-        let quarter = quarter_start(ts);
-        if quarter != self.quarter {
-            self.quarter = quarter;
-            let with_revenue: Vec<u32> =
-                (0..self.slots.len() as u32).filter(|&i| !self.slots[i as usize].account.revenue.is_empty()).collect();
-            self.pending.accounts.extend(with_revenue);
+        if self.quarter_end.is_none_or(|end| ts >= end) {
+            self.enter_quarter(ts);
         }
         while let Some(&(at, idx)) = self.wakeups.first() {
             if at > ts {
@@ -362,6 +366,19 @@ impl Engine {
                 ScopeKind::Csm => self.pending.csms.extend(self.scopes.csms.find(&id)),
                 _ => self.pending.portfolio = true,
             }
+        }
+    }
+
+    /// Notes the quarter of `ts` (reached by the watermark); when it is a
+    /// new one, the QTD figures of every account with revenue restart.
+    fn enter_quarter(&mut self, ts: Ts) {
+        let quarter = quarter_start(ts);
+        self.quarter_end = Some(quarter_start(quarter + days(92)));
+        if quarter != self.quarter {
+            self.quarter = quarter;
+            let with_revenue: Vec<u32> =
+                (0..self.slots.len() as u32).filter(|&i| !self.slots[i as usize].account.revenue.is_empty()).collect();
+            self.pending.accounts.extend(with_revenue);
         }
     }
 
@@ -385,8 +402,14 @@ impl Engine {
             (rules(ScopeKind::Portfolio), rules(ScopeKind::Segment), rules(ScopeKind::Csm));
         let mut evaluate = |kind, id: &str, scope: &Scope| {
             let metric = |i: usize| view::kpi_metric(i, scope);
-            let subject =
-                Subject { scope: kind, scope_id: id, exists: !scope.is_empty(), metric: &metric, account: None };
+            let subject = Subject {
+                scope: kind,
+                scope_id: id,
+                exists: !scope.is_empty(),
+                metric: &metric,
+                account: None,
+                idle: false,
+            };
             alerting.evaluate(&subject, now);
         };
         if std::mem::take(&mut pending.portfolio) && portfolio {
@@ -421,6 +444,7 @@ impl Engine {
             keys: None,
             keys_version: u64::MAX,
             wake: None,
+            alerts_idle: false,
         });
         idx
     }
@@ -467,9 +491,11 @@ impl Engine {
                 exists: true,
                 metric: &metric,
                 account: Some(&context),
+                idle: slot.alerts_idle,
             };
             let verdict = self.alerting.evaluate(&subject, now);
             slot.account.alerts = verdict.firing;
+            slot.alerts_idle = verdict.idle;
             cooldown_end = verdict.next_cooldown_end;
         }
         let totals = totals_of(&slot.account, &metrics, now, self.quarter);
