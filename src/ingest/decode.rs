@@ -13,7 +13,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::event::{AccountUpsert, Body, Event, Priority, RevenueKind, TicketAction, TicketEvent, Topic};
-use crate::time::{parse_date, parse_rfc3339};
+use crate::time::{Ts, parse_date, parse_rfc3339};
 
 /// Why a message was rejected (SPEC §9), in check order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -83,11 +83,18 @@ pub fn decode(topic: Topic, payload: &[u8], max_bytes: usize) -> Result<Event<'_
     }
     let text =
         std::str::from_utf8(payload).map_err(|e| Rejection::new(Reason::InvalidJson, format!("not UTF-8: {e}")))?;
-    let raw: RawEvent<'_> = serde_json::from_str(text).map_err(|e| match e.classify() {
+    let rejection = |e: serde_json::Error| match e.classify() {
         serde_json::error::Category::Data => Rejection::new(Reason::Schema, e.to_string()),
         _ => Rejection::new(Reason::InvalidJson, e.to_string()),
-    })?;
-    raw.validate(topic)
+    };
+    // One struct per topic: fields of other topics are unknown extra fields
+    // here (§1: ignored), and the parser fills only the fields it can use.
+    match topic {
+        Topic::Accounts => serde_json::from_str::<RawAccount<'_>>(text).map_err(rejection)?.validate(),
+        Topic::Usage => serde_json::from_str::<RawUsage<'_>>(text).map_err(rejection)?.validate(),
+        Topic::Tickets => serde_json::from_str::<RawTicket<'_>>(text).map_err(rejection)?.validate(),
+        Topic::Revenue => serde_json::from_str::<RawRevenue<'_>>(text).map_err(rejection)?.validate(),
+    }
 }
 
 /// A JSON value as loosely typed as validation needs.
@@ -169,9 +176,9 @@ fn some_raw<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<&'a RawVal
     <&'a RawValue>::deserialize(d).map(Some)
 }
 
-/// Every field any topic defines; unknown fields are ignored by serde.
+/// A `cs.accounts` message's fields; other fields are ignored by serde.
 #[derive(Deserialize)]
-struct RawEvent<'a> {
+struct RawAccount<'a> {
     #[serde(default, borrow)]
     event_id: Scalar<'a>,
     #[serde(default, borrow)]
@@ -190,12 +197,34 @@ struct RawEvent<'a> {
     seats: Scalar<'a>,
     #[serde(default, borrow)]
     renewal_date: Scalar<'a>,
+}
+
+/// A `cs.usage` message's fields.
+#[derive(Deserialize)]
+struct RawUsage<'a> {
+    #[serde(default, borrow)]
+    event_id: Scalar<'a>,
+    #[serde(default, borrow)]
+    ts: Scalar<'a>,
+    #[serde(default, borrow)]
+    account_id: Scalar<'a>,
     #[serde(default, borrow)]
     user_id: Scalar<'a>,
     #[serde(default, borrow)]
     feature: Scalar<'a>,
     #[serde(default, borrow)]
     duration_s: Scalar<'a>,
+}
+
+/// A `cs.tickets` message's fields.
+#[derive(Deserialize)]
+struct RawTicket<'a> {
+    #[serde(default, borrow)]
+    event_id: Scalar<'a>,
+    #[serde(default, borrow)]
+    ts: Scalar<'a>,
+    #[serde(default, borrow)]
+    account_id: Scalar<'a>,
     #[serde(default, borrow)]
     ticket_id: Scalar<'a>,
     #[serde(default, borrow)]
@@ -204,6 +233,17 @@ struct RawEvent<'a> {
     priority: Scalar<'a>,
     #[serde(default, borrow)]
     score: Scalar<'a>,
+}
+
+/// A `cs.revenue` message's fields.
+#[derive(Deserialize)]
+struct RawRevenue<'a> {
+    #[serde(default, borrow)]
+    event_id: Scalar<'a>,
+    #[serde(default, borrow)]
+    ts: Scalar<'a>,
+    #[serde(default, borrow)]
+    account_id: Scalar<'a>,
     #[serde(default, borrow)]
     kind: Scalar<'a>,
     #[serde(default, borrow, deserialize_with = "some_raw")]
@@ -251,100 +291,127 @@ fn opt_uint(field: &str, v: &Scalar<'_>) -> Result<Option<u64>, Rejection> {
     }
 }
 
-impl<'a> RawEvent<'a> {
-    fn validate(self, topic: Topic) -> Result<Event<'a>, Rejection> {
-        let event_id = req_str("event_id", self.event_id, 1, 128)?;
-        let ts = match self.ts {
-            Scalar::Str(s) => {
-                parse_rfc3339(&s).ok_or_else(|| schema("ts", "must be an RFC 3339 timestamp with offset"))?
+/// The fields every event has, checked in this order (§14).
+fn envelope<'a>(
+    event_id: Scalar<'a>,
+    ts: Scalar<'a>,
+    account_id: Scalar<'a>,
+) -> Result<(Cow<'a, str>, Ts, Cow<'a, str>), Rejection> {
+    let event_id = req_str("event_id", event_id, 1, 128)?;
+    let ts = match ts {
+        Scalar::Str(s) => parse_rfc3339(&s).ok_or_else(|| schema("ts", "must be an RFC 3339 timestamp with offset"))?,
+        Scalar::Missing => return Err(schema("ts", "required")),
+        other => return Err(schema("ts", format!("must be a string, got {}", other.type_name()))),
+    };
+    let account_id = req_str("account_id", account_id, 1, 128)?;
+    Ok((event_id, ts, account_id))
+}
+
+impl<'a> RawAccount<'a> {
+    fn validate(self) -> Result<Event<'a>, Rejection> {
+        let (event_id, ts, account_id) = envelope(self.event_id, self.ts, self.account_id)?;
+        let body = Body::Account(AccountUpsert {
+            name: opt_str("name", self.name, 0, 256)?,
+            csm_id: match self.csm_id {
+                Scalar::Missing => None,
+                Scalar::Null => Some(None),
+                v => Some(Some(req_str("csm_id", v, 1, 128)?)),
+            },
+            segment: opt_str("segment", self.segment, 1, 64)?,
+            region: opt_str("region", self.region, 1, 64)?,
+            seats: opt_uint("seats", &self.seats)?,
+            renewal_date: match self.renewal_date {
+                Scalar::Missing => None,
+                Scalar::Str(s) => {
+                    Some(parse_date(&s).ok_or_else(|| schema("renewal_date", "must be a YYYY-MM-DD date"))?)
+                }
+                other => {
+                    return Err(schema("renewal_date", format!("must be a string, got {}", other.type_name())));
+                }
+            },
+        });
+        Ok(Event { event_id, ts, account_id, body })
+    }
+}
+
+impl<'a> RawUsage<'a> {
+    fn validate(self) -> Result<Event<'a>, Rejection> {
+        let (event_id, ts, account_id) = envelope(self.event_id, self.ts, self.account_id)?;
+        let body = {
+            let user_id = req_str("user_id", self.user_id, 1, 128)?;
+            let feature = req_str("feature", self.feature, 1, 64)?;
+            match self.duration_s {
+                Scalar::Missing | Scalar::UInt(_) => {}
+                Scalar::Float(f) if f >= 0.0 => {}
+                Scalar::NegInt | Scalar::Float(_) => return Err(schema("duration_s", "must be >= 0")),
+                other => {
+                    return Err(schema("duration_s", format!("must be a number, got {}", other.type_name())));
+                }
             }
-            Scalar::Missing => return Err(schema("ts", "required")),
-            other => return Err(schema("ts", format!("must be a string, got {}", other.type_name()))),
+            Body::Usage { user_id, feature }
         };
-        let account_id = req_str("account_id", self.account_id, 1, 128)?;
-        let body = match topic {
-            Topic::Accounts => Body::Account(AccountUpsert {
-                name: opt_str("name", self.name, 0, 256)?,
-                csm_id: match self.csm_id {
-                    Scalar::Missing => None,
-                    Scalar::Null => Some(None),
-                    v => Some(Some(req_str("csm_id", v, 1, 128)?)),
-                },
-                segment: opt_str("segment", self.segment, 1, 64)?,
-                region: opt_str("region", self.region, 1, 64)?,
-                seats: opt_uint("seats", &self.seats)?,
-                renewal_date: match self.renewal_date {
+        Ok(Event { event_id, ts, account_id, body })
+    }
+}
+
+impl<'a> RawTicket<'a> {
+    fn validate(self) -> Result<Event<'a>, Rejection> {
+        let (event_id, ts, account_id) = envelope(self.event_id, self.ts, self.account_id)?;
+        let body = {
+            let ticket_id = req_str("ticket_id", self.ticket_id, 1, 128)?;
+            let action_s = req_str("action", self.action, 1, 64)?;
+            let action = TicketAction::parse(&action_s).ok_or_else(|| {
+                schema("action", "must be one of opened, first_response, escalated, resolved, reopened, csat")
+            })?;
+            let priority = match action {
+                TicketAction::Opened | TicketAction::Reopened | TicketAction::Escalated => match self.priority {
+                    Scalar::Missing if action == TicketAction::Opened => {
+                        return Err(schema("priority", "required on opened"));
+                    }
                     Scalar::Missing => None,
                     Scalar::Str(s) => {
-                        Some(parse_date(&s).ok_or_else(|| schema("renewal_date", "must be a YYYY-MM-DD date"))?)
+                        Some(Priority::parse(&s).ok_or_else(|| schema("priority", "must be one of p1, p2, p3, p4"))?)
                     }
                     other => {
-                        return Err(schema("renewal_date", format!("must be a string, got {}", other.type_name())));
+                        return Err(schema("priority", format!("must be a string, got {}", other.type_name())));
                     }
                 },
-            }),
-            Topic::Usage => {
-                let user_id = req_str("user_id", self.user_id, 1, 128)?;
-                let feature = req_str("feature", self.feature, 1, 64)?;
-                match self.duration_s {
-                    Scalar::Missing | Scalar::UInt(_) => {}
-                    Scalar::Float(f) if f >= 0.0 => {}
-                    Scalar::NegInt | Scalar::Float(_) => return Err(schema("duration_s", "must be >= 0")),
+                _ => None,
+            };
+            let score = if action == TicketAction::Csat {
+                match self.score {
+                    Scalar::UInt(n @ 1..=5) => Some(n as u8),
+                    Scalar::Missing => return Err(schema("score", "required on csat")),
+                    Scalar::UInt(_) | Scalar::NegInt => return Err(schema("score", "must be 1..5")),
                     other => {
-                        return Err(schema("duration_s", format!("must be a number, got {}", other.type_name())));
+                        return Err(schema("score", format!("must be an integer, got {}", other.type_name())));
                     }
                 }
-                Body::Usage { user_id, feature }
-            }
-            Topic::Tickets => {
-                let ticket_id = req_str("ticket_id", self.ticket_id, 1, 128)?;
-                let action_s = req_str("action", self.action, 1, 64)?;
-                let action = TicketAction::parse(&action_s).ok_or_else(|| {
-                    schema("action", "must be one of opened, first_response, escalated, resolved, reopened, csat")
-                })?;
-                let priority = match action {
-                    TicketAction::Opened | TicketAction::Reopened | TicketAction::Escalated => match self.priority {
-                        Scalar::Missing if action == TicketAction::Opened => {
-                            return Err(schema("priority", "required on opened"));
-                        }
-                        Scalar::Missing => None,
-                        Scalar::Str(s) => Some(
-                            Priority::parse(&s).ok_or_else(|| schema("priority", "must be one of p1, p2, p3, p4"))?,
-                        ),
-                        other => {
-                            return Err(schema("priority", format!("must be a string, got {}", other.type_name())));
-                        }
-                    },
-                    _ => None,
-                };
-                let score = if action == TicketAction::Csat {
-                    match self.score {
-                        Scalar::UInt(n @ 1..=5) => Some(n as u8),
-                        Scalar::Missing => return Err(schema("score", "required on csat")),
-                        Scalar::UInt(_) | Scalar::NegInt => return Err(schema("score", "must be 1..5")),
-                        other => {
-                            return Err(schema("score", format!("must be an integer, got {}", other.type_name())));
-                        }
-                    }
-                } else {
-                    None
-                };
-                Body::Ticket(TicketEvent { ticket_id, action, priority, score })
-            }
-            Topic::Revenue => {
-                let kind_s = req_str("kind", self.kind, 1, 64)?;
-                let kind = RevenueKind::parse(&kind_s)
-                    .ok_or_else(|| schema("kind", "must be one of new, renewal, expansion, contraction, churn"))?;
-                let arr_cents = if kind == RevenueKind::Churn {
-                    0
-                } else {
-                    match self.arr {
-                        None => return Err(schema("arr", "required")),
-                        Some(raw) => parse_cents(raw.get()).map_err(|p| schema("arr", p))?,
-                    }
-                };
-                Body::Revenue { kind, arr_cents }
-            }
+            } else {
+                None
+            };
+            Body::Ticket(TicketEvent { ticket_id, action, priority, score })
+        };
+        Ok(Event { event_id, ts, account_id, body })
+    }
+}
+
+impl<'a> RawRevenue<'a> {
+    fn validate(self) -> Result<Event<'a>, Rejection> {
+        let (event_id, ts, account_id) = envelope(self.event_id, self.ts, self.account_id)?;
+        let body = {
+            let kind_s = req_str("kind", self.kind, 1, 64)?;
+            let kind = RevenueKind::parse(&kind_s)
+                .ok_or_else(|| schema("kind", "must be one of new, renewal, expansion, contraction, churn"))?;
+            let arr_cents = if kind == RevenueKind::Churn {
+                0
+            } else {
+                match self.arr {
+                    None => return Err(schema("arr", "required")),
+                    Some(raw) => parse_cents(raw.get()).map_err(|p| schema("arr", p))?,
+                }
+            };
+            Body::Revenue { kind, arr_cents }
         };
         Ok(Event { event_id, ts, account_id, body })
     }
@@ -480,6 +547,10 @@ mod tests {
         assert!(r.detail.starts_with("arr:"), "{r}");
         let r = reject(Topic::Usage, &format!("{{{base},\"ts\":\"2026-01-05T09:00:00Z\"}}"));
         assert_eq!(r.reason, Reason::Schema, "duplicate keys are a schema error: {r}");
+        // Another topic's keys are unknown extra fields here: ignored, even
+        // twice or mistyped.
+        let usage = format!("{{{base},\"user_id\":\"u\",\"feature\":\"f\",\"seats\":\"x\",\"name\":1,\"name\":2}}");
+        assert!(decode(Topic::Usage, usage.as_bytes(), 1 << 20).is_ok(), "{usage}");
         let long = "x".repeat(129);
         let r = reject(Topic::Usage, &format!("{{\"event_id\":\"{long}\"}}"));
         assert!(r.detail.starts_with("event_id:"), "{r}");
