@@ -54,6 +54,10 @@ enum Scenario {
         /// state (steady state) rather than an empty engine (cold start).
         #[arg(long, default_value_t = 0)]
         warmup: usize,
+        /// Only fold the events once, with the default rules, and print the
+        /// rate: the run to put under a profiler (callgrind, perf).
+        #[arg(long)]
+        fold_only: bool,
     },
     /// Kafka → state vs a raw rdkafka consume of the same topics, same broker.
     Kafka {
@@ -106,8 +110,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runs = cli.runs.max(1);
     match cli.scenario {
-        Scenario::Fold { events, accounts, users_per_account, warmup } => {
-            fold(events, accounts, users_per_account, warmup, runs)
+        Scenario::Fold { events, accounts, users_per_account, warmup, fold_only } => {
+            fold(events, accounts, users_per_account, warmup, runs, fold_only)
         }
         Scenario::Kafka { events, accounts, partitions, brokers } => kafka(events, accounts, partitions, brokers, runs),
         Scenario::Memory { accounts, users } => memory(accounts, users, runs),
@@ -122,6 +126,9 @@ fn main() -> anyhow::Result<()> {
         Scenario::Swarm(a) => swarm::run(a),
     }
 }
+
+/// Messages per `fold_batch`, as the ingest loop takes them from one poll round.
+const BATCH: usize = 1024;
 
 /// A realistic stream: 14 days of history, then live traffic, from the demo generator.
 fn corpus(events: usize, accounts: usize, users_per_account: usize) -> Vec<Message> {
@@ -219,7 +226,14 @@ pub(crate) fn machine() -> serde_json::Value {
     json!({"cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)})
 }
 
-fn fold(events: usize, accounts: usize, users_per_account: usize, warmup: usize, runs: usize) -> anyhow::Result<()> {
+fn fold(
+    events: usize,
+    accounts: usize,
+    users_per_account: usize,
+    warmup: usize,
+    runs: usize,
+    fold_only: bool,
+) -> anyhow::Result<()> {
     eprintln!("generating {warmup} + {events} events ({accounts} accounts × ~{users_per_account} users)…");
     let mut warm = corpus(warmup + events, accounts, users_per_account);
     let msgs = warm.split_off(warmup.min(warm.len()));
@@ -231,6 +245,15 @@ fn fold(events: usize, accounts: usize, users_per_account: usize, warmup: usize,
         .max()
         .unwrap_or(0)
         + days(1);
+    if fold_only {
+        let mut engine = Engine::new(StateConfig::default());
+        let t = Instant::now();
+        for (n, batch) in warm.chunks(BATCH).chain(msgs.chunks(BATCH)).enumerate() {
+            fold_batch(&mut engine, batch, (n * BATCH) as i64, wall);
+        }
+        println!("fold only: {:.0}/s ({} events)", rate(warm.len() + msgs.len(), t.elapsed()), warm.len() + msgs.len());
+        return Ok(());
+    }
     let (mut parse, mut dec, mut full, mut bare) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut accepted = 0;
     let mut transitions = 0;
@@ -252,18 +275,18 @@ fn fold(events: usize, accounts: usize, users_per_account: usize, warmup: usize,
         for (cfg, out) in [(no_rules, &mut bare), (StateConfig::default(), &mut full)] {
             let mut engine = Engine::new(cfg);
             let mut offset = 0;
-            let mut fold = |engine: &mut Engine, m: &Message| {
-                let input = Input { topic: m.topic, partition: 0, offset, payload: &m.payload, wall };
-                black_box(engine.fold(&input));
-                offset += 1;
-                if offset % 1024 == 0 { engine.take_alerts().len() } else { 0 }
+            // In batches, as the ingest loop folds what one poll round brings.
+            let mut fold = |engine: &mut Engine, batch: &[Message]| {
+                let transitions = fold_batch(engine, batch, offset, wall);
+                offset += batch.len() as i64;
+                transitions
             };
-            for m in &warm {
-                fold(&mut engine, m);
+            for batch in warm.chunks(BATCH) {
+                fold(&mut engine, batch);
             }
             let t = Instant::now();
-            for m in &msgs {
-                transitions += fold(&mut engine, m);
+            for batch in msgs.chunks(BATCH) {
+                transitions += fold(&mut engine, batch);
             }
             out.push(rate(msgs.len(), t.elapsed()));
             accepted = engine.stats().accepted.iter().sum::<u64>();
@@ -305,6 +328,20 @@ fn fold(events: usize, accounts: usize, users_per_account: usize, warmup: usize,
             "rules_cost": rules_cost,
         }),
     )
+}
+
+/// Folds one batch as the ingest loop does (offsets from `first`); returns
+/// the alert transitions it made.
+fn fold_batch(engine: &mut Engine, batch: &[Message], first: i64, wall: i64) -> usize {
+    let inputs: Vec<Input<'_>> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Input { topic: m.topic, partition: 0, offset: first + i as i64, payload: &m.payload, wall })
+        .collect();
+    engine.fold_batch(&inputs, |_, outcome| {
+        black_box(outcome);
+    });
+    engine.take_alerts().len()
 }
 
 fn kafka(events: usize, accounts: usize, partitions: i32, brokers: Option<String>, runs: usize) -> anyhow::Result<()> {

@@ -339,7 +339,6 @@ fn poll_loop(
 ) {
     let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(BATCH);
     let mut dead: Vec<(Option<Vec<u8>>, Vec<u8>)> = Vec::new();
-    let mut sample = 0u32;
     while !stop.load(Ordering::Relaxed) {
         let mut next = consumer.poll(Duration::from_millis(100));
         while let Some(polled) = next {
@@ -357,28 +356,30 @@ fn poll_loop(
         }
         let wall = crate::time::wall_now();
         let alerts = {
+            // Messages of topics the engine reads, with their place in the batch.
+            let (places, inputs): (Vec<usize>, Vec<Input<'_>>) = batch
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| {
+                    let topic = shared.topics.role(m.topic())?;
+                    let payload = m.payload().unwrap_or_default();
+                    Some((i, Input { topic, partition: m.partition(), offset: m.offset(), payload, wall }))
+                })
+                .unzip();
             let mut engine = shared.engine();
-            for m in &batch {
-                let Some(topic) = shared.topics.role(m.topic()) else { continue };
-                let input = Input {
-                    topic,
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    payload: m.payload().unwrap_or_default(),
-                    wall,
-                };
-                sample = sample.wrapping_add(1);
-                let timed = sample % 8 == 0;
-                let started = timed.then(Instant::now);
-                let outcome = engine.fold(&input);
-                if let Some(t) = started {
-                    histogram!("cspulse_fold_seconds").record(t.elapsed().as_secs_f64());
-                }
+            let started = Instant::now();
+            let mut k = 0;
+            engine.fold_batch(&inputs, |input, outcome| {
+                let m = &batch[places[k]];
+                k += 1;
                 if let Outcome::Rejected(r) = outcome {
                     debug!(reason = r.reason.as_str(), detail = %r.detail, topic = m.topic(), offset = m.offset(), "rejected");
                     let record = dead_letter_record(&r, m.topic(), m.partition(), m.offset(), m.key(), input.payload);
                     dead.push((m.key().map(<[u8]>::to_vec), serde_json::to_vec(&record).unwrap_or_default()));
                 }
+            });
+            if !inputs.is_empty() {
+                histogram!("cspulse_fold_seconds").record(started.elapsed().as_secs_f64() / inputs.len() as f64);
             }
             engine.take_alerts()
         };

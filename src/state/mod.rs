@@ -285,13 +285,45 @@ impl Engine {
 
     /// Checks one message in the order of SPEC §14 and folds it if accepted.
     pub fn fold(&mut self, input: &Input<'_>) -> Outcome {
+        let decoded = decode(input.topic, input.payload, self.cfg.max_message_bytes);
+        self.fold_decoded(input, decoded)
+    }
+
+    /// Folds messages in order, exactly as `fold` one at a time would, and
+    /// hands each outcome to `each`. The batch is decoded first, so that
+    /// while one event is applied the account of an event a few places
+    /// ahead is already on its way into the cache: the fold waits on memory
+    /// more than it computes.
+    pub fn fold_batch<'a>(&mut self, inputs: &[Input<'a>], mut each: impl FnMut(&Input<'a>, Outcome)) {
+        let max_bytes = self.cfg.max_message_bytes;
+        let mut decoded: Vec<Option<Result<Event<'a>, Rejection>>> =
+            inputs.iter().map(|i| Some(decode(i.topic, i.payload, max_bytes))).collect();
+        for (k, input) in inputs.iter().enumerate() {
+            if let Some(Some(Ok(ahead))) = decoded.get(k + PREFETCH_AHEAD) {
+                self.prefetch_account(&ahead.account_id);
+            }
+            let ev = decoded[k].take().expect("each message is folded once");
+            let outcome = self.fold_decoded(input, ev);
+            each(input, outcome);
+        }
+    }
+
+    /// Starts loading an account's slot into the cache (a hint: no effect
+    /// on the state).
+    fn prefetch_account(&self, account_id: &str) {
+        if let Some(&idx) = self.index.get(account_id) {
+            prefetch(&self.slots[idx as usize]);
+        }
+    }
+
+    fn fold_decoded(&mut self, input: &Input<'_>, decoded: Result<Event<'_>, Rejection>) -> Outcome {
         let progress = self.partitions.entry((input.topic, input.partition)).or_default();
         if input.offset < progress.next_offset {
             return Outcome::Replayed;
         }
         progress.next_offset = input.offset + 1;
         let max_ts = progress.max_ts;
-        let outcome = match decode(input.topic, input.payload, self.cfg.max_message_bytes) {
+        let outcome = match decoded {
             Err(rejection) => Outcome::Rejected(rejection),
             Ok(ev) => self.check_and_apply(ev, input, max_ts),
         };
@@ -550,9 +582,7 @@ impl Engine {
             changed[1] = Some(keys);
         } else {
             if totals != slot.totals {
-                let mut delta = totals.clone();
-                delta.add(&slot.totals, -1);
-                self.scopes.add_totals(keys, &delta, 1);
+                self.scopes.add_totals(keys, &totals.minus(&slot.totals), 1);
                 changed[1] = Some(keys);
             }
             if let Some(v) = responses {
@@ -587,6 +617,25 @@ impl Engine {
             self.pending.note(k);
         }
     }
+}
+
+/// How many messages ahead `fold_batch` starts loading an account.
+const PREFETCH_AHEAD: usize = 8;
+
+/// Asks the CPU to load the cache lines of `value` (a hint; it never faults).
+fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let start = (value as *const T).cast::<i8>();
+        for offset in (0..std::mem::size_of::<T>()).step_by(64) {
+            // SAFETY: a prefetch reads nothing architecturally and cannot
+            // fault; the address lies inside `value` anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }
 
 fn account_context(a: &Account) -> AccountContext {

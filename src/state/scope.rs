@@ -4,13 +4,20 @@
 //! counts, fixed-point scores), so they never drift.
 
 use std::collections::BTreeMap;
+
+use bytemuck::{Pod, Zeroable};
 use std::sync::Arc;
 
 use super::account::{CohortShare, Flows};
 use super::window::FastMap;
 
 /// Summable figures of a set of accounts.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+///
+/// Every field is an `i64` and the layout is C's, so the struct can be
+/// viewed as one `[i64]` (`bytemuck`): adding one account's figures to a
+/// scope is a loop the compiler turns into a few vector additions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, Pod, Zeroable)]
+#[repr(C)]
 pub struct Totals {
     pub accounts: i64,
     /// Accounts and ARR per tier, indexed by `Tier::index` (red, yellow, green).
@@ -43,7 +50,8 @@ pub struct Totals {
 }
 
 /// Sums of a retention cohort in cents.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, Pod, Zeroable)]
+#[repr(C)]
 pub struct Cohort {
     pub start: i64,
     pub current: i64,
@@ -55,12 +63,6 @@ impl Cohort {
         Cohort { start: share.start, current: share.current, capped: share.capped }
     }
 
-    fn add(&mut self, o: &Cohort, sign: i64) {
-        self.start += sign * o.start;
-        self.current += sign * o.current;
-        self.capped += sign * o.capped;
-    }
-
     pub fn nrr(&self) -> Option<f64> {
         (self.start > 0).then(|| self.current as f64 / self.start as f64)
     }
@@ -70,38 +72,23 @@ impl Cohort {
     }
 }
 
-fn add_all<const N: usize>(a: &mut [i64; N], b: &[i64; N], sign: i64) {
-    for (x, y) in a.iter_mut().zip(b) {
-        *x += sign * y;
-    }
-}
-
 impl Totals {
+    /// Adds (`sign` = 1) or subtracts (-1) `o`, field by field.
     pub fn add(&mut self, o: &Totals, sign: i64) {
-        self.accounts += sign * o.accounts;
-        add_all(&mut self.tier_accounts, &o.tier_accounts, sign);
-        add_all(&mut self.tier_arr, &o.tier_arr, sign);
-        add_all(&mut self.histogram, &o.histogram, sign);
-        self.score_fixed += sign * o.score_fixed;
-        self.arr += sign * o.arr;
-        self.paying += sign * o.paying;
-        self.active_users_7d += sign * o.active_users_7d;
-        self.active_users_30d += sign * o.active_users_30d;
-        self.usage_events_7d += sign * o.usage_events_7d;
-        self.adoption_base += sign * o.adoption_base;
-        self.adoption_hit += sign * o.adoption_hit;
-        add_all(&mut self.open, &o.open, sign);
-        self.open_total += sign * o.open_total;
-        self.escalated_open += sign * o.escalated_open;
-        self.sla_breached += sign * o.sla_breached;
-        self.csat_count += sign * o.csat_count;
-        self.csat_sum += sign * o.csat_sum;
-        self.qtd.add(&o.qtd, sign);
-        self.t12m.add(&o.t12m, sign);
-        self.expansion_qtd += sign * o.expansion_qtd;
-        self.contraction_qtd += sign * o.contraction_qtd;
-        self.churned_qtd += sign * o.churned_qtd;
-        add_all(&mut self.alerts, &o.alerts, sign);
+        let theirs: &[i64] = bytemuck::cast_slice(std::slice::from_ref(o));
+        let ours: &mut [i64] = bytemuck::cast_slice_mut(std::slice::from_mut(self));
+        if sign >= 0 {
+            ours.iter_mut().zip(theirs).for_each(|(a, b)| *a += b);
+        } else {
+            ours.iter_mut().zip(theirs).for_each(|(a, b)| *a -= b);
+        }
+    }
+
+    /// `self − o`, field by field.
+    pub fn minus(&self, o: &Totals) -> Totals {
+        let mut d = *self;
+        d.add(o, -1);
+        d
     }
 
     pub fn set_flows(&mut self, f: Flows) {

@@ -532,3 +532,34 @@ fn restore_under_new_weights_recomputes_contributions() {
     fold_collecting(&mut fresh, &msgs, 0, &mut Vec::new());
     assert_eq!(restored.all_views(), fresh.all_views());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Folding in batches, as the ingest loop does, gives the outcomes, the
+    /// state and the alerts of folding one message at a time.
+    #[test]
+    fn batches_fold_as_single_messages(
+        specs in proptest::collection::vec(spec(), 1..150),
+        sizes in proptest::collection::vec(1usize..40, 1..20),
+    ) {
+        let msgs = render(&specs);
+        let inputs: Vec<Input<'_>> = msgs.iter().enumerate().map(|(i, m)| m.input(i)).collect();
+        let mut single = Engine::new(StateConfig::default());
+        let want: Vec<Outcome> = inputs.iter().map(|i| single.fold(i)).collect();
+        let mut batched = Engine::new(StateConfig::default());
+        let mut got = Vec::new();
+        let mut rest = &inputs[..];
+        for &n in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (batch, tail) = rest.split_at(n.min(rest.len()));
+            batched.fold_batch(batch, |_, outcome| got.push(outcome));
+            rest = tail;
+        }
+        prop_assert_eq!(got, want);
+        prop_assert_eq!(batched.all_views(), single.all_views());
+        prop_assert_eq!(batched.take_alerts(), single.take_alerts());
+    }
+}
