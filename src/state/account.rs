@@ -333,6 +333,11 @@ pub struct Tickets {
     sla_clocks: FastMap<u32, (Ts, Priority)>,
     /// First-response times by (first-response ts, ticket number), while within 30 days.
     first_responses: BTreeMap<(Ts, u32), i64>,
+    /// No first-response time leaves the 30-day window before this instant
+    /// (a lower bound; `Ts::MIN` after a restore until the next advance), so
+    /// most advances do not walk into the map.
+    #[serde(skip, default = "unknown_due")]
+    first_responses_due: Ts,
     /// Bumped whenever `first_responses` changes, so the scopes are only
     /// touched when there is something to move.
     first_responses_version: u64,
@@ -349,6 +354,7 @@ impl Default for Tickets {
             escalated_open: 0,
             sla_clocks: FastMap::default(),
             first_responses: BTreeMap::new(),
+            first_responses_due: Ts::MAX,
             first_responses_version: 0,
             csat: Window::new(days(90), None),
         }
@@ -357,9 +363,17 @@ impl Default for Tickets {
 
 const FIRST_RESPONSE_WINDOW: i64 = days(30);
 
+/// A due time not known yet: the next advance looks.
+fn unknown_due() -> Ts {
+    Ts::MIN
+}
+
 impl Tickets {
     pub fn advance(&mut self, now: Ts) {
         self.csat.advance(now);
+        if now < self.first_responses_due {
+            return;
+        }
         let floor = now - FIRST_RESPONSE_WINDOW;
         while let Some(entry) = self.first_responses.first_entry() {
             if entry.key().0 > floor {
@@ -368,6 +382,8 @@ impl Tickets {
             entry.remove();
             self.first_responses_version += 1;
         }
+        self.first_responses_due =
+            self.first_responses.keys().next().map_or(Ts::MAX, |(t, _)| t + FIRST_RESPONSE_WINDOW);
     }
 
     pub fn apply(&mut self, ev: &TicketEvent<'_>, ts: Ts, seq: u64, now: Ts) {
@@ -414,6 +430,7 @@ impl Tickets {
                 && fr > now - FIRST_RESPONSE_WINDOW
             {
                 self.first_responses.insert((fr, key), frt);
+                self.first_responses_due = self.first_responses_due.min(fr + FIRST_RESPONSE_WINDOW);
             }
         }
     }
