@@ -316,7 +316,7 @@ fn fold(
         "reproduce: cargo run --release -p cspulse-load -- fold --events {events} --warmup {warmup} --accounts {accounts} --users-per-account {users_per_account} --runs {runs}"
     );
     write_results(
-        "fold",
+        if warm.is_empty() { "fold" } else { "fold-warm" },
         json!({
             "events": msgs.len(), "warmup": warm.len(), "accounts": accounts, "users_per_account": users_per_account, "runs": runs,
             "avg_bytes": bytes as f64 / msgs.len() as f64, "machine": machine(),

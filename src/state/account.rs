@@ -14,7 +14,7 @@ use crate::time::{Ts, days};
 use super::config::StateConfig;
 use super::health::{Health, Tier};
 use super::ids::Id;
-use super::window::{FastMap, LatestSeen, Scores, Touch, Window, min_opt};
+use super::window::{FastMap, LatestSeen, Scores, Touch, WideSeen, Window, min_opt};
 
 /// Reference data from `cs.accounts` upserts, with the ts that last set each field.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -98,7 +98,7 @@ pub struct FeatureTable {
     /// ids are counted as strings across the portfolio).
     pub users_30d: Vec<u64>,
     /// Per feature, the users seen on it in the last 30 days, portfolio-wide.
-    users: Vec<LatestSeen<Id>>,
+    users: Vec<WideSeen<Id>>,
     now: Ts,
     /// Whether each feature counts for adoption (from the configuration).
     #[serde(skip)]
@@ -145,7 +145,7 @@ impl FeatureTable {
         self.ids.insert(name, id);
         self.accounts_30d.push(0);
         self.users_30d.push(0);
-        let mut users = LatestSeen::new(days(30), None);
+        let mut users = WideSeen::new(days(30));
         users.advance(self.now, |_| {});
         self.users.push(users);
         id

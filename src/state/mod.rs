@@ -286,37 +286,48 @@ impl Engine {
     /// Checks one message in the order of SPEC §14 and folds it if accepted.
     pub fn fold(&mut self, input: &Input<'_>) -> Outcome {
         let decoded = decode(input.topic, input.payload, self.cfg.max_message_bytes);
-        self.fold_decoded(input, decoded)
+        self.fold_decoded(input, decoded, None)
     }
 
     /// Folds messages in order, exactly as `fold` one at a time would, and
     /// hands each outcome to `each`. The batch is decoded first, so that
     /// while one event is applied the account of an event a few places
-    /// ahead is already on its way into the cache: the fold waits on memory
-    /// more than it computes.
+    /// ahead is already looked up and on its way into the cache: the fold
+    /// waits on memory more than it computes.
     pub fn fold_batch<'a>(&mut self, inputs: &[Input<'a>], mut each: impl FnMut(&Input<'a>, Outcome)) {
         let max_bytes = self.cfg.max_message_bytes;
         let mut decoded: Vec<Option<Result<Event<'a>, Rejection>>> =
             inputs.iter().map(|i| Some(decode(i.topic, i.payload, max_bytes))).collect();
+        // The slot of each event's account as looked up ahead (slots are
+        // never removed, so a slot found stays the account's).
+        let mut slots: Vec<Option<u32>> = vec![None; inputs.len()];
+        let ahead = |engine: &Engine, decoded: &[Option<Result<Event<'a>, Rejection>>], k: usize| match decoded.get(k) {
+            Some(Some(Ok(ev))) => engine.prefetch_account(&ev.account_id),
+            _ => None,
+        };
+        for k in 0..PREFETCH_AHEAD.min(inputs.len()) {
+            slots[k] = ahead(self, &decoded, k);
+        }
         for (k, input) in inputs.iter().enumerate() {
-            if let Some(Some(Ok(ahead))) = decoded.get(k + PREFETCH_AHEAD) {
-                self.prefetch_account(&ahead.account_id);
+            if k + PREFETCH_AHEAD < inputs.len() {
+                slots[k + PREFETCH_AHEAD] = ahead(self, &decoded, k + PREFETCH_AHEAD);
             }
             let ev = decoded[k].take().expect("each message is folded once");
-            let outcome = self.fold_decoded(input, ev);
+            let outcome = self.fold_decoded(input, ev, slots[k]);
             each(input, outcome);
         }
     }
 
-    /// Starts loading an account's slot into the cache (a hint: no effect
-    /// on the state).
-    fn prefetch_account(&self, account_id: &str) {
-        if let Some(&idx) = self.index.get(account_id) {
-            prefetch(&self.slots[idx as usize]);
-        }
+    /// Finds an account's slot and starts loading it into the cache (a
+    /// hint: no effect on the state).
+    fn prefetch_account(&self, account_id: &str) -> Option<u32> {
+        let idx = *self.index.get(account_id)?;
+        prefetch(&self.slots[idx as usize]);
+        Some(idx)
     }
 
-    fn fold_decoded(&mut self, input: &Input<'_>, decoded: Result<Event<'_>, Rejection>) -> Outcome {
+    /// `slot`: the account's slot if it was looked up already.
+    fn fold_decoded(&mut self, input: &Input<'_>, decoded: Result<Event<'_>, Rejection>, slot: Option<u32>) -> Outcome {
         let progress = self.partitions.entry((input.topic, input.partition)).or_default();
         if input.offset < progress.next_offset {
             return Outcome::Replayed;
@@ -325,7 +336,7 @@ impl Engine {
         let max_ts = progress.max_ts;
         let outcome = match decoded {
             Err(rejection) => Outcome::Rejected(rejection),
-            Ok(ev) => self.check_and_apply(ev, input, max_ts),
+            Ok(ev) => self.check_and_apply(ev, input, max_ts, slot),
         };
         match &outcome {
             Outcome::Accepted => self.stats.accepted[input.topic.index()] += 1,
@@ -336,7 +347,13 @@ impl Engine {
         outcome
     }
 
-    fn check_and_apply(&mut self, ev: Event<'_>, input: &Input<'_>, partition_max: Option<Ts>) -> Outcome {
+    fn check_and_apply(
+        &mut self,
+        ev: Event<'_>,
+        input: &Input<'_>,
+        partition_max: Option<Ts>,
+        slot: Option<u32>,
+    ) -> Outcome {
         if ev.ts > input.wall.saturating_add(self.cfg.max_future_skew) {
             return Outcome::Rejected(Rejection::new(
                 Reason::FutureTs,
@@ -368,7 +385,7 @@ impl Engine {
         progress.max_ts = progress.max_ts.max(Some(ev.ts));
         self.seq += 1;
         self.advance(ev.ts);
-        let idx = self.apply(&ev);
+        let idx = self.apply(&ev, slot);
         self.evaluate_pending(Some(idx));
         Outcome::Accepted
     }
@@ -461,7 +478,12 @@ impl Engine {
         pending.csms.clear();
     }
 
-    fn slot_of(&mut self, account_id: &str) -> u32 {
+    /// The account's slot (`known`: found already), made if it is new.
+    fn slot_of(&mut self, account_id: &str, known: Option<u32>) -> u32 {
+        if let Some(idx) = known {
+            debug_assert_eq!(&*self.slots[idx as usize].account.id, account_id);
+            return idx;
+        }
         if let Some(&idx) = self.index.get(account_id) {
             return idx;
         }
@@ -482,9 +504,9 @@ impl Engine {
     }
 
     /// Applies an accepted event to its account; returns the account's slot.
-    fn apply(&mut self, ev: &Event<'_>) -> u32 {
+    fn apply(&mut self, ev: &Event<'_>, slot: Option<u32>) -> u32 {
         let now = self.watermark.expect("advanced before apply");
-        let idx = self.slot_of(&ev.account_id);
+        let idx = self.slot_of(&ev.account_id, slot);
         let seq = self.seq;
         let account = &mut self.slots[idx as usize].account;
         account.advance(now, &mut self.features);
