@@ -497,22 +497,74 @@ impl<K: WindowKey> LatestSeen<K> {
 /// Distinct keys seen within `(now − span, now]` (no short window), for
 /// large portfolio-wide sets such as a feature's users.
 ///
-/// Unlike `LatestSeen`, the keys are kept in a B-tree ordered by latest ts:
-/// events from many partitions arrive out of order by minutes or hours, and
-/// placing such a sighting in a queue of hundreds of thousands of keys would
-/// shift every later one (measured on the Kafka path: 44% of the ingest
-/// thread in `memmove`). Here any sighting costs O(log n).
+/// Events from many partitions arrive out of order by minutes or hours, and
+/// placing such a sighting in a ts-ordered queue of hundreds of thousands of
+/// keys would shift every later one (measured on the Kafka path: 44% of the
+/// ingest thread in `memmove`). So sightings in ts order are pushed on a
+/// queue, and the others go to a B-tree beside it; expiry takes the earlier
+/// of the two fronts. As in `LatestSeen`, a repeat sighting leaves the old
+/// entry behind as stale (its key's latest ts is another), to be skipped
+/// where it is met and dropped in bulk once stale entries outnumber live ones.
 #[derive(Clone, Debug)]
 pub struct WideSeen<K: WindowKey> {
     span: i64,
     latest: FastMap<K, Ts>,
-    order: BTreeSet<(Ts, K)>,
+    /// Sightings that came in ts order.
+    queue: VecDeque<(Ts, K)>,
+    /// Sightings that came after a later one.
+    late: BTreeSet<(Ts, K)>,
     now: Ts,
+    /// No key leaves the window before this instant (a lower bound), so an
+    /// `advance` before it reads nothing else: every feature's window is
+    /// advanced on every move of the watermark.
+    due: Ts,
 }
 
 impl<K: WindowKey + Ord> WideSeen<K> {
     pub fn new(span: i64) -> Self {
-        WideSeen { span, latest: FastMap::default(), order: BTreeSet::new(), now: Ts::MIN }
+        WideSeen {
+            span,
+            latest: FastMap::default(),
+            queue: VecDeque::new(),
+            late: BTreeSet::new(),
+            now: Ts::MIN,
+            due: Ts::MAX,
+        }
+    }
+
+    fn is_live(&self, ts: Ts, key: &K) -> bool {
+        self.latest.get(key) == Some(&ts)
+    }
+
+    /// The earliest entry of either part (live or stale), and whether it is
+    /// the queue's.
+    fn first(&self) -> Option<((Ts, K), bool)> {
+        match (self.queue.front(), self.late.first()) {
+            (Some(q), Some(l)) if l < q => Some((*l, false)),
+            (Some(q), _) => Some((*q, true)),
+            (None, Some(l)) => Some((*l, false)),
+            (None, None) => None,
+        }
+    }
+
+    fn pop_first(&mut self) -> Option<(Ts, K)> {
+        let (entry, from_queue) = self.first()?;
+        if from_queue {
+            self.queue.pop_front();
+        } else {
+            self.late.pop_first();
+        }
+        Some(entry)
+    }
+
+    /// Drops stale entries from the front, so the next change is read off it.
+    fn drop_stale_front(&mut self) {
+        while let Some(((ts, k), _)) = self.first() {
+            if self.is_live(ts, &k) {
+                break;
+            }
+            self.pop_first();
+        }
     }
 
     /// Moves the window to `now`; calls `expired` for each key that leaves it.
@@ -521,15 +573,22 @@ impl<K: WindowKey + Ord> WideSeen<K> {
             return;
         }
         self.now = now;
+        if now < self.due {
+            return;
+        }
         let floor = now.saturating_sub(self.span);
-        while let Some(&(ts, k)) = self.order.first() {
+        while let Some(((ts, k), _)) = self.first() {
             if ts > floor {
                 break;
             }
-            self.order.pop_first();
-            self.latest.remove(&k);
-            expired(&k);
+            self.pop_first();
+            if self.is_live(ts, &k) {
+                self.latest.remove(&k);
+                expired(&k);
+            }
         }
+        self.drop_stale_front();
+        self.due = self.next_change().unwrap_or(Ts::MAX);
     }
 
     /// Records a sighting of `key` at `ts` (call `advance` first).
@@ -537,20 +596,32 @@ impl<K: WindowKey + Ord> WideSeen<K> {
         if ts <= self.now.saturating_sub(self.span) {
             return Touch::Unchanged;
         }
-        match self.latest.get_mut(&key) {
-            Some(latest) if *latest >= ts => Touch::Unchanged,
-            Some(latest) => {
-                self.order.remove(&(*latest, key));
-                *latest = ts;
-                self.order.insert((ts, key));
-                Touch::Moved
-            }
+        let (touch, old) = match self.latest.get_mut(&key) {
+            Some(latest) if *latest >= ts => return Touch::Unchanged,
+            Some(latest) => (Touch::Moved, std::mem::replace(latest, ts)),
             None => {
                 self.latest.insert(key, ts);
-                self.order.insert((ts, key));
-                Touch::Entered
+                (Touch::Entered, ts)
+            }
+        };
+        if self.queue.back().is_none_or(|(last, _)| *last <= ts) {
+            self.queue.push_back((ts, key));
+        } else {
+            self.late.insert((ts, key));
+        }
+        self.due = self.due.min(ts + self.span);
+        if touch == Touch::Moved {
+            // The entry left behind is stale; if it was the first, find a live one.
+            if self.first().is_some_and(|(entry, _)| entry == (old, key)) {
+                self.drop_stale_front();
+            }
+            if self.queue.len() + self.late.len() > 2 * self.latest.len() + 16 {
+                let latest = &self.latest;
+                self.queue.retain(|(t, k)| latest.get(k) == Some(t));
+                self.late.retain(|(t, k)| latest.get(k) == Some(t));
             }
         }
+        touch
     }
 
     /// Keys in the window.
@@ -564,7 +635,16 @@ impl<K: WindowKey + Ord> WideSeen<K> {
 
     /// The next instant at which the count changes, if any.
     pub fn next_change(&self) -> Option<Ts> {
-        self.order.first().map(|(t, _)| t + self.span)
+        // The front entry is live (see `drop_stale_front`).
+        self.first().map(|((t, _), _)| t + self.span)
+    }
+
+    /// The live entries in ts order.
+    fn live_order(&self) -> Vec<(Ts, K)> {
+        let mut live: Vec<(Ts, K)> =
+            self.queue.iter().chain(&self.late).copied().filter(|(t, k)| self.is_live(*t, k)).collect();
+        live.sort_unstable();
+        live
     }
 }
 
@@ -576,7 +656,7 @@ impl<K: WindowKey + Ord + Serialize> Serialize for WideSeen<K> {
             span: self.span,
             short: None::<i64>,
             latest: &self.latest,
-            order: &self.order,
+            order: self.live_order(),
             outside_short: 0usize,
             now: self.now,
         }
@@ -591,11 +671,13 @@ impl<'de, K: WindowKey + Ord + DeserializeOwned> Deserialize<'de> for WideSeen<K
             return Err(serde::de::Error::custom("a portfolio-wide window has no short window"));
         }
         check_order(&w.order, false)?;
-        let order: BTreeSet<(Ts, K)> = w.order.into_iter().collect();
-        if order.len() != w.latest.len() || order.iter().any(|(t, k)| w.latest.get(k) != Some(t)) {
+        if w.order.len() != w.latest.len() || w.order.iter().any(|(t, k)| w.latest.get(k) != Some(t)) {
             return Err(serde::de::Error::custom("window order does not match its keys"));
         }
-        Ok(WideSeen { span: w.span, latest: w.latest, order, now: w.now })
+        let mut seen =
+            WideSeen { span: w.span, latest: w.latest, queue: w.order, late: BTreeSet::new(), now: w.now, due: 0 };
+        seen.due = seen.next_change().unwrap_or(Ts::MAX);
+        Ok(seen)
     }
 }
 
