@@ -13,7 +13,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::event::{AccountUpsert, Body, Event, Priority, RevenueKind, TicketAction, TicketEvent, Topic};
-use crate::time::{Ts, parse_date, parse_rfc3339};
+use crate::time::{parse_date, parse_rfc3339};
 
 /// Why a message was rejected (SPEC §9), in check order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -176,79 +176,49 @@ fn some_raw<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<&'a RawVal
     <&'a RawValue>::deserialize(d).map(Some)
 }
 
-/// A `cs.accounts` message's fields; other fields are ignored by serde.
-#[derive(Deserialize)]
-struct RawAccount<'a> {
-    #[serde(default, borrow)]
-    event_id: Scalar<'a>,
-    #[serde(default, borrow)]
-    ts: Scalar<'a>,
-    #[serde(default, borrow)]
-    account_id: Scalar<'a>,
-    #[serde(default, borrow)]
-    name: Scalar<'a>,
-    #[serde(default, borrow)]
-    csm_id: Scalar<'a>,
-    #[serde(default, borrow)]
-    segment: Scalar<'a>,
-    #[serde(default, borrow)]
-    region: Scalar<'a>,
-    #[serde(default, borrow)]
-    seats: Scalar<'a>,
-    #[serde(default, borrow)]
-    renewal_date: Scalar<'a>,
+/// A struct of one topic's message fields: the envelope every event has
+/// (`event_id`, `ts`, `account_id`), then the topic's own, all loosely typed
+/// (`raw`: kept as the literal). Fields of other topics are unknown extra
+/// fields (§1: ignored by serde).
+macro_rules! raw_message {
+    ($(#[$doc:meta])* $name:ident { $($field:ident),* } $(raw $raw:ident)?) => {
+        $(#[$doc])*
+        #[derive(Deserialize)]
+        struct $name<'a> {
+            #[serde(default, borrow)]
+            event_id: Scalar<'a>,
+            #[serde(default, borrow)]
+            ts: Scalar<'a>,
+            #[serde(default, borrow)]
+            account_id: Scalar<'a>,
+            $(
+                #[serde(default, borrow)]
+                $field: Scalar<'a>,
+            )*
+            $(
+                #[serde(default, borrow, deserialize_with = "some_raw")]
+                $raw: Option<&'a RawValue>,
+            )?
+        }
+    };
 }
 
-/// A `cs.usage` message's fields.
-#[derive(Deserialize)]
-struct RawUsage<'a> {
-    #[serde(default, borrow)]
-    event_id: Scalar<'a>,
-    #[serde(default, borrow)]
-    ts: Scalar<'a>,
-    #[serde(default, borrow)]
-    account_id: Scalar<'a>,
-    #[serde(default, borrow)]
-    user_id: Scalar<'a>,
-    #[serde(default, borrow)]
-    feature: Scalar<'a>,
-    #[serde(default, borrow)]
-    duration_s: Scalar<'a>,
-}
-
-/// A `cs.tickets` message's fields.
-#[derive(Deserialize)]
-struct RawTicket<'a> {
-    #[serde(default, borrow)]
-    event_id: Scalar<'a>,
-    #[serde(default, borrow)]
-    ts: Scalar<'a>,
-    #[serde(default, borrow)]
-    account_id: Scalar<'a>,
-    #[serde(default, borrow)]
-    ticket_id: Scalar<'a>,
-    #[serde(default, borrow)]
-    action: Scalar<'a>,
-    #[serde(default, borrow)]
-    priority: Scalar<'a>,
-    #[serde(default, borrow)]
-    score: Scalar<'a>,
-}
-
-/// A `cs.revenue` message's fields.
-#[derive(Deserialize)]
-struct RawRevenue<'a> {
-    #[serde(default, borrow)]
-    event_id: Scalar<'a>,
-    #[serde(default, borrow)]
-    ts: Scalar<'a>,
-    #[serde(default, borrow)]
-    account_id: Scalar<'a>,
-    #[serde(default, borrow)]
-    kind: Scalar<'a>,
-    #[serde(default, borrow, deserialize_with = "some_raw")]
-    arr: Option<&'a RawValue>,
-}
+raw_message!(
+    /// A `cs.accounts` message.
+    RawAccount { name, csm_id, segment, region, seats, renewal_date }
+);
+raw_message!(
+    /// A `cs.usage` message.
+    RawUsage { user_id, feature, duration_s }
+);
+raw_message!(
+    /// A `cs.tickets` message.
+    RawTicket { ticket_id, action, priority, score }
+);
+raw_message!(
+    /// A `cs.revenue` message (`arr` is read from its literal, exactly).
+    RawRevenue { kind } raw arr
+);
 
 fn schema(field: &str, problem: impl fmt::Display) -> Rejection {
     Rejection::new(Reason::Schema, format!("{field}: {problem}"))
@@ -291,12 +261,14 @@ fn opt_uint(field: &str, v: &Scalar<'_>) -> Result<Option<u64>, Rejection> {
     }
 }
 
-/// The fields every event has, checked in this order (§14).
-fn envelope<'a>(
+/// An event from its envelope fields, checked in this order (§14), and its
+/// topic's body, checked after them.
+fn event<'a>(
     event_id: Scalar<'a>,
     ts: Scalar<'a>,
     account_id: Scalar<'a>,
-) -> Result<(Cow<'a, str>, Ts, Cow<'a, str>), Rejection> {
+    body: impl FnOnce() -> Result<Body<'a>, Rejection>,
+) -> Result<Event<'a>, Rejection> {
     let event_id = req_str("event_id", event_id, 1, 128)?;
     let ts = match ts {
         Scalar::Str(s) => parse_rfc3339(&s).ok_or_else(|| schema("ts", "must be an RFC 3339 timestamp with offset"))?,
@@ -304,43 +276,44 @@ fn envelope<'a>(
         other => return Err(schema("ts", format!("must be a string, got {}", other.type_name()))),
     };
     let account_id = req_str("account_id", account_id, 1, 128)?;
-    Ok((event_id, ts, account_id))
+    Ok(Event { event_id, ts, account_id, body: body()? })
 }
 
 impl<'a> RawAccount<'a> {
     fn validate(self) -> Result<Event<'a>, Rejection> {
-        let (event_id, ts, account_id) = envelope(self.event_id, self.ts, self.account_id)?;
-        let body = Body::Account(AccountUpsert {
-            name: opt_str("name", self.name, 0, 256)?,
-            csm_id: match self.csm_id {
-                Scalar::Missing => None,
-                Scalar::Null => Some(None),
-                v => Some(Some(req_str("csm_id", v, 1, 128)?)),
-            },
-            segment: opt_str("segment", self.segment, 1, 64)?,
-            region: opt_str("region", self.region, 1, 64)?,
-            seats: opt_uint("seats", &self.seats)?,
-            renewal_date: match self.renewal_date {
-                Scalar::Missing => None,
-                Scalar::Str(s) => {
-                    Some(parse_date(&s).ok_or_else(|| schema("renewal_date", "must be a YYYY-MM-DD date"))?)
-                }
-                other => {
-                    return Err(schema("renewal_date", format!("must be a string, got {}", other.type_name())));
-                }
-            },
-        });
-        Ok(Event { event_id, ts, account_id, body })
+        let RawAccount { event_id, ts, account_id, name, csm_id, segment, region, seats, renewal_date } = self;
+        event(event_id, ts, account_id, move || {
+            Ok(Body::Account(AccountUpsert {
+                name: opt_str("name", name, 0, 256)?,
+                csm_id: match csm_id {
+                    Scalar::Missing => None,
+                    Scalar::Null => Some(None),
+                    v => Some(Some(req_str("csm_id", v, 1, 128)?)),
+                },
+                segment: opt_str("segment", segment, 1, 64)?,
+                region: opt_str("region", region, 1, 64)?,
+                seats: opt_uint("seats", &seats)?,
+                renewal_date: match renewal_date {
+                    Scalar::Missing => None,
+                    Scalar::Str(s) => {
+                        Some(parse_date(&s).ok_or_else(|| schema("renewal_date", "must be a YYYY-MM-DD date"))?)
+                    }
+                    other => {
+                        return Err(schema("renewal_date", format!("must be a string, got {}", other.type_name())));
+                    }
+                },
+            }))
+        })
     }
 }
 
 impl<'a> RawUsage<'a> {
     fn validate(self) -> Result<Event<'a>, Rejection> {
-        let (event_id, ts, account_id) = envelope(self.event_id, self.ts, self.account_id)?;
-        let body = {
-            let user_id = req_str("user_id", self.user_id, 1, 128)?;
-            let feature = req_str("feature", self.feature, 1, 64)?;
-            match self.duration_s {
+        let RawUsage { event_id, ts, account_id, user_id, feature, duration_s } = self;
+        event(event_id, ts, account_id, move || {
+            let user_id = req_str("user_id", user_id, 1, 128)?;
+            let feature = req_str("feature", feature, 1, 64)?;
+            match duration_s {
                 Scalar::Missing | Scalar::UInt(_) => {}
                 Scalar::Float(f) if f >= 0.0 => {}
                 Scalar::NegInt | Scalar::Float(_) => return Err(schema("duration_s", "must be >= 0")),
@@ -348,23 +321,22 @@ impl<'a> RawUsage<'a> {
                     return Err(schema("duration_s", format!("must be a number, got {}", other.type_name())));
                 }
             }
-            Body::Usage { user_id, feature }
-        };
-        Ok(Event { event_id, ts, account_id, body })
+            Ok(Body::Usage { user_id, feature })
+        })
     }
 }
 
 impl<'a> RawTicket<'a> {
     fn validate(self) -> Result<Event<'a>, Rejection> {
-        let (event_id, ts, account_id) = envelope(self.event_id, self.ts, self.account_id)?;
-        let body = {
-            let ticket_id = req_str("ticket_id", self.ticket_id, 1, 128)?;
-            let action_s = req_str("action", self.action, 1, 64)?;
+        let RawTicket { event_id, ts, account_id, ticket_id, action, priority, score } = self;
+        event(event_id, ts, account_id, move || {
+            let ticket_id = req_str("ticket_id", ticket_id, 1, 128)?;
+            let action_s = req_str("action", action, 1, 64)?;
             let action = TicketAction::parse(&action_s).ok_or_else(|| {
                 schema("action", "must be one of opened, first_response, escalated, resolved, reopened, csat")
             })?;
             let priority = match action {
-                TicketAction::Opened | TicketAction::Reopened | TicketAction::Escalated => match self.priority {
+                TicketAction::Opened | TicketAction::Reopened | TicketAction::Escalated => match priority {
                     Scalar::Missing if action == TicketAction::Opened => {
                         return Err(schema("priority", "required on opened"));
                     }
@@ -379,7 +351,7 @@ impl<'a> RawTicket<'a> {
                 _ => None,
             };
             let score = if action == TicketAction::Csat {
-                match self.score {
+                match score {
                     Scalar::UInt(n @ 1..=5) => Some(n as u8),
                     Scalar::Missing => return Err(schema("score", "required on csat")),
                     Scalar::UInt(_) | Scalar::NegInt => return Err(schema("score", "must be 1..5")),
@@ -390,30 +362,28 @@ impl<'a> RawTicket<'a> {
             } else {
                 None
             };
-            Body::Ticket(TicketEvent { ticket_id, action, priority, score })
-        };
-        Ok(Event { event_id, ts, account_id, body })
+            Ok(Body::Ticket(TicketEvent { ticket_id, action, priority, score }))
+        })
     }
 }
 
 impl<'a> RawRevenue<'a> {
     fn validate(self) -> Result<Event<'a>, Rejection> {
-        let (event_id, ts, account_id) = envelope(self.event_id, self.ts, self.account_id)?;
-        let body = {
-            let kind_s = req_str("kind", self.kind, 1, 64)?;
+        let RawRevenue { event_id, ts, account_id, kind, arr } = self;
+        event(event_id, ts, account_id, move || {
+            let kind_s = req_str("kind", kind, 1, 64)?;
             let kind = RevenueKind::parse(&kind_s)
                 .ok_or_else(|| schema("kind", "must be one of new, renewal, expansion, contraction, churn"))?;
             let arr_cents = if kind == RevenueKind::Churn {
                 0
             } else {
-                match self.arr {
+                match arr {
                     None => return Err(schema("arr", "required")),
                     Some(raw) => parse_cents(raw.get()).map_err(|p| schema("arr", p))?,
                 }
             };
-            Body::Revenue { kind, arr_cents }
-        };
-        Ok(Event { event_id, ts, account_id, body })
+            Ok(Body::Revenue { kind, arr_cents })
+        })
     }
 }
 

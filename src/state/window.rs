@@ -639,12 +639,30 @@ impl<K: WindowKey + Ord> WideSeen<K> {
         self.first().map(|((t, _), _)| t + self.span)
     }
 
-    /// The live entries in ts order.
-    fn live_order(&self) -> Vec<(Ts, K)> {
-        let mut live: Vec<(Ts, K)> =
-            self.queue.iter().chain(&self.late).copied().filter(|(t, k)| self.is_live(*t, k)).collect();
-        live.sort_unstable();
-        live
+    /// The live entries in ts order: the queue and the B-tree merged.
+    fn live_in_order(&self) -> impl Iterator<Item = (Ts, K)> + '_ {
+        let (mut queue, mut late) = (self.queue.iter().peekable(), self.late.iter().peekable());
+        std::iter::from_fn(move || match (queue.peek(), late.peek()) {
+            (Some(q), Some(l)) if l < q => late.next(),
+            (Some(_), _) => queue.next(),
+            (None, _) => late.next(),
+        })
+        .copied()
+        .filter(|(t, k)| self.is_live(*t, k))
+    }
+}
+
+/// The live entries of a `WideSeen`, written as `LiveOrder` writes those of a
+/// `LatestSeen`.
+struct WideOrder<'a, K: WindowKey>(&'a WideSeen<K>);
+
+impl<K: WindowKey + Ord + Serialize> Serialize for WideOrder<'_, K> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.latest.len()))?;
+        for entry in self.0.live_in_order() {
+            seq.serialize_element(&entry)?;
+        }
+        seq.end()
     }
 }
 
@@ -656,7 +674,7 @@ impl<K: WindowKey + Ord + Serialize> Serialize for WideSeen<K> {
             span: self.span,
             short: None::<i64>,
             latest: &self.latest,
-            order: self.live_order(),
+            order: WideOrder(self),
             outside_short: 0usize,
             now: self.now,
         }
@@ -671,7 +689,7 @@ impl<'de, K: WindowKey + Ord + DeserializeOwned> Deserialize<'de> for WideSeen<K
             return Err(serde::de::Error::custom("a portfolio-wide window has no short window"));
         }
         check_order(&w.order, false)?;
-        if w.order.len() != w.latest.len() || w.order.iter().any(|(t, k)| w.latest.get(k) != Some(t)) {
+        if w.order.len() != w.latest.len() {
             return Err(serde::de::Error::custom("window order does not match its keys"));
         }
         let mut seen =
