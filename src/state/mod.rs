@@ -305,8 +305,8 @@ impl Engine {
             Some(Some(Ok(ev))) => engine.prefetch_account(&ev.account_id),
             _ => None,
         };
-        for k in 0..PREFETCH_AHEAD.min(inputs.len()) {
-            slots[k] = ahead(self, &decoded, k);
+        for (k, slot) in slots.iter_mut().enumerate().take(PREFETCH_AHEAD) {
+            *slot = ahead(self, &decoded, k);
         }
         for (k, input) in inputs.iter().enumerate() {
             if k + PREFETCH_AHEAD < inputs.len() {
