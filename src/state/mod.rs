@@ -296,25 +296,19 @@ impl Engine {
     /// waits on memory more than it computes.
     pub fn fold_batch<'a>(&mut self, inputs: &[Input<'a>], mut each: impl FnMut(&Input<'a>, Outcome)) {
         let max_bytes = self.cfg.max_message_bytes;
-        let mut decoded: Vec<Option<Result<Event<'a>, Rejection>>> =
-            inputs.iter().map(|i| Some(decode(i.topic, i.payload, max_bytes))).collect();
-        // The slot of each event's account as looked up ahead (slots are
-        // never removed, so a slot found stays the account's).
-        let mut slots: Vec<Option<u32>> = vec![None; inputs.len()];
-        let ahead = |engine: &Engine, decoded: &[Option<Result<Event<'a>, Rejection>>], k: usize| match decoded.get(k) {
-            Some(Some(Ok(ev))) => engine.prefetch_account(&ev.account_id),
-            _ => None,
-        };
-        for (k, slot) in slots.iter_mut().enumerate().take(PREFETCH_AHEAD) {
-            *slot = ahead(self, &decoded, k);
-        }
-        for (k, input) in inputs.iter().enumerate() {
-            if k + PREFETCH_AHEAD < inputs.len() {
-                slots[k + PREFETCH_AHEAD] = ahead(self, &decoded, k + PREFETCH_AHEAD);
+        // Each message decoded, with its account's slot once looked up
+        // (slots are never removed, so a slot found stays the account's).
+        let mut decoded: Vec<(Option<Result<Event<'a>, Rejection>>, Option<u32>)> =
+            inputs.iter().map(|i| (Some(decode(i.topic, i.payload, max_bytes)), None)).collect();
+        // Message `j` is looked up while message `j − PREFETCH_AHEAD` is folded.
+        for j in 0..inputs.len() + PREFETCH_AHEAD {
+            if let Some((Some(Ok(ev)), slot)) = decoded.get_mut(j) {
+                *slot = self.prefetch_account(&ev.account_id);
             }
-            let ev = decoded[k].take().expect("each message is folded once");
-            let outcome = self.fold_decoded(input, ev, slots[k]);
-            each(input, outcome);
+            let Some(k) = j.checked_sub(PREFETCH_AHEAD) else { continue };
+            let (ev, slot) = &mut decoded[k];
+            let outcome = self.fold_decoded(&inputs[k], ev.take().expect("each message is folded once"), *slot);
+            each(&inputs[k], outcome);
         }
     }
 
