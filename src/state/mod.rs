@@ -298,7 +298,7 @@ impl Engine {
         let max_bytes = self.cfg.max_message_bytes;
         // Each message decoded, with its account's slot once looked up
         // (slots are never removed, so a slot found stays the account's).
-        let mut decoded: Vec<(Option<Result<Event<'a>, Rejection>>, Option<u32>)> =
+        let mut decoded: Vec<(Option<_>, Option<u32>)> =
             inputs.iter().map(|i| (Some(decode(i.topic, i.payload, max_bytes)), None)).collect();
         // Message `j` is looked up while message `j − PREFETCH_AHEAD` is folded.
         for j in 0..inputs.len() + PREFETCH_AHEAD {
