@@ -85,6 +85,14 @@ fn short_start<T>(queue: &VecDeque<(Ts, T)>, short: Option<i64>, now: Ts) -> usi
     })
 }
 
+/// When the first entry of a ts-ordered queue leaves a window of `span`, or
+/// the entry at `short_start` leaves the short window (`Ts::MAX`: never).
+fn first_exit<T>(queue: &VecDeque<(Ts, T)>, span: i64, short: Option<i64>, short_start: usize) -> Ts {
+    let first = queue.front().map_or(Ts::MAX, |(t, _)| t + span);
+    let short = short.and_then(|s| queue.get(short_start).map(|(t, _)| t + s));
+    first.min(short.unwrap_or(Ts::MAX))
+}
+
 /// Totals of timestamped values over the window `(now − span, now]`, and over
 /// the shorter window `(now − short, now]` when `short` is set.
 #[derive(Clone, Debug)]
@@ -128,9 +136,7 @@ impl<V: Tally> Window<V> {
 
     /// When the first item leaves the window or the short window.
     fn first_change(&self) -> Ts {
-        let first = self.items.front().map_or(Ts::MAX, |(t, _)| t + self.span);
-        let short = self.short.and_then(|s| self.items.get(self.short_start).map(|(t, _)| t + s));
-        first.min(short.unwrap_or(Ts::MAX))
+        first_exit(&self.items, self.span, self.short, self.short_start)
     }
 
     /// Moves the window to `now` (which never goes back).
@@ -308,14 +314,6 @@ impl<K: WindowKey> LatestSeen<K> {
         self.latest.get(key) == Some(&ts)
     }
 
-    /// When the first entry leaves the window or the entry at the short
-    /// cursor leaves the short window (stale or not).
-    fn first_exit(&self) -> Ts {
-        let first = self.order.front().map_or(Ts::MAX, |(t, _)| t + self.span);
-        let short = self.short.and_then(|s| self.order.get(self.short_start).map(|(t, _)| t + s));
-        first.min(short.unwrap_or(Ts::MAX))
-    }
-
     /// Moves the window to `now`; calls `expired` for each key that leaves it.
     pub fn advance(&mut self, now: Ts, mut expired: impl FnMut(&K)) {
         if now <= self.now {
@@ -323,7 +321,7 @@ impl<K: WindowKey> LatestSeen<K> {
         }
         self.now = now;
         if now < self.due {
-            debug_assert!(now < self.first_exit());
+            debug_assert!(now < first_exit(&self.order, self.span, self.short, self.short_start));
             return;
         }
         if self.short.is_some() {
@@ -360,7 +358,7 @@ impl<K: WindowKey> LatestSeen<K> {
         if popped {
             self.drop_stale_front();
         }
-        self.due = self.first_exit();
+        self.due = first_exit(&self.order, self.span, self.short, self.short_start);
     }
 
     /// Pops the first entry; returns whether it was live.
@@ -845,7 +843,7 @@ impl<'de, K: WindowKey + DeserializeOwned> Deserialize<'de> for LatestSeen<K> {
             due: Ts::MAX,
         };
         seen.reset_cursors();
-        seen.due = seen.first_exit();
+        seen.due = first_exit(&seen.order, seen.span, seen.short, seen.short_start);
         Ok(seen)
     }
 }
