@@ -432,8 +432,9 @@ fn kafka(events: usize, accounts: usize, partitions: i32, brokers: Option<String
 /// Consumes every message of the input topics with a bare consumer; rate from
 /// the first message to the last.
 fn raw_consume(config: &Config, names: &TopicNames, total: usize, run: usize) -> anyhow::Result<f64> {
-    let mut c = cspulse::ingest::client_config(&config.kafka);
-    c.set("group.id", format!("raw-{run}")).set("enable.auto.commit", "false").set("auto.offset.reset", "earliest");
+    // The engine's own consumer settings, in a group of its own.
+    let mut c = cspulse::ingest::consumer_config(&config.kafka);
+    c.set("group.id", format!("raw-{run}"));
     let consumer: BaseConsumer = c.create()?;
     consumer.subscribe(&names.inputs())?;
     let deadline = Instant::now() + Duration::from_secs(300);
