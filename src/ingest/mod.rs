@@ -1,7 +1,13 @@
 //! Ingest: consume the input topics, decode and validate, dead-letter what is
 //! rejected, and hand everything to the fold.
 //!
-//! One consumer-group member polls on a dedicated thread. Offsets are never
+//! One consumer-group member, served by three threads in a pipeline:
+//! `cspulse-decode` polls batches of up to 1,024 messages and decodes them,
+//! `cspulse-ingest` folds each batch under the engine lock (in the order
+//! polled) and hands alerts to the push layer, and `cspulse-publish`
+//! produces the dead letters and alerts to Kafka and releases the messages.
+//! So decoding and producing overlap the fold instead of adding to it (the
+//! fold is the one step that must be serial). Offsets are never
 //! committed to Kafka: the engine records, per partition, the offset of the
 //! next message to fold, and on every assignment the consumer is positioned
 //! there (or at the beginning for partitions it has never seen). So the
@@ -33,7 +39,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::alert::Alert;
 use crate::config::{KafkaConfig, TopicsConfig};
-use crate::event::Topic;
+use crate::event::{Event, Topic};
 use crate::state::{Engine, Input, Outcome};
 use decode::Rejection;
 
@@ -345,81 +351,170 @@ fn poll_loop(
     shared: &Shared,
     stop: &AtomicBool,
 ) {
-    let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(BATCH);
-    let mut dead: Vec<(Option<Vec<u8>>, Vec<u8>)> = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        let mut next = consumer.poll(Duration::from_millis(100));
-        while let Some(polled) = next {
-            match polled {
-                Ok(m) => batch.push(m),
-                Err(e) => warn!(error = %e, "consumer error"),
-            }
-            if batch.len() >= BATCH {
+    let max_bytes = shared.engine().config().max_message_bytes;
+    // Two batches in flight at most: one being folded, one decoded and waiting.
+    let (batches, received) = std::sync::mpsc::sync_channel::<Batch<'_>>(1);
+    let (outgoing, to_publish) = std::sync::mpsc::sync_channel::<Folded<'_>>(4);
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("cspulse-decode".into())
+            .spawn_scoped(s, move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(batch) = Batch::poll(consumer, &shared.topics, max_bytes) else { continue };
+                    if batches.send(batch).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawn decode thread");
+        std::thread::Builder::new()
+            .name("cspulse-publish".into())
+            .spawn_scoped(s, move || {
+                for folded in to_publish {
+                    folded.publish(producer, outputs, stop);
+                }
+            })
+            .expect("spawn publish thread");
+        // This thread folds, in the order polled, until the poller stops.
+        for batch in received {
+            if outgoing.send(fold(batch, shared)).is_err() {
                 break;
             }
-            next = consumer.poll(Duration::ZERO);
         }
-        if batch.is_empty() {
-            continue;
-        }
-        let wall = crate::time::wall_now();
-        let alerts = {
-            // Messages of topics the engine reads, with their place in the batch.
-            let (places, inputs): (Vec<usize>, Vec<Input<'_>>) = batch
-                .iter()
-                .enumerate()
-                .filter_map(|(i, m)| {
-                    let topic = shared.topics.role(m.topic())?;
-                    let payload = m.payload().unwrap_or_default();
-                    Some((i, Input { topic, partition: m.partition(), offset: m.offset(), payload, wall }))
-                })
-                .unzip();
-            let mut engine = shared.engine();
-            let started = Instant::now();
-            let mut k = 0;
-            engine.fold_batch(&inputs, |input, outcome| {
-                let m = &batch[places[k]];
-                k += 1;
-                if let Outcome::Rejected(r) = outcome {
-                    debug!(reason = r.reason.as_str(), detail = %r.detail, topic = m.topic(), offset = m.offset(), "rejected");
-                    let record = dead_letter_record(&r, m.topic(), m.partition(), m.offset(), m.key(), input.payload);
-                    dead.push((m.key().map(<[u8]>::to_vec), serde_json::to_vec(&record).unwrap_or_default()));
-                }
-            });
-            if !inputs.is_empty() {
-                histogram!("cspulse_fold_seconds").record(started.elapsed().as_secs_f64() / inputs.len() as f64);
-            }
-            engine.take_alerts()
-        };
-        batch.clear();
-        shared.folded.notify_one();
-        for (key, body) in dead.drain(..) {
-            send_with_retry(producer, &outputs.deadletter, key.as_deref(), &body, stop);
-        }
-        publish_alerts(alerts, producer, &outputs.alerts, shared, stop);
-    }
+        drop(outgoing);
+    });
     let _ = producer.flush(Duration::from_secs(5));
     info!("ingest stopped");
 }
 
-/// Hands alert transitions to the push layer at once, then produces them to
-/// the alert topic keyed by scope id (at least once: the producer is
-/// idempotent and retries) and counts them.
-fn publish_alerts(
-    alerts: Vec<Alert>,
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    topic: &str,
-    shared: &Shared,
-    stop: &AtomicBool,
-) {
-    for alert in alerts {
-        let alert = Arc::new(alert);
-        // No receiver (no WebSocket clients yet) is fine.
-        let _ = shared.alerts.send(alert.clone());
-        counter!("cspulse_alerts_emitted_total", "rule" => alert.rule.clone(), "state" => alert.state.as_str())
-            .increment(1);
-        let body = serde_json::to_vec(&alert.to_json()).unwrap_or_default();
-        send_with_retry(producer, topic, Some(alert.scope_id.as_bytes()), &body, stop);
+/// Polled messages on their way from the polling thread to the folding one:
+/// the messages of the engine's topics are decoded by the poller.
+struct Batch<'c> {
+    /// `decode` of `inputs[i]`. Declared before `messages`, whose payloads
+    /// these events borrow, so they are dropped first (see `Batch::poll`).
+    decoded: Vec<Result<Event<'c>, Rejection>>,
+    inputs: Vec<Input<'c>>,
+    /// The place in `messages` of each input.
+    places: Vec<usize>,
+    messages: Vec<BorrowedMessage<'c>>,
+}
+
+impl<'c> Batch<'c> {
+    /// Polls up to `BATCH` messages (waiting up to 100 ms for the first)
+    /// and decodes them; `None` if nothing came.
+    fn poll(consumer: &'c BaseConsumer<IngestContext>, topics: &TopicNames, max_bytes: usize) -> Option<Self> {
+        let mut messages = Vec::with_capacity(BATCH);
+        let mut next = consumer.poll(Duration::from_millis(100));
+        while let Some(polled) = next {
+            match polled {
+                Ok(m) => messages.push(m),
+                Err(e) => warn!(error = %e, "consumer error"),
+            }
+            if messages.len() >= BATCH {
+                break;
+            }
+            next = consumer.poll(Duration::ZERO);
+        }
+        if messages.is_empty() {
+            return None;
+        }
+        let wall = crate::time::wall_now();
+        let (places, inputs): (Vec<usize>, Vec<Input<'c>>) = messages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                let topic = topics.role(m.topic())?;
+                // SAFETY: librdkafka keeps a message's payload until the
+                // message is destroyed, which is when `messages` (moved into
+                // the batch below, never mutated) is dropped; the inputs and
+                // decoded events that borrow it are dropped before (field
+                // order) or moved into the fold, which ends before that.
+                let payload = unsafe { payload_for_consumer(m) };
+                Some((i, Input { topic, partition: m.partition(), offset: m.offset(), payload, wall }))
+            })
+            .unzip();
+        let decoded = inputs.iter().map(|i| decode::decode(i.topic, i.payload, max_bytes)).collect();
+        Some(Batch { decoded, inputs, places, messages })
+    }
+
+    /// The messages, once nothing borrows their payloads any more.
+    fn into_messages(self) -> Vec<BorrowedMessage<'c>> {
+        let Batch { decoded, inputs, places: _, messages } = self;
+        drop((decoded, inputs));
+        messages
+    }
+}
+
+/// A message's payload, borrowed for the consumer's lifetime instead of the
+/// message's (librdkafka owns the bytes until the message is destroyed).
+///
+/// # Safety
+/// The slice must not be used after `m` is dropped.
+unsafe fn payload_for_consumer<'c>(m: &BorrowedMessage<'c>) -> &'c [u8] {
+    let p = m.payload().unwrap_or_default();
+    // SAFETY: same pointer and length as a live slice; the caller bounds its use.
+    unsafe { std::slice::from_raw_parts(p.as_ptr(), p.len()) }
+}
+
+/// Folds one batch under the engine lock and hands the alerts it raised to
+/// the push layer; what is left to produce goes to the publishing thread.
+fn fold<'c>(mut batch: Batch<'c>, shared: &Shared) -> Folded<'c> {
+    let mut dead: Vec<(Option<Vec<u8>>, Vec<u8>)> = Vec::new();
+    let alerts = {
+        let Batch { decoded, inputs, places, messages } = &mut batch;
+        let mut engine = shared.engine();
+        let started = Instant::now();
+        let mut k = 0;
+        engine.fold_decoded_batch(inputs, std::mem::take(decoded), |input, outcome| {
+            let m = &messages[places[k]];
+            k += 1;
+            if let Outcome::Rejected(r) = outcome {
+                debug!(reason = r.reason.as_str(), detail = %r.detail, topic = m.topic(), offset = m.offset(), "rejected");
+                let record = dead_letter_record(&r, m.topic(), m.partition(), m.offset(), m.key(), input.payload);
+                dead.push((m.key().map(<[u8]>::to_vec), serde_json::to_vec(&record).unwrap_or_default()));
+            }
+        });
+        if !inputs.is_empty() {
+            histogram!("cspulse_fold_seconds").record(started.elapsed().as_secs_f64() / inputs.len() as f64);
+        }
+        engine.take_alerts()
+    };
+    shared.folded.notify_one();
+    let alerts = alerts
+        .into_iter()
+        .map(|alert| {
+            let alert = Arc::new(alert);
+            // No receiver (no WebSocket clients yet) is fine.
+            let _ = shared.alerts.send(alert.clone());
+            alert
+        })
+        .collect();
+    Folded { dead, alerts, messages: batch.into_messages() }
+}
+
+/// What a folded batch leaves to do off the folding thread: produce its dead
+/// letters and alerts, and destroy its messages.
+struct Folded<'c> {
+    dead: Vec<(Option<Vec<u8>>, Vec<u8>)>,
+    alerts: Vec<Arc<Alert>>,
+    messages: Vec<BorrowedMessage<'c>>,
+}
+
+impl Folded<'_> {
+    /// Produces the dead letters, then the alerts to the alert topic keyed
+    /// by scope id (at least once: the producer is idempotent and retries),
+    /// counting them.
+    fn publish(self, producer: &ThreadedProducer<DefaultProducerContext>, outputs: &Outputs, stop: &AtomicBool) {
+        drop(self.messages);
+        for (key, body) in self.dead {
+            send_with_retry(producer, &outputs.deadletter, key.as_deref(), &body, stop);
+        }
+        for alert in self.alerts {
+            counter!("cspulse_alerts_emitted_total", "rule" => alert.rule.clone(), "state" => alert.state.as_str())
+                .increment(1);
+            let body = serde_json::to_vec(&alert.to_json()).unwrap_or_default();
+            send_with_retry(producer, &outputs.alerts, Some(alert.scope_id.as_bytes()), &body, stop);
+        }
     }
 }
 

@@ -294,12 +294,25 @@ impl Engine {
     /// while one event is applied the account of an event a few places
     /// ahead is already looked up and on its way into the cache: the fold
     /// waits on memory more than it computes.
-    pub fn fold_batch<'a>(&mut self, inputs: &[Input<'a>], mut each: impl FnMut(&Input<'a>, Outcome)) {
+    pub fn fold_batch<'a>(&mut self, inputs: &[Input<'a>], each: impl FnMut(&Input<'a>, Outcome)) {
         let max_bytes = self.cfg.max_message_bytes;
+        let decoded = inputs.iter().map(|i| decode(i.topic, i.payload, max_bytes)).collect();
+        self.fold_decoded_batch(inputs, decoded, each);
+    }
+
+    /// `fold_batch` for messages decoded already (`decoded[i]` is
+    /// `decode` of `inputs[i]`, with this engine's `max_message_bytes`):
+    /// the ingest loop decodes on another thread while this one folds.
+    pub fn fold_decoded_batch<'a>(
+        &mut self,
+        inputs: &[Input<'a>],
+        decoded: Vec<Result<Event<'a>, Rejection>>,
+        mut each: impl FnMut(&Input<'a>, Outcome),
+    ) {
+        assert_eq!(inputs.len(), decoded.len(), "one decoded event per input");
         // Each message decoded, with its account's slot once looked up
         // (slots are never removed, so a slot found stays the account's).
-        let mut decoded: Vec<(Option<_>, Option<u32>)> =
-            inputs.iter().map(|i| (Some(decode(i.topic, i.payload, max_bytes)), None)).collect();
+        let mut decoded: Vec<(Option<_>, Option<u32>)> = decoded.into_iter().map(|d| (Some(d), None)).collect();
         // Message `j` is looked up while message `j − PREFETCH_AHEAD` is folded.
         for j in 0..inputs.len() + PREFETCH_AHEAD {
             if let Some((Some(Ok(ev)), slot)) = decoded.get_mut(j) {
