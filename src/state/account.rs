@@ -469,7 +469,15 @@ impl Tickets {
     fn next_change(&self, now: Ts, cfg: &StateConfig) -> Option<Ts> {
         let breach =
             self.sla_clocks.values().map(|(opened, p)| opened + cfg.sla[p.index()] + 1).filter(|t| *t > now).min();
-        let fr = self.first_responses.keys().next().map(|(t, _)| t + FIRST_RESPONSE_WINDOW);
+        // The bound kept by `advance` and `apply` (exact but for a first
+        // response withdrawn since, which at worst wakes the account early),
+        // so the map is not walked: its first leaf is rarely in cache.
+        debug_assert!(self.first_responses_due > now);
+        debug_assert!(
+            self.first_responses_due
+                <= self.first_responses.keys().next().map_or(Ts::MAX, |(t, _)| t + FIRST_RESPONSE_WINDOW)
+        );
+        let fr = (self.first_responses_due != Ts::MAX).then_some(self.first_responses_due);
         [self.csat.next_change(), breach, fr].into_iter().fold(None, min_opt)
     }
 }
