@@ -331,6 +331,14 @@ pub struct Tickets {
     pub escalated_open: u64,
     /// Tickets that can breach: ticket number → (first opened, priority).
     sla_clocks: FastMap<u32, (Ts, Priority)>,
+    /// The clocks past their SLA when last counted, and the instant the next
+    /// one passes it (`Ts::MAX`: none), so a refresh reads two fields instead
+    /// of the clocks. Valid while the watermark is before `breach_due`;
+    /// `Ts::MIN` (after a change of the clocks or a restore): count again.
+    #[serde(skip)]
+    breached: u64,
+    #[serde(skip, default = "unknown_due")]
+    breach_due: Ts,
     /// First-response times by (first-response ts, ticket number), while within 30 days.
     first_responses: BTreeMap<(Ts, u32), i64>,
     /// No first-response time leaves the 30-day window before this instant
@@ -353,6 +361,8 @@ impl Default for Tickets {
             open_total: 0,
             escalated_open: 0,
             sla_clocks: FastMap::default(),
+            breached: 0,
+            breach_due: Ts::MAX,
             first_responses: BTreeMap::new(),
             first_responses_due: Ts::MAX,
             first_responses_version: 0,
@@ -421,6 +431,7 @@ impl Tickets {
                 self.sla_clocks.remove(&key);
             }
         }
+        self.breach_due = Ts::MIN;
         if old.first_response_time() != new.first_response_time() {
             self.first_responses_version += 1;
             if let Some((fr, _)) = old.first_response_time() {
@@ -449,8 +460,39 @@ impl Tickets {
         }
     }
 
+    /// Counts the clocks past their SLA at `now`, and finds when the next one passes it.
+    fn count_breaches(&self, now: Ts, cfg: &StateConfig) -> (u64, Ts) {
+        let (mut breached, mut due) = (0, Ts::MAX);
+        for (opened, p) in self.sla_clocks.values() {
+            let at = opened + cfg.sla[p.index()] + 1;
+            if at <= now {
+                breached += 1;
+            } else {
+                due = due.min(at);
+            }
+        }
+        (breached, due)
+    }
+
+    /// Brings the breach count to `now` if it is stale (a refresh calls
+    /// this, so the figures it then reads come from the kept count).
+    pub fn settle_breaches(&mut self, now: Ts, cfg: &StateConfig) {
+        if now >= self.breach_due {
+            (self.breached, self.breach_due) = self.count_breaches(now, cfg);
+        }
+    }
+
+    /// The kept count and next breach if they hold at `now`, else counted.
+    fn breaches(&self, now: Ts, cfg: &StateConfig) -> (u64, Ts) {
+        if now >= self.breach_due {
+            return self.count_breaches(now, cfg);
+        }
+        debug_assert_eq!((self.breached, self.breach_due), self.count_breaches(now, cfg));
+        (self.breached, self.breach_due)
+    }
+
     pub fn sla_breached(&self, now: Ts, cfg: &StateConfig) -> u64 {
-        self.sla_clocks.values().filter(|(opened, p)| now - opened > cfg.sla[p.index()]).count() as u64
+        self.breaches(now, cfg).0
     }
 
     pub fn csat(&self) -> Scores {
@@ -467,8 +509,7 @@ impl Tickets {
     }
 
     fn next_change(&self, now: Ts, cfg: &StateConfig) -> Option<Ts> {
-        let breach =
-            self.sla_clocks.values().map(|(opened, p)| opened + cfg.sla[p.index()] + 1).filter(|t| *t > now).min();
+        let breach = Some(self.breaches(now, cfg).1).filter(|t| *t != Ts::MAX);
         // The bound kept by `advance` and `apply` (exact but for a first
         // response withdrawn since, which at worst wakes the account early),
         // so the map is not walked: its first leaf is rarely in cache.

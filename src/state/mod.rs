@@ -540,6 +540,7 @@ impl Engine {
         let now = self.watermark.expect("refresh needs a watermark");
         let slot = &mut self.slots[idx as usize];
         slot.account.advance(now, &mut self.features);
+        slot.account.tickets.settle_breaches(now, &self.cfg);
         let metrics = slot.account.metrics(now, &self.cfg);
         let mut cooldown_end = None;
         if self.alerting.has_rules_for(ScopeKind::Account) {
