@@ -14,7 +14,7 @@ use cspulse::config::Config;
 use cspulse::demo::generator::{Generator, Message, PortfolioSpec};
 use cspulse::event::Topic;
 use cspulse::ingest::decode::decode;
-use cspulse::ingest::{Ingest, Shared, TopicNames};
+use cspulse::ingest::{BATCH, Ingest, Shared, TopicNames};
 use cspulse::state::{Engine, Input, StateConfig};
 use cspulse::time::{MICROS_PER_MIN, days, parse_rfc3339};
 use rdkafka::ClientConfig;
@@ -126,9 +126,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::Swarm(a) => swarm::run(a),
     }
 }
-
-/// Messages per `fold_batch`, as the ingest loop takes them from one poll round.
-const BATCH: usize = 1024;
 
 /// A realistic stream: 14 days of history, then live traffic, from the demo generator.
 fn corpus(events: usize, accounts: usize, users_per_account: usize) -> Vec<Message> {

@@ -46,7 +46,7 @@ use decode::Rejection;
 /// Largest dead-letter payload kept, in bytes of the `payload` string.
 pub const DEADLETTER_PAYLOAD_LIMIT: usize = 64 * 1024;
 /// Messages folded under one hold of the engine lock.
-const BATCH: usize = 1024;
+pub const BATCH: usize = 1024;
 
 /// Maps configured topic names to their role.
 #[derive(Clone, Debug)]
@@ -381,6 +381,7 @@ fn poll_loop(
                 break;
             }
         }
+        // Ends the publisher's loop, so the scope's join of it returns.
         drop(outgoing);
     });
     let _ = producer.flush(Duration::from_secs(5));

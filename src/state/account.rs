@@ -379,8 +379,11 @@ fn unknown_due() -> Ts {
 }
 
 impl Tickets {
-    pub fn advance(&mut self, now: Ts) {
+    pub fn advance(&mut self, now: Ts, cfg: &StateConfig) {
         self.csat.advance(now);
+        if now >= self.breach_due {
+            (self.breached, self.breach_due) = self.count_breaches(now, cfg);
+        }
         if now < self.first_responses_due {
             return;
         }
@@ -472,14 +475,6 @@ impl Tickets {
             }
         }
         (breached, due)
-    }
-
-    /// Brings the breach count to `now` if it is stale (a refresh calls
-    /// this, so the figures it then reads come from the kept count).
-    pub fn settle_breaches(&mut self, now: Ts, cfg: &StateConfig) {
-        if now >= self.breach_due {
-            (self.breached, self.breach_due) = self.count_breaches(now, cfg);
-        }
     }
 
     /// The kept count and next breach if they hold at `now`, else counted.
@@ -671,10 +666,10 @@ impl Account {
         }
     }
 
-    /// Moves every window to `now`.
-    pub fn advance(&mut self, now: Ts, table: &mut FeatureTable) {
+    /// Moves every window (and the SLA breach count) to `now`.
+    pub fn advance(&mut self, now: Ts, cfg: &StateConfig, table: &mut FeatureTable) {
         self.usage.advance(now, table);
-        self.tickets.advance(now);
+        self.tickets.advance(now, cfg);
     }
 
     pub fn metrics(&self, now: Ts, cfg: &StateConfig) -> Metrics {

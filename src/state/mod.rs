@@ -516,7 +516,7 @@ impl Engine {
         let idx = self.slot_of(&ev.account_id, slot);
         let seq = self.seq;
         let account = &mut self.slots[idx as usize].account;
-        account.advance(now, &mut self.features);
+        account.advance(now, &self.cfg, &mut self.features);
         match &ev.body {
             Body::Account(upsert) => account.info.upsert(upsert, ev.ts),
             Body::Usage { user_id, feature } => {
@@ -539,8 +539,7 @@ impl Engine {
     fn refresh(&mut self, idx: u32) {
         let now = self.watermark.expect("refresh needs a watermark");
         let slot = &mut self.slots[idx as usize];
-        slot.account.advance(now, &mut self.features);
-        slot.account.tickets.settle_breaches(now, &self.cfg);
+        slot.account.advance(now, &self.cfg, &mut self.features);
         let metrics = slot.account.metrics(now, &self.cfg);
         let mut cooldown_end = None;
         if self.alerting.has_rules_for(ScopeKind::Account) {

@@ -4,9 +4,9 @@
 //! counts, fixed-point scores), so they never drift.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
-use std::sync::Arc;
 
 use super::account::{CohortShare, Flows};
 use super::window::FastMap;

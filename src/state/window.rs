@@ -314,6 +314,12 @@ impl<K: WindowKey> LatestSeen<K> {
         self.latest.get(key) == Some(&ts)
     }
 
+    /// When the first entry leaves the window or the entry at the short
+    /// cursor leaves the short window (stale or not).
+    fn first_change(&self) -> Ts {
+        first_exit(&self.order, self.span, self.short, self.short_start)
+    }
+
     /// Moves the window to `now`; calls `expired` for each key that leaves it.
     pub fn advance(&mut self, now: Ts, mut expired: impl FnMut(&K)) {
         if now <= self.now {
@@ -321,7 +327,7 @@ impl<K: WindowKey> LatestSeen<K> {
         }
         self.now = now;
         if now < self.due {
-            debug_assert!(now < first_exit(&self.order, self.span, self.short, self.short_start));
+            debug_assert!(now < self.first_change());
             return;
         }
         if self.short.is_some() {
@@ -358,7 +364,7 @@ impl<K: WindowKey> LatestSeen<K> {
         if popped {
             self.drop_stale_front();
         }
-        self.due = first_exit(&self.order, self.span, self.short, self.short_start);
+        self.due = self.first_change();
     }
 
     /// Pops the first entry; returns whether it was live.
@@ -686,10 +692,7 @@ impl<'de, K: WindowKey + Ord + DeserializeOwned> Deserialize<'de> for WideSeen<K
         if w.short.is_some() {
             return Err(serde::de::Error::custom("a portfolio-wide window has no short window"));
         }
-        check_order(&w.order, false)?;
-        if w.order.len() != w.latest.len() {
-            return Err(serde::de::Error::custom("window order does not match its keys"));
-        }
+        w.check()?;
         let mut seen =
             WideSeen { span: w.span, latest: w.latest, queue: w.order, late: BTreeSet::new(), now: w.now, due: 0 };
         seen.due = seen.next_change().unwrap_or(Ts::MAX);
@@ -810,6 +813,17 @@ struct LatestSeenRepr<L, O> {
     now: Ts,
 }
 
+impl<K: WindowKey> LatestSeenRepr<FastMap<K, Ts>, VecDeque<(Ts, K)>> {
+    /// Read back: one entry per key, in ts order.
+    fn check<E: serde::de::Error>(&self) -> Result<(), E> {
+        check_order(&self.order, false)?;
+        if self.order.len() != self.latest.len() {
+            return Err(E::custom("window order does not match its keys"));
+        }
+        Ok(())
+    }
+}
+
 impl<K: WindowKey + Serialize> Serialize for LatestSeen<K> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         LatestSeenRepr {
@@ -827,10 +841,7 @@ impl<K: WindowKey + Serialize> Serialize for LatestSeen<K> {
 impl<'de, K: WindowKey + DeserializeOwned> Deserialize<'de> for LatestSeen<K> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = LatestSeenRepr::<FastMap<K, Ts>, VecDeque<(Ts, K)>>::deserialize(d)?;
-        check_order(&w.order, false)?;
-        if w.order.len() != w.latest.len() {
-            return Err(serde::de::Error::custom("window order does not match its keys"));
-        }
+        w.check()?;
         let mut seen = LatestSeen {
             span: w.span,
             short: w.short,
@@ -843,7 +854,7 @@ impl<'de, K: WindowKey + DeserializeOwned> Deserialize<'de> for LatestSeen<K> {
             due: Ts::MAX,
         };
         seen.reset_cursors();
-        seen.due = first_exit(&seen.order, seen.span, seen.short, seen.short_start);
+        seen.due = seen.first_change();
         Ok(seen)
     }
 }
