@@ -58,6 +58,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The benchmarks' layer probe (load-tests/README.md, "Layer by layer") is
+# compiled only with this feature: keep it building.
+cargo clippy -p cspulse-load --features layers --all-targets --locked -- -D warnings
 
 # clippy ran build.rs, which installed dashboards-client/node_modules (npm ci).
 step "dashboard client: type check and unit tests (vitest)"

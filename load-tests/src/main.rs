@@ -58,6 +58,11 @@ enum Scenario {
         /// rate: the run to put under a profiler (callgrind, perf).
         #[arg(long)]
         fold_only: bool,
+        /// Fold the same events cut short at each layer (whole fold; no
+        /// refresh; no state applied), interleaved in each run. Needs a build
+        /// with `--features layers`.
+        #[arg(long, conflicts_with = "fold_only")]
+        layers: bool,
     },
     /// Kafka → state vs a raw rdkafka consume of the same topics, same broker.
     Kafka {
@@ -110,9 +115,20 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runs = cli.runs.max(1);
     match cli.scenario {
-        Scenario::Fold { events, accounts, users_per_account, warmup, fold_only } => {
-            fold(events, accounts, users_per_account, warmup, runs, fold_only)
-        }
+        Scenario::Fold { events, accounts, users_per_account, warmup, fold_only, layers } => fold(
+            events,
+            accounts,
+            users_per_account,
+            warmup,
+            runs,
+            if layers {
+                Mode::Layers
+            } else if fold_only {
+                Mode::FoldOnly
+            } else {
+                Mode::Compare
+            },
+        ),
         Scenario::Kafka { events, accounts, partitions, brokers } => kafka(events, accounts, partitions, brokers, runs),
         Scenario::Memory { accounts, users } => memory(accounts, users, runs),
         Scenario::Restart(a) => {
@@ -223,14 +239,30 @@ pub(crate) fn machine() -> serde_json::Value {
     json!({"cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)})
 }
 
+/// What the `fold` scenario measures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Parse-only, decode, and the fold with and without rules.
+    Compare,
+    /// The fold once, for a profiler.
+    FoldOnly,
+    /// The fold cut short at each layer.
+    Layers,
+}
+
 fn fold(
     events: usize,
     accounts: usize,
     users_per_account: usize,
     warmup: usize,
     runs: usize,
-    fold_only: bool,
+    mode: Mode,
 ) -> anyhow::Result<()> {
+    if mode == Mode::Layers && !cfg!(feature = "layers") {
+        bail!(
+            "fold --layers needs a build with the fold's layer probe: cargo build --release -p cspulse-load --features layers"
+        );
+    }
     eprintln!("generating {warmup} + {events} events ({accounts} accounts × ~{users_per_account} users)…");
     let mut warm = corpus(warmup + events, accounts, users_per_account);
     let msgs = warm.split_off(warmup.min(warm.len()));
@@ -242,7 +274,10 @@ fn fold(
         .max()
         .unwrap_or(0)
         + days(1);
-    if fold_only {
+    if mode == Mode::Layers {
+        return fold_layers(&warm, &msgs, wall, runs, (events, warmup, accounts, users_per_account));
+    }
+    if mode == Mode::FoldOnly {
         let mut engine = Engine::new(StateConfig::default());
         let t = Instant::now();
         for (n, batch) in warm.chunks(BATCH).chain(msgs.chunks(BATCH)).enumerate() {
@@ -325,6 +360,82 @@ fn fold(
             "rules_cost": rules_cost,
         }),
     )
+}
+
+/// `fold --layers`: per run, parse-only and then the fold (default rules)
+/// cut short at each layer, every one on a fresh engine warmed with `warm`.
+#[cfg(feature = "layers")]
+fn fold_layers(
+    warm: &[Message],
+    msgs: &[Message],
+    wall: i64,
+    runs: usize,
+    (events, warmup, accounts, users_per_account): (usize, usize, usize, usize),
+) -> anyhow::Result<()> {
+    use cspulse::state::layers::{self, Cut};
+    const CUTS: [(Cut, &str); 3] =
+        [(Cut::Full, "whole fold"), (Cut::NoRefresh, "no refresh"), (Cut::NoState, "no state applied")];
+    let mut parse = Vec::new();
+    // Per cut: events/s and share of the same run's parse-only rate.
+    let mut per_cut: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); CUTS.len()];
+    for run in 0..runs {
+        let t = Instant::now();
+        for m in msgs {
+            black_box(serde_json::from_slice::<Typed<'_>>(&m.payload).ok());
+        }
+        let parsed = rate(msgs.len(), t.elapsed());
+        parse.push(parsed);
+        for (k, (cut, _)) in CUTS.iter().enumerate() {
+            layers::set(*cut);
+            let mut engine = Engine::new(StateConfig::default());
+            for (n, batch) in warm.chunks(BATCH).enumerate() {
+                fold_batch(&mut engine, batch, (n * BATCH) as i64, wall);
+            }
+            let t = Instant::now();
+            for (n, batch) in msgs.chunks(BATCH).enumerate() {
+                fold_batch(&mut engine, batch, (warm.len() + n * BATCH) as i64, wall);
+            }
+            let r = rate(msgs.len(), t.elapsed());
+            per_cut[k].0.push(r);
+            per_cut[k].1.push(r / parsed);
+        }
+        layers::set(Cut::Full);
+        eprintln!("run {}/{runs} done", run + 1);
+    }
+    println!("\nfold by layer: {} events after {} untimed, default rules, one core", msgs.len(), warm.len());
+    println!("  serde_json parse-only (typed struct)  {}", fmt_rate(&stat(parse.clone())));
+    let mut results = serde_json::Map::new();
+    for ((_, name), (rates, shares)) in CUTS.iter().zip(per_cut) {
+        let each: Vec<String> = shares.iter().map(|s| format!("{:.1}%", s * 100.0)).collect();
+        let share = stat(shares);
+        println!(
+            "  {name:<36}  {}  = {:.1}% of parse-only ({})",
+            fmt_rate(&stat(rates.clone())),
+            share.median * 100.0,
+            each.join(", ")
+        );
+        let r = stat(rates);
+        results.insert(
+            name.replace(' ', "_"),
+            json!({"per_s": {"median": r.median, "min": r.min, "max": r.max}, "share_of_parse_only": {"median": share.median, "min": share.min, "max": share.max}}),
+        );
+    }
+    println!(
+        "reproduce: cargo run --release -p cspulse-load --features layers -- fold --layers --events {events} --warmup {warmup} --accounts {accounts} --users-per-account {users_per_account} --runs {runs}"
+    );
+    let p = stat(parse);
+    results.insert("parse_only_per_s".into(), json!({"median": p.median, "min": p.min, "max": p.max}));
+    results.insert("events".into(), json!(msgs.len()));
+    results.insert("warmup".into(), json!(warm.len()));
+    results.insert("accounts".into(), json!(accounts));
+    results.insert("runs".into(), json!(runs));
+    results.insert("machine".into(), machine());
+    write_results("fold-layers", serde_json::Value::Object(results))
+}
+
+#[cfg(not(feature = "layers"))]
+fn fold_layers(_: &[Message], _: &[Message], _: i64, _: usize, _: (usize, usize, usize, usize)) -> anyhow::Result<()> {
+    unreachable!("refused in fold() without the layers feature")
 }
 
 /// Folds one batch as the ingest loop does (offsets from `first`); returns

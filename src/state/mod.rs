@@ -18,6 +18,7 @@ pub mod config;
 pub mod encoding;
 pub mod health;
 pub mod ids;
+pub mod layers;
 #[cfg(test)]
 pub mod naive;
 pub mod scope;
@@ -517,6 +518,9 @@ impl Engine {
         let seq = self.seq;
         let account = &mut self.slots[idx as usize].account;
         account.advance(now, &self.cfg, &mut self.features);
+        if layers::cut() == layers::Cut::NoState {
+            return idx;
+        }
         match &ev.body {
             Body::Account(upsert) => account.info.upsert(upsert, ev.ts),
             Body::Usage { user_id, feature } => {
@@ -526,7 +530,9 @@ impl Engine {
             Body::Ticket(t) => account.tickets.apply(t, ev.ts, seq, now),
             Body::Revenue { kind, arr_cents } => account.revenue.record(ev.ts, seq, *kind, *arr_cents),
         }
-        self.refresh(idx);
+        if layers::cut() == layers::Cut::Full {
+            self.refresh(idx);
+        }
         if self.alerting.rules().events.iter().any(|r| r.on == ev.body.topic()) {
             let context = account_context(&self.slots[idx as usize].account);
             self.alerting.on_event(ev.body.topic(), &|f| event_field(ev, f), context, now);
