@@ -403,18 +403,13 @@ fn fold_layers(
         eprintln!("run {}/{runs} done", run + 1);
     }
     println!("\nfold by layer: {} events after {} untimed, default rules, one core", msgs.len(), warm.len());
-    println!("  serde_json parse-only (typed struct)  {}", fmt_rate(&stat(parse.clone())));
+    let parse = stat(parse);
+    println!("  serde_json parse-only (typed struct)  {}", fmt_rate(&parse));
     let mut results = serde_json::Map::new();
     for ((_, name), (rates, shares)) in CUTS.iter().zip(per_cut) {
         let each: Vec<String> = shares.iter().map(|s| format!("{:.1}%", s * 100.0)).collect();
-        let share = stat(shares);
-        println!(
-            "  {name:<36}  {}  = {:.1}% of parse-only ({})",
-            fmt_rate(&stat(rates.clone())),
-            share.median * 100.0,
-            each.join(", ")
-        );
-        let r = stat(rates);
+        let (r, share) = (stat(rates), stat(shares));
+        println!("  {name:<36}  {}  = {:.1}% of parse-only ({})", fmt_rate(&r), share.median * 100.0, each.join(", "));
         results.insert(
             name.replace(' ', "_"),
             json!({"per_s": {"median": r.median, "min": r.min, "max": r.max}, "share_of_parse_only": {"median": share.median, "min": share.min, "max": share.max}}),
@@ -423,8 +418,7 @@ fn fold_layers(
     println!(
         "reproduce: cargo run --release -p cspulse-load --features layers -- fold --layers --events {events} --warmup {warmup} --accounts {accounts} --users-per-account {users_per_account} --runs {runs}"
     );
-    let p = stat(parse);
-    results.insert("parse_only_per_s".into(), json!({"median": p.median, "min": p.min, "max": p.max}));
+    results.insert("parse_only_per_s".into(), json!({"median": parse.median, "min": parse.min, "max": parse.max}));
     results.insert("events".into(), json!(msgs.len()));
     results.insert("warmup".into(), json!(warm.len()));
     results.insert("accounts".into(), json!(accounts));
