@@ -5,7 +5,8 @@
 //! `cspulse-decode` polls batches of up to 1,024 messages and decodes them,
 //! `cspulse-ingest` folds each batch under the engine lock (in the order
 //! polled) and hands alerts to the push layer, and `cspulse-publish`
-//! produces the dead letters and alerts to Kafka and releases the messages.
+//! builds and produces the dead letters, produces the alerts to Kafka and
+//! releases the messages.
 //! So decoding and producing overlap the fold instead of adding to it (the
 //! fold is the one step that must be serial). Offsets are never
 //! committed to Kafka: the engine records, per partition, the offset of the
@@ -460,20 +461,19 @@ unsafe fn payload_for_consumer<'c>(m: &BorrowedMessage<'c>) -> &'c [u8] {
 /// Folds one batch under the engine lock and hands the alerts it raised to
 /// the push layer; what is left to produce goes to the publishing thread.
 fn fold<'c>(mut batch: Batch<'c>, shared: &Shared) -> Folded<'c> {
-    let mut dead: Vec<(Option<Vec<u8>>, Vec<u8>)> = Vec::new();
+    // Rejected messages by their place in the batch: their dead-letter
+    // records are built off the lock, by the publishing thread.
+    let mut rejected: Vec<(usize, Rejection)> = Vec::new();
     let alerts = {
-        let Batch { decoded, inputs, places, messages } = &mut batch;
+        let Batch { decoded, inputs, places, .. } = &mut batch;
         let mut engine = shared.engine();
         let started = Instant::now();
         let mut k = 0;
-        engine.fold_decoded_batch(inputs, std::mem::take(decoded), |input, outcome| {
-            let m = &messages[places[k]];
-            k += 1;
+        engine.fold_decoded_batch(inputs, std::mem::take(decoded), |_, outcome| {
             if let Outcome::Rejected(r) = outcome {
-                debug!(reason = r.reason.as_str(), detail = %r.detail, topic = m.topic(), offset = m.offset(), "rejected");
-                let record = dead_letter_record(&r, m.topic(), m.partition(), m.offset(), m.key(), input.payload);
-                dead.push((m.key().map(<[u8]>::to_vec), serde_json::to_vec(&record).unwrap_or_default()));
+                rejected.push((places[k], r));
             }
+            k += 1;
         });
         if !inputs.is_empty() {
             histogram!("cspulse_fold_seconds").record(started.elapsed().as_secs_f64() / inputs.len() as f64);
@@ -490,13 +490,14 @@ fn fold<'c>(mut batch: Batch<'c>, shared: &Shared) -> Folded<'c> {
             alert
         })
         .collect();
-    Folded { dead, alerts, messages: batch.into_messages() }
+    Folded { rejected, alerts, messages: batch.into_messages() }
 }
 
 /// What a folded batch leaves to do off the folding thread: produce its dead
 /// letters and alerts, and destroy its messages.
 struct Folded<'c> {
-    dead: Vec<(Option<Vec<u8>>, Vec<u8>)>,
+    /// The rejected messages: their place in `messages`, and why.
+    rejected: Vec<(usize, Rejection)>,
     alerts: Vec<Arc<Alert>>,
     messages: Vec<BorrowedMessage<'c>>,
 }
@@ -506,11 +507,22 @@ impl Folded<'_> {
     /// by scope id (at least once: the producer is idempotent and retries),
     /// counting them.
     fn publish(self, producer: &ThreadedProducer<DefaultProducerContext>, outputs: &Outputs, stop: &AtomicBool) {
-        drop(self.messages);
-        for (key, body) in self.dead {
+        let Folded { rejected, alerts, messages } = self;
+        let dead: Vec<(Option<Vec<u8>>, Vec<u8>)> = rejected
+            .iter()
+            .map(|(place, r)| {
+                let m = &messages[*place];
+                debug!(reason = r.reason.as_str(), detail = %r.detail, topic = m.topic(), offset = m.offset(), "rejected");
+                let payload = m.payload().unwrap_or_default();
+                let record = dead_letter_record(r, m.topic(), m.partition(), m.offset(), m.key(), payload);
+                (m.key().map(<[u8]>::to_vec), serde_json::to_vec(&record).unwrap_or_default())
+            })
+            .collect();
+        drop(messages);
+        for (key, body) in dead {
             send_with_retry(producer, &outputs.deadletter, key.as_deref(), &body, stop);
         }
-        for alert in self.alerts {
+        for alert in alerts {
             counter!("cspulse_alerts_emitted_total", "rule" => alert.rule.clone(), "state" => alert.state.as_str())
                 .increment(1);
             let body = serde_json::to_vec(&alert.to_json()).unwrap_or_default();
