@@ -201,6 +201,7 @@ struct Typed<'a> {
     arr: Option<f64>,
 }
 
+#[derive(serde::Serialize)]
 pub(crate) struct Stat {
     median: f64,
     min: f64,
@@ -290,11 +291,7 @@ fn fold(
     let mut accepted = 0;
     let mut transitions = 0;
     for run in 0..runs {
-        let t = Instant::now();
-        for m in &msgs {
-            black_box(serde_json::from_slice::<Typed<'_>>(&m.payload).ok());
-        }
-        parse.push(rate(msgs.len(), t.elapsed()));
+        parse.push(parse_only_rate(&msgs));
 
         let t = Instant::now();
         for m in &msgs {
@@ -306,21 +303,9 @@ fn fold(
         let no_rules = StateConfig { rules: cspulse::alert::Rules::default(), ..StateConfig::default() };
         for (cfg, out) in [(no_rules, &mut bare), (StateConfig::default(), &mut full)] {
             let mut engine = Engine::new(cfg);
-            let mut offset = 0;
-            // In batches, as the ingest loop folds what one poll round brings.
-            let mut fold = |engine: &mut Engine, batch: &[Message]| {
-                let transitions = fold_batch(engine, batch, offset, wall);
-                offset += batch.len() as i64;
-                transitions
-            };
-            for batch in warm.chunks(BATCH) {
-                fold(&mut engine, batch);
-            }
-            let t = Instant::now();
-            for batch in msgs.chunks(BATCH) {
-                transitions += fold(&mut engine, batch);
-            }
-            out.push(rate(msgs.len(), t.elapsed()));
+            let (r, made) = warm_then_time(&mut engine, &warm, &msgs, wall);
+            out.push(r);
+            transitions += made;
             accepted = engine.stats().accepted.iter().sum::<u64>();
         }
         eprintln!("run {}/{runs} done", run + 1);
@@ -352,10 +337,10 @@ fn fold(
         json!({
             "events": msgs.len(), "warmup": warm.len(), "accounts": accounts, "users_per_account": users_per_account, "runs": runs,
             "avg_bytes": bytes as f64 / msgs.len() as f64, "machine": machine(),
-            "parse_only_per_s": {"median": parse.median, "min": parse.min, "max": parse.max},
-            "decode_per_s": {"median": dec.median, "min": dec.min, "max": dec.max},
-            "fold_per_s": {"median": full.median, "min": full.min, "max": full.max},
-            "fold_without_rules_per_s": {"median": bare.median, "min": bare.min, "max": bare.max},
+            "parse_only_per_s": parse,
+            "decode_per_s": dec,
+            "fold_per_s": full,
+            "fold_without_rules_per_s": bare,
             "fold_over_parse": ratio,
             "rules_cost": rules_cost,
         }),
@@ -379,57 +364,63 @@ fn fold_layers(
     // Per cut: events/s and share of the same run's parse-only rate.
     let mut per_cut: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); CUTS.len()];
     for run in 0..runs {
-        let t = Instant::now();
-        for m in msgs {
-            black_box(serde_json::from_slice::<Typed<'_>>(&m.payload).ok());
-        }
-        let parsed = rate(msgs.len(), t.elapsed());
+        let parsed = parse_only_rate(msgs);
         parse.push(parsed);
-        for (k, (cut, _)) in CUTS.iter().enumerate() {
+        for ((cut, _), (rates, shares)) in CUTS.iter().zip(&mut per_cut) {
             layers::set(*cut);
-            let mut engine = Engine::new(StateConfig::default());
-            for (n, batch) in warm.chunks(BATCH).enumerate() {
-                fold_batch(&mut engine, batch, (n * BATCH) as i64, wall);
-            }
-            let t = Instant::now();
-            for (n, batch) in msgs.chunks(BATCH).enumerate() {
-                fold_batch(&mut engine, batch, (warm.len() + n * BATCH) as i64, wall);
-            }
-            let r = rate(msgs.len(), t.elapsed());
-            per_cut[k].0.push(r);
-            per_cut[k].1.push(r / parsed);
+            let (r, _) = warm_then_time(&mut Engine::new(StateConfig::default()), warm, msgs, wall);
+            rates.push(r);
+            shares.push(r / parsed);
         }
         layers::set(Cut::Full);
         eprintln!("run {}/{runs} done", run + 1);
     }
-    println!("\nfold by layer: {} events after {} untimed, default rules, one core", msgs.len(), warm.len());
     let parse = stat(parse);
+    println!("\nfold by layer: {} events after {} untimed, default rules, one core", msgs.len(), warm.len());
     println!("  serde_json parse-only (typed struct)  {}", fmt_rate(&parse));
-    let mut results = serde_json::Map::new();
+    let mut results = json!({
+        "events": msgs.len(), "warmup": warm.len(), "accounts": accounts, "runs": runs, "machine": machine(),
+        "parse_only_per_s": parse,
+    });
     for ((_, name), (rates, shares)) in CUTS.iter().zip(per_cut) {
         let each: Vec<String> = shares.iter().map(|s| format!("{:.1}%", s * 100.0)).collect();
         let (r, share) = (stat(rates), stat(shares));
         println!("  {name:<36}  {}  = {:.1}% of parse-only ({})", fmt_rate(&r), share.median * 100.0, each.join(", "));
-        results.insert(
-            name.replace(' ', "_"),
-            json!({"per_s": {"median": r.median, "min": r.min, "max": r.max}, "share_of_parse_only": {"median": share.median, "min": share.min, "max": share.max}}),
-        );
+        results[name.replace(' ', "_")] = json!({"per_s": r, "share_of_parse_only": share});
     }
     println!(
         "reproduce: cargo run --release -p cspulse-load --features layers -- fold --layers --events {events} --warmup {warmup} --accounts {accounts} --users-per-account {users_per_account} --runs {runs}"
     );
-    results.insert("parse_only_per_s".into(), json!({"median": parse.median, "min": parse.min, "max": parse.max}));
-    results.insert("events".into(), json!(msgs.len()));
-    results.insert("warmup".into(), json!(warm.len()));
-    results.insert("accounts".into(), json!(accounts));
-    results.insert("runs".into(), json!(runs));
-    results.insert("machine".into(), machine());
-    write_results("fold-layers", serde_json::Value::Object(results))
+    write_results("fold-layers", results)
 }
 
 #[cfg(not(feature = "layers"))]
 fn fold_layers(_: &[Message], _: &[Message], _: i64, _: usize, _: (usize, usize, usize, usize)) -> anyhow::Result<()> {
     unreachable!("refused in fold() without the layers feature")
+}
+
+/// serde_json parse-only of `msgs` into a typed struct: events/s (the baseline).
+fn parse_only_rate(msgs: &[Message]) -> f64 {
+    let t = Instant::now();
+    for m in msgs {
+        black_box(serde_json::from_slice::<Typed<'_>>(&m.payload).ok());
+    }
+    rate(msgs.len(), t.elapsed())
+}
+
+/// Folds `warm` untimed and then `msgs` timed, in batches as the ingest loop
+/// folds what one poll round brings; returns the events/s of `msgs` and the
+/// alert transitions they made.
+fn warm_then_time(engine: &mut Engine, warm: &[Message], msgs: &[Message], wall: i64) -> (f64, usize) {
+    for (n, batch) in warm.chunks(BATCH).enumerate() {
+        fold_batch(engine, batch, (n * BATCH) as i64, wall);
+    }
+    let t = Instant::now();
+    let mut transitions = 0;
+    for (n, batch) in msgs.chunks(BATCH).enumerate() {
+        transitions += fold_batch(engine, batch, (warm.len() + n * BATCH) as i64, wall);
+    }
+    (rate(msgs.len(), t.elapsed()), transitions)
 }
 
 /// Folds one batch as the ingest loop does (offsets from `first`); returns
@@ -524,8 +515,8 @@ fn kafka(events: usize, accounts: usize, partitions: i32, brokers: Option<String
         "kafka",
         json!({
             "events": total, "partitions_per_topic": partitions, "runs": runs, "machine": machine(),
-            "raw_per_s": {"median": raw.median, "min": raw.min, "max": raw.max},
-            "engine_per_s": {"median": eng.median, "min": eng.min, "max": eng.max},
+            "raw_per_s": raw,
+            "engine_per_s": eng,
             "engine_over_raw": ratio,
         }),
     )
