@@ -39,6 +39,7 @@ impl App {
         crate::telemetry::prometheus();
         let engine = Engine::new(config.state_config());
         let shared = Arc::new(Shared::new(engine, TopicNames::new(&config.kafka.topics)));
+        shared.set_outbox_max(config.alerts.outbox_max);
         let store = Arc::new(Store::open(&config.state.store, &config.kafka.group_id).context("state.store")?);
         let checkpoint_status = Arc::new(CheckpointStatus::default());
         let listener = TcpListener::bind(config.http.listen)

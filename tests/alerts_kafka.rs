@@ -89,6 +89,7 @@ async fn alerts_reach_the_topic_rest_metrics_and_push() {
 
     // Pushed the moment they were folded, in order.
     let first = tokio::time::timeout(Duration::from_secs(5), pushed.recv()).await.unwrap().unwrap();
+    let cspulse::ingest::Pushed::Alert(first) = first else { panic!("an alert first: {first:?}") };
     assert_eq!(first.rule, "account_red");
 
     let (status, all) = get(&format!("{base}/api/v1/alerts?state=firing"), Some(&token(Role::Manager, None))).await;

@@ -3,13 +3,20 @@
 //! the alert messages of §5.3.
 //!
 //! Part of the fold: synchronous, no clock, no I/O. Transitions collect in
-//! an outbox that the ingest loop drains after each batch (to Kafka, metrics
-//! and the push layer). Firing alerts and cooldowns are engine state, so a
-//! restored engine does not fire again what is already firing.
+//! a list that the ingest loop takes after each batch; it posts them to the
+//! delivery outbox ([`Alerting::post`]), where each stays, checkpointed with
+//! the rest of the state, until the broker has acknowledged it
+//! ([`Alerting::ack`]), so a crash re-produces every transition not yet
+//! acknowledged (§5.3 additions). Firing alerts and cooldowns are engine
+//! state, so a restored engine does not fire again what is already firing.
+//!
+//! An account alert always carries the account's current name, owner and
+//! segment: when one of them changes while the alert fires, the alert is
+//! emitted again as `updated` with the next `version` (§5 additions).
 
 pub mod rules;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hasher;
 
 use serde_json::{Map, Value, json};
@@ -26,6 +33,8 @@ pub enum AlertState {
     Firing,
     Resolved,
     Fired,
+    /// A firing alert's account context changed (name, owner or segment).
+    Updated,
 }
 
 impl AlertState {
@@ -34,6 +43,7 @@ impl AlertState {
             AlertState::Firing => "firing",
             AlertState::Resolved => "resolved",
             AlertState::Fired => "fired",
+            AlertState::Updated => "updated",
         }
     }
 }
@@ -61,6 +71,9 @@ pub struct Alert {
     pub started_at: Ts,
     pub values: Vec<(String, MetricValue)>,
     pub message: String,
+    /// How many times the alert was `updated` so far: 0 when it fired,
+    /// 1, 2, … on its updates; a `resolved` carries the latest.
+    pub version: u32,
 }
 
 impl Alert {
@@ -77,6 +90,7 @@ impl Alert {
             "started_at": format_rfc3339(self.started_at),
             "values": values,
             "message": self.message,
+            "version": self.version,
         });
         if let Some(a) = &self.account {
             let m = o.as_object_mut().expect("object");
@@ -130,6 +144,7 @@ pub struct StoredAlerting {
     #[allow(clippy::type_complexity)]
     scopes: Vec<(ScopeKind, String, Vec<(String, Option<Alert>, Option<Ts>)>)>,
     scope_wakes: Vec<(Ts, ScopeKind, String)>,
+    /// Transitions not yet acknowledged by the broker, in the order emitted.
     outbox: Vec<Alert>,
 }
 
@@ -178,7 +193,13 @@ pub struct Alerting {
     states: [FastMap<SmolStr, ScopeAlerts>; 4],
     /// Non-account scopes to re-evaluate when a cooldown ends.
     scope_wakes: BTreeSet<(Ts, ScopeKind, String)>,
+    /// Transitions since the last `take_outbox`/`post`.
     outbox: Vec<Alert>,
+    /// The delivery outbox: posted transitions not yet acknowledged by the
+    /// broker, by their number (checkpointed; re-produced after a restart).
+    unacked: BTreeMap<u64, Alert>,
+    /// The number the next posted transition gets.
+    next_post: u64,
     /// Per scope kind, whether it has rules, and whether any has a cooldown
     /// (asked on every account refresh: read off, not searched).
     has_rules: [bool; 4],
@@ -253,8 +274,10 @@ impl Alerting {
                 state.firing[i] = Some(alert);
                 counts[rule.severity.index()] += 1;
             } else {
-                let started = state.firing[i].take().expect("firing").started_at;
-                self.outbox.push(transition(rule, s, context, now, started, AlertState::Resolved));
+                let fired = state.firing[i].take().expect("firing");
+                let mut resolved = transition(rule, s, context, now, fired.started_at, AlertState::Resolved);
+                resolved.version = fired.version;
+                self.outbox.push(resolved);
                 if rule.cooldown > 0 {
                     let until = now + rule.cooldown;
                     state.cooldown_until[i] = Some(until);
@@ -326,13 +349,70 @@ impl Alerting {
                 started_at: now,
                 values,
                 message,
+                version: 0,
             });
         }
     }
 
-    /// Transitions since the last call.
+    /// Re-emits the firing alerts of an account as `updated` (next
+    /// `version`) where `context` (its current name, owner and segment)
+    /// differs from what they carry. Alerts fired or resolved in the same
+    /// step already carry it; event-rule alerts never stay firing.
+    pub fn update_context(&mut self, account_id: &str, context: &dyn Fn() -> AccountContext, now: Ts) {
+        let Some(state) = self.states[ScopeKind::Account as usize].get_mut(account_id) else { return };
+        let mut current = None;
+        for (rule, alert) in self.rules.conditions.iter().zip(&mut state.firing) {
+            let Some(alert) = alert else { continue };
+            let context = current.get_or_insert_with(context);
+            if alert.account.as_ref() == Some(&*context) {
+                continue;
+            }
+            alert.account = Some(context.clone());
+            alert.version += 1;
+            // The message names the account as it is now.
+            alert.message =
+                message(rule, ScopeKind::Account, &alert.scope_id, alert.account.as_ref(), &alert.values, alert.state);
+            let mut updated = alert.clone();
+            updated.state = AlertState::Updated;
+            updated.ts = now;
+            self.outbox.push(updated);
+        }
+    }
+
+    /// Transitions since the last call (not tracked for delivery: for
+    /// callers that deliver nothing, such as tests and benchmarks).
     pub fn take_outbox(&mut self) -> Vec<Alert> {
         std::mem::take(&mut self.outbox)
+    }
+
+    /// Moves the transitions since the last call into the delivery outbox
+    /// and returns them with their outbox numbers: each stays there (and in
+    /// every checkpoint) until [`Alerting::ack`].
+    pub fn post(&mut self) -> Vec<(u64, Alert)> {
+        let posted: Vec<(u64, Alert)> = std::mem::take(&mut self.outbox)
+            .into_iter()
+            .map(|alert| {
+                let n = self.next_post;
+                self.next_post += 1;
+                self.unacked.insert(n, alert.clone());
+                (n, alert)
+            })
+            .collect();
+        posted
+    }
+
+    /// The broker acknowledged transition `n`: it leaves the outbox.
+    pub fn ack(&mut self, n: u64) {
+        self.unacked.remove(&n);
+    }
+
+    /// Posted transitions not yet acknowledged, oldest first.
+    pub fn unacked(&self) -> impl Iterator<Item = (u64, &Alert)> {
+        self.unacked.iter().map(|(n, a)| (*n, a))
+    }
+
+    pub fn unacked_len(&self) -> usize {
+        self.unacked.len()
     }
 
     /// The lifecycle state with rules named, not numbered, so a checkpoint
@@ -350,7 +430,9 @@ impl Alerting {
                 scopes.push((kind, id.to_string(), per_rule));
             }
         }
-        StoredAlerting { scopes, scope_wakes: self.scope_wakes.iter().cloned().collect(), outbox: self.outbox.clone() }
+        // Posted and not acknowledged, then not yet posted: the order emitted.
+        let outbox = self.unacked.values().chain(&self.outbox).cloned().collect();
+        StoredAlerting { scopes, scope_wakes: self.scope_wakes.iter().cloned().collect(), outbox }
     }
 
     /// Rebuilds the lifecycle state for `rules`; the state of rules that no
@@ -371,7 +453,10 @@ impl Alerting {
             }
         }
         a.scope_wakes = stored.scope_wakes.into_iter().collect();
-        a.outbox = stored.outbox;
+        // Everything the checkpoint holds was emitted (and pushed) before:
+        // it is only left to be produced again.
+        a.unacked = stored.outbox.into_iter().enumerate().map(|(n, alert)| (n as u64, alert)).collect();
+        a.next_post = a.unacked.len() as u64;
         a
     }
 
@@ -390,7 +475,7 @@ fn transition(
     state: AlertState,
 ) -> Alert {
     let values: Vec<(String, MetricValue)> = rule.when.iter().map(|c| (c.path.clone(), (s.metric)(c.metric))).collect();
-    let message = message(rule, s, account.as_ref(), &values, state);
+    let message = message(rule, s.scope, s.scope_id, account.as_ref(), &values, state);
     Alert {
         alert_id: alert_id(&rule.name, s.scope, s.scope_id, started_at),
         rule: rule.name.clone(),
@@ -403,6 +488,7 @@ fn transition(
         started_at,
         values,
         message,
+        version: 0,
     }
 }
 
@@ -417,17 +503,18 @@ fn num(values: &[(String, MetricValue)], path: &str) -> f64 {
 /// A human-readable line for the alert.
 fn message(
     rule: &ConditionRule,
-    s: &Subject<'_>,
+    scope: ScopeKind,
+    scope_id: &str,
     account: Option<&AccountContext>,
     values: &[(String, MetricValue)],
     state: AlertState,
 ) -> String {
     let who = account.map_or_else(
-        || match s.scope {
+        || match scope {
             ScopeKind::Portfolio => "The portfolio".to_owned(),
-            ScopeKind::Segment => format!("Segment {}", s.scope_id),
-            ScopeKind::Csm => format!("The book of {}", s.scope_id),
-            ScopeKind::Account => s.scope_id.to_owned(),
+            ScopeKind::Segment => format!("Segment {scope_id}"),
+            ScopeKind::Csm => format!("The book of {scope_id}"),
+            ScopeKind::Account => scope_id.to_owned(),
         },
         |a| a.name.clone().unwrap_or_else(|| a.account_id.clone()),
     );

@@ -72,9 +72,10 @@ pub struct Config {
     pub push: PushConfig,
     pub readiness: ReadinessConfig,
     pub log: LogConfig,
-    /// Alert rules (§5); the default rule set applies when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alerts: Option<AlertsConfig>,
+    /// Alert rules (§5; the default rule set applies when absent) and the
+    /// delivery outbox's bound (§5.3 additions).
+    #[serde(default)]
+    pub alerts: AlertsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -231,12 +232,24 @@ pub struct LogConfig {
     pub level: String,
 }
 
-/// `[[alerts.rules]]`, interpreted by the alert engine.
+/// `[alerts]`: `[[alerts.rules]]`, interpreted by the alert engine, and
+/// `outbox_max`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
-    #[serde(default)]
-    pub rules: Vec<serde_json::Value>,
+    /// The configured rules; `None` (no `[[alerts.rules]]`): the defaults of
+    /// §5.1. (An `[alerts]` table with only `outbox_max` keeps the defaults.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<serde_json::Value>>,
+    /// Alert transitions held until the broker acknowledges them; when this
+    /// many wait, ingestion pauses until they drain (nothing is dropped).
+    pub outbox_max: usize,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig { rules: None, outbox_max: 100_000 }
+    }
 }
 
 impl Config {
@@ -314,6 +327,9 @@ impl Config {
         if !(store == "memory" || store.starts_with("file://") || store.starts_with("redis://")) {
             return bad("state.store", "must be file://DIR, redis://HOST:PORT/DB or memory");
         }
+        if self.alerts.outbox_max == 0 {
+            return bad("alerts.outbox_max", "must be > 0");
+        }
         if let Err(e) = self.rules() {
             return Err(ConfigError::Invalid { key: "alerts.rules", problem: e.to_string() });
         }
@@ -345,8 +361,8 @@ impl Config {
     pub fn rules(&self) -> Result<crate::alert::Rules, crate::alert::rules::RuleError> {
         let t = &self.kafka.topics;
         let names = [t.accounts.clone(), t.usage.clone(), t.tickets.clone(), t.revenue.clone()];
-        match &self.alerts {
-            Some(a) => crate::alert::Rules::parse(&a.rules, &names),
+        match &self.alerts.rules {
+            Some(rules) => crate::alert::Rules::parse(rules, &names),
             None => crate::alert::Rules::parse(&crate::alert::rules::default_rules(), &names),
         }
     }

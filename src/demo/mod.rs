@@ -135,7 +135,7 @@ fn role_name(role: Role) -> &'static str {
 }
 
 fn send(producer: &ThreadedProducer<DefaultProducerContext>, topics: &TopicNames, m: &Message, stop: &AtomicBool) {
-    crate::ingest::send_with_retry(producer, topics.name(m.topic), Some(m.key.as_bytes()), &m.payload, stop);
+    crate::ingest::send_with_retry(producer, topics.name(m.topic), Some(m.key.as_bytes()), &m.payload, stop, || ());
 }
 
 /// Backfills history, then streams live events stamped with the wall clock.

@@ -128,10 +128,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let restored = state.shared.restored.load(Ordering::SeqCst);
     let lag = state.shared.lag();
     let total = lag.total();
-    let ready = restored && lag.known && total <= state.max_lag as i64;
+    let paused = state.shared.paused();
+    let ready = restored && lag.known && total <= state.max_lag as i64 && paused.is_none();
     let body = json!({
         "ready": ready,
         "restored": restored,
+        "ingestion_paused": paused,
         "partitions_assigned": lag.assigned,
         "lag_known": lag.known,
         "lag": total,

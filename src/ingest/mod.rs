@@ -7,6 +7,15 @@
 //! polled) and hands alerts to the push layer, and `cspulse-publish`
 //! builds and produces the dead letters, produces the alerts to Kafka and
 //! releases the messages.
+//!
+//! Alerts are delivered at least once (§5.3 additions): each transition is
+//! posted to the engine's outbox when it is folded and leaves it only when
+//! the broker acknowledges it (the delivery report), so every checkpoint
+//! holds the transitions still unacknowledged and a restart produces them
+//! again. A failed delivery is counted and retried with exponential backoff,
+//! without limit. While the outbox holds `alerts.outbox_max` transitions the
+//! consumer is paused (the group membership stays alive) and `/readyz` says
+//! why; nothing is ever dropped.
 //! So decoding and producing overlap the fold instead of adding to it (the
 //! fold is the one step that must be serial). Offsets are never
 //! committed to Kafka: the engine records, per partition, the offset of the
@@ -18,8 +27,8 @@
 
 pub mod decode;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,7 +40,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -83,10 +92,25 @@ pub struct Shared {
     assigned: Mutex<Vec<(Topic, i32)>>,
     /// Set once the state is restored (checkpoint loaded, or none to load).
     pub restored: AtomicBool,
-    /// Alert transitions, the moment they are folded (for the push layer).
-    pub alerts: tokio::sync::broadcast::Sender<Arc<Alert>>,
+    /// Alert transitions and book changes, the moment they are folded, in
+    /// fold order (for the push layer).
+    pub alerts: tokio::sync::broadcast::Sender<Pushed>,
+    /// Alert transitions waiting for the broker's acknowledgement.
+    outbox_len: AtomicUsize,
+    /// `alerts.outbox_max`: at this many, ingestion pauses.
+    outbox_max: AtomicUsize,
+    /// Set while ingestion is paused because the outbox is full.
+    paused: AtomicBool,
     /// Signalled after every batch folded (real-time push topics).
     pub folded: tokio::sync::Notify,
+}
+
+/// What the push layer learns from each folded batch, in fold order: its
+/// alert transitions, then the CSMs whose book changed in it.
+#[derive(Clone, Debug)]
+pub enum Pushed {
+    Alert(Arc<Alert>),
+    Books(Arc<[Arc<str>]>),
 }
 
 /// Consumer lag as the engine sees it: high watermark minus its position.
@@ -116,7 +140,35 @@ impl Shared {
             restored: AtomicBool::new(false),
             alerts: tokio::sync::broadcast::channel(4096).0,
             folded: tokio::sync::Notify::new(),
+            outbox_len: AtomicUsize::new(0),
+            outbox_max: AtomicUsize::new(100_000),
+            paused: AtomicBool::new(false),
         }
+    }
+
+    /// Sets `alerts.outbox_max`.
+    pub fn set_outbox_max(&self, max: usize) {
+        self.outbox_max.store(max.max(1), Ordering::Relaxed);
+    }
+
+    /// Why ingestion is paused, if it is.
+    pub fn paused(&self) -> Option<String> {
+        self.paused.load(Ordering::Relaxed).then(|| {
+            format!(
+                "alert outbox full: {} transitions await the broker's acknowledgement (alerts.outbox_max = {})",
+                self.outbox_len.load(Ordering::Relaxed),
+                self.outbox_max.load(Ordering::Relaxed)
+            )
+        })
+    }
+
+    fn outbox_full(&self) -> bool {
+        self.outbox_len.load(Ordering::Relaxed) >= self.outbox_max.load(Ordering::Relaxed)
+    }
+
+    fn note_outbox(&self, len: usize) {
+        self.outbox_len.store(len, Ordering::Relaxed);
+        metrics::gauge!("cspulse_alert_outbox").set(len as f64);
     }
 
     pub fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
@@ -233,14 +285,83 @@ pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// Producer of dead letters (and, later, alerts).
-pub fn producer(kafka: &KafkaConfig) -> Result<ThreadedProducer<DefaultProducerContext>, KafkaError> {
+/// The producers' configuration: idempotent, so librdkafka's own retries
+/// never duplicate or reorder a partition's records.
+fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut c = client_config(kafka);
     c.set("enable.idempotence", "true").set("linger.ms", "5");
+    if !kafka.properties.contains_key("message.timeout.ms") {
+        // A record the broker has not taken within this is reported failed,
+        // counted and produced again (alerts) rather than waited on silently.
+        c.set("message.timeout.ms", "30000");
+    }
     for key in ["fetch.wait.max.ms", "session.timeout.ms", "heartbeat.interval.ms"] {
         c.remove(key);
     }
-    c.create()
+    c
+}
+
+/// A producer whose deliveries nobody tracks (the demo's generator).
+pub fn producer(
+    kafka: &KafkaConfig,
+) -> Result<ThreadedProducer<rdkafka::producer::DefaultProducerContext>, KafkaError> {
+    producer_config(kafka).create()
+}
+
+/// What a produced record is, for its delivery report.
+pub enum Delivery {
+    DeadLetter,
+    /// Outbox entry `n` (see [`Engine::post_alerts`]), on its `attempt`.
+    Alert {
+        n: u64,
+        alert: Arc<Alert>,
+        attempt: u32,
+    },
+}
+
+/// Delivery reports of the ingest producer: an acknowledged alert leaves
+/// the engine's outbox; a failed one is counted and queued for another try.
+pub struct Deliveries {
+    shared: Arc<Shared>,
+    retry: std::sync::mpsc::Sender<(u64, Arc<Alert>, u32)>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Box<Delivery>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, delivery: Box<Delivery>) {
+        match (*delivery, result) {
+            (Delivery::DeadLetter, Ok(_)) => {}
+            (Delivery::DeadLetter, Err((e, _))) => {
+                counter!("cspulse_produce_errors_total", "topic" => "deadletter").increment(1);
+                warn!(error = %e, "dead letter not delivered");
+            }
+            (Delivery::Alert { n, alert, .. }, Ok(_)) => {
+                counter!("cspulse_alerts_delivered_total", "state" => alert.state.as_str()).increment(1);
+                let left = self.shared.engine().ack_alert(n);
+                self.shared.note_outbox(left);
+            }
+            (Delivery::Alert { n, alert, attempt }, Err((e, _))) => {
+                counter!("cspulse_alert_delivery_errors_total").increment(1);
+                warn!(error = %e, alert_id = %alert.alert_id, attempt, "alert not delivered; will retry");
+                let _ = self.retry.send((n, alert, attempt + 1));
+            }
+        }
+    }
+}
+
+/// The ingest producer (dead letters and alerts).
+type IngestProducer = ThreadedProducer<Deliveries>;
+/// Failed alert deliveries: outbox number, the alert, the next attempt.
+type Retries = std::sync::mpsc::Receiver<(u64, Arc<Alert>, u32)>;
+
+/// The ingest producer and the receiving end of its failed alert deliveries.
+fn ingest_producer(kafka: &KafkaConfig, shared: Arc<Shared>) -> Result<(IngestProducer, Retries), KafkaError> {
+    let (retry, retries) = std::sync::mpsc::channel();
+    let producer = producer_config(kafka).create_with_context(Deliveries { shared, retry })?;
+    Ok((producer, retries))
 }
 
 /// A rejected message as written to the dead-letter topic (§9).
@@ -311,7 +432,8 @@ impl Drop for Ingest {
 /// partitions are positioned (from the engine) only once polling starts.
 pub struct Subscribed {
     consumer: BaseConsumer<IngestContext>,
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: IngestProducer,
+    retries: Retries,
     outputs: Outputs,
     shared: Arc<Shared>,
 }
@@ -321,19 +443,19 @@ impl Subscribed {
         let consumer: BaseConsumer<IngestContext> =
             consumer_config(kafka).create_with_context(IngestContext { shared: shared.clone() })?;
         consumer.subscribe(&shared.topics.inputs())?;
-        let producer = producer(kafka)?;
+        let (producer, retries) = ingest_producer(kafka, shared.clone())?;
         let outputs = Outputs { deadletter: kafka.topics.deadletter.clone(), alerts: kafka.topics.alerts.clone() };
-        Ok(Subscribed { consumer, producer, outputs, shared })
+        Ok(Subscribed { consumer, producer, retries, outputs, shared })
     }
 
     /// Starts the poll loop.
     pub fn start(self) -> Ingest {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let Subscribed { consumer, producer, outputs, shared } = self;
+        let Subscribed { consumer, producer, retries, outputs, shared } = self;
         let thread = std::thread::Builder::new()
             .name("cspulse-ingest".into())
-            .spawn(move || poll_loop(&consumer, &producer, &outputs, &shared, &flag))
+            .spawn(move || poll_loop(&consumer, &producer, retries, &outputs, &shared, &flag))
             .expect("spawn ingest thread");
         Ingest { thread: Some(thread), stop }
     }
@@ -347,12 +469,20 @@ struct Outputs {
 
 fn poll_loop(
     consumer: &BaseConsumer<IngestContext>,
-    producer: &ThreadedProducer<DefaultProducerContext>,
+    producer: &IngestProducer,
+    retries: Retries,
     outputs: &Outputs,
     shared: &Shared,
     stop: &AtomicBool,
 ) {
-    let max_bytes = shared.engine().config().max_message_bytes;
+    let (max_bytes, restored) = {
+        let engine = shared.engine();
+        (engine.config().max_message_bytes, engine.unacked_alerts())
+    };
+    shared.note_outbox(restored.len());
+    if !restored.is_empty() {
+        info!(alerts = restored.len(), "producing the alert transitions the checkpoint holds unacknowledged");
+    }
     // Two batches in flight at most: one being folded, one decoded and waiting.
     let (batches, received) = std::sync::mpsc::sync_channel::<Batch<'_>>(1);
     let (outgoing, to_publish) = std::sync::mpsc::sync_channel::<Folded<'_>>(4);
@@ -360,7 +490,9 @@ fn poll_loop(
         std::thread::Builder::new()
             .name("cspulse-decode".into())
             .spawn_scoped(s, move || {
+                let mut pause = Pause::default();
                 while !stop.load(Ordering::Relaxed) {
+                    pause.follow(consumer, shared);
                     let Some(batch) = Batch::poll(consumer, &shared.topics, max_bytes) else { continue };
                     if batches.send(batch).is_err() {
                         break;
@@ -371,9 +503,11 @@ fn poll_loop(
         std::thread::Builder::new()
             .name("cspulse-publish".into())
             .spawn_scoped(s, move || {
-                for folded in to_publish {
-                    folded.publish(producer, outputs, stop);
+                let mut publisher = Publisher { producer, outputs, stop, retries, waiting: BinaryHeap::new() };
+                for (n, alert) in restored {
+                    publisher.produce_alert(n, Arc::new(alert), 0);
                 }
+                publisher.run(to_publish);
             })
             .expect("spawn publish thread");
         // This thread folds, in the order polled, until the poller stops.
@@ -478,19 +612,64 @@ fn fold<'c>(mut batch: Batch<'c>, shared: &Shared) -> Folded<'c> {
         if !inputs.is_empty() {
             histogram!("cspulse_fold_seconds").record(started.elapsed().as_secs_f64() / inputs.len() as f64);
         }
-        engine.take_alerts()
+        let alerts = engine.post_alerts();
+        shared.note_outbox(engine.alert_outbox_len());
+        (alerts, engine.take_book_changes())
     };
+    let (alerts, books) = alerts;
     shared.folded.notify_one();
+    // No receiver (no WebSocket clients yet) is fine.
     let alerts = alerts
         .into_iter()
-        .map(|alert| {
+        .map(|(n, alert)| {
             let alert = Arc::new(alert);
-            // No receiver (no WebSocket clients yet) is fine.
-            let _ = shared.alerts.send(alert.clone());
-            alert
+            let _ = shared.alerts.send(Pushed::Alert(alert.clone()));
+            (n, alert)
         })
         .collect();
+    if !books.is_empty() {
+        let _ = shared.alerts.send(Pushed::Books(books.into()));
+    }
     Folded { rejected, alerts, messages: batch.into_messages() }
+}
+
+/// Pauses the consumer while the alert outbox is full, and resumes it
+/// once it has room again; polling goes on, so the group membership and
+/// rebalances are served meanwhile.
+#[derive(Default)]
+struct Pause {
+    /// The assignment paused (re-paused when a rebalance changes it).
+    paused: Option<TopicPartitionList>,
+}
+
+impl Pause {
+    fn follow(&mut self, consumer: &BaseConsumer<IngestContext>, shared: &Shared) {
+        let full = shared.outbox_full();
+        if full {
+            let Ok(assignment) = consumer.assignment() else { return };
+            if self.paused.as_ref().is_some_and(|p| p.to_topic_map() == assignment.to_topic_map()) {
+                return;
+            }
+            if self.paused.is_none() {
+                warn!(outbox = shared.outbox_len.load(Ordering::Relaxed), "alert outbox full: ingestion paused");
+                counter!("cspulse_ingest_pauses_total").increment(1);
+            }
+            if let Err(e) = consumer.pause(&assignment) {
+                warn!(error = %e, "cannot pause the consumer");
+                return;
+            }
+            self.paused = Some(assignment);
+            shared.paused.store(true, Ordering::Relaxed);
+            metrics::gauge!("cspulse_ingest_paused").set(1.0);
+        } else if let Some(paused) = self.paused.take() {
+            if let Err(e) = consumer.resume(&paused) {
+                warn!(error = %e, "cannot resume the consumer");
+            }
+            shared.paused.store(false, Ordering::Relaxed);
+            metrics::gauge!("cspulse_ingest_paused").set(0.0);
+            info!("alert outbox has room: ingestion resumed");
+        }
+    }
 }
 
 /// What a folded batch leaves to do off the folding thread: produce its dead
@@ -498,16 +677,87 @@ fn fold<'c>(mut batch: Batch<'c>, shared: &Shared) -> Folded<'c> {
 struct Folded<'c> {
     /// The rejected messages: their place in `messages`, and why.
     rejected: Vec<(usize, Rejection)>,
-    alerts: Vec<Arc<Alert>>,
+    /// The alert transitions, with their outbox numbers.
+    alerts: Vec<(u64, Arc<Alert>)>,
     messages: Vec<BorrowedMessage<'c>>,
 }
 
-impl Folded<'_> {
+/// The publishing thread: dead letters and alerts of each folded batch,
+/// and the retries of alerts whose delivery failed.
+struct Publisher<'a> {
+    producer: &'a IngestProducer,
+    outputs: &'a Outputs,
+    stop: &'a AtomicBool,
+    retries: Retries,
+    /// Failed alerts by when they are due again (earliest first).
+    waiting: BinaryHeap<std::cmp::Reverse<Retry>>,
+}
+
+/// An alert to produce again at `due`.
+struct Retry {
+    due: Instant,
+    n: u64,
+    alert: Arc<Alert>,
+    attempt: u32,
+}
+
+impl PartialEq for Retry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.n) == (other.due, other.n)
+    }
+}
+impl Eq for Retry {}
+impl PartialOrd for Retry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Retry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.n).cmp(&(other.due, other.n))
+    }
+}
+
+/// The wait before another try of a failed alert delivery: 100 ms doubling
+/// up to 30 s, with up to a quarter of jitter (many alerts failing together
+/// do not retry in lockstep).
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(100).saturating_mul(1 << attempt.min(9)).min(Duration::from_secs(30));
+    base + base.mul_f64(rand::random::<f64>() / 4.0)
+}
+
+impl Publisher<'_> {
+    /// Until the folding thread is done: each folded batch as it comes,
+    /// and failed alerts when their backoff ends.
+    fn run(&mut self, folded: std::sync::mpsc::Receiver<Folded<'_>>) {
+        loop {
+            let wait = self.waiting.peek().map_or(Duration::from_millis(100), |r| {
+                r.0.due.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))
+            });
+            match folded.recv_timeout(wait) {
+                Ok(batch) => self.publish(batch),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            while let Ok((n, alert, attempt)) = self.retries.try_recv() {
+                self.waiting.push(std::cmp::Reverse(Retry {
+                    due: Instant::now() + backoff(attempt),
+                    n,
+                    alert,
+                    attempt,
+                }));
+            }
+            while self.waiting.peek().is_some_and(|r| r.0.due <= Instant::now()) {
+                let std::cmp::Reverse(r) = self.waiting.pop().expect("peeked");
+                self.produce_alert(r.n, r.alert, r.attempt);
+            }
+        }
+    }
+
     /// Produces the dead letters, then the alerts to the alert topic keyed
-    /// by scope id (at least once: the producer is idempotent and retries),
-    /// counting them.
-    fn publish(self, producer: &ThreadedProducer<DefaultProducerContext>, outputs: &Outputs, stop: &AtomicBool) {
-        let Folded { rejected, alerts, messages } = self;
+    /// by scope id, counting them.
+    fn publish(&mut self, folded: Folded<'_>) {
+        let Folded { rejected, alerts, messages } = folded;
         let dead: Vec<(Option<Vec<u8>>, Vec<u8>)> = rejected
             .iter()
             .map(|(place, r)| {
@@ -520,45 +770,64 @@ impl Folded<'_> {
             .collect();
         drop(messages);
         for (key, body) in dead {
-            send_with_retry(producer, &outputs.deadletter, key.as_deref(), &body, stop);
+            send_with_retry(self.producer, &self.outputs.deadletter, key.as_deref(), &body, self.stop, || {
+                Box::new(Delivery::DeadLetter)
+            });
         }
-        for alert in alerts {
+        for (n, alert) in alerts {
             counter!("cspulse_alerts_emitted_total", "rule" => alert.rule.clone(), "state" => alert.state.as_str())
                 .increment(1);
-            let body = serde_json::to_vec(&alert.to_json()).unwrap_or_default();
-            send_with_retry(producer, &outputs.alerts, Some(alert.scope_id.as_bytes()), &body, stop);
+            self.produce_alert(n, alert, 0);
+        }
+    }
+
+    /// Hands one alert transition to the producer. If the process stops
+    /// first, it stays in the outbox (and the final checkpoint).
+    fn produce_alert(&mut self, n: u64, alert: Arc<Alert>, attempt: u32) {
+        let body = serde_json::to_vec(&alert.to_json()).unwrap_or_default();
+        let key = alert.scope_id.clone();
+        let handed =
+            send_with_retry(self.producer, &self.outputs.alerts, Some(key.as_bytes()), &body, self.stop, || {
+                Box::new(Delivery::Alert { n, alert: alert.clone(), attempt })
+            });
+        if !handed && !self.stop.load(Ordering::Relaxed) {
+            counter!("cspulse_alert_delivery_errors_total").increment(1);
+            let due = Instant::now() + backoff(attempt);
+            self.waiting.push(std::cmp::Reverse(Retry { due, n, alert, attempt: attempt + 1 }));
         }
     }
 }
 
-/// Produces one record, waiting (bounded) while the producer queue is full.
-pub fn send_with_retry(
-    producer: &ThreadedProducer<DefaultProducerContext>,
+/// Hands one record to the producer, waiting while its queue is full (the
+/// producer drains it) until `stop`. Returns whether it was handed over;
+/// errors other than a full queue are counted and logged.
+pub fn send_with_retry<C: ProducerContext>(
+    producer: &ThreadedProducer<C>,
     topic: &str,
     key: Option<&[u8]>,
     body: &[u8],
     stop: &AtomicBool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    opaque: impl Fn() -> C::DeliveryOpaque,
+) -> bool {
     loop {
-        let mut record = BaseRecord::to(topic).payload(body);
+        let mut record = BaseRecord::with_opaque_to(topic, opaque()).payload(body);
         if let Some(k) = key {
             record = record.key(k);
         }
         match producer.send(record) {
             Ok(()) => {
                 counter!("cspulse_produced_total", "topic" => topic.to_owned()).increment(1);
-                return;
+                return true;
             }
             Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _))
-                if Instant::now() < deadline && !stop.load(Ordering::Relaxed) =>
+                if !stop.load(Ordering::Relaxed) =>
             {
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err((e, _)) => {
                 counter!("cspulse_produce_errors_total", "topic" => topic.to_owned()).increment(1);
                 error!(error = %e, topic, "cannot produce");
-                return;
+                return false;
             }
         }
     }

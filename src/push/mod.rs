@@ -282,6 +282,40 @@ impl ChannelState {
         })))
     }
 
+    /// An update that moves only the membership of the keyed map `key` (a
+    /// book's `accounts`) to `current`: members gone are deleted, new ones
+    /// come whole; `None` when the membership is the same. Membership
+    /// belongs to `health` (§14); this is how a book's change is pushed at
+    /// once instead of at the health cadence (§6.2 additions).
+    pub fn membership(&mut self, key: &str, current: &Value) -> Option<Arc<str>> {
+        let (Some(Value::Object(published)), Some(Value::Object(now))) = (self.published.get(key), current.get(key))
+        else {
+            return None;
+        };
+        let mut patch = Map::new();
+        for k in published.keys().filter(|k| !now.contains_key(*k)) {
+            patch.insert(k.clone(), Value::Null);
+        }
+        for (k, v) in now.iter().filter(|(k, _)| !published.contains_key(*k)) {
+            patch.insert(k.clone(), strip_nulls(v));
+        }
+        if patch.is_empty() {
+            return None;
+        }
+        let members = self.published[key].as_object_mut().expect("checked above");
+        for k in patch.keys() {
+            match now.get(k) {
+                Some(whole) => members.insert(k.clone(), whole.clone()),
+                None => members.remove(k),
+            };
+        }
+        let as_of = self.published.get("as_of").cloned().unwrap_or(Value::Null);
+        Some(self.record(json!({
+            "type": "update", "channel": self.name, "seq": 0,
+            "topic": PushTopic::Health.as_str(), "as_of": as_of, "patch": {key: patch},
+        })))
+    }
+
     /// An `alert` message on this channel.
     pub fn alert(&mut self, alert: &Value) -> Arc<str> {
         self.record(json!({"type": "alert", "channel": self.name, "seq": 0, "alert": alert}))

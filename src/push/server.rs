@@ -31,7 +31,7 @@ use super::{ChannelState, PushTopic};
 use crate::alert::{Alert, ScopeKind, Severity};
 use crate::auth::{Auth, Principal};
 use crate::http::{ApiError, TokenQuery, bearer};
-use crate::ingest::Shared;
+use crate::ingest::{Pushed, Shared};
 use crate::state::view::Channel;
 
 /// Limits of §6.5.
@@ -79,6 +79,10 @@ pub struct PushService {
     history: usize,
     limits: Limits,
     channels: Mutex<HashMap<Channel, Entry>>,
+    /// Held while a tick builds its views and applies them, so ticks apply
+    /// in the order their views were taken (a book change pushed at once
+    /// is never undone by a cadence tick whose view is older).
+    ticking: Mutex<()>,
     next_connection: AtomicU64,
     next_channel: AtomicU64,
     connections: AtomicUsize,
@@ -108,6 +112,7 @@ impl PushService {
             history,
             limits,
             channels: Mutex::new(HashMap::new()),
+            ticking: Mutex::new(()),
             next_connection: AtomicU64::new(1),
             next_channel: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
@@ -145,6 +150,7 @@ impl PushService {
 
     /// A tick of `topic` on every channel with subscribers.
     pub fn tick(&self, topic: PushTopic) {
+        let _ticking = self.ticking.lock().unwrap_or_else(|p| p.into_inner());
         // The channels to tick, then their views under the engine lock
         // alone, then the diffs and fan-out under the hub lock alone: alert
         // messages and subscribes wait for neither view building nor ingest.
@@ -170,6 +176,40 @@ impl PushService {
             }
             if let Some(message) = entry.state.tick(topic, view) {
                 Self::fan_out(channel, entry, &frame(&message), Kind::Update(entry.id, topic));
+            }
+        }
+    }
+
+    /// Pushes at once the membership of the books of `csms` (every book
+    /// when `None`): an account that left a book is deleted from its
+    /// channel, one that joined arrives whole (§6.2 additions).
+    pub fn books_changed(&self, csms: Option<&[Arc<str>]>) {
+        let _ticking = self.ticking.lock().unwrap_or_else(|p| p.into_inner());
+        let wanted: Vec<(Channel, u64)> = self
+            .channels()
+            .iter()
+            .filter(|(c, e)| {
+                !e.subscribers.is_empty()
+                    && matches!(c, Channel::Csm(id) if csms.is_none_or(|l| l.iter().any(|x| **x == **id)))
+            })
+            .map(|(c, e)| (c.clone(), e.epoch))
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let views: Vec<Value> = {
+            let engine = self.shared.engine();
+            wanted.iter().map(|(c, _)| engine.channel_view(c)).collect()
+        };
+        let mut channels = self.channels();
+        for ((channel, epoch), view) in wanted.iter().zip(&views) {
+            let Some(entry) = channels.get_mut(channel) else { continue };
+            // Brought up to date by a subscribe meanwhile: the view is older.
+            if entry.epoch != *epoch || entry.subscribers.is_empty() {
+                continue;
+            }
+            if let Some(message) = entry.state.membership("accounts", view) {
+                Self::fan_out(channel, entry, &frame(&message), Kind::Update(entry.id, PushTopic::Health));
             }
         }
     }
@@ -276,35 +316,57 @@ impl PushService {
 
     /// Sends `alert` messages the moment alerts are folded, in batches of
     /// an eighth of a connection's queue (a reading client must not
-    /// overflow on a burst), and asks for an `alerts` sections tick.
+    /// overflow on a burst), and asks for an `alerts` sections tick; pushes
+    /// book changes at once, in fold order with the alerts.
     async fn relay_alerts(
         self: Arc<Self>,
         due: Arc<tokio::sync::Notify>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let mut alerts = self.shared.alerts.subscribe();
+        let mut pushed = self.shared.alerts.subscribe();
         loop {
             let first = tokio::select! {
-                a = alerts.recv() => a,
+                a = pushed.recv() => a,
                 _ = stop.wait_for(|s| *s) => return,
             };
             let first = match first {
-                Ok(a) => a,
-                // Lagging behind the broadcast: the sections still catch up.
+                Ok(p) => p,
+                // Lagging behind the broadcast: the sections still catch up,
+                // and every book is brought to its current membership.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let me = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || me.books_changed(None)).await;
                     due.notify_one();
                     continue;
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
-            let mut batch = vec![first];
-            while batch.len() < (self.limits.queue / 8).max(1)
-                && let Ok(more) = alerts.try_recv()
+            let (mut batch, mut books) = (Vec::new(), None);
+            match first {
+                Pushed::Alert(a) => batch.push(a),
+                Pushed::Books(b) => books = Some(b),
+            }
+            // More alerts up to the batch size; a book change ends the batch
+            // (it is pushed after the alerts folded before it).
+            while books.is_none()
+                && batch.len() < (self.limits.queue / 8).max(1)
+                && let Ok(more) = pushed.try_recv()
             {
-                batch.push(more);
+                match more {
+                    Pushed::Alert(a) => batch.push(a),
+                    Pushed::Books(b) => books = Some(b),
+                }
             }
             let me = self.clone();
-            let _ = tokio::task::spawn_blocking(move || me.alert_messages(&batch)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                if !batch.is_empty() {
+                    me.alert_messages(&batch);
+                }
+                if let Some(csms) = books {
+                    me.books_changed(Some(&csms));
+                }
+            })
+            .await;
             due.notify_one();
         }
     }

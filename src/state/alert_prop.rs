@@ -20,10 +20,12 @@ use crate::alert::rules::{ConditionRule, Operand, Rules, ScopeKind, default_rule
 use crate::event::Topic;
 use crate::time::{Ts, format_rfc3339, parse_rfc3339};
 
-/// The naive lifecycle: firing (rule, scope, id) → started_at; cooldowns.
+/// The naive lifecycle: firing (rule, scope, id) → started_at and, for
+/// account scope, the account's context (name, owner, segment) it carries;
+/// cooldowns.
 #[derive(Default)]
 struct Lifecycle {
-    firing: BTreeMap<(String, ScopeKind, String), Ts>,
+    firing: BTreeMap<(String, ScopeKind, String), (Ts, Value)>,
     cooldown_until: BTreeMap<(String, String), Ts>,
 }
 
@@ -68,13 +70,17 @@ fn scopes(views: &Value, kind: ScopeKind) -> BTreeMap<String, Value> {
     }
 }
 
-/// The transitions (rule, state, scope, id, started_at, ts) after one event.
-fn naive_transitions(
-    rules: &Rules,
-    life: &mut Lifecycle,
-    views: &Value,
-    now: Ts,
-) -> BTreeSet<(String, String, String, Ts, Ts)> {
+/// One transition as compared: (rule, state, scope id, started_at, ts, the
+/// owning csm_id it carries, for account scope).
+type Transition = (String, String, String, Ts, Ts, Option<String>);
+
+/// An account alert's context as the account object shows it now.
+fn context(object: &Value) -> Value {
+    json!([object["info"]["name"], object["info"]["csm_id"], object["info"]["segment"]])
+}
+
+/// The transitions after one event.
+fn naive_transitions(rules: &Rules, life: &mut Lifecycle, views: &Value, now: Ts) -> BTreeSet<Transition> {
     let mut out = BTreeSet::new();
     for rule in &rules.conditions {
         let present = scopes(views, rule.scope);
@@ -85,22 +91,30 @@ fn naive_transitions(
         for id in ids {
             let key = (rule.name.clone(), rule.scope, id.clone());
             let now_holds = present.get(&id).is_some_and(|object| holds(rule, object));
-            match (now_holds, life.firing.get(&key).copied()) {
+            let current = present.get(&id).filter(|_| rule.scope == ScopeKind::Account).map_or(Value::Null, context);
+            let owner = current.get(1).and_then(Value::as_str).map(str::to_owned);
+            match (now_holds, life.firing.get(&key).cloned()) {
                 (true, None) => {
                     let cool = (rule.name.clone(), id.clone());
                     if life.cooldown_until.get(&cool).is_some_and(|until| now < *until) {
                         continue;
                     }
                     life.cooldown_until.remove(&cool);
-                    life.firing.insert(key, now);
-                    out.insert((rule.name.clone(), "firing".into(), id, now, now));
+                    life.firing.insert(key, (now, current));
+                    out.insert((rule.name.clone(), "firing".into(), id, now, now, owner));
                 }
-                (false, Some(started)) => {
+                (false, Some((started, _))) => {
                     life.firing.remove(&key);
                     if rule.cooldown > 0 {
                         life.cooldown_until.insert((rule.name.clone(), id.clone()), now + rule.cooldown);
                     }
-                    out.insert((rule.name.clone(), "resolved".into(), id, started, now));
+                    out.insert((rule.name.clone(), "resolved".into(), id, started, now, owner));
+                }
+                // Still firing, about an account whose name, owner or
+                // segment changed: emitted again, carrying the new context.
+                (true, Some((started, carried))) if carried != current => {
+                    life.firing.insert(key, (started, current));
+                    out.insert((rule.name.clone(), "updated".into(), id, started, now, owner));
                 }
                 _ => {}
             }
@@ -109,13 +123,9 @@ fn naive_transitions(
     out
 }
 
-fn naive_event_alerts(
-    rules: &Rules,
-    topic: Topic,
-    payload: &[u8],
-    now: Ts,
-) -> BTreeSet<(String, String, String, Ts, Ts)> {
+fn naive_event_alerts(rules: &Rules, topic: Topic, payload: &[u8], views: &Value, now: Ts) -> BTreeSet<Transition> {
     let body: Value = serde_json::from_slice(payload).unwrap();
+    let owner = views["accounts"][body["account_id"].as_str().unwrap()]["info"]["csm_id"].as_str().map(str::to_owned);
     rules
         .events
         .iter()
@@ -123,7 +133,9 @@ fn naive_event_alerts(
         .filter(|r| {
             r.matches.iter().all(|(f, allowed)| body[f].as_str().is_some_and(|v| allowed.iter().any(|a| a == v)))
         })
-        .map(|r| (r.name.clone(), "fired".into(), body["account_id"].as_str().unwrap().to_owned(), now, now))
+        .map(|r| {
+            (r.name.clone(), "fired".into(), body["account_id"].as_str().unwrap().to_owned(), now, now, owner.clone())
+        })
         .collect()
 }
 
@@ -134,12 +146,13 @@ fn check(msgs: &[Msg], rules: Rules) -> Result<(), TestCaseError> {
     let mut life = Lifecycle::default();
     for (i, m) in msgs.iter().enumerate() {
         engine.fold(&m.input(i));
-        let got: BTreeSet<(String, String, String, Ts, Ts)> = engine
+        let got: BTreeSet<Transition> = engine
             .take_alerts()
             .iter()
             .map(|a| {
                 prop_assert_eq!(&a.alert_id, &alert_id(&a.rule, a.scope, &a.scope_id, a.started_at));
-                Ok((a.rule.clone(), a.state.as_str().to_owned(), a.scope_id.clone(), a.started_at, a.ts))
+                let owner = a.account.as_ref().and_then(|c| c.csm_id.clone());
+                Ok((a.rule.clone(), a.state.as_str().to_owned(), a.scope_id.clone(), a.started_at, a.ts, owner))
             })
             .collect::<Result<_, TestCaseError>>()?;
         let want = match naive.offer(m.topic, m.partition, &m.payload, m.wall) {
@@ -147,7 +160,7 @@ fn check(msgs: &[Msg], rules: Rules) -> Result<(), TestCaseError> {
                 let views = naive.views();
                 let now = parse_rfc3339(views["executive"]["as_of"].as_str().unwrap()).unwrap();
                 let mut t = naive_transitions(&rules, &mut life, &views, now);
-                t.extend(naive_event_alerts(&rules, m.topic, &m.payload, now));
+                t.extend(naive_event_alerts(&rules, m.topic, &m.payload, &views, now));
                 t
             }
             _ => BTreeSet::new(),

@@ -193,6 +193,9 @@ pub struct Engine {
     /// Rule evaluations held back until the event is fully applied.
     #[serde(skip)]
     pending: Pending,
+    /// CSMs whose book changed since `take_book_changes`.
+    #[serde(skip)]
+    book_changes: Vec<Arc<str>>,
 }
 
 /// Work held back while one event is folded: the accounts that time alone
@@ -250,12 +253,45 @@ impl Engine {
             alerting,
             renewal_rules,
             pending: Pending::default(),
+            book_changes: Vec::new(),
         }
     }
 
-    /// Alert transitions since the last call, in the order they happened.
+    /// Alert transitions since the last call, in the order they happened
+    /// (not kept for delivery: see [`Engine::post_alerts`]).
     pub fn take_alerts(&mut self) -> Vec<Alert> {
         self.alerting.take_outbox()
+    }
+
+    /// Alert transitions since the last call, in the order they happened,
+    /// each with its number in the delivery outbox, where it stays (and is
+    /// checkpointed) until [`Engine::ack_alert`].
+    pub fn post_alerts(&mut self) -> Vec<(u64, Alert)> {
+        self.alerting.post()
+    }
+
+    /// The broker acknowledged outbox entry `n`; returns how many are left.
+    pub fn ack_alert(&mut self, n: u64) -> usize {
+        self.alerting.ack(n);
+        self.alerting.unacked_len()
+    }
+
+    /// Posted alert transitions not yet acknowledged, oldest first.
+    pub fn unacked_alerts(&self) -> Vec<(u64, Alert)> {
+        self.alerting.unacked().map(|(n, a)| (n, a.clone())).collect()
+    }
+
+    pub fn alert_outbox_len(&self) -> usize {
+        self.alerting.unacked_len()
+    }
+
+    /// The CSMs whose book gained or lost an account since the last call
+    /// (sorted, once each): their channels show it at once (§6.2 additions).
+    pub fn take_book_changes(&mut self) -> Vec<Arc<str>> {
+        let mut changed = std::mem::take(&mut self.book_changes);
+        changed.sort_unstable();
+        changed.dedup();
+        changed
     }
 
     /// Condition alerts firing now.
@@ -532,6 +568,11 @@ impl Engine {
         }
         if layers::cut() == layers::Cut::Full {
             self.refresh(idx);
+            if let Body::Account(_) = &ev.body {
+                // Firing alerts carry the account's current name, owner, segment.
+                let a = &self.slots[idx as usize].account;
+                self.alerting.update_context(&a.id, &|| account_context(a), now);
+            }
         }
         if self.alerting.rules().events.iter().any(|r| r.on == ev.body.topic()) {
             let context = account_context(&self.slots[idx as usize].account);
@@ -603,10 +644,13 @@ impl Engine {
                             self.books.remove(name);
                         }
                     }
+                    self.book_changes.push(name.clone());
                 }
             }
-            if let Some(csm) = keys.csm {
-                self.books.entry(self.scopes.csms.name(csm).clone()).or_default().insert(idx);
+            if let Some(csm) = keys.csm
+                && self.books.entry(self.scopes.csms.name(csm).clone()).or_default().insert(idx)
+            {
+                self.book_changes.push(self.scopes.csms.name(csm).clone());
             }
             if let Some(v) = responses {
                 slot.first_responses = v;
