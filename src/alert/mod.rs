@@ -610,4 +610,77 @@ mod tests {
         assert_eq!(again[0].started_at, 112);
         assert_ne!(again[0].alert_id, out[0].alert_id);
     }
+
+    fn context(csm: Option<&str>) -> AccountContext {
+        AccountContext {
+            account_id: "acme".into(),
+            name: Some("Acme".into()),
+            csm_id: csm.map(str::to_owned),
+            segment: "smb".into(),
+        }
+    }
+
+    fn firing_red(a: &mut Alerting, csm: Option<&str>, tier: &'static str, now: Ts) {
+        let metric = move |i: usize| {
+            if ACCOUNT_METRICS[i].0 == "health.tier" { MetricValue::Str(tier.into()) } else { MetricValue::Null }
+        };
+        let ctx = move || context(csm);
+        let s = Subject {
+            scope: ScopeKind::Account,
+            scope_id: "acme",
+            exists: true,
+            metric: &metric,
+            account: Some(&ctx),
+            idle: false,
+        };
+        a.evaluate(&s, now);
+    }
+
+    #[test]
+    fn a_changed_context_re_emits_firing_alerts_as_updated_with_the_next_version() {
+        let names = crate::event::Topic::ALL.map(|t| t.default_name().to_owned());
+        let mut raw = default_rules();
+        raw.truncate(1);
+        let mut a = Alerting::new(Rules::parse(&raw, &names).unwrap());
+        firing_red(&mut a, None, "red", 100);
+        a.update_context("acme", &|| context(None), 101);
+        assert_eq!(a.take_outbox().len(), 1, "the same context: no update");
+        a.update_context("acme", &|| context(Some("csm-1")), 102);
+        a.update_context("acme", &|| context(Some("csm-2")), 103);
+        a.update_context("other", &|| context(Some("csm-3")), 103);
+        let updates = a.take_outbox();
+        assert_eq!(updates.len(), 2);
+        for (u, (version, csm, ts)) in updates.iter().zip([(1, "csm-1", 102), (2, "csm-2", 103)]) {
+            assert_eq!(
+                (u.state, u.version, u.owner(), u.ts, u.started_at),
+                (AlertState::Updated, version, Some(csm), ts, 100)
+            );
+            assert_eq!(u.to_json()["state"], json!("updated"));
+            assert_eq!(u.to_json()["version"], json!(version));
+        }
+        assert_eq!(a.firing().next().unwrap().owner(), Some("csm-2"), "the firing alert carries the current owner");
+        firing_red(&mut a, Some("csm-2"), "green", 104);
+        let resolved = a.take_outbox();
+        assert_eq!((resolved[0].state, resolved[0].version), (AlertState::Resolved, 2), "resolved carries the latest");
+    }
+
+    #[test]
+    fn posted_transitions_stay_in_the_checkpointed_outbox_until_acknowledged() {
+        let names = crate::event::Topic::ALL.map(|t| t.default_name().to_owned());
+        let rules = Rules::parse(&default_rules(), &names).unwrap();
+        let mut a = Alerting::new(rules.clone());
+        firing_red(&mut a, Some("csm-1"), "red", 100);
+        a.update_context("acme", &|| context(Some("csm-2")), 101);
+        let posted = a.post();
+        assert_eq!(posted.len(), 2);
+        assert!(a.post().is_empty(), "posted once");
+        a.ack(posted[0].0);
+        assert_eq!(a.unacked_len(), 1);
+        // Not yet posted transitions are kept too.
+        firing_red(&mut a, Some("csm-2"), "green", 102);
+        let restored = Alerting::from_stored(rules, a.to_stored());
+        let kept: Vec<(AlertState, u32)> = restored.unacked().map(|(_, al)| (al.state, al.version)).collect();
+        assert_eq!(kept, [(AlertState::Updated, 1), (AlertState::Resolved, 1)], "oldest first, nothing acknowledged");
+        assert!(restored.firing().next().is_none());
+    }
 }

@@ -11,8 +11,8 @@
 //! largest section rather than of the whole state.
 //!
 //! A checkpoint of another schema version is refused with an explicit error
-//! (version 1, one postcard body, was written before sections; rebuilding
-//! from Kafka replaces it), and a truncated or corrupt one is never
+//! (version 1, one postcard body, was written before sections; version 2
+//! before alerts carried a `version`; rebuilding from Kafka replaces it), and a truncated or corrupt one is never
 //! half-loaded: the checksums cover every byte.
 //!
 //! Configuration is not part of the state: the fold parameters and rules
@@ -31,7 +31,7 @@ use super::{Dedup, Engine, Slot, StateConfig};
 use crate::alert::{Alerting, StoredAlerting};
 
 /// The state schema version this binary writes and reads.
-pub const STATE_VERSION: u32 = 2;
+pub const STATE_VERSION: u32 = 3;
 /// Account slots are split into this many sections (decoded in parallel).
 const SLOT_CHUNKS: usize = 2;
 /// Sections: core, slot chunks, de-duplication index, feature table.
