@@ -2,8 +2,9 @@
 //! `GET /api/v1/alerts?state=firing` (on load and after every reconnect,
 //! since the push only carries transitions) and kept current by `alert`
 //! messages. Deliveries are at least once: a transition is identified by
-//! (`alert_id`, `state`) and applied once; an older transition never undoes
-//! a newer one.
+//! (`alert_id`, `state`, `version`) and applied once; an older transition
+//! never undoes a newer one. An `updated` alert (its account's name, owner
+//! or segment changed while it fires) replaces the firing one it updates.
 
 import type { Alert } from './protocol';
 
@@ -21,11 +22,13 @@ export class AlertBook {
    * Applies one transition; returns true when it is new (worth a toast).
    */
   apply(alert: Alert, now: number = Date.now()): boolean {
-    const key = `${alert.alert_id}|${alert.state}`;
+    const key = `${alert.alert_id}|${alert.state}|${alert.version ?? 0}`;
     if (this.seen.has(key)) return false;
     this.seen.add(key);
-    if (alert.state === 'firing') {
+    if (alert.state === 'firing' || alert.state === 'updated') {
       if (this.resolved.has(alert.alert_id)) return false;
+      const known = this.firing.get(alert.alert_id);
+      if (known && (known.version ?? 0) > (alert.version ?? 0)) return false;
       this.firing.set(alert.alert_id, alert);
     } else if (alert.state === 'resolved') {
       this.firing.delete(alert.alert_id);
@@ -42,7 +45,7 @@ export class AlertBook {
     for (const a of list) {
       if (a.state === 'firing' && !this.resolved.has(a.alert_id)) {
         this.firing.set(a.alert_id, a);
-        this.seen.add(`${a.alert_id}|firing`);
+        this.seen.add(`${a.alert_id}|firing|${a.version ?? 0}`);
       }
     }
     this.prune(now);

@@ -266,7 +266,13 @@ class App {
     else if (key === 'analyst') this.analyst.update(data);
     else {
       const csm = this.view === 'csm' ? this.identity.csmId : this.drill;
-      const alerts = this.book.list(now, (a) => a.csm_id === csm || (a.scope === 'csm' && a.scope_id === csm));
+      // Only the accounts the book holds now: an account that left it takes
+      // its alerts along (the old owner is not told of their updates).
+      const held = (data?.accounts ?? {}) as Record<string, unknown>;
+      const alerts = this.book.list(
+        now,
+        (a) => (a.csm_id === csm && (a.scope !== 'account' || a.scope_id in held)) || (a.scope === 'csm' && a.scope_id === csm),
+      );
       this.bookView.update(data, alerts, now, this.view === 'csm' ? 'My book' : `Book of ${csm}`);
     }
     this.renderStatus();

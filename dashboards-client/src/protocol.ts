@@ -8,7 +8,7 @@ export interface Alert {
   alert_id: string;
   rule: string;
   severity: 'critical' | 'warning';
-  state: 'firing' | 'resolved' | 'fired';
+  state: 'firing' | 'resolved' | 'fired' | 'updated';
   scope: string;
   scope_id: string;
   account_id?: string;
@@ -19,6 +19,8 @@ export interface Alert {
   started_at: string;
   values?: JsonObject;
   message: string;
+  /** 0 when it fired; 1, 2, … on its `updated` re-emissions. */
+  version?: number;
 }
 
 export type ServerMessage =

@@ -266,6 +266,16 @@ describe('AlertBook', () => {
     expect(book.list().map((x) => x.alert_id)).toEqual(['2']);
   });
 
+  it('an updated alert replaces the firing one; an older version never wins', () => {
+    const book = new AlertBook();
+    book.apply(a('1', 'firing'));
+    expect(book.apply({ ...a('1', 'updated'), csm_id: 'csm-2', version: 2 })).toBe(true);
+    expect(book.apply({ ...a('1', 'updated'), csm_id: 'csm-3', version: 1 })).toBe(false);
+    expect(book.list().map((x) => [x.alert_id, x.csm_id])).toEqual([['1', 'csm-2']]);
+    expect(book.apply({ ...a('1', 'resolved'), version: 2 })).toBe(true);
+    expect(book.list()).toEqual([]);
+  });
+
   it('lists critical first, newest first; event-rule alerts stay a while', () => {
     const book = new AlertBook();
     book.apply(a('w', 'firing', '2026-03-01T05:00:00Z', 'warning'), 0);
