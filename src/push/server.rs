@@ -83,6 +83,10 @@ pub struct PushService {
     /// in the order their views were taken (a book change pushed at once
     /// is never undone by a cadence tick whose view is older).
     ticking: Mutex<()>,
+    /// Books whose membership is to be pushed (`None` inside: every book),
+    /// gathered while one such push runs, and its wake-up.
+    books_due: Mutex<Option<Option<std::collections::BTreeSet<Arc<str>>>>>,
+    books_wake: tokio::sync::Notify,
     next_connection: AtomicU64,
     next_channel: AtomicU64,
     connections: AtomicUsize,
@@ -113,6 +117,8 @@ impl PushService {
             limits,
             channels: Mutex::new(HashMap::new()),
             ticking: Mutex::new(()),
+            books_due: Mutex::new(None),
+            books_wake: tokio::sync::Notify::new(),
             next_connection: AtomicU64::new(1),
             next_channel: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
@@ -278,6 +284,7 @@ impl PushService {
     pub async fn run(self: Arc<Self>, cadences: [Duration; 4], mut stop: tokio::sync::watch::Receiver<bool>) {
         let alerts_due = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(self.clone().relay_alerts(alerts_due.clone(), stop.clone()));
+        tokio::spawn(self.clone().relay_books(stop.clone()));
         let periodic = [(0, PushTopic::Health), (1, PushTopic::Usage), (3, PushTopic::Revenue)]
             .map(|(i, topic)| (topic, cadences[i].max(Duration::from_millis(100))));
         let mut tickers: Vec<tokio::time::Interval> = periodic.iter().map(|(_, d)| tokio::time::interval(*d)).collect();
@@ -334,8 +341,7 @@ impl PushService {
                 // Lagging behind the broadcast: the sections still catch up,
                 // and every book is brought to its current membership.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let me = self.clone();
-                    let _ = tokio::task::spawn_blocking(move || me.books_changed(None)).await;
+                    self.books_due(None);
                     due.notify_one();
                     continue;
                 }
@@ -357,17 +363,46 @@ impl PushService {
                     Pushed::Books(b) => books = Some(b),
                 }
             }
+            if !batch.is_empty() {
+                let me = self.clone();
+                let _ = tokio::task::spawn_blocking(move || me.alert_messages(&batch)).await;
+            }
+            if let Some(csms) = books {
+                self.books_due(Some(&csms));
+            }
+            due.notify_one();
+        }
+    }
+
+    /// Asks for the membership of `csms` (every book: `None`) to be pushed.
+    fn books_due(&self, csms: Option<&[Arc<str>]>) {
+        let mut due = self.books_due.lock().unwrap_or_else(|p| p.into_inner());
+        match (due.as_mut(), csms) {
+            (Some(None), _) => {}
+            (_, None) => *due = Some(None),
+            (Some(Some(set)), Some(csms)) => set.extend(csms.iter().cloned()),
+            (None, Some(csms)) => *due = Some(Some(csms.iter().cloned().collect())),
+        }
+        self.books_wake.notify_one();
+    }
+
+    /// Pushes book changes as they are asked for, on a task of their own:
+    /// building a book's view may wait behind a cadence tick, and `alert`
+    /// messages never wait for either. (The alerts folded before a change
+    /// were handed to the sockets before it was asked for.)
+    async fn relay_books(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = self.books_wake.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let Some(due) = self.books_due.lock().unwrap_or_else(|p| p.into_inner()).take() else { continue };
             let me = self.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                if !batch.is_empty() {
-                    me.alert_messages(&batch);
-                }
-                if let Some(csms) = books {
-                    me.books_changed(Some(&csms));
-                }
+                let csms: Option<Vec<Arc<str>>> = due.map(|set| set.into_iter().collect());
+                me.books_changed(csms.as_deref());
             })
             .await;
-            due.notify_one();
         }
     }
 }

@@ -20,6 +20,8 @@ enum Op {
         minutes: u16,
     },
     Tick(u8),
+    /// A book change pushed at once (`ChannelState::membership`).
+    Books,
     /// Client 1 drops its connection (keeps its copy and last seq).
     Drop,
     /// Client 1 comes back with `since` = its last seq.
@@ -30,6 +32,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0u8..4, 0u8..6, any::<u8>(), 0u16..3000).prop_map(|(account, kind, n, minutes)| Op::Fold { account, kind, n, minutes }),
         4 => (0u8..5).prop_map(Op::Tick),
+        2 => Just(Op::Books),
         1 => Just(Op::Drop),
         1 => Just(Op::Resume),
     ]
@@ -186,6 +189,20 @@ proptest! {
                             prop_assert_eq!(&v["topic"], &json!(topic.as_str()));
                             for c in pair.iter_mut().filter(|c| c.connected) {
                                 c.receive(&m).map_err(TestCaseError::fail)?;
+                            }
+                        }
+                    }
+                }
+                Op::Books => {
+                    for ((ch, state), pair) in channels.iter().zip(&mut hub).zip(&mut clients) {
+                        let now = engine.channel_view(ch);
+                        if let Some(m) = state.membership("accounts", &now) {
+                            let v: Value = serde_json::from_str(&m).unwrap();
+                            touches_only(&v["patch"], PushTopic::Health, "").map_err(TestCaseError::fail)?;
+                            for c in pair.iter_mut().filter(|c| c.connected) {
+                                c.receive(&m).map_err(TestCaseError::fail)?;
+                                let keys = |d: &Value| d["accounts"].as_object().map(|a| a.keys().cloned().collect::<Vec<_>>());
+                                prop_assert_eq!(keys(&c.copy), keys(&now), "{} holds the book's members now", ch);
                             }
                         }
                     }
