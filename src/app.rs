@@ -40,6 +40,7 @@ impl App {
         let engine = Engine::new(config.state_config());
         let shared = Arc::new(Shared::new(engine, TopicNames::new(&config.kafka.topics)));
         shared.set_outbox_max(config.alerts.outbox_max);
+        shared.set_align_wait(config.time.align_wait.0);
         let store = Arc::new(Store::open(&config.state.store, &config.kafka.group_id).context("state.store")?);
         let checkpoint_status = Arc::new(CheckpointStatus::default());
         let listener = TcpListener::bind(config.http.listen)

@@ -162,6 +162,9 @@ pub struct TimeConfig {
     pub mode: String,
     pub allowed_lateness: Span,
     pub max_future_skew: Span,
+    /// How long the fold waits for a lagging partition with nothing
+    /// buffered before folding the others (§2 additions, event-time alignment).
+    pub align_wait: Span,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -2,7 +2,8 @@
 //! rejected, and hand everything to the fold.
 //!
 //! One consumer-group member, served by three threads in a pipeline:
-//! `cspulse-decode` polls batches of up to 1,024 messages and decodes them,
+//! `cspulse-decode` polls messages, decodes them and releases them in
+//! event-time order across partitions ([`align`]) in batches of up to 1,024,
 //! `cspulse-ingest` folds each batch under the engine lock (in the order
 //! polled) and hands alerts to the push layer, and `cspulse-publish`
 //! builds and produces the dead letters, produces the alerts to Kafka and
@@ -25,6 +26,7 @@
 //! re-delivered message (offset behind the position) is skipped, not folded
 //! twice. Checkpoints persist those positions together with the state.
 
+pub mod align;
 pub mod decode;
 
 use std::collections::{BinaryHeap, HashMap};
@@ -101,9 +103,18 @@ pub struct Shared {
     outbox_max: AtomicUsize,
     /// Set while ingestion is paused because the outbox is full.
     paused: AtomicBool,
+    /// Where each assigned partition was positioned at its assignment, and
+    /// how many assignments there have been (the aligner starts anew on each).
+    starts: Mutex<Assignment>,
+    /// `time.align_wait`, in microseconds.
+    align_wait_us: std::sync::atomic::AtomicU64,
     /// Signalled after every batch folded (real-time push topics).
     pub folded: tokio::sync::Notify,
 }
+
+/// The assignments so far, and where the latest one positioned each
+/// partition.
+type Assignment = (u64, HashMap<(Topic, i32), i64>);
 
 /// What the push layer learns from each folded batch, in fold order: its
 /// alert transitions, then the CSMs whose book changed in it.
@@ -143,7 +154,14 @@ impl Shared {
             outbox_len: AtomicUsize::new(0),
             outbox_max: AtomicUsize::new(100_000),
             paused: AtomicBool::new(false),
+            starts: Mutex::new((0, HashMap::new())),
+            align_wait_us: std::sync::atomic::AtomicU64::new(50_000),
         }
+    }
+
+    /// Sets `time.align_wait`.
+    pub fn set_align_wait(&self, wait: Duration) {
+        self.align_wait_us.store(wait.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Sets `alerts.outbox_max`.
@@ -219,6 +237,7 @@ impl ConsumerContext for IngestContext {
                 let parts: Vec<(String, i32)> =
                     tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
                 let mut assigned = Vec::new();
+                let mut starts = HashMap::new();
                 {
                     let engine = self.shared.engine();
                     for (name, p) in &parts {
@@ -228,6 +247,7 @@ impl ConsumerContext for IngestContext {
                             Some(progress) if progress.next_offset > 0 => Offset::Offset(progress.next_offset),
                             _ => Offset::Beginning,
                         };
+                        starts.insert((topic, *p), if let Offset::Offset(o) = offset { o } else { 0 });
                         if let Err(e) = tpl.set_partition_offset(name, *p, offset) {
                             error!(topic = %name, partition = p, error = %e, "cannot position partition");
                         }
@@ -238,6 +258,8 @@ impl ConsumerContext for IngestContext {
                     error!(error = %e, "assign failed");
                 }
                 *self.shared.assigned.lock().unwrap_or_else(|p| p.into_inner()) = assigned;
+                let mut known = self.shared.starts.lock().unwrap_or_else(|p| p.into_inner());
+                *known = (known.0 + 1, starts);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 info!(partitions = tpl.count(), "partitions revoked");
@@ -245,6 +267,8 @@ impl ConsumerContext for IngestContext {
                     error!(error = %e, "unassign failed");
                 }
                 self.shared.assigned.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                let mut known = self.shared.starts.lock().unwrap_or_else(|p| p.into_inner());
+                *known = (known.0 + 1, HashMap::new());
             }
             other => error!(error = ?other, "rebalance error"),
         }
@@ -491,9 +515,10 @@ fn poll_loop(
             .name("cspulse-decode".into())
             .spawn_scoped(s, move || {
                 let mut pause = Pause::default();
+                let mut poller = Poller::new(consumer, shared, max_bytes);
                 while !stop.load(Ordering::Relaxed) {
                     pause.follow(consumer, shared);
-                    let Some(batch) = Batch::poll(consumer, &shared.topics, max_bytes) else { continue };
+                    let Some(batch) = poller.next_batch() else { continue };
                     if batches.send(batch).is_err() {
                         break;
                     }
@@ -523,11 +548,20 @@ fn poll_loop(
     info!("ingest stopped");
 }
 
-/// Polled messages on their way from the polling thread to the folding one:
-/// the messages of the engine's topics are decoded by the poller.
+/// One polled message, decoded, while it waits for its turn. Fields drop
+/// in this order: the decoded event and the input borrow the message's
+/// payload (see `payload_for_consumer`), so the message goes last.
+struct Polled<'c> {
+    decoded: Result<Event<'c>, Rejection>,
+    input: Input<'c>,
+    message: BorrowedMessage<'c>,
+}
+
+/// Messages on their way from the polling thread to the folding one, in
+/// the order they are to be folded.
 struct Batch<'c> {
     /// `decode` of `inputs[i]`. Declared before `messages`, whose payloads
-    /// these events borrow, so they are dropped first (see `Batch::poll`).
+    /// these events borrow, so they are dropped first.
     decoded: Vec<Result<Event<'c>, Rejection>>,
     inputs: Vec<Input<'c>>,
     /// The place in `messages` of each input.
@@ -536,41 +570,21 @@ struct Batch<'c> {
 }
 
 impl<'c> Batch<'c> {
-    /// Polls up to `BATCH` messages (waiting up to 100 ms for the first)
-    /// and decodes them; `None` if nothing came.
-    fn poll(consumer: &'c BaseConsumer<IngestContext>, topics: &TopicNames, max_bytes: usize) -> Option<Self> {
-        let mut messages = Vec::with_capacity(BATCH);
-        let mut next = consumer.poll(Duration::from_millis(100));
-        while let Some(polled) = next {
-            match polled {
-                Ok(m) => messages.push(m),
-                Err(e) => warn!(error = %e, "consumer error"),
-            }
-            if messages.len() >= BATCH {
-                break;
-            }
-            next = consumer.poll(Duration::ZERO);
+    fn with_capacity(n: usize) -> Self {
+        Batch {
+            decoded: Vec::with_capacity(n),
+            inputs: Vec::with_capacity(n),
+            places: Vec::with_capacity(n),
+            messages: Vec::with_capacity(n),
         }
-        if messages.is_empty() {
-            return None;
-        }
-        let wall = crate::time::wall_now();
-        let (places, inputs): (Vec<usize>, Vec<Input<'c>>) = messages
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| {
-                let topic = topics.role(m.topic())?;
-                // SAFETY: librdkafka keeps a message's payload until the
-                // message is destroyed, which is when `messages` (moved into
-                // the batch below, never mutated) is dropped; the inputs and
-                // decoded events that borrow it are dropped before (field
-                // order) or moved into the fold, which ends before that.
-                let payload = unsafe { payload_for_consumer(m) };
-                Some((i, Input { topic, partition: m.partition(), offset: m.offset(), payload, wall }))
-            })
-            .unzip();
-        let decoded = inputs.iter().map(|i| decode::decode(i.topic, i.payload, max_bytes)).collect();
-        Some(Batch { decoded, inputs, places, messages })
+    }
+
+    fn push(&mut self, p: Polled<'c>) {
+        let Polled { decoded, input, message } = p;
+        self.places.push(self.messages.len());
+        self.decoded.push(decoded);
+        self.inputs.push(input);
+        self.messages.push(message);
     }
 
     /// The messages, once nothing borrows their payloads any more.
@@ -579,6 +593,131 @@ impl<'c> Batch<'c> {
         drop((decoded, inputs));
         messages
     }
+}
+
+/// At most this many polled messages wait in the aligner; beyond, polling
+/// stops until the fold has taken some (a lagging partition is then waited
+/// for only up to `time.align_wait`).
+const MAX_ALIGNED: usize = 8 * BATCH;
+
+/// The polling thread's state: polls, decodes, and releases batches in
+/// event-time order across partitions (SPEC §2 additions).
+struct Poller<'c> {
+    consumer: &'c BaseConsumer<IngestContext>,
+    shared: &'c Shared,
+    max_bytes: usize,
+    aligner: align::Aligner<Polled<'c>>,
+    /// The assignment the aligner's state belongs to.
+    generation: u64,
+    /// Per partition, the offset after the last message polled.
+    polled_to: HashMap<(Topic, i32), i64>,
+    /// Topic names as C strings, by role (for librdkafka's watermark cache).
+    names: [std::ffi::CString; 4],
+}
+
+impl<'c> Poller<'c> {
+    fn new(consumer: &'c BaseConsumer<IngestContext>, shared: &'c Shared, max_bytes: usize) -> Self {
+        let wait = Duration::from_micros(shared.align_wait_us.load(Ordering::Relaxed));
+        let names = Topic::ALL.map(|t| std::ffi::CString::new(shared.topics.name(t)).unwrap_or_default());
+        Poller {
+            consumer,
+            shared,
+            max_bytes,
+            aligner: align::Aligner::new(wait),
+            generation: 0,
+            polled_to: HashMap::new(),
+            names,
+        }
+    }
+
+    /// Polls what is there (waiting up to 100 ms for the first message when
+    /// nothing is buffered, a few ms while a lagging partition is waited
+    /// for), then releases up to `BATCH` messages in event-time order;
+    /// `None` if none may be folded yet.
+    fn next_batch(&mut self) -> Option<Batch<'c>> {
+        let first_wait = if self.aligner.is_empty() { Duration::from_millis(100) } else { Duration::from_millis(2) };
+        if self.aligner.len() < MAX_ALIGNED {
+            self.poll(first_wait);
+        }
+        // Rebalances run inside `poll`, on this thread: nothing waits on this lock.
+        let known = self.shared.starts.lock().unwrap_or_else(|p| p.into_inner());
+        let (generation, starts) = (known.0, &known.1);
+        if generation != self.generation {
+            // Repositioned at the engine's offsets: what is buffered comes again.
+            self.aligner.clear();
+            self.polled_to.clear();
+            self.generation = generation;
+            return None;
+        }
+        let assigned = self.shared.assigned.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut batch = Batch::with_capacity(BATCH.min(self.aligner.len()));
+        let (polled_to, consumer, names) = (&self.polled_to, self.consumer, &self.names);
+        let behind = |part: (Topic, i32)| {
+            let at = polled_to.get(&part).or_else(|| starts.get(&part)).copied().unwrap_or(0);
+            cached_high_watermark(consumer, &names[part.0.index()], part.1).is_none_or(|high| at < high)
+        };
+        let stop = self.aligner.drain(Instant::now(), &assigned, behind, BATCH, |p| batch.push(p));
+        if stop == align::Stop::Wait {
+            counter!("cspulse_align_waits_total").increment(1);
+        }
+        (!batch.inputs.is_empty()).then_some(batch)
+    }
+
+    /// Polls up to `BATCH` messages, decodes them and buffers them.
+    fn poll(&mut self, first_wait: Duration) {
+        let wall = crate::time::wall_now();
+        let mut next = self.consumer.poll(first_wait);
+        let mut n = 0;
+        while let Some(polled) = next {
+            match polled {
+                Ok(m) => {
+                    n += 1;
+                    if let Some(topic) = self.shared.topics.role(m.topic()) {
+                        let (partition, offset) = (m.partition(), m.offset());
+                        // SAFETY: librdkafka keeps a message's payload until
+                        // the message is destroyed; the input and the decoded
+                        // event that borrow it travel with the message and are
+                        // dropped before it (field order of `Polled` and
+                        // `Batch`), or moved into the fold, which ends before.
+                        let payload = unsafe { payload_for_consumer(&m) };
+                        let input = Input { topic, partition, offset, payload, wall };
+                        let decoded = decode::decode(topic, payload, self.max_bytes);
+                        let ts = decoded.as_ref().ok().map(|e| e.ts);
+                        self.polled_to.insert((topic, partition), offset + 1);
+                        self.aligner.push((topic, partition), ts, Polled { decoded, input, message: m });
+                    }
+                }
+                Err(e) => warn!(error = %e, "consumer error"),
+            }
+            if n >= BATCH {
+                break;
+            }
+            next = self.consumer.poll(Duration::ZERO);
+        }
+    }
+}
+
+/// The high watermark librdkafka last learned for a partition from its
+/// fetch responses (no request is made), if it knows one.
+fn cached_high_watermark(
+    consumer: &BaseConsumer<IngestContext>,
+    topic: &std::ffi::CStr,
+    partition: i32,
+) -> Option<i64> {
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client handle is valid while `consumer` is; `topic` is
+    // NUL-terminated; the out-pointers are to locals. The call only reads
+    // librdkafka's cached partition state under its own lock.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }
 
 /// A message's payload, borrowed for the consumer's lifetime instead of the
