@@ -51,7 +51,13 @@ impl App {
             auth.clone(),
             config.http.allowed_origins.clone(),
             config.push.history,
-            Limits { queue: config.push.queue, max_connections: config.push.max_connections, ..Limits::default() },
+            Limits {
+                queue: config.push.queue,
+                max_connections: config.push.max_connections,
+                max_connections_per_subject: config.push.max_connections_per_subject,
+                idle_channel_ttl: config.push.idle_channel_ttl.0,
+                ..Limits::default()
+            },
         );
         let state = AppState {
             shared: shared.clone(),

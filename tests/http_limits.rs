@@ -152,6 +152,9 @@ async fn every_error_is_json_extractor_rejections_included() {
         (client.post(format!("{base}/healthz")), 405, "method_not_allowed"),
         (client.delete(format!("{base}/api/v1/alerts")).bearer_auth(&exec), 405, "method_not_allowed"),
         (client.get(format!("{base}/no/such/route")), 404, "not_found"),
+        // `/ws` without the upgrade headers, with a valid token.
+        (client.get(format!("{base}/ws")).bearer_auth(&exec), 400, "bad_request"),
+        (client.get(format!("{base}/ws")), 401, "unauthorized"),
     ];
     for (req, status, code) in cases {
         let res = req.send().await.unwrap();
