@@ -549,10 +549,12 @@ fn new_epoch() -> u64 {
     rand::random::<u64>() >> 11
 }
 
-/// When a token with this `exp` (Unix seconds) expires, on the runtime's clock.
+/// When a token with this `exp` (Unix seconds) expires, on the runtime's
+/// clock (an `exp` beyond what the clock can hold: in a century).
 fn expiry_instant(exp: u64) -> tokio::time::Instant {
     let left = Duration::from_secs(exp).saturating_sub(Duration::from_micros(unix_micros()));
-    tokio::time::Instant::now() + left
+    let now = tokio::time::Instant::now();
+    now.checked_add(left).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 async fn connection(admitted: Admitted, exp: Option<u64>, socket: WebSocket) {
@@ -718,5 +720,19 @@ fn handle(
             Err(e) => Some(e),
         },
         _ => Some(error("bad_request", "op must be subscribe, unsubscribe or ping")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_expiry_is_on_the_runtime_clock_and_never_overflows() {
+        let now = tokio::time::Instant::now();
+        assert!(expiry_instant(0) <= tokio::time::Instant::now(), "an expired token: at once");
+        let in_a_minute = expiry_instant(unix_micros() / 1_000_000 + 60);
+        assert!(in_a_minute > now + Duration::from_secs(58) && in_a_minute <= now + Duration::from_secs(61));
+        assert!(expiry_instant(u64::MAX) > now + Duration::from_secs(50 * 365 * 86_400), "far future, no panic");
     }
 }
