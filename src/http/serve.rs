@@ -380,3 +380,84 @@ impl AsyncWrite for Metered {
         Pin::new(&mut self.get_mut().socket).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::Json;
+    use axum::extract::rejection::JsonRejection;
+    use axum::routing::post;
+    use std::net::SocketAddr;
+
+    use serde_json::Value;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A router with JSON-body routes (none of the API's take a body yet),
+    /// behind the API's last layer, served with the limits.
+    async fn served() -> (SocketAddr, watch::Sender<bool>) {
+        let router = Router::new()
+            .route(
+                "/typed",
+                post(|body: Result<Json<Value>, JsonRejection>| async move { body.map_err(ApiError::from) }),
+            )
+            .route("/plain", post(|Json(v): Json<Value>| async move { Json(v) }))
+            .layer(axum::middleware::map_response(super::super::json_errors));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(serve(listener, router, Limits { max_body_bytes: 1000, ..Limits::default() }, stopped));
+        (addr, stop)
+    }
+
+    async fn post_json(addr: SocketAddr, path: &str, body: &str, json: bool) -> (u16, Value) {
+        let mut req = reqwest::Client::new().post(format!("http://{addr}{path}")).body(body.to_owned());
+        if json {
+            req = req.header("content-type", "application/json");
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, serde_json::from_str(&res.text().await.unwrap()).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn json_body_rejections_are_json_errors() {
+        let (addr, _stop) = served().await;
+        assert_eq!(post_json(addr, "/typed", r#"{"a":1}"#, true).await, (200, serde_json::json!({"a": 1})));
+        for path in ["/typed", "/plain"] {
+            let (status, body) = post_json(addr, path, "{not json", true).await;
+            assert_eq!((status, &body["error"]), (400, &serde_json::json!("bad_request")), "{path}: {body}");
+            assert_eq!(body.as_object().unwrap().len(), 2, "{body}");
+            let (status, body) = post_json(addr, path, "{}", false).await;
+            assert_eq!((status, &body["error"]), (415, &serde_json::json!("unsupported_media_type")), "{path}: {body}");
+        }
+        let (status, body) = post_json(addr, "/typed", &"1".repeat(1001), true).await;
+        assert_eq!((status, &body["error"]), (413, &serde_json::json!("payload_too_large")), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_is_cut_at_the_limit() {
+        let (addr, _stop) = served().await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let chunk = "1".repeat(1500);
+        let req = format!(
+            "POST /typed HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+            chunk.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let read = async {
+            let mut buf = [0u8; 1024];
+            while !String::from_utf8_lossy(&got).contains('}') {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+        assert!(text.contains(r#""error":"payload_too_large""#), "{text}");
+    }
+}
