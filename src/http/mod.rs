@@ -120,7 +120,8 @@ impl From<axum::extract::ws::rejection::WebSocketUpgradeRejection> for ApiError 
 
 /// The last layer: an error response that is not JSON already (axum's 405,
 /// a rejection not taken as `Result`, a body limit) becomes the JSON error
-/// of its status; `Allow`, `WWW-Authenticate` and `Retry-After` are kept.
+/// of its status; `Allow`, `WWW-Authenticate`, `Retry-After` and
+/// `Connection` are kept.
 async fn json_errors(res: Response) -> Response {
     let status = res.status();
     let is_json =
