@@ -53,7 +53,13 @@ impl App {
             auth.clone(),
             config.http.allowed_origins.clone(),
             config.push.history,
-            Limits { queue: config.push.queue, max_connections: config.push.max_connections, ..Limits::default() },
+            Limits {
+                queue: config.push.queue,
+                max_connections: config.push.max_connections,
+                max_connections_per_subject: config.push.max_connections_per_subject,
+                idle_channel_ttl: config.push.idle_channel_ttl.0,
+                ..Limits::default()
+            },
         );
         let state = AppState {
             shared: shared.clone(),
@@ -65,16 +71,16 @@ impl App {
         if config.auth.insecure {
             warn!("auth.insecure is set: every request is served without a token");
         }
-        let (stop, mut stopped) = watch::channel(false);
+        let (stop, _) = watch::channel(false);
         let router = http::router(state, push.clone());
+        let limits = http::serve::Limits {
+            header_timeout: config.http.header_timeout.0,
+            idle_timeout: config.http.idle_timeout.0,
+            max_body_bytes: config.http.max_body_bytes,
+            max_connections: config.http.max_connections,
+        };
         // Serve health and readiness while the state is being restored.
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        let server = tokio::spawn(http::serve::serve(listener, router, limits, stop.subscribe()));
         // Join the consumer group while the checkpoint is read and decoded
         // (both take seconds); polling, and so positioning, starts after.
         let subscribed = Subscribed::new(&config.kafka, shared.clone()).context("cannot create the Kafka consumer")?;

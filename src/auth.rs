@@ -111,9 +111,16 @@ impl Auth {
 
     /// Checks a token (or its absence) and returns who it names.
     pub fn verify(&self, token: Option<&str>) -> Result<Principal, AuthError> {
+        self.verify_until(token).map(|(who, _)| who)
+    }
+
+    /// As `verify`, with the token's `exp` (seconds since the Unix epoch;
+    /// `None` for the anonymous principal of insecure mode): a WebSocket
+    /// is closed when its token expires (§18).
+    pub fn verify_until(&self, token: Option<&str>) -> Result<(Principal, Option<u64>), AuthError> {
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             if self.insecure {
-                return Ok(Principal { sub: "anonymous".into(), role: Role::Executive, csm_id: None });
+                return Ok((Principal { sub: "anonymous".into(), role: Role::Executive, csm_id: None }, None));
             }
             return Err(AuthError::Missing);
         };
@@ -126,7 +133,7 @@ impl Auth {
             _ => {}
         }
         let csm_id = if c.role == Role::Csm { c.csm_id } else { None };
-        Ok(Principal { sub: c.sub, role: c.role, csm_id })
+        Ok((Principal { sub: c.sub, role: c.role, csm_id }, Some(c.exp)))
     }
 
     /// Mints a token valid for `ttl`.

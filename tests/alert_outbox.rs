@@ -69,6 +69,15 @@ impl Engine {
         Engine { child }
     }
 
+    /// Waits until the engine answers HTTP at `base`.
+    async fn serving(&self, base: &str) {
+        wait_for("the engine to listen", Duration::from_secs(30), || {
+            let url = format!("{base}/healthz");
+            async move { reqwest::get(&url).await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        })
+        .await;
+    }
+
     fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
@@ -98,6 +107,7 @@ async fn transitions_survive_an_unavailable_alert_topic_and_a_kill_9() {
     let base = format!("http://127.0.0.1:{port}");
     let log = tempfile::NamedTempFile::new().unwrap();
     let engine = Engine::start(file.path(), &config.kafka.brokers, &store, port, log.as_file());
+    engine.serving(&base).await;
 
     let p = producer(&config.kafka.brokers);
     for (i, account) in ["acme", "globex"].into_iter().enumerate() {
@@ -128,6 +138,7 @@ async fn transitions_survive_an_unavailable_alert_topic_and_a_kill_9() {
     // checkpoint held unacknowledged.
     cluster.topic_error("cs.alerts", RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR).unwrap();
     let engine = Engine::start(file.path(), &config.kafka.brokers, &store, port, log.as_file());
+    engine.serving(&base).await;
     let records = tokio::task::spawn_blocking({
         let brokers = config.kafka.brokers.clone();
         move || consume_all(&brokers, "cs.alerts", 4, Duration::from_secs(60))

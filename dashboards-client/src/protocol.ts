@@ -24,7 +24,7 @@ export interface Alert {
 }
 
 export type ServerMessage =
-  | { type: 'subscribed'; channel: string; seq: number }
+  | { type: 'subscribed'; channel: string; seq: number; epoch: number }
   | { type: 'snapshot'; channel: string; seq: number; data: JsonObject }
   | { type: 'update'; channel: string; seq: number; topic: string; as_of?: string; patch: JsonObject }
   | { type: 'alert'; channel: string; seq: number; alert: Alert }
@@ -51,6 +51,9 @@ export class ChannelCopy {
   readonly channel: string;
   data: JsonObject | null = null;
   seq: number | null = null;
+  /** The epoch `seq` counts in (SPEC §12): sent back on resume, so a server
+   * whose channel was recreated, or another instance, answers with a snapshot. */
+  epoch: number | null = null;
   /** Wall-clock ms when the copy last changed (for "updated 3 s ago"). */
   lastChange: number | null = null;
 
@@ -59,16 +62,18 @@ export class ChannelCopy {
   }
 
   /** The subscribe request: with `since` when there is a copy to resume. */
-  subscribeRequest(): { op: 'subscribe'; channel: string; since?: number } {
-    return this.data !== null && this.seq !== null
-      ? { op: 'subscribe', channel: this.channel, since: this.seq }
-      : { op: 'subscribe', channel: this.channel };
+  subscribeRequest(): { op: 'subscribe'; channel: string; since?: number; epoch?: number } {
+    if (this.data === null || this.seq === null) return { op: 'subscribe', channel: this.channel };
+    return this.epoch !== null
+      ? { op: 'subscribe', channel: this.channel, since: this.seq, epoch: this.epoch }
+      : { op: 'subscribe', channel: this.channel, since: this.seq };
   }
 
   /** Forgets the copy (the server it came from is gone): next subscribe takes a snapshot. */
   reset(): void {
     this.data = null;
     this.seq = null;
+    this.epoch = null;
   }
 
   get asOf(): string | null {
@@ -80,7 +85,8 @@ export class ChannelCopy {
     switch (msg.type) {
       case 'subscribed':
         // A resume the server cannot serve is answered by a snapshot, which
-        // follows; nothing to do until then.
+        // follows; nothing to do until then but note the epoch.
+        if (typeof msg.epoch === 'number') this.epoch = msg.epoch;
         return { kind: 'none' };
       case 'snapshot':
         this.data = msg.data;

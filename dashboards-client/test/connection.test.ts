@@ -130,7 +130,7 @@ describe('PushConnection', () => {
       { op: 'subscribe', channel: 'executive' },
       { op: 'subscribe', channel: 'csm:csm-1' },
     ]);
-    sockets[0].receive({ type: 'subscribed', channel: 'executive', seq: 3 });
+    sockets[0].receive({ type: 'subscribed', channel: 'executive', seq: 3, epoch: 5 });
     sockets[0].receive({ type: 'snapshot', channel: 'executive', seq: 3, data: { a: 1 } });
     sockets[0].receive({ type: 'update', channel: 'executive', seq: 4, topic: 'health', patch: { a: 2 } });
     sockets[0].drop();
@@ -141,7 +141,7 @@ describe('PushConnection', () => {
     expect(sockets).toHaveLength(2);
     sockets[1].open();
     expect(sockets[1].sent).toEqual([
-      { op: 'subscribe', channel: 'executive', since: 4 },
+      { op: 'subscribe', channel: 'executive', since: 4, epoch: 5 },
       { op: 'subscribe', channel: 'csm:csm-1' }, // never had a snapshot: a fresh one
     ]);
     expect(states).toEqual(['connecting', 'live', 'waiting', 'connecting', 'live']);
@@ -162,7 +162,7 @@ describe('PushConnection', () => {
     expect(delays).toEqual([500, 1000, 2000, 4000, 8000, 8000]);
     const s = sockets[sockets.length - 1];
     s.open();
-    s.receive({ type: 'subscribed', channel: 'manager', seq: 1 });
+    s.receive({ type: 'subscribed', channel: 'manager', seq: 1, epoch: 5 });
     s.drop();
     expect(clock.pending()).toEqual([500]);
   });

@@ -7,15 +7,21 @@ const alert = (id: string): Alert => ({
 });
 
 describe('ChannelCopy', () => {
-  it('subscribes without since until it holds a snapshot, then resumes from the last seq', () => {
+  it('subscribes without since until it holds a snapshot, then resumes from the last seq in its epoch', () => {
     const c = new ChannelCopy('csm:csm-1');
     expect(c.subscribeRequest()).toEqual({ op: 'subscribe', channel: 'csm:csm-1' });
-    c.apply({ type: 'subscribed', channel: 'csm:csm-1', seq: 4 });
+    c.apply({ type: 'subscribed', channel: 'csm:csm-1', seq: 4, epoch: 77 });
     expect(c.subscribeRequest()).toEqual({ op: 'subscribe', channel: 'csm:csm-1' });
     c.apply({ type: 'snapshot', channel: 'csm:csm-1', seq: 4, data: { as_of: 'a', kpis: { x: 1 } } });
     c.apply({ type: 'update', channel: 'csm:csm-1', seq: 5, topic: 'tickets', patch: { kpis: { x: 2 } } });
-    expect(c.subscribeRequest()).toEqual({ op: 'subscribe', channel: 'csm:csm-1', since: 5 });
+    expect(c.subscribeRequest()).toEqual({ op: 'subscribe', channel: 'csm:csm-1', since: 5, epoch: 77 });
     expect(c.data).toEqual({ as_of: 'a', kpis: { x: 2 } });
+    // A recreated channel (new epoch) answers the resume with a snapshot; the copy follows it.
+    c.apply({ type: 'subscribed', channel: 'csm:csm-1', seq: 900, epoch: 78 });
+    c.apply({ type: 'snapshot', channel: 'csm:csm-1', seq: 900, data: { as_of: 'b' } });
+    expect(c.subscribeRequest()).toEqual({ op: 'subscribe', channel: 'csm:csm-1', since: 900, epoch: 78 });
+    c.reset();
+    expect(c.subscribeRequest()).toEqual({ op: 'subscribe', channel: 'csm:csm-1' });
   });
 
   it('ignores messages with seq <= current (replays after a resume)', () => {
@@ -46,7 +52,7 @@ describe('ChannelCopy', () => {
   it('takes a snapshot with a lower seq (the server restarted and could not resume)', () => {
     const c = new ChannelCopy('executive');
     c.apply({ type: 'snapshot', channel: 'executive', seq: 500, data: { a: 1 } });
-    c.apply({ type: 'subscribed', channel: 'executive', seq: 2 });
+    c.apply({ type: 'subscribed', channel: 'executive', seq: 2, epoch: 1 });
     c.apply({ type: 'snapshot', channel: 'executive', seq: 2, data: { a: 7 } });
     expect([c.seq, c.data]).toEqual([2, { a: 7 }]);
     c.apply({ type: 'update', channel: 'executive', seq: 3, topic: 'health', patch: { a: 8 } });

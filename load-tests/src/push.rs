@@ -250,6 +250,10 @@ async fn spawn_cspulse(common: &Common, brokers: &str, tag: &str, extra: &[(&str
         .env("CSPULSE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("CSPULSE__STATE__STORE", "memory")
         .env("CSPULSE__LOG__LEVEL", "warn")
+        // The swarm's clients share one token (one subject) and may exceed
+        // the default connection caps of §18.
+        .env("CSPULSE__PUSH__MAX_CONNECTIONS_PER_SUBJECT", "1000000")
+        .env("CSPULSE__HTTP__MAX_CONNECTIONS", "1000000")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

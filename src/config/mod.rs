@@ -114,6 +114,14 @@ pub struct TopicsConfig {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub allowed_origins: Vec<String>,
+    /// A request head must arrive within this (slow-header connections are closed).
+    pub header_timeout: Span,
+    /// A keep-alive connection with no request in flight is closed after this.
+    pub idle_timeout: Span,
+    /// Larger request bodies get 413.
+    pub max_body_bytes: usize,
+    /// Open TCP connections (HTTP and WebSocket); more are refused.
+    pub max_connections: usize,
 }
 
 #[derive(Clone, Deserialize, Serialize)]
@@ -220,6 +228,10 @@ pub struct PushConfig {
     pub queue: usize,
     /// Concurrent WebSocket connections; more get HTTP 503.
     pub max_connections: usize,
+    /// WebSocket connections per token subject; more get HTTP 429.
+    pub max_connections_per_subject: usize,
+    /// How long a channel without subscribers is kept (its epoch with it).
+    pub idle_channel_ttl: Span,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -319,6 +331,18 @@ impl Config {
         }
         if self.push.max_connections == 0 {
             return bad("push.max_connections", "must be > 0");
+        }
+        if self.push.max_connections_per_subject == 0 {
+            return bad("push.max_connections_per_subject", "must be > 0");
+        }
+        if self.http.header_timeout.0.is_zero() {
+            return bad("http.header_timeout", "must be > 0");
+        }
+        if self.http.idle_timeout.0.is_zero() {
+            return bad("http.idle_timeout", "must be > 0");
+        }
+        if self.http.max_connections == 0 {
+            return bad("http.max_connections", "must be > 0");
         }
         if !(self.log.format == "text" || self.log.format == "json") {
             return bad("log.format", "must be \"text\" or \"json\"");

@@ -1,9 +1,14 @@
 //! HTTP API (SPEC §7): health, readiness, metrics, channel snapshots and
-//! account objects behind token auth with the access rules of §6.2.
+//! account objects behind token auth with the access rules of §6.2. Every
+//! error is JSON `{"error", "message"}` (§7, §18): handlers return
+//! [`ApiError`], extractor rejections convert into it, and a last layer
+//! rewrites any other error response (405, a rejection of an extractor taken
+//! without `Result`) by its status. Connections are served by [`serve`].
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +26,7 @@ use crate::state::view::Channel;
 use crate::telemetry;
 
 pub mod assets;
+pub mod serve;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -50,6 +56,86 @@ impl ApiError {
     fn not_found(what: &str) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
+
+    /// The error for a bare status, with its standard reason as the message.
+    pub fn for_status(status: StatusCode) -> Self {
+        let message = status.canonical_reason().unwrap_or("error").to_lowercase();
+        ApiError::new(status, code_for(status), message)
+    }
+
+    /// An extractor's rejection: its text describes what was wrong with the
+    /// request (a 5xx rejection is our fault and says nothing more).
+    fn rejected(status: StatusCode, text: String) -> Self {
+        if status.is_server_error() {
+            ApiError::for_status(status)
+        } else {
+            ApiError::new(status, code_for(status), text)
+        }
+    }
+}
+
+/// The `error` code for a status.
+fn code_for(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "timeout",
+        413 => "payload_too_large",
+        414 => "uri_too_long",
+        415 => "unsupported_media_type",
+        426 => "upgrade_required",
+        429 => "rate_limited",
+        431 => "headers_too_large",
+        503 => "unavailable",
+        s if s >= 500 => "internal",
+        _ => "bad_request",
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::rejected(r.status(), r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::rejected(r.status(), r.body_text())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::rejected(r.status(), r.body_text())
+    }
+}
+
+impl From<axum::extract::ws::rejection::WebSocketUpgradeRejection> for ApiError {
+    fn from(r: axum::extract::ws::rejection::WebSocketUpgradeRejection) -> Self {
+        ApiError::rejected(r.status(), r.body_text())
+    }
+}
+
+/// The last layer: an error response that is not JSON already (axum's 405,
+/// a rejection not taken as `Result`, a body limit) becomes the JSON error
+/// of its status; `Allow`, `WWW-Authenticate`, `Retry-After` and
+/// `Connection` are kept.
+async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    let is_json =
+        res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let mut out = ApiError::for_status(status).into_response();
+    for name in [header::ALLOW, header::WWW_AUTHENTICATE, header::RETRY_AFTER, header::CONNECTION] {
+        if let Some(v) = res.headers().get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    out
 }
 
 impl From<AuthError> for ApiError {
@@ -68,7 +154,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct TokenQuery {
     token: Option<String>,
 }
@@ -110,6 +196,7 @@ pub fn router(state: AppState, push: Arc<crate::push::server::PushService>) -> R
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
         .merge(ws)
+        .layer(axum::middleware::map_response(json_errors))
 }
 
 async fn index() -> Json<serde_json::Value> {
@@ -124,13 +211,22 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+/// `GET /readyz`: status for anyone (load balancers, probes); the store
+/// and the checkpoint error text only for a caller with a valid token, as
+/// they describe internals (§18).
+async fn readyz(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<TokenQuery>, QueryRejection>,
+) -> Response {
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    let detailed = state.auth.verify(bearer(&headers, &query)).is_ok();
     let restored = state.shared.restored.load(Ordering::SeqCst);
     let lag = state.shared.lag();
     let total = lag.total();
     let paused = state.shared.paused();
     let ready = restored && lag.known && total <= state.max_lag as i64 && paused.is_none();
-    let body = json!({
+    let mut body = json!({
         "ready": ready,
         "restored": restored,
         "ingestion_paused": paused,
@@ -139,12 +235,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "lag": total,
         "max_lag": state.max_lag,
         "checkpoint": {
-            "store": state.store,
             "age_seconds": state.checkpoints.age_seconds(),
             "consecutive_failures": state.checkpoints.failures.load(Ordering::Relaxed),
-            "error": state.checkpoints.error(),
         },
     });
+    if detailed {
+        body["checkpoint"]["store"] = json!(state.store);
+        body["checkpoint"]["error"] = json!(state.checkpoints.error());
+    }
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
@@ -164,10 +262,11 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
 
 async fn channel(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let (Path(name), Query(query)) = (path?, query?);
     let who = principal(&state, &headers, &query)?;
     let channel = Channel::parse(&name)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_channel", format!("no channel {name:?}")))?;
@@ -188,8 +287,9 @@ async fn channel(
 async fn alerts(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<AlertsQuery>,
+    query: Result<Query<AlertsQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query?;
     let token = TokenQuery { token: query.token };
     let who = principal(&state, &headers, &token)?;
     match query.state.as_deref() {
@@ -217,10 +317,11 @@ async fn alerts(
 
 async fn account(
     State(state): State<AppState>,
-    Path(account_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let (Path(account_id), Query(query)) = (path?, query?);
     let who = principal(&state, &headers, &query)?;
     let engine = state.shared.engine();
     // An account outside the caller's book answers exactly like a missing one.

@@ -221,6 +221,9 @@ fn take_keyed(published: &Value, current: &Value, topic: PushTopic) -> Value {
 #[derive(Debug)]
 pub struct ChannelState {
     name: String,
+    /// Names this channel's sequence (§12): a `since` is honoured only
+    /// within it; a dropped and recreated channel has a new one.
+    epoch: u64,
     /// The seq of the last message sent on this channel.
     seq: u64,
     /// What every client holds after applying all messages so far.
@@ -235,6 +238,7 @@ impl ChannelState {
     pub fn new(name: impl Into<String>, data: Value, history_limit: usize) -> Self {
         ChannelState {
             name: name.into(),
+            epoch: 0,
             seq: 0,
             published: data,
             history: VecDeque::new(),
@@ -249,8 +253,19 @@ impl ChannelState {
         self
     }
 
+    /// Names this channel's sequence (see `PushService`: random per channel
+    /// and creation).
+    pub fn in_epoch(mut self, epoch: u64) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The data a new subscriber starts from.
@@ -325,9 +340,19 @@ impl ChannelState {
     /// messages after `since` (if all are still kept and there are at most
     /// `max_replay` of them) or a snapshot.
     pub fn subscribe(&self, since: Option<u64>, max_replay: usize) -> Vec<Arc<str>> {
-        let subscribed: Arc<str> =
-            Arc::from(json!({"type": "subscribed", "channel": self.name, "seq": self.seq}).to_string());
+        self.subscribe_in(None, since, max_replay)
+    }
+
+    /// As `subscribe`, for a client that names the epoch its `since` is
+    /// from: another epoch's `since` gets a snapshot. (Without it, a `since`
+    /// outside this epoch's numbers gets one too: they start above every
+    /// earlier epoch's on this instance.)
+    pub fn subscribe_in(&self, epoch: Option<u64>, since: Option<u64>, max_replay: usize) -> Vec<Arc<str>> {
+        let subscribed: Arc<str> = Arc::from(
+            json!({"type": "subscribed", "channel": self.name, "seq": self.seq, "epoch": self.epoch}).to_string(),
+        );
         if let Some(since) = since
+            && epoch.is_none_or(|e| e == self.epoch)
             && since <= self.seq
         {
             let oldest_kept = self.history.front().map_or(self.seq + 1, |(s, _)| *s);

@@ -11,16 +11,25 @@
 //! the socket before the client has been silent for the drop time is
 //! dropped too. Locks are taken in one order (hub, then engine, then a
 //! connection's queue) and never held across `.await`.
+//!
+//! §18 limits: connections per token subject; a socket is closed with 4401
+//! when its token expires (one timer per connection serves both the pings and
+//! the expiry); binary frames are `bad_request`; every client frame counts
+//! toward the rate limit. A channel without subscribers is dropped after
+//! `push.idle_channel_ttl`; recreated, it starts a new epoch (§12) numbered
+//! above everything the old one sent.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use metrics::{counter, gauge};
 use serde_json::{Value, json};
@@ -34,10 +43,14 @@ use crate::http::{ApiError, TokenQuery, bearer};
 use crate::ingest::{Pushed, Shared};
 use crate::state::view::Channel;
 
-/// Limits of §6.5.
+/// Limits of §6.5 and §18.
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Connections per token `sub`.
+    pub max_connections_per_subject: usize,
+    /// How long a channel without subscribers is kept.
+    pub idle_channel_ttl: Duration,
     pub max_subscriptions: usize,
     pub max_frame_bytes: usize,
     pub max_messages_per_sec: u32,
@@ -51,6 +64,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 20_000,
+            max_connections_per_subject: 50,
+            idle_channel_ttl: Duration::from_secs(60),
             max_subscriptions: 32,
             max_frame_bytes: 4096,
             max_messages_per_sec: 20,
@@ -66,9 +81,20 @@ struct Entry {
     id: u64,
     /// Bumped when a subscribe brings the dormant channel up to date (a
     /// tick whose views were taken before must not move it back).
-    epoch: u64,
+    generation: u64,
     state: ChannelState,
     subscribers: HashMap<u64, Arc<Outbox>>,
+    /// Since when the channel has had no subscribers (dropped after the TTL).
+    idle_since: Option<Instant>,
+}
+
+impl Entry {
+    /// Notes the moment the last subscriber left.
+    fn note_if_idle(&mut self) {
+        if self.subscribers.is_empty() && self.idle_since.is_none() {
+            self.idle_since = Some(Instant::now());
+        }
+    }
 }
 
 /// Channels with their push state and subscribers.
@@ -90,11 +116,11 @@ pub struct PushService {
     next_connection: AtomicU64,
     next_channel: AtomicU64,
     connections: AtomicUsize,
-    /// Where every channel's `seq` starts: the start time in microseconds,
-    /// so a restarted server numbers above anything the previous process
-    /// sent, and a client resuming with an old `since` gets a snapshot, not
-    /// somebody else's messages.
-    seq_base: u64,
+    /// Open connections per token subject (entries at zero are removed).
+    subjects: Mutex<HashMap<String, usize>>,
+    /// Above every `seq` sent by a channel since dropped: a recreated
+    /// channel numbers from at least here (see `subscribe`).
+    seq_floor: AtomicU64,
 }
 
 fn frame(text: &str) -> Utf8Bytes {
@@ -122,10 +148,48 @@ impl PushService {
             next_connection: AtomicU64::new(1),
             next_channel: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
-            seq_base: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as u64),
+            subjects: Mutex::new(HashMap::new()),
+            seq_floor: AtomicU64::new(0),
         })
+    }
+
+    /// Where a new channel's `seq` starts: its creation time in
+    /// microseconds, so a restarted server numbers above anything the
+    /// previous process sent and a client resuming with an old `since` gets
+    /// a snapshot, not somebody else's messages; and above anything an
+    /// earlier epoch of a channel on this instance sent.
+    fn seq_base(&self) -> u64 {
+        let now = unix_micros();
+        now.max(self.seq_floor.load(Ordering::Relaxed))
+    }
+
+    /// Counts a connection of `who`'s subject, or refuses it at the cap.
+    fn admit(self: &Arc<Self>, who: Principal) -> Result<Admitted, Principal> {
+        let mut subjects = self.subjects.lock().unwrap_or_else(|p| p.into_inner());
+        let open = subjects.entry(who.sub.clone()).or_insert(0);
+        if *open >= self.limits.max_connections_per_subject {
+            return Err(who);
+        }
+        *open += 1;
+        Ok(Admitted { service: self.clone(), who })
+    }
+
+    /// Drops the channels that have had no subscriber for the TTL; their
+    /// `seq` numbers stay retired (`seq_floor`).
+    fn drop_idle_channels(&self) {
+        let ttl = self.limits.idle_channel_ttl;
+        let mut channels = self.channels();
+        let before = channels.len();
+        channels.retain(|_, e| {
+            let drop = e.subscribers.is_empty() && e.idle_since.is_some_and(|t| t.elapsed() >= ttl);
+            if drop {
+                self.seq_floor.fetch_max(e.state.seq() + 1, Ordering::Relaxed);
+            }
+            !drop
+        });
+        if channels.len() != before {
+            gauge!("cspulse_ws_channels").set(channels.len() as f64);
+        }
     }
 
     fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<Channel, Entry>> {
@@ -148,6 +212,7 @@ impl PushService {
             Err(Refused::Closed) => false,
         });
         counter!("cspulse_ws_messages_sent_total").increment(sent);
+        entry.note_if_idle();
         let dropped = before - entry.subscribers.len();
         if dropped > 0 {
             gauge!("cspulse_ws_subscriptions", "channel" => channel_kind(channel)).decrement(dropped as f64);
@@ -164,7 +229,7 @@ impl PushService {
             .channels()
             .iter()
             .filter(|(_, e)| !e.subscribers.is_empty())
-            .map(|(c, e)| (c.clone(), e.epoch))
+            .map(|(c, e)| (c.clone(), e.generation))
             .collect();
         if wanted.is_empty() {
             return;
@@ -174,10 +239,10 @@ impl PushService {
             wanted.iter().map(|(c, _)| engine.channel_view(c)).collect()
         };
         let mut channels = self.channels();
-        for ((channel, epoch), view) in wanted.iter().zip(&views) {
+        for ((channel, generation), view) in wanted.iter().zip(&views) {
             let Some(entry) = channels.get_mut(channel) else { continue };
             // Brought up to date by a subscribe meanwhile: the view is older.
-            if entry.epoch != *epoch || entry.subscribers.is_empty() {
+            if entry.generation != *generation || entry.subscribers.is_empty() {
                 continue;
             }
             if let Some(message) = entry.state.tick(topic, view) {
@@ -198,7 +263,7 @@ impl PushService {
                 !e.subscribers.is_empty()
                     && matches!(c, Channel::Csm(id) if csms.is_none_or(|l| l.iter().any(|x| **x == **id)))
             })
-            .map(|(c, e)| (c.clone(), e.epoch))
+            .map(|(c, e)| (c.clone(), e.generation))
             .collect();
         if wanted.is_empty() {
             return;
@@ -208,10 +273,10 @@ impl PushService {
             wanted.iter().map(|(c, _)| engine.channel_view(c)).collect()
         };
         let mut channels = self.channels();
-        for ((channel, epoch), view) in wanted.iter().zip(&views) {
+        for ((channel, generation), view) in wanted.iter().zip(&views) {
             let Some(entry) = channels.get_mut(channel) else { continue };
             // Brought up to date by a subscribe meanwhile: the view is older.
-            if entry.epoch != *epoch || entry.subscribers.is_empty() {
+            if entry.generation != *generation || entry.subscribers.is_empty() {
                 continue;
             }
             if let Some(message) = entry.state.membership("accounts", view) {
@@ -237,15 +302,27 @@ impl PushService {
         }
     }
 
-    /// Registers a subscriber and returns what it gets first.
-    fn subscribe(&self, conn: u64, channel: &Channel, since: Option<u64>, outbox: &Arc<Outbox>) -> Result<(), ()> {
+    /// Registers a subscriber and returns what it gets first: a `since`
+    /// is honoured only within the channel's current epoch (§12), named by
+    /// the client or implied by the `seq` range.
+    fn subscribe(
+        &self,
+        conn: u64,
+        channel: &Channel,
+        since: Option<u64>,
+        epoch: Option<u64>,
+        outbox: &Arc<Outbox>,
+    ) -> Result<(), ()> {
         let mut channels = self.channels();
+        let created = !channels.contains_key(channel);
         let entry = channels.entry(channel.clone()).or_insert_with(|| Entry {
             id: self.next_channel.fetch_add(1, Ordering::Relaxed),
-            epoch: 0,
+            generation: 0,
             state: ChannelState::new(channel.to_string(), self.shared.engine().channel_view(channel), self.history)
-                .starting_at(self.seq_base),
+                .starting_at(self.seq_base())
+                .in_epoch(new_epoch()),
             subscribers: HashMap::new(),
+            idle_since: Some(Instant::now()),
         });
         if entry.subscribers.is_empty() {
             // A dormant channel is not ticked; bring it up to date (recorded
@@ -254,19 +331,29 @@ impl PushService {
             for topic in PushTopic::ALL {
                 entry.state.tick(topic, &current);
             }
-            entry.epoch += 1;
+            entry.generation += 1;
         }
-        // A replay longer than half the queue comes as a snapshot instead.
-        for message in entry.state.subscribe(since, self.limits.queue / 2) {
+        if created {
+            gauge!("cspulse_ws_channels").set(channels.len() as f64);
+        }
+        let entry = channels.get_mut(channel).expect("just inserted");
+        // Queued under the hub lock, so no fan-out comes before them. A
+        // replay longer than half the queue comes as a snapshot instead.
+        for message in entry.state.subscribe_in(epoch, since, self.limits.queue / 2) {
             outbox.push(Queued { text: frame(&message), kind: Kind::Barrier(entry.id) }).map_err(|_| ())?;
         }
         entry.subscribers.insert(conn, outbox.clone());
+        entry.idle_since = None;
         gauge!("cspulse_ws_subscriptions", "channel" => channel_kind(channel)).increment(1.0);
         Ok(())
     }
 
     fn unsubscribe(&self, conn: u64, channel: &Channel) -> bool {
-        let removed = self.channels().get_mut(channel).is_some_and(|e| e.subscribers.remove(&conn).is_some());
+        let removed = self.channels().get_mut(channel).is_some_and(|e| {
+            let removed = e.subscribers.remove(&conn).is_some();
+            e.note_if_idle();
+            removed
+        });
         if removed {
             gauge!("cspulse_ws_subscriptions", "channel" => channel_kind(channel)).decrement(1.0);
         }
@@ -294,6 +381,11 @@ impl PushService {
         let [h, u, r] = &mut tickers[..] else { unreachable!("three periodic cadences") };
         let mut tickets = RealTime::new(cadences[2].max(Duration::from_millis(50)));
         let mut sections = RealTime::new(Duration::from_millis(50));
+        // Idle channels go within a quarter of their TTL after it.
+        let mut sweep = tokio::time::interval(
+            (self.limits.idle_channel_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(15)),
+        );
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let (tickets_at, sections_at) = (tickets.at(), sections.at());
             let topic = tokio::select! {
@@ -304,6 +396,7 @@ impl PushService {
                 _ = tokio::time::sleep_until(tickets_at), if !tickets.idle() => { tickets.fire(); PushTopic::Tickets }
                 _ = alerts_due.notified(), if sections.idle() => { sections.schedule(); continue }
                 _ = tokio::time::sleep_until(sections_at), if !sections.idle() => { sections.fire(); PushTopic::Alerts }
+                _ = sweep.tick() => { self.drop_idle_channels(); continue }
                 changed = stop.changed() => if changed.is_err() || *stop.borrow() { return } else { continue },
             };
             let me = self.clone();
@@ -472,34 +565,61 @@ pub fn routes(alert: &Alert) -> Vec<Channel> {
     out
 }
 
-/// `GET /ws`: checks the origin and the token, then upgrades.
+/// `GET /ws`: checks the origin, the token and the caps, then upgrades.
 pub async fn upgrade(
     State(service): State<Arc<PushService>>,
     headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
-    ws: WebSocketUpgrade,
-) -> Response {
+    query: Result<Query<TokenQuery>, QueryRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
         && !service.allowed_origins.is_empty()
         && !service.allowed_origins.iter().any(|a| a == origin || a == "*")
     {
-        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "origin not allowed").into_response();
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "origin not allowed"));
     }
-    let who = match service.auth.verify(bearer(&headers, &query)) {
-        Ok(p) => p,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
+    let (who, exp) = service.auth.verify_until(bearer(&headers, &query))?;
+    let ws = ws?;
     if service.connections.load(Ordering::Relaxed) >= service.limits.max_connections {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "rate_limited", "too many connections").into_response();
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "rate_limited", "too many connections"));
     }
+    let Ok(admitted) = service.admit(who) else {
+        counter!("cspulse_ws_subject_refusals_total").increment(1);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("at most {} connections per subject", service.limits.max_connections_per_subject),
+        ));
+    };
     let max = service.limits.max_frame_bytes;
     // Small buffers: the read buffer is allocated per connection up front
     // (tungstenite's default is 128 KiB); clients send small frames.
-    ws.max_message_size(max)
+    Ok(ws
+        .max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| connection(service, who, socket))
+        .on_upgrade(move |socket| connection(admitted, exp, socket)))
+}
+
+/// An admitted connection: its principal, counted against its subject's
+/// cap until dropped (also when the upgrade never completes).
+struct Admitted {
+    service: Arc<PushService>,
+    who: Principal,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut subjects = self.service.subjects.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = subjects.get_mut(&self.who.sub) {
+            *open -= 1;
+            if *open == 0 {
+                subjects.remove(&self.who.sub);
+            }
+        }
+    }
 }
 
 /// Per-connection read buffer (bytes). Clients send small messages; a larger
@@ -516,7 +636,26 @@ fn error(code: &str, message: &str) -> Utf8Bytes {
     frame(&json!({"type": "error", "code": code, "message": message}).to_string())
 }
 
-async fn connection(service: Arc<PushService>, who: Principal, socket: WebSocket) {
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A channel epoch (§12): random, so that epochs of one channel on
+/// different instances differ too; below 2^53 so JavaScript reads it exactly.
+fn new_epoch() -> u64 {
+    rand::random::<u64>() >> 11
+}
+
+/// When a token with this `exp` (Unix seconds) expires, on the runtime's
+/// clock (an `exp` beyond what the clock can hold: in a century).
+fn expiry_instant(exp: u64) -> tokio::time::Instant {
+    let left = Duration::from_secs(exp).saturating_sub(Duration::from_micros(unix_micros()));
+    let now = tokio::time::Instant::now();
+    now.checked_add(left).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+async fn connection(admitted: Admitted, exp: Option<u64>, socket: WebSocket) {
+    let (service, who) = (&admitted.service, &admitted.who);
     let conn = service.next_connection.fetch_add(1, Ordering::Relaxed);
     service.connections.fetch_add(1, Ordering::Relaxed);
     gauge!("cspulse_ws_connections").increment(1.0);
@@ -524,7 +663,12 @@ async fn connection(service: Arc<PushService>, who: Principal, socket: WebSocket
     let outbox = Arc::new(Outbox::new(service.limits.queue));
     let mut subscribed: Vec<Channel> = Vec::new();
     let mut last_heard = Instant::now();
-    let mut ping = tokio::time::interval(service.limits.ping_every);
+    // One timer for both the next ping and the token's expiry.
+    let expires_at = exp.map(expiry_instant);
+    let mut next_ping = tokio::time::Instant::now() + service.limits.ping_every;
+    let wake = |next_ping: tokio::time::Instant| expires_at.map_or(next_ping, |e| e.min(next_ping));
+    let timer = tokio::time::sleep_until(wake(next_ping));
+    tokio::pin!(timer);
     let mut window = (Instant::now(), 0u32);
     let mut batch: Vec<Utf8Bytes> = Vec::new();
     let close = |code: u16, reason: &'static str| {
@@ -563,18 +707,22 @@ async fn connection(service: Arc<PushService>, who: Principal, socket: WebSocket
             inbound = stream.next() => {
                 let Some(Ok(msg)) = inbound else { break };
                 last_heard = Instant::now();
-                let text = match msg {
-                    Message::Text(t) => t,
-                    Message::Close(_) => break,
-                    _ => continue,
-                };
-                // At most N client messages per second.
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+                // Every client frame counts: at most N per second; the
+                // first one over is answered, the rest are dropped unread.
                 if window.0.elapsed() >= Duration::from_secs(1) { window = (Instant::now(), 0); }
-                window.1 += 1;
-                let reply = if window.1 > service.limits.max_messages_per_sec {
-                    Some(error("rate_limited", "at most 20 messages per second"))
+                window.1 = window.1.saturating_add(1);
+                let max = service.limits.max_messages_per_sec;
+                let reply = if window.1 > max {
+                    (window.1 == max + 1).then(|| error("rate_limited", &format!("at most {max} messages per second")))
                 } else {
-                    handle(&service, &who, conn, &text, &outbox, &mut subscribed)
+                    match msg {
+                        Message::Text(text) => handle(service, who, conn, &text, &outbox, &mut subscribed),
+                        Message::Binary(_) => Some(error("bad_request", "frames are JSON text, not binary")),
+                        _ => None,
+                    }
                 };
                 if let Some(reply) = reply
                     && outbox.push(Queued { text: reply, kind: Kind::Reply }).is_err()
@@ -583,15 +731,25 @@ async fn connection(service: Arc<PushService>, who: Principal, socket: WebSocket
                     break;
                 }
             }
-            _ = ping.tick() => {
-                if last_heard.elapsed() > service.limits.drop_after {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close(1001, "no activity"))).await;
+            _ = &mut timer => {
+                let now = tokio::time::Instant::now();
+                if expires_at.is_some_and(|e| e <= now) {
+                    counter!("cspulse_ws_token_expired_total").increment(1);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close(4401, "token expired"))).await;
                     break;
                 }
-                let deadline = tokio::time::Instant::from_std(last_heard + service.limits.drop_after);
-                if !matches!(tokio::time::timeout_at(deadline, sink.send(Message::Ping(Default::default()))).await, Ok(Ok(()))) {
-                    break;
+                if now >= next_ping {
+                    if last_heard.elapsed() > service.limits.drop_after {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close(1001, "no activity"))).await;
+                        break;
+                    }
+                    let deadline = tokio::time::Instant::from_std(last_heard + service.limits.drop_after);
+                    if !matches!(tokio::time::timeout_at(deadline, sink.send(Message::Ping(Default::default()))).await, Ok(Ok(()))) {
+                        break;
+                    }
+                    next_ping = tokio::time::Instant::now() + service.limits.ping_every;
                 }
+                timer.as_mut().reset(wake(next_ping));
             }
         }
     }
@@ -644,8 +802,8 @@ fn handle(
             if subscribed.len() >= service.limits.max_subscriptions {
                 return Some(error("bad_request", "too many subscriptions on this connection"));
             }
-            let since = msg["since"].as_u64();
-            if service.subscribe(conn, &channel, since, outbox).is_ok() {
+            let (since, epoch) = (msg["since"].as_u64(), msg["epoch"].as_u64());
+            if service.subscribe(conn, &channel, since, epoch, outbox).is_ok() {
                 subscribed.push(channel);
             }
             None
@@ -659,5 +817,19 @@ fn handle(
             Err(e) => Some(e),
         },
         _ => Some(error("bad_request", "op must be subscribe, unsubscribe or ping")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_expiry_is_on_the_runtime_clock_and_never_overflows() {
+        let now = tokio::time::Instant::now();
+        assert!(expiry_instant(0) <= tokio::time::Instant::now(), "an expired token: at once");
+        let in_a_minute = expiry_instant(unix_micros() / 1_000_000 + 60);
+        assert!(in_a_minute > now + Duration::from_secs(58) && in_a_minute <= now + Duration::from_secs(61));
+        assert!(expiry_instant(u64::MAX) > now + Duration::from_secs(50 * 365 * 86_400), "far future, no panic");
     }
 }

@@ -280,6 +280,23 @@ fn resume_replays_or_falls_back_to_a_snapshot() {
     assert_eq!(kinds(restarted.subscribe(Some(3), usize::MAX)), ["subscribed", "snapshot"]);
 }
 
+#[test]
+fn since_is_honoured_only_within_the_epoch() {
+    let mut ch = ChannelState::new("manager", json!({"as_of": "t0"}), 10).starting_at(100).in_epoch(7);
+    for i in 1..=3 {
+        ch.tick(PushTopic::Health, &json!({"as_of": format!("t{i}")})).unwrap();
+    }
+    let kinds = |msgs: Vec<Arc<str>>| -> Vec<String> {
+        msgs.iter().map(|m| serde_json::from_str::<Value>(m).unwrap()["type"].as_str().unwrap().to_owned()).collect()
+    };
+    let subscribed: Value = serde_json::from_str(&ch.subscribe(None, usize::MAX)[0]).unwrap();
+    assert_eq!(subscribed, json!({"type": "subscribed", "channel": "manager", "seq": 103, "epoch": 7}));
+    assert_eq!(kinds(ch.subscribe_in(Some(7), Some(101), usize::MAX)), ["subscribed", "update", "update"]);
+    assert_eq!(kinds(ch.subscribe_in(None, Some(101), usize::MAX)), ["subscribed", "update", "update"]);
+    assert_eq!(kinds(ch.subscribe_in(Some(8), Some(101), usize::MAX)), ["subscribed", "snapshot"], "another epoch");
+    assert_eq!(kinds(ch.subscribe_in(None, Some(99), usize::MAX)), ["subscribed", "snapshot"], "below this epoch");
+}
+
 #[derive(Clone, Debug)]
 enum SlowOp {
     Fold(Op),
