@@ -39,7 +39,11 @@ impl App {
         crate::telemetry::prometheus();
         let engine = Engine::new(config.state_config());
         let shared = Arc::new(Shared::new(engine, TopicNames::new(&config.kafka.topics)));
-        let store = Arc::new(Store::open(&config.state.store, &config.kafka.group_id).context("state.store")?);
+        let store = Arc::new(
+            Store::open(&config.state.store, &config.kafka.group_id)
+                .context("state.store")?
+                .with_chunk_bytes(config.checkpoint.redis_chunk_bytes),
+        );
         let checkpoint_status = Arc::new(CheckpointStatus::default());
         let listener = TcpListener::bind(config.http.listen)
             .await
@@ -127,6 +131,9 @@ async fn restore(shared: &Arc<Shared>, store: &Arc<Store>, config: &Config) -> a
         let s = store.clone();
         match tokio::task::spawn_blocking(move || s.load()).await? {
             Ok(blob) => break blob,
+            Err(e) if e.is_corrupt() => {
+                return Err(e).with_context(|| format!("cannot restore the checkpoint in {}", store.describe()));
+            }
             Err(e) => {
                 warn!(error = %e, retry_in = ?wait, "cannot read the checkpoint store; retrying");
                 tokio::time::sleep(wait).await;

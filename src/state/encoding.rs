@@ -13,7 +13,14 @@
 //! A checkpoint of another schema version is refused with an explicit error
 //! (version 1, one postcard body, was written before sections; rebuilding
 //! from Kafka replaces it), and a truncated or corrupt one is never
-//! half-loaded: the checksums cover every byte.
+//! half-loaded: the checksums cover every byte. Version 2 is still read: it
+//! lacks only the topic names of the positions (taken to be the configured
+//! ones, as version 2 assumed).
+//!
+//! Positions are stored with the names of the topics they were consumed
+//! from (version 3): on restore, the positions of a role whose configured
+//! topic has another name now are dropped, so the renamed topic is consumed
+//! from its beginning instead of at the old topic's offsets (SPEC §18).
 //!
 //! Configuration is not part of the state: the fold parameters and rules
 //! come from the running configuration. Alert lifecycle state is stored by
@@ -31,7 +38,9 @@ use super::{Dedup, Engine, Slot, StateConfig};
 use crate::alert::{Alerting, StoredAlerting};
 
 /// The state schema version this binary writes and reads.
-pub const STATE_VERSION: u32 = 2;
+pub const STATE_VERSION: u32 = 3;
+/// The older version this binary still reads (no topic names).
+const READS_VERSION_2: u32 = 2;
 /// Account slots are split into this many sections (decoded in parallel).
 const SLOT_CHUNKS: usize = 2;
 /// Sections: core, slot chunks, de-duplication index, feature table.
@@ -83,6 +92,8 @@ struct CoreOut<'a> {
     fingerprint: String,
     engine: &'a Engine,
     alerting: StoredAlerting,
+    /// The input topics the positions in `engine` were consumed from, by role.
+    topics: &'a [String; 4],
 }
 
 #[derive(Deserialize)]
@@ -90,6 +101,27 @@ struct CoreIn {
     fingerprint: String,
     engine: Engine,
     alerting: StoredAlerting,
+    topics: [String; 4],
+}
+
+/// The core of a version 2 checkpoint (no topic names).
+#[derive(Deserialize)]
+struct CoreInV2 {
+    fingerprint: String,
+    engine: Engine,
+    alerting: StoredAlerting,
+}
+
+fn core_section(
+    body: &[u8],
+    at: (usize, usize, u128),
+    version: u32,
+) -> Result<(CoreInV2, Option<[String; 4]>), RestoreError> {
+    if version == READS_VERSION_2 {
+        return section::<CoreInV2>(body, at, "engine").map(|core| (core, None));
+    }
+    let CoreIn { fingerprint, engine, alerting, topics } = section::<CoreIn>(body, at, "engine")?;
+    Ok((CoreInV2 { fingerprint, engine, alerting }, Some(topics)))
 }
 
 fn section<T: serde::de::DeserializeOwned>(
@@ -118,7 +150,12 @@ fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T, RestoreError>>) -> R
 impl Engine {
     /// The whole state, input positions included, as one checkpoint blob.
     pub fn encode(&self) -> Vec<u8> {
-        let core = CoreOut { fingerprint: fingerprint(&self.cfg), engine: self, alerting: self.alerting.to_stored() };
+        let core = CoreOut {
+            fingerprint: fingerprint(&self.cfg),
+            engine: self,
+            alerting: self.alerting.to_stored(),
+            topics: &self.cfg.topics,
+        };
         // One buffer, sized from the previous checkpoint (no regrowth, no
         // second copy): header and table placeholders, the sections, then
         // the table and header filled in.
@@ -162,7 +199,7 @@ impl Engine {
             return Err(RestoreError::Truncated(format!("{} bytes, the header alone is {HEADER}", blob.len())));
         }
         let version = u32::from_le_bytes(blob[8..12].try_into().expect("4 bytes"));
-        if version != STATE_VERSION {
+        if version != STATE_VERSION && version != READS_VERSION_2 {
             return Err(RestoreError::Version { found: version, supported: STATE_VERSION });
         }
         let len = u64::from_le_bytes(blob[12..20].try_into().expect("8 bytes")) as usize;
@@ -192,15 +229,23 @@ impl Engine {
         }
         let (core, chunks, dedup, features) = std::thread::scope(|s| {
             let at = &at;
-            let core = s.spawn(move || section::<CoreIn>(body, at[0], "engine"));
+            let core = s.spawn(move || core_section(body, at[0], version));
             let chunks: Vec<_> =
                 (1..=SLOT_CHUNKS).map(|i| s.spawn(move || section::<Vec<Slot>>(body, at[i], "accounts"))).collect();
             let dedup = s.spawn(move || section::<Dedup>(body, at[SLOT_CHUNKS + 1], "de-duplication index"));
             let features = section::<FeatureTable>(body, at[SLOT_CHUNKS + 2], "feature table");
             (joined(core), chunks.into_iter().map(joined).collect::<Vec<_>>(), joined(dedup), features)
         });
-        let stored = core?;
+        let (stored, topics) = core?;
         let mut engine = stored.engine;
+        if let Some(topics) = topics {
+            for role in crate::event::Topic::ALL {
+                if topics[role.index()] != cfg.topics[role.index()] {
+                    // Renamed: its offsets belong to another topic.
+                    engine.partitions.retain(|(topic, _), _| *topic != role);
+                }
+            }
+        }
         for chunk in chunks {
             engine.slots.extend(chunk?);
         }
