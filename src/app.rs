@@ -93,7 +93,8 @@ impl App {
                 stop.subscribe(),
             ))
         });
-        info!(%addr, brokers = %config.kafka.brokers, store = %store.describe(), "cspulse is running");
+        let brokers = crate::config::secrets::mask_url(&config.kafka.brokers);
+        info!(%addr, %brokers, store = %store.describe(), "cspulse is running");
         Ok(App { addr, shared, ingest: Some(ingest), server, checkpoints, store, checkpoint_status, stop })
     }
 

@@ -20,14 +20,20 @@ struct Redis {
 impl Redis {
     /// `--proto-max-bulk-len 1mb`: Redis's minimum; it refuses any value over 1 MB.
     fn start() -> Redis {
+        Redis::start_with(&[], "")
+    }
+
+    /// With more `redis-server` arguments, and `userinfo` (`:password@`) in the URL.
+    fn start_with(args: &[&str], userinfo: &str) -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--proto-max-bulk-len", "1mb"])
+            .args(args)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server (scripts/test.sh installs it)");
-        let url = format!("redis://127.0.0.1:{port}/0");
+        let url = format!("redis://{userinfo}127.0.0.1:{port}/0");
         let deadline = Instant::now() + Duration::from_secs(10);
         while redis::Client::open(url.as_str())
             .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
@@ -113,8 +119,7 @@ fn a_write_interrupted_before_the_switch_leaves_the_previous_checkpoint_and_is_c
     let first = blob(700_000, 1);
     store.save(&first).unwrap();
     // A writer that died after its chunks, before the manifest switch.
-    let mut con = store.connection().unwrap();
-    let abandoned = store.write_chunks(&mut con, &blob(900_000, 2)).unwrap();
+    let abandoned = store.write_chunks(&blob(900_000, 2)).unwrap();
     assert!(!keys(&mut redis.con(), "cspulse:crash:checkpoint:2:*").is_empty(), "its chunks are there");
     assert!(store.load().unwrap() == Some(first.clone()), "the previous checkpoint is still the one read");
 
@@ -130,8 +135,7 @@ fn a_write_interrupted_before_the_switch_leaves_the_previous_checkpoint_and_is_c
     assert!(pending.is_empty(), "{pending:?}");
 
     // An older generation can never replace a newer one.
-    let mut con = store.connection().unwrap();
-    let err = store.switch(&mut con, &abandoned).unwrap_err().to_string();
+    let err = store.switch(&abandoned).unwrap_err().to_string();
     assert!(err.contains("superseded") || err.contains("missing"), "{err}");
     assert!(store.load().unwrap() == Some(third));
 }
@@ -164,4 +168,17 @@ fn a_single_key_checkpoint_of_an_earlier_version_is_read_then_replaced() {
     assert!(store.load().unwrap() == Some(new));
     let exists: bool = redis::cmd("EXISTS").arg("cspulse:legacy:checkpoint").query(&mut redis.con()).unwrap();
     assert!(!exists, "the single key is deleted by the first chunked write");
+}
+
+#[test]
+fn the_url_password_and_database_apply_to_the_chunks_too() {
+    let redis = Redis::start_with(&["--requirepass", "chunk-secret"], ":chunk-secret@");
+    let url = redis.url.replace("/0", "/3");
+    let store = RedisStore::open(&url, "auth").unwrap().with_chunk_bytes(256 * 1024);
+    let data = blob(900_000, 8);
+    store.save(&data).unwrap();
+    assert!(store.load().unwrap() == Some(data));
+    let mut con = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+    assert_eq!(keys(&mut con, "cspulse:auth:checkpoint:1:*").len(), 4, "the chunks are in database 3");
+    assert!(keys(&mut redis.con(), "*").is_empty(), "nothing in database 0");
 }

@@ -11,6 +11,7 @@
 pub mod file;
 pub mod fork;
 pub mod redis;
+mod resp;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub enum StoreError {
     Locked(PathBuf),
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
+    #[error("redis: {0}")]
+    RedisWire(#[from] resp::WireError),
     #[error("the checkpoint in the store is damaged: {0}")]
     Corrupt(String),
     #[error("checkpoint writer: {0}")]

@@ -13,7 +13,7 @@
 //!   of the whole checkpoint): the current checkpoint.
 //!
 //! A write takes a generation, records it as pending, sets its chunks
-//! (pipelined, a few at a time), then runs [`SWITCH`], a Lua script (atomic
+//! (pipelined, a few at a time, over [`super::resp`]), then runs [`SWITCH`], a Lua script (atomic
 //! in Redis) that checks every chunk is there, points the manifest at the new
 //! generation, and deletes the chunks of the previous one and of every older
 //! pending write (none of which can become current any more). A load reads
@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::StoreError;
+use super::resp::{Wire, WireError};
 
 /// Default size of one chunk (`checkpoint.redis_chunk_bytes`).
 pub const DEFAULT_CHUNK_BYTES: usize = 8 << 20;
@@ -150,32 +151,41 @@ impl RedisStore {
         Ok(con)
     }
 
+    fn wire(&self) -> Result<Wire, StoreError> {
+        Wire::connect(self.client.get_connection_info(), TIMEOUT, IO_TIMEOUT).map_err(StoreError::from)
+    }
+
     /// Replaces the checkpoint: chunks first, then the manifest switch.
     pub fn save(&self, blob: &[u8]) -> Result<(), StoreError> {
-        let mut con = self.connect()?;
-        let pending = self.write_chunks(&mut con, blob)?;
-        self.switch(&mut con, &pending)
+        let pending = self.write_chunks(blob)?;
+        self.switch(&pending)
     }
 
     /// The first half of a write: a new generation's chunks, not yet current
     /// (public for the tests of a write interrupted there).
-    pub fn write_chunks(&self, con: &mut redis::Connection, blob: &[u8]) -> Result<Pending, StoreError> {
-        let generation: u64 = redis::cmd("INCR").arg(self.sub("generation")).query(con)?;
+    pub fn write_chunks(&self, blob: &[u8]) -> Result<Pending, StoreError> {
+        let mut con = self.connect()?;
+        let generation: u64 = redis::cmd("INCR").arg(self.sub("generation")).query(&mut con)?;
         let chunks = blob.len().div_ceil(self.chunk_bytes);
-        redis::cmd("HSET").arg(self.sub("pending")).arg(generation).arg(chunks).query::<()>(con)?;
+        redis::cmd("HSET").arg(self.sub("pending")).arg(generation).arg(chunks).query::<()>(&mut con)?;
+        let mut wire = self.wire()?;
         let parts: Vec<&[u8]> = blob.chunks(self.chunk_bytes).collect();
         for (group, batch) in parts.chunks(PIPELINE_CHUNKS).enumerate() {
-            let mut pipe = redis::pipe();
             for (j, part) in batch.iter().enumerate() {
-                pipe.cmd("SET").arg(self.chunk_key(generation, group * PIPELINE_CHUNKS + j)).arg(*part).ignore();
+                let key = self.chunk_key(generation, group * PIPELINE_CHUNKS + j);
+                wire.send(&[b"SET", key.as_bytes(), part]).map_err(WireError::from)?;
             }
-            pipe.query::<()>(con)?;
+            wire.flush().map_err(WireError::from)?;
+            for _ in batch {
+                wire.ok()?;
+            }
         }
         Ok(Pending { generation, chunks, length: blob.len(), checksum: checksum(blob) })
     }
 
     /// The second half: makes `p` current (refused if a newer generation is).
-    pub fn switch(&self, con: &mut redis::Connection, p: &Pending) -> Result<(), StoreError> {
+    pub fn switch(&self, p: &Pending) -> Result<(), StoreError> {
+        let mut con = self.connect()?;
         redis::cmd("EVAL")
             .arg(SWITCH)
             .arg(3)
@@ -187,11 +197,11 @@ impl RedisStore {
             .arg(p.length)
             .arg(p.checksum.to_string())
             .arg(format!("{}:", self.key))
-            .query::<()>(con)?;
+            .query::<()>(&mut con)?;
         Ok(())
     }
 
-    /// A connection, for tests that drive a write by halves.
+    /// A connection to the store's Redis (for tools and tests).
     pub fn connection(&self) -> Result<redis::Connection, StoreError> {
         self.connect()
     }
@@ -225,7 +235,7 @@ impl RedisStore {
                 // Written by a version before chunks, or nothing at all.
                 return Ok(redis::cmd("GET").arg(&self.key).query::<Option<Vec<u8>>>(&mut con)?);
             };
-            match self.read_chunks(&mut con, &m)? {
+            match self.read_chunks(&m)? {
                 Ok(blob) => return Ok(Some(blob)),
                 Err(missing) => {
                     // A write that switched meanwhile deletes the chunks of
@@ -242,26 +252,26 @@ impl RedisStore {
     }
 
     /// The chunks of `m`, checked; `Err(why)` if one is missing.
-    fn read_chunks(&self, con: &mut redis::Connection, m: &Manifest) -> Result<Result<Vec<u8>, String>, StoreError> {
+    fn read_chunks(&self, m: &Manifest) -> Result<Result<Vec<u8>, String>, StoreError> {
+        let mut wire = self.wire()?;
         let mut blob = Vec::with_capacity(m.length);
         let ids: Vec<usize> = (0..m.chunks).collect();
         for batch in ids.chunks(PIPELINE_CHUNKS) {
-            let mut pipe = redis::pipe();
             for &i in batch {
-                pipe.cmd("GET").arg(self.chunk_key(m.generation, i));
+                wire.send(&[b"GET", self.chunk_key(m.generation, i).as_bytes()]).map_err(WireError::from)?;
             }
-            let parts: Vec<Option<Vec<u8>>> = pipe.query(con)?;
-            for (&i, part) in batch.iter().zip(parts) {
-                let Some(part) = part else {
-                    return Ok(Err(format!("chunk {} of checkpoint generation {} is missing", i, m.generation)));
-                };
-                if blob.len() + part.len() > m.length {
-                    return Err(StoreError::Corrupt(format!(
-                        "checkpoint generation {} is longer than its manifest's {} bytes",
-                        m.generation, m.length
-                    )));
+            wire.flush().map_err(WireError::from)?;
+            for &i in batch {
+                match wire.bulk_into(&mut blob, m.length) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        return Ok(Err(format!("chunk {} of checkpoint generation {} is missing", i, m.generation)));
+                    }
+                    Err(WireError::Reply(why)) => {
+                        return Err(StoreError::Corrupt(format!("chunk {i} of generation {}: {why}", m.generation)));
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                blob.extend_from_slice(&part);
             }
         }
         if blob.len() != m.length {
