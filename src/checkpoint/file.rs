@@ -105,3 +105,26 @@ impl FileStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_locked_directory_is_refused_until_its_holder_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(format!("{TEMP_PREFIX}.1.0")), b"left by a dead writer").unwrap();
+        let first = FileStore::open(dir.path()).unwrap();
+        assert!(!dir.path().join(format!("{TEMP_PREFIX}.1.0")).exists(), "stale temporary files are removed");
+        first.save(b"one").unwrap();
+        let err = FileStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Locked(_)), "{err}");
+        assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
+        let clone = first.clone();
+        drop(first);
+        assert!(FileStore::open(dir.path()).is_err(), "a clone keeps the lock");
+        drop(clone);
+        let second = FileStore::open(dir.path()).unwrap();
+        assert_eq!(second.load().unwrap().as_deref(), Some(&b"one"[..]));
+    }
+}

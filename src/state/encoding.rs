@@ -274,3 +274,33 @@ impl Engine {
         Ok(engine)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Topic;
+    use crate::state::Input;
+    use crate::time::parse_rfc3339;
+
+    #[test]
+    fn a_renamed_topic_loses_its_positions_and_only_those() {
+        let wall = parse_rfc3339("2026-03-03T00:00:00Z").unwrap();
+        let mut engine = Engine::new(StateConfig::default());
+        let account = br#"{"event_id":"a1","ts":"2026-03-02T10:00:00Z","account_id":"acme","name":"Acme","csm_id":"csm-1","segment":"smb","seats":5}"#;
+        let usage =
+            br#"{"event_id":"u1","ts":"2026-03-02T10:00:00Z","account_id":"acme","user_id":"u","feature":"api"}"#;
+        engine.fold(&Input { topic: Topic::Accounts, partition: 0, offset: 7, payload: account, wall });
+        engine.fold(&Input { topic: Topic::Usage, partition: 2, offset: 41, payload: usage, wall });
+        let blob = engine.encode();
+
+        let same = Engine::decode(StateConfig::default(), &blob).unwrap();
+        assert_eq!(same.partitions(), engine.partitions());
+
+        let mut cfg = StateConfig::default();
+        cfg.topics[Topic::Usage.index()] = "cs.usage.v2".into();
+        let renamed = Engine::decode(cfg, &blob).unwrap();
+        let kept: Vec<_> = renamed.partitions().iter().map(|(k, p)| (*k, p.next_offset)).collect();
+        assert_eq!(kept, vec![((Topic::Accounts, 0), 8)], "the usage topic starts from its beginning");
+        assert_eq!(renamed.stats(), engine.stats(), "the state itself is kept");
+    }
+}
