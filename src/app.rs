@@ -41,7 +41,11 @@ impl App {
         let shared = Arc::new(Shared::new(engine, TopicNames::new(&config.kafka.topics)));
         shared.set_outbox_max(config.alerts.outbox_max);
         shared.set_align_wait(config.time.align_wait.0);
-        let store = Arc::new(Store::open(&config.state.store, &config.kafka.group_id).context("state.store")?);
+        let store = Arc::new(
+            Store::open(&config.state.store, &config.kafka.group_id)
+                .context("state.store")?
+                .with_chunk_bytes(config.checkpoint.redis_chunk_bytes),
+        );
         let checkpoint_status = Arc::new(CheckpointStatus::default());
         let listener = TcpListener::bind(config.http.listen)
             .await
@@ -97,7 +101,8 @@ impl App {
                 stop.subscribe(),
             ))
         });
-        info!(%addr, brokers = %config.kafka.brokers, store = %store.describe(), "cspulse is running");
+        let brokers = crate::config::secrets::mask_url(&config.kafka.brokers);
+        info!(%addr, %brokers, store = %store.describe(), "cspulse is running");
         Ok(App { addr, shared, ingest: Some(ingest), server, checkpoints, store, checkpoint_status, stop })
     }
 
@@ -135,6 +140,9 @@ async fn restore(shared: &Arc<Shared>, store: &Arc<Store>, config: &Config) -> a
         let s = store.clone();
         match tokio::task::spawn_blocking(move || s.load()).await? {
             Ok(blob) => break blob,
+            Err(e) if e.is_corrupt() => {
+                return Err(e).with_context(|| format!("cannot restore the checkpoint in {}", store.describe()));
+            }
             Err(e) => {
                 warn!(error = %e, retry_in = ?wait, "cannot read the checkpoint store; retrying");
                 tokio::time::sleep(wait).await;

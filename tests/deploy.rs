@@ -560,7 +560,7 @@ fn the_configuration_reference_lists_exactly_the_config_structs_keys_defaults_an
             continue;
         }
         assert_eq!(env, &format!("`{}`", env_name(key)), "{key}: environment variable");
-        if key == "auth.jwt_secret" {
+        if key == "auth.jwt_secret" || key == "auth.jwt_secret_env" {
             assert_eq!(default, "(none)");
         } else {
             assert!(same_default(default, value), "{key}: README says {default}, the struct {value}");

@@ -97,11 +97,7 @@ async fn redis_outage_does_not_stop_ingestion_and_checkpoints_resume() {
         async move { (readyz(&base).await["checkpoint"]["consecutive_failures"] == json!(0)).then_some(()) }
     })
     .await;
-    let stored: Option<Vec<u8>> = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .and_then(|mut c| redis::cmd("GET").arg(format!("cspulse:{}:checkpoint", config.kafka.group_id)).query(&mut c))
-        .unwrap();
+    let stored = cspulse::checkpoint::Store::open(&url, &config.kafka.group_id).unwrap().load().unwrap();
     let restored =
         cspulse::state::Engine::decode(config.state_config(), &stored.expect("a checkpoint in the new Redis")).unwrap();
     assert_eq!(restored.account_view("acme").unwrap()["usage"]["active_users_30d"], json!(2), "it reflects e2");

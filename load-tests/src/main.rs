@@ -83,6 +83,10 @@ enum Scenario {
         accounts: usize,
         #[arg(long, default_value_t = 3_000_000)]
         users: usize,
+        /// Checkpoint store (`state.store` syntax, e.g. `redis://127.0.0.1:6390/0`);
+        /// default: a temporary directory.
+        #[arg(long)]
+        store: Option<String>,
     },
     /// Restart-to-ready of the cspulse binary holding a large state (directory store).
     Restart(restart::RestartArgs),
@@ -130,7 +134,7 @@ fn main() -> anyhow::Result<()> {
             },
         ),
         Scenario::Kafka { events, accounts, partitions, brokers } => kafka(events, accounts, partitions, brokers, runs),
-        Scenario::Memory { accounts, users } => memory(accounts, users, runs),
+        Scenario::Memory { accounts, users, store } => memory(accounts, users, store, runs),
         Scenario::Restart(a) => {
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(restart::restart(a, runs))
         }
@@ -630,17 +634,21 @@ impl MemWatch {
 
 /// `memory` with `--runs N > 1`: each run in a process of its own (RSS and
 /// its peak are per process), then the median (min–max) of every figure.
-fn memory(accounts: usize, users: usize, runs: usize) -> anyhow::Result<()> {
+fn memory(accounts: usize, users: usize, store: Option<String>, runs: usize) -> anyhow::Result<()> {
     if runs <= 1 {
-        return memory_once(accounts, users);
+        return memory_once(accounts, users, store);
     }
-    let results = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results").join("memory.json");
+    let results =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results").join(format!("{}.json", results_name(&store)));
     let mut detail = Vec::new();
     for run in 0..runs {
         eprintln!("memory run {}/{runs} (a process of its own)", run + 1);
-        let status = std::process::Command::new(std::env::current_exe()?)
-            .args(["memory", "--accounts", &accounts.to_string(), "--users", &users.to_string(), "--runs", "1"])
-            .status()?;
+        let mut run_once = std::process::Command::new(std::env::current_exe()?);
+        run_once.args(["memory", "--accounts", &accounts.to_string(), "--users", &users.to_string(), "--runs", "1"]);
+        if let Some(s) = &store {
+            run_once.args(["--store", s]);
+        }
+        let status = run_once.status()?;
         if !status.success() {
             bail!("memory run {} failed: {status}", run + 1);
         }
@@ -664,14 +672,27 @@ fn memory(accounts: usize, users: usize, runs: usize) -> anyhow::Result<()> {
         println!("  {label:<42} {}", push::spread(values, digits).1);
         summary.insert(key.to_owned(), push::stat_json(&r, key));
     }
-    println!("reproduce: ./target/release/cspulse-load memory --accounts {accounts} --users {users} --runs {runs}");
+    let store_arg = store.as_ref().map(|s| format!(" --store {s}")).unwrap_or_default();
+    println!(
+        "reproduce: ./target/release/cspulse-load memory --accounts {accounts} --users {users} --runs {runs}{store_arg}"
+    );
     write_results(
-        "memory",
-        json!({"accounts": accounts, "users": users, "runs": runs, "summary": summary, "runs_detail": detail, "machine": machine()}),
+        results_name(&store),
+        json!({"accounts": accounts, "users": users, "runs": runs, "store": store_name(&store), "summary": summary, "runs_detail": detail, "machine": machine()}),
     )
 }
 
-fn memory_once(accounts: usize, users: usize) -> anyhow::Result<()> {
+/// `memory`, or `memory-redis` for a run against Redis (both figures kept).
+fn results_name(store: &Option<String>) -> &'static str {
+    if store.as_deref().is_some_and(|s| s.starts_with("redis")) { "memory-redis" } else { "memory" }
+}
+
+/// The store a memory run checkpoints to, as results name it.
+fn store_name(store: &Option<String>) -> String {
+    store.as_deref().map_or_else(|| "directory".to_owned(), cspulse::config::secrets::mask_url)
+}
+
+fn memory_once(accounts: usize, users: usize, store_spec: Option<String>) -> anyhow::Result<()> {
     let before = rss_kib("VmRSS:");
     let start = parse_rfc3339("2026-11-01T00:00:00Z").expect("fixed date");
     let mut engine = Engine::new(StateConfig::default());
@@ -754,7 +775,9 @@ fn memory_once(accounts: usize, users: usize) -> anyhow::Result<()> {
     let quiet = touch_all(&mut engine, "b", 3000);
     let before_fork = engine.stats().accepted.iter().sum::<u64>();
     let dir = std::env::temp_dir().join(format!("cspulse-bench-{}", std::process::id()));
-    let store = cspulse::checkpoint::Store::File(dir.clone());
+    let spec = store_spec.clone().unwrap_or_else(|| format!("file://{}", dir.display()));
+    let group = format!("bench-memory-{}", std::process::id());
+    let store = cspulse::checkpoint::Store::open(&spec, &group)?;
     let available = MemWatch::start();
     let t = Instant::now();
     let writer = cspulse::checkpoint::fork::spawn(&engine, &store)?;
@@ -777,6 +800,15 @@ fn memory_once(accounts: usize, users: usize) -> anyhow::Result<()> {
         restored.channel_view(&cspulse::state::view::Channel::Executive)["portfolio"]["usage"]["active_users_7d"]
             .clone();
     let _ = std::fs::remove_dir_all(&dir);
+    if let cspulse::checkpoint::Store::Redis(r) = &store {
+        // Leave the benchmark Redis empty (the keys are the run's own group's).
+        let mut con = r.connection()?;
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", r.key())).query(&mut con)?;
+        for k in keys {
+            redis::cmd("UNLINK").arg(k).query::<()>(&mut con)?;
+        }
+    }
+    println!("  checkpoint store               {}", store.describe());
     println!("  checkpoint size                {:.1} MiB", written.bytes as f64 / (1 << 20) as f64);
     println!("  checkpoint pause (fork, lock)  {:.1} ms (target <= 1 s)", pause.as_secs_f64() * 1e3);
     println!(
@@ -796,10 +828,13 @@ fn memory_once(accounts: usize, users: usize) -> anyhow::Result<()> {
         "  restore: read + decode         {:.2} s (events {restored_events} = folded at the fork; active_users_7d {restored_users})",
         restore.as_secs_f64()
     );
-    println!("reproduce: cargo run --release -p cspulse-load -- memory --accounts {accounts} --users {users}");
+    let store_arg = store_spec.as_ref().map(|s| format!(" --store {s}")).unwrap_or_default();
+    println!(
+        "reproduce: cargo run --release -p cspulse-load -- memory --accounts {accounts} --users {users}{store_arg}"
+    );
     write_results(
-        "memory",
-        json!({"accounts": accounts, "users": users, "events": dedup_ids, "rss_mib": rss / 1024, "peak_rss_mib": peak / 1024,
+        results_name(&store_spec),
+        json!({"accounts": accounts, "users": users, "store": store_name(&store_spec), "events": dedup_ids, "rss_mib": rss / 1024, "peak_rss_mib": peak / 1024,
                "fold_seconds": folded.as_secs_f64(), "checkpoint_bytes": written.bytes, "pause_seconds": pause.as_secs_f64(),
                "checkpoint_seconds": checkpoint.as_secs_f64(), "encode_seconds": written.encode.as_secs_f64(),
                "fold_touch_all_seconds": quiet.as_secs_f64(), "fold_touch_all_during_checkpoint_seconds": during.as_secs_f64(),

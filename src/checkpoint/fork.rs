@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn the_child_saves_the_state_as_it_was_at_the_fork() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::File(dir.path().to_owned());
+        let store = Store::open(&format!("file://{}", dir.path().display()), "g").unwrap();
         let mut engine = Engine::new(StateConfig::default());
         usage(&mut engine, 40);
         let at_fork = engine.encode();
@@ -188,10 +188,11 @@ mod tests {
     #[test]
     fn a_failing_save_in_the_child_is_reported_with_its_cause() {
         let dir = tempfile::tempdir().unwrap();
-        // A file where the store's directory should be: nothing can be created in it.
         let blocker = dir.path().join("not-a-dir");
+        let store = Store::open(&format!("file://{}", blocker.display()), "g").unwrap();
+        // Then a file where the store's directory was: nothing can be created in it.
+        std::fs::remove_dir_all(&blocker).unwrap();
         std::fs::write(&blocker, b"x").unwrap();
-        let store = Store::File(blocker.clone());
         let engine = Engine::new(StateConfig::default());
         let err = spawn(&engine, &store).unwrap().wait().unwrap_err().to_string();
         assert!(err.starts_with("checkpoint writer: checkpoint file"), "{err}");

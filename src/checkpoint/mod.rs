@@ -2,15 +2,17 @@
 //! reflects, written atomically to the configured store every
 //! `checkpoint.interval` and at shutdown, and restored before consuming.
 //!
-//! Stores: `file://DIR` (written to a temporary file, synced, then renamed
-//! over `DIR/checkpoint.bin`, so a reader sees the old or the new checkpoint,
-//! never a mix), `redis://…` (one `SET` of the blob under
-//! `cspulse:{group_id}:checkpoint`, atomic by construction), and `memory`
-//! (nothing is kept: a restart rebuilds the state from Kafka).
+//! Stores: `file://DIR` (see [`file`]: a locked directory, the checkpoint
+//! replaced by an atomic rename), `redis://…` (see [`redis`]: bounded chunks
+//! under a manifest switched atomically, keys under
+//! `cspulse:{group_id}:checkpoint`), and `memory` (nothing is kept: a
+//! restart rebuilds the state from Kafka).
 
+pub mod file;
 pub mod fork;
+pub mod redis;
+mod resp;
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,41 +22,67 @@ use metrics::{counter, gauge, histogram};
 use tracing::{info, warn};
 
 use crate::ingest::Shared;
+pub use file::FileStore;
+pub use redis::RedisStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("checkpoint file {path}: {source}")]
     File { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the checkpoint directory {} is in use by another cspulse process (it holds {}/lock); \
+         two instances must not share a directory store",
+        .0.display(), .0.display()
+    )]
+    Locked(PathBuf),
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(#[from] ::redis::RedisError),
+    #[error("redis: {0}")]
+    RedisWire(#[from] resp::WireError),
+    #[error("the checkpoint in the store is damaged: {0}")]
+    Corrupt(String),
     #[error("checkpoint writer: {0}")]
     Writer(String),
     #[error("unsupported state store {0:?}")]
     Unsupported(String),
 }
 
+impl StoreError {
+    /// The store answered, but what it holds cannot be a checkpoint: retrying
+    /// cannot help (unlike an unreachable store).
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, StoreError::Corrupt(_))
+    }
+}
+
 /// Where checkpoints live.
 #[derive(Clone, Debug)]
 pub enum Store {
     Memory,
-    File(PathBuf),
-    Redis { client: redis::Client, key: String, url: String },
+    File(FileStore),
+    Redis(RedisStore),
 }
 
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
-
 impl Store {
-    /// From `state.store`; the Redis key is scoped by the consumer group.
+    /// From `state.store`; the Redis keys are scoped by the consumer group.
+    /// A directory store is locked for this process (fails if another holds it).
     pub fn open(spec: &str, group_id: &str) -> Result<Store, StoreError> {
         if spec == "memory" {
             Ok(Store::Memory)
         } else if let Some(dir) = spec.strip_prefix("file://") {
-            Ok(Store::File(PathBuf::from(dir)))
+            Ok(Store::File(FileStore::open(std::path::Path::new(dir))?))
         } else if spec.starts_with("redis://") || spec.starts_with("rediss://") {
-            let client = redis::Client::open(spec)?;
-            Ok(Store::Redis { client, key: format!("cspulse:{group_id}:checkpoint"), url: spec.to_owned() })
+            Ok(Store::Redis(RedisStore::open(spec, group_id)?))
         } else {
-            Err(StoreError::Unsupported(spec.to_owned()))
+            Err(StoreError::Unsupported(crate::config::secrets::mask_url(spec)))
+        }
+    }
+
+    /// Sets the chunk size of a Redis store (`checkpoint.redis_chunk_bytes`).
+    pub fn with_chunk_bytes(self, bytes: usize) -> Store {
+        match self {
+            Store::Redis(r) => Store::Redis(r.with_chunk_bytes(bytes)),
+            other => other,
         }
     }
 
@@ -64,39 +92,21 @@ impl Store {
         !matches!(self, Store::Memory)
     }
 
-    /// A printable name (without credentials).
+    /// A printable name (the password of a URL masked).
     pub fn describe(&self) -> String {
         match self {
             Store::Memory => "memory".into(),
-            Store::File(dir) => format!("file://{}", dir.display()),
-            Store::Redis { key, url, .. } => {
-                let host = url.rsplit('@').next().unwrap_or(url).trim_start_matches("redis://");
-                format!("redis://{host} key {key}")
-            }
+            Store::File(f) => format!("file://{}", f.dir().display()),
+            Store::Redis(r) => format!("{} key {}", crate::config::secrets::mask_url(r.url()), r.key()),
         }
-    }
-
-    fn file(dir: &std::path::Path) -> PathBuf {
-        dir.join("checkpoint.bin")
     }
 
     /// The latest checkpoint, if any.
     pub fn load(&self) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             Store::Memory => Ok(None),
-            Store::File(dir) => {
-                let path = Self::file(dir);
-                match std::fs::read(&path) {
-                    Ok(blob) => Ok(Some(blob)),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(source) => Err(StoreError::File { path, source }),
-                }
-            }
-            Store::Redis { client, key, .. } => {
-                let mut con = client.get_connection_with_timeout(REDIS_TIMEOUT)?;
-                con.set_read_timeout(Some(REDIS_TIMEOUT * 15))?;
-                Ok(redis::cmd("GET").arg(key).query::<Option<Vec<u8>>>(&mut con)?)
-            }
+            Store::File(f) => f.load(),
+            Store::Redis(r) => r.load(),
         }
     }
 
@@ -104,31 +114,8 @@ impl Store {
     pub fn save(&self, blob: &[u8]) -> Result<(), StoreError> {
         match self {
             Store::Memory => Ok(()),
-            Store::File(dir) => {
-                let err = |path: &std::path::Path| {
-                    let path = path.to_owned();
-                    move |source| StoreError::File { path, source }
-                };
-                std::fs::create_dir_all(dir).map_err(err(dir))?;
-                let tmp = dir.join("checkpoint.bin.tmp");
-                let mut f = std::fs::File::create(&tmp).map_err(err(&tmp))?;
-                f.write_all(blob).map_err(err(&tmp))?;
-                f.sync_all().map_err(err(&tmp))?;
-                drop(f);
-                let path = Self::file(dir);
-                std::fs::rename(&tmp, &path).map_err(err(&path))?;
-                // Make the rename itself durable.
-                if let Ok(d) = std::fs::File::open(dir) {
-                    let _ = d.sync_all();
-                }
-                Ok(())
-            }
-            Store::Redis { client, key, .. } => {
-                let mut con = client.get_connection_with_timeout(REDIS_TIMEOUT)?;
-                con.set_write_timeout(Some(REDIS_TIMEOUT * 15))?;
-                redis::cmd("SET").arg(key).arg(blob).query::<()>(&mut con)?;
-                Ok(())
-            }
+            Store::File(f) => f.save(blob),
+            Store::Redis(r) => r.save(blob),
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Configuration (SPEC §13): one typed struct, layered from the embedded
 //! `default.toml`, then the config file, then `CSPULSE__SECTION__KEY`
 //! environment variables. Errors name the key and where its value came from.
+//! Secrets are masked when printed and can come from `*_env` keys ([`secrets`]).
+
+pub mod secrets;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -129,6 +132,9 @@ pub struct HttpConfig {
 pub struct AuthConfig {
     #[serde(deserialize_with = "text")]
     pub jwt_secret: String,
+    /// The environment variable holding `jwt_secret`, read at load (empty: none).
+    #[serde(deserialize_with = "text")]
+    pub jwt_secret_env: String,
     pub insecure: bool,
 }
 
@@ -136,6 +142,7 @@ impl std::fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthConfig")
             .field("jwt_secret", &if self.jwt_secret.is_empty() { "(unset)" } else { "(set)" })
+            .field("jwt_secret_env", &self.jwt_secret_env)
             .field("insecure", &self.insecure)
             .finish()
     }
@@ -153,6 +160,9 @@ pub struct StoreConfig {
 #[serde(deny_unknown_fields)]
 pub struct CheckpointConfig {
     pub interval: Span,
+    /// Largest value one Redis write carries (a checkpoint is split into
+    /// chunks of this size); must stay below Redis's `proto-max-bulk-len`.
+    pub redis_chunk_bytes: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -288,15 +298,55 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        Ok(figment.merge(env).extract().map_err(Box::new)?)
+        let mut config: Config = figment.merge(env).extract().map_err(Box::new)?;
+        config.resolve_env_secrets(|name| std::env::var(name).ok())?;
+        Ok(config)
     }
 
     /// Defaults only (plus a TOML snippet), without the environment: for tests.
     pub fn from_toml(snippet: &str) -> Result<Config, ConfigError> {
-        let config: Config =
+        let mut config: Config =
             Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(snippet)).extract().map_err(Box::new)?;
+        config.resolve_env_secrets(|name| std::env::var(name).ok())?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads the secrets given as `*_env` keys: `auth.jwt_secret_env`, and
+    /// every `kafka.properties` key ending in `_env` (`"sasl.password_env" =
+    /// "VAR"` becomes the property `sasl.password` with the value of `VAR`).
+    /// A variable that is unset or empty, or a secret given both ways, is an error.
+    pub fn resolve_env_secrets(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let unset =
+            |key: &'static str, what: String| ConfigError::Invalid { key, problem: format!("{what} is not set") };
+        let auth = &mut self.auth;
+        if !auth.jwt_secret_env.is_empty() {
+            if !auth.jwt_secret.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "auth.jwt_secret_env",
+                    problem: "auth.jwt_secret is set too; give the secret one way".into(),
+                });
+            }
+            auth.jwt_secret = var(&auth.jwt_secret_env)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| unset("auth.jwt_secret_env", format!("environment variable {}", auth.jwt_secret_env)))?;
+        }
+        let from_env: Vec<String> = self.kafka.properties.keys().filter(|k| k.ends_with("_env")).cloned().collect();
+        for key in from_env {
+            let name = self.kafka.properties.remove(&key).unwrap_or_default();
+            let property = key.trim_end_matches("_env").to_owned();
+            if self.kafka.properties.contains_key(&property) {
+                return Err(ConfigError::Invalid {
+                    key: "kafka.properties",
+                    problem: format!("{property:?} is set, and {key:?} too; give it one way"),
+                });
+            }
+            let value = var(&name)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| unset("kafka.properties", format!("{key:?}: environment variable {name}")))?;
+            self.kafka.properties.insert(property, value);
+        }
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -350,6 +400,9 @@ impl Config {
         if self.checkpoint.interval.0.is_zero() {
             return bad("checkpoint.interval", "must be > 0");
         }
+        if self.checkpoint.redis_chunk_bytes < 1024 {
+            return bad("checkpoint.redis_chunk_bytes", "must be at least 1024");
+        }
         let store = &self.state.store;
         if !(store == "memory" || store.starts_with("file://") || store.starts_with("redis://")) {
             return bad("state.store", "must be file://DIR, redis://HOST:PORT/DB or memory");
@@ -381,6 +434,10 @@ impl Config {
             sla: [sla.p1, sla.p2, sla.p3, sla.p4].map(|m| m as i64 * MICROS_PER_MIN),
             core_features: self.usage.core_features.clone(),
             rules: self.rules().expect("validated"),
+            topics: {
+                let t = &self.kafka.topics;
+                [t.accounts.clone(), t.usage.clone(), t.tickets.clone(), t.revenue.clone()]
+            },
         }
     }
 
@@ -394,13 +451,12 @@ impl Config {
         }
     }
 
-    /// The effective configuration as TOML, with the JWT secret masked.
+    /// The effective configuration as TOML, every secret masked ([`secrets`]).
     pub fn to_toml_masked(&self) -> String {
-        let mut shown = self.clone();
-        if !shown.auth.jwt_secret.is_empty() {
-            shown.auth.jwt_secret = "********".into();
+        match toml::to_string_pretty(self) {
+            Ok(text) => secrets::mask_toml(&text),
+            Err(e) => format!("# cannot render: {e}"),
         }
-        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
 }
 

@@ -26,6 +26,10 @@ pub struct StateConfig {
     pub core_features: Vec<String>,
     /// Alert rules (§5).
     pub rules: Rules,
+    /// The configured names of the input topics, by role: the checkpoint
+    /// stores the positions with them, and a restore drops the positions of
+    /// a role whose topic was renamed since (SPEC §18 "Instances").
+    pub topics: [String; 4],
 }
 
 impl Default for StateConfig {
@@ -42,6 +46,7 @@ impl Default for StateConfig {
             core_features: Vec::new(),
             rules: Rules::parse(&default_rules(), &Topic::ALL.map(|t| t.default_name().to_owned()))
                 .expect("the default rules are valid"),
+            topics: Topic::ALL.map(|t| t.default_name().to_owned()),
         }
     }
 }

@@ -12,8 +12,14 @@
 //!
 //! A checkpoint of another schema version is refused with an explicit error
 //! (version 1, one postcard body, was written before sections; version 2
-//! before alerts carried a `version`; rebuilding from Kafka replaces it), and a truncated or corrupt one is never
-//! half-loaded: the checksums cover every byte.
+//! before alerts carried a `version` and positions their topic names;
+//! rebuilding from Kafka replaces it), and a truncated or corrupt one is
+//! never half-loaded: the checksums cover every byte.
+//!
+//! Positions are stored with the names of the topics they were consumed
+//! from (version 3): on restore, the positions of a role whose configured
+//! topic has another name now are dropped, so the renamed topic is consumed
+//! from its beginning instead of at the old topic's offsets (SPEC §18).
 //!
 //! Configuration is not part of the state: the fold parameters and rules
 //! come from the running configuration. Alert lifecycle state is stored by
@@ -83,6 +89,8 @@ struct CoreOut<'a> {
     fingerprint: String,
     engine: &'a Engine,
     alerting: StoredAlerting,
+    /// The input topics the positions in `engine` were consumed from, by role.
+    topics: &'a [String; 4],
 }
 
 #[derive(Deserialize)]
@@ -90,6 +98,7 @@ struct CoreIn {
     fingerprint: String,
     engine: Engine,
     alerting: StoredAlerting,
+    topics: [String; 4],
 }
 
 fn section<T: serde::de::DeserializeOwned>(
@@ -118,7 +127,12 @@ fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T, RestoreError>>) -> R
 impl Engine {
     /// The whole state, input positions included, as one checkpoint blob.
     pub fn encode(&self) -> Vec<u8> {
-        let core = CoreOut { fingerprint: fingerprint(&self.cfg), engine: self, alerting: self.alerting.to_stored() };
+        let core = CoreOut {
+            fingerprint: fingerprint(&self.cfg),
+            engine: self,
+            alerting: self.alerting.to_stored(),
+            topics: &self.cfg.topics,
+        };
         // One buffer, sized from the previous checkpoint (no regrowth, no
         // second copy): header and table placeholders, the sections, then
         // the table and header filled in.
@@ -201,6 +215,12 @@ impl Engine {
         });
         let stored = core?;
         let mut engine = stored.engine;
+        for role in crate::event::Topic::ALL {
+            if stored.topics[role.index()] != cfg.topics[role.index()] {
+                // Renamed: its offsets belong to another topic.
+                engine.partitions.retain(|(topic, _), _| *topic != role);
+            }
+        }
         for chunk in chunks {
             engine.slots.extend(chunk?);
         }
@@ -227,5 +247,35 @@ impl Engine {
             engine.evaluate_pending(None);
         }
         Ok(engine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Topic;
+    use crate::state::Input;
+    use crate::time::parse_rfc3339;
+
+    #[test]
+    fn a_renamed_topic_loses_its_positions_and_only_those() {
+        let wall = parse_rfc3339("2026-03-03T00:00:00Z").unwrap();
+        let mut engine = Engine::new(StateConfig::default());
+        let account = br#"{"event_id":"a1","ts":"2026-03-02T10:00:00Z","account_id":"acme","name":"Acme","csm_id":"csm-1","segment":"smb","seats":5}"#;
+        let usage =
+            br#"{"event_id":"u1","ts":"2026-03-02T10:00:00Z","account_id":"acme","user_id":"u","feature":"api"}"#;
+        engine.fold(&Input { topic: Topic::Accounts, partition: 0, offset: 7, payload: account, wall });
+        engine.fold(&Input { topic: Topic::Usage, partition: 2, offset: 41, payload: usage, wall });
+        let blob = engine.encode();
+
+        let same = Engine::decode(StateConfig::default(), &blob).unwrap();
+        assert_eq!(same.partitions(), engine.partitions());
+
+        let mut cfg = StateConfig::default();
+        cfg.topics[Topic::Usage.index()] = "cs.usage.v2".into();
+        let renamed = Engine::decode(cfg, &blob).unwrap();
+        let kept: Vec<_> = renamed.partitions().iter().map(|(k, p)| (*k, p.next_offset)).collect();
+        assert_eq!(kept, vec![((Topic::Accounts, 0), 8)], "the usage topic starts from its beginning");
+        assert_eq!(renamed.stats(), engine.stats(), "the state itself is kept");
     }
 }
