@@ -2,6 +2,7 @@
 
 use super::account::Metrics;
 use super::config::StateConfig;
+use crate::exact::{Decimal, Exact, Ratio};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Tier {
@@ -31,12 +32,58 @@ impl Tier {
 /// Components in the order adoption, engagement, support, sentiment.
 pub const COMPONENTS: [&str; 4] = ["adoption", "engagement", "support", "sentiment"];
 
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// Health weights (§4) as configured decimals, and as integers of one
+/// common decimal scale, so the weighted sum is a ratio of integers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Weights {
+    pub decimals: [Decimal; 4],
+    units: [u128; 4],
+    total: u128,
+}
+
+impl Weights {
+    /// Fails unless every weight is >= 0 and one is > 0.
+    pub fn new(decimals: [Decimal; 4]) -> Result<Weights, String> {
+        if decimals.iter().any(|d| d.units < 0) {
+            return Err("every weight must be a number >= 0".into());
+        }
+        let scale = decimals.iter().map(|d| d.scale).max().unwrap_or(0);
+        let units = decimals.map(|d| d.units as u128 * 10u128.pow(scale - d.scale));
+        let total = units.iter().sum::<u128>();
+        if total == 0 {
+            return Err("at least one weight must be > 0".into());
+        }
+        Ok(Weights { decimals, units, total })
+    }
+
+    /// Weights written as these floats (their shortest decimals).
+    pub fn from_f64(w: [f64; 4]) -> Result<Weights, String> {
+        let [a, e, s, t] = w.map(Decimal::from_f64);
+        Weights::new([a?, e?, s?, t?])
+    }
+
+    /// The defaults of §4: 0.35, 0.20, 0.25, 0.20.
+    pub fn default_weights() -> Weights {
+        Weights::from_f64([0.35, 0.20, 0.25, 0.20]).expect("valid")
+    }
+
+    pub fn f64(&self) -> [f64; 4] {
+        self.decimals.map(|d| d.value)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Health {
+    /// As reported (floating point, rounded for display).
     pub components: [f64; 4],
-    /// Unrounded; tiers, ranks, histograms and alert rules use this.
+    /// Unrounded, as reported (floating point).
     pub score: f64,
+    /// Decided on `exact`.
     pub tier: Tier,
+    /// The score exactly: tiers, ranks, histograms and alert rules use this.
+    pub exact: Exact,
+    /// The components exactly (for rules on them).
+    pub exact_components: [Ratio; 4],
 }
 
 impl Health {
@@ -55,24 +102,27 @@ impl Health {
             (50.0 + 50.0 * (cur - prev) / prev).clamp(0.0, 100.0)
         };
         let penalty = 30 * m.open[0] + 15 * m.open[1] + 5 * (m.open[2] + m.open[3]) + 20 * m.escalated_open;
-        let support = 100.0 - (penalty.min(100)) as f64;
+        let support_points = 100 - penalty.min(100);
+        let support = support_points as f64;
         let sentiment = match m.csat_avg() {
             None => 60.0,
             Some(avg) => 100.0 * (avg - 1.0) / 4.0,
         };
         let c = [adoption, engagement, support, sentiment];
-        let w = cfg.weights;
+        let w = cfg.weights.f64();
         let num = w[0] * c[0] + w[1] * c[1] + w[2] * c[2] + w[3] * c[3];
         let den = w[0] + w[1] + w[2] + w[3];
         let score = num / den;
-        let tier = if score >= cfg.green {
+        let exact_components = exact_components(m, seats, support_points);
+        let exact = weighted(&exact_components, &cfg.weights);
+        let tier = if exact.cmp_ratio(&cfg.green.ratio()).is_ge() {
             Tier::Green
-        } else if score >= cfg.yellow {
+        } else if exact.cmp_ratio(&cfg.yellow.ratio()).is_ge() {
             Tier::Yellow
         } else {
             Tier::Red
         };
-        Health { components: c, score, tier }
+        Health { components: c, score, tier, exact, exact_components }
     }
 
     /// The score as a fixed-point integer (10⁻⁹), so that sums of scores over a
@@ -81,10 +131,71 @@ impl Health {
         (self.score * 1e9).round() as i64
     }
 
-    /// Histogram bucket 0..=9 of [0,10), …, [90,100].
+    /// Histogram bucket 0..=9 of [0,10), …, [90,100], of the exact score.
     pub fn bucket(&self) -> usize {
-        ((self.score / 10.0).floor().max(0.0) as usize).min(9)
+        (self.exact.floor_i64().max(0) / 10).min(9) as usize
     }
+}
+
+/// The four components of §4 as exact ratios (adoption, engagement,
+/// support, sentiment); each denominator is a count (seats, events, csat
+/// scores) or 1.
+fn exact_components(m: &Metrics, seats: u64, support_points: u64) -> [Ratio; 4] {
+    let hundred = Ratio::int(100);
+    let users = m.active_users_30d as u128;
+    let adoption = match seats as u128 {
+        0 if users > 0 => hundred,
+        0 => Ratio::ZERO,
+        s if users >= s => hundred,
+        s => Ratio::new((100 * users) as i128, s),
+    };
+    let (prev, cur) = (m.usage_events_prev_7d as u128, m.usage_events_7d as u128);
+    // 50 + 50·(cur − prev)/prev = 50·cur/prev, clamped to 100 (never below 0).
+    let engagement = match prev {
+        0 if cur > 0 => hundred,
+        0 => Ratio::ZERO,
+        p if cur >= 2 * p => hundred,
+        p => Ratio::new((50 * cur) as i128, p),
+    };
+    // 100·(sum/count − 1)/4 = 25·(sum − count)/count.
+    let sentiment = match m.csat.count as u128 {
+        0 => Ratio::int(60),
+        n => Ratio::new(25 * (m.csat.sum as i128 - n as i128), n),
+    };
+    [adoption, engagement, Ratio::int(support_points as i128), sentiment]
+}
+
+/// Σ wᵢ·cᵢ / Σ wᵢ exactly: in 128-bit integers when the products fit
+/// (always for counts below 2³⁰ or so), else in big integers.
+fn weighted(c: &[Ratio; 4], w: &Weights) -> Exact {
+    weighted_small(c, w).map_or_else(|| weighted_big(c, w), Exact::Small)
+}
+
+fn weighted_small(c: &[Ratio; 4], w: &Weights) -> Option<Ratio> {
+    let [a, e, s, t] = c.map(|r| r.den());
+    // Products of the other denominators, so Σ wᵢ·nᵢ·Πⱼ≠ᵢ dⱼ / (Σw·Πd).
+    let (ae, at, et) = (a.checked_mul(e)?, a.checked_mul(t)?, e.checked_mul(t)?);
+    let aet = ae.checked_mul(t)?;
+    let rest = [et.checked_mul(s)?, at.checked_mul(s)?, aet, ae.checked_mul(s)?];
+    let den = w.total.checked_mul(aet.checked_mul(s)?)?;
+    let mut num: i128 = 0;
+    for i in 0..4 {
+        let factor = i128::try_from(w.units[i].checked_mul(rest[i])?).ok()?;
+        num = num.checked_add(factor.checked_mul(c[i].num())?)?;
+    }
+    Some(Ratio::new(num, den))
+}
+
+fn weighted_big(c: &[Ratio; 4], w: &Weights) -> Exact {
+    use num_bigint::{BigInt, BigUint};
+    let dens: Vec<BigUint> = c.iter().map(|r| BigUint::from(r.den())).collect();
+    let all: BigUint = dens.iter().product();
+    let mut num = BigInt::from(0);
+    for i in 0..4 {
+        let rest = &all / &dens[i];
+        num += BigInt::from(c[i].num()) * BigInt::from(rest * w.units[i]);
+    }
+    Exact::of_big(num, all * w.total)
 }
 
 /// Rounds half away from zero to one decimal, as scores are reported.
