@@ -488,6 +488,50 @@ mod tests {
         assert!(e.contains("unique"), "{e}");
     }
 
+    /// Numeric conditions are decided on exact values against the decimal
+    /// written in the rule, whatever the floating-point figure says.
+    #[test]
+    fn numeric_conditions_are_decided_exactly() {
+        use crate::exact::Ratio;
+        let rule = |metric: &str, op: &str, value: Value| {
+            let raw = json!({"name": "r", "scope": "account", "severity": "warning",
+                "when": [{"metric": metric, "op": op, "value": value}]});
+            Rules::parse(&[raw], &names()).unwrap().conditions.remove(0).when.remove(0)
+        };
+        let num = |approx: f64, num: i128, den: u128| MetricValue::Num(Number::new(approx, Ratio::new(num, den)));
+        // drop_ratio 1 − 11/20 is 0.44999999999999996 in floating point.
+        let drop = num(1.0 - 11.0 / 20.0, 9, 20);
+        assert!(rule("usage.drop_ratio", ">=", json!(0.45)).holds(&drop));
+        assert!(rule("usage.drop_ratio", "==", json!(0.45)).holds(&drop));
+        assert!(!rule("usage.drop_ratio", "<", json!(0.45)).holds(&drop));
+        // Exactly 0.5 is >= 0.5.
+        assert!(rule("usage.drop_ratio", ">=", json!(0.5)).holds(&num(0.5, 10, 20)));
+        // A share of exactly 0.15 is not > 0.15; one just above it is, though
+        // both print as 0.15.
+        let kpi = |metric: &str, op: &str, value: Value| {
+            let raw = json!({"name": "r", "scope": "portfolio", "severity": "warning",
+                "when": [{"metric": metric, "op": op, "value": value}]});
+            Rules::parse(&[raw], &names()).unwrap().conditions.remove(0).when.remove(0)
+        };
+        let above = 15 * 10u128.pow(17) + 1;
+        assert!(!kpi("health.at_risk_share", ">", json!(0.15)).holds(&num(0.15, 3, 20)));
+        assert!(kpi("health.at_risk_share", ">=", json!(0.15)).holds(&num(0.15, 3, 20)));
+        assert!(kpi("health.at_risk_share", ">", json!(0.15)).holds(&num(0.15, above as i128, 10u128.pow(19))));
+        // A score of exactly 40 (39.99999999999999 in floating point).
+        let forty = num(39.99999999999999, 40, 1);
+        assert!(rule("health.score", "<", json!(40.5)).holds(&forty));
+        assert!(rule("health.score", ">=", json!(40)).holds(&forty));
+        assert!(!rule("health.score", "<", json!(40.0)).holds(&forty));
+        // Integers beyond 2⁵³ are read exactly too.
+        let big = MetricValue::Num(Number::count(9_007_199_254_740_993));
+        assert!(rule("tickets.open", ">", json!(9_007_199_254_740_992u64)).holds(&big));
+        // A value no decimal of 30 digits holds is refused at start-up.
+        let raw = json!({"name": "r", "scope": "account", "severity": "warning",
+            "when": [{"metric": "usage.drop_ratio", "op": ">", "value": 1e-40}]});
+        let e = Rules::parse(&[raw], &names()).unwrap_err().0;
+        assert!(e.contains("when[0].value"), "{e}");
+    }
+
     #[test]
     fn conditions_compare_numbers_and_strings_and_fail_on_null() {
         let c = |op, value| Condition { path: "p".into(), metric: 0, op, value };

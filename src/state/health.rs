@@ -202,3 +202,105 @@ fn weighted_big(c: &[Ratio; 4], w: &Weights) -> Exact {
 pub fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::window::Scores;
+
+    /// An account's figures: active users and seats, usage events this and
+    /// last week, open P1s, escalated open tickets, open P3s, csat (sum, count).
+    fn metrics(users: u64, events: (u64, u64), p1: u64, escalated: u64, p3: u64, csat: (u64, u64)) -> Metrics {
+        Metrics {
+            active_users_7d: users,
+            active_users_30d: users,
+            usage_events_7d: events.0,
+            usage_events_prev_7d: events.1,
+            features_30d: 1,
+            open: [p1, 0, p3, 0],
+            open_total: p1 + p3,
+            escalated_open: escalated,
+            sla_breached: 0,
+            csat: Scores { sum: csat.0, count: csat.1 },
+            arr: 0,
+            health: Health::default(),
+        }
+    }
+
+    /// The account of the report: adoption 1/6 of 100, engagement 100,
+    /// support 50, sentiment 1/12 of 100; exactly 40 with the default
+    /// weights, 39.99999999999999 in floating point.
+    #[test]
+    fn an_exact_score_of_40_is_yellow() {
+        let cfg = StateConfig::default();
+        let h = Health::score(&metrics(1, (1, 0), 1, 1, 0, (4, 3)), 6, &cfg);
+        assert!(h.score < 40.0, "the floating-point score is {} (the case this guards)", h.score);
+        assert_eq!(round1(h.score), 40.0);
+        assert_eq!(h.exact, Exact::Small(Ratio::int(40)));
+        assert_eq!(h.tier, Tier::Yellow);
+        assert_eq!(h.bucket(), 4, "[40, 50)");
+        assert_eq!(h.exact_components[0], Ratio::new(50, 3));
+        assert_eq!(h.exact_components[3], Ratio::new(25, 3));
+    }
+
+    /// Exactly on the other boundaries: 70 is green, 50 falls in [50, 60),
+    /// just below 40 is red.
+    #[test]
+    fn exact_boundaries_decide_tiers_and_buckets() {
+        let cfg = StateConfig::default();
+        // adoption 100, engagement 100/3, support 100, sentiment 50/3.
+        let seventy = Health::score(&metrics(1, (2, 3), 0, 0, 0, (5, 3)), 1, &cfg);
+        assert!(seventy.score < 70.0, "{}", seventy.score);
+        assert_eq!((seventy.exact.clone(), seventy.tier), (Exact::Small(Ratio::int(70)), Tier::Green));
+        assert_eq!(seventy.bucket(), 7);
+        // adoption 200/3, engagement 100, support 20, sentiment 25/3.
+        let fifty = Health::score(&metrics(2, (1, 0), 2, 1, 0, (4, 3)), 3, &cfg);
+        assert!(fifty.score < 50.0, "{}", fifty.score);
+        assert_eq!((fifty.exact.clone(), fifty.bucket()), (Exact::Small(Ratio::int(50)), 5));
+        // One csat point less than the exact-40 account: 40 − 0.2·25/3.
+        let below = Health::score(&metrics(1, (1, 0), 1, 1, 0, (3, 3)), 6, &cfg);
+        assert_eq!((below.exact.clone(), below.tier), (Exact::Small(Ratio::new(115, 3)), Tier::Red));
+        // The top bucket holds 100.
+        let top = Health::score(&metrics(5, (9, 3), 0, 0, 0, (10, 2)), 5, &cfg);
+        assert_eq!((top.exact.clone(), top.bucket(), top.tier), (Exact::Small(Ratio::int(100)), 9, Tier::Green));
+    }
+
+    /// Configured thresholds and weights are decimals: a threshold of 40.1
+    /// is not the binary 40.1000000000000014…, weights need not sum to 1.
+    #[test]
+    fn configured_thresholds_and_weights_are_decimals() {
+        let cfg = StateConfig {
+            weights: Weights::from_f64([0.1, 0.1, 0.1, 0.7]).unwrap(),
+            green: Decimal::from_f64(90.1).unwrap(),
+            yellow: Decimal::from_f64(40.1).unwrap(),
+            ..StateConfig::default()
+        };
+        // adoption 0, engagement 0, support 100, sentiment 43 (csat 476 over
+        // 175 scores): (0.1·100 + 0.7·43) / 1.0 = 40.1 exactly.
+        let h = Health::score(&metrics(0, (0, 0), 0, 0, 0, (476, 175)), 0, &cfg);
+        assert_eq!(h.exact, Exact::Small(Ratio::new(401, 10)));
+        assert_eq!(h.tier, Tier::Yellow);
+        let scaled = StateConfig { weights: Weights::from_f64([1.0, 1.0, 1.0, 7.0]).unwrap(), ..cfg.clone() };
+        assert_eq!(Health::score(&metrics(0, (0, 0), 0, 0, 0, (476, 175)), 0, &scaled).tier, Tier::Yellow);
+        assert!(Weights::from_f64([0.0, 0.0, 0.0, 0.0]).is_err());
+        assert!(Weights::from_f64([-0.1, 0.5, 0.3, 0.3]).is_err());
+    }
+
+    /// Counts whose common denominator exceeds 128 bits take the big path and
+    /// still decide exactly.
+    #[test]
+    fn scores_wider_than_128_bits_are_exact() {
+        let cfg = StateConfig::default();
+        let (seats, prev, count) = (u64::MAX, u64::MAX - 1, u64::MAX / 5);
+        let h = Health::score(&metrics(seats - 1, (prev, prev), 0, 0, 0, (count * 3, count)), seats, &cfg);
+        assert!(matches!(h.exact, Exact::Big(_)), "{:?}", h.exact);
+        // 0.35·100·(1 − 1/seats) + 0.2·50 + 0.25·100 + 0.2·50 = 80 − 35/seats.
+        assert!(h.exact < Exact::Small(Ratio::int(80)));
+        assert!(h.exact > Exact::Small(Ratio::new(79_999_999, 1_000_000)));
+        assert_eq!((h.tier, h.bucket()), (Tier::Green, 7));
+        // The same score exactly 80 when every user is active.
+        let full = Health::score(&metrics(seats, (prev, prev), 0, 0, 0, (count * 3, count)), seats, &cfg);
+        assert_eq!(full.exact, Exact::Small(Ratio::int(80)));
+        assert_eq!(full.bucket(), 8);
+    }
+}
