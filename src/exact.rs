@@ -186,6 +186,27 @@ impl Exact {
         }
     }
 
+    /// `self × scale` rounded half away from zero (saturating at `i64`'s range).
+    pub fn round_scaled(&self, scale: u64) -> i64 {
+        use num_traits::ToPrimitive;
+        if let Exact::Small(r) = self
+            && let Some(scaled) = r.num.unsigned_abs().checked_mul(scale as u128)
+        {
+            let (q, rem) = (scaled / r.den, scaled % r.den);
+            let q = if rem >= r.den - rem { q + 1 } else { q };
+            let q = i64::try_from(q).unwrap_or(i64::MAX);
+            return if r.num < 0 { -q } else { q };
+        }
+        let b = match self {
+            Exact::Small(r) => r.big(),
+            Exact::Big(b) => (**b).clone(),
+        };
+        let den = BigInt::from(b.den);
+        let twice = (b.num.magnitude() * scale * 2u32 + den.magnitude()) / (den.magnitude() * 2u32);
+        let q = twice.to_i64().unwrap_or(i64::MAX);
+        if b.num.sign() == Sign::Minus { -q } else { q }
+    }
+
     pub fn floor_i64(&self) -> i64 {
         match self {
             Exact::Small(r) => r.floor().clamp(i64::MIN as i128, i64::MAX as i128) as i64,
@@ -470,5 +491,13 @@ mod tests {
         assert_eq!(huge.floor_i64(), 3);
         assert!((huge.to_f64() - 3.0).abs() < 1e-12);
         assert!(matches!(Exact::of_big(BigInt::from(5), BigUint::from(2u8)), Exact::Small(_)));
+        // Rounded half away from zero, on both paths.
+        assert_eq!(Exact::Small(r(1, 3)).round_scaled(1_000_000_000), 333_333_333);
+        assert_eq!(Exact::Small(r(2, 3)).round_scaled(1_000_000_000), 666_666_667);
+        assert_eq!(Exact::Small(r(1, 2)).round_scaled(1), 1);
+        assert_eq!(Exact::Small(r(-1, 2)).round_scaled(1), -1);
+        assert_eq!(Exact::Small(r(i128::MAX, u128::MAX)).round_scaled(1_000_000_000), 500_000_000);
+        let third = Exact::of_big(BigInt::from(u128::MAX), BigUint::from(u128::MAX) * 3u32);
+        assert_eq!(third.round_scaled(1_000_000_000), 333_333_333);
     }
 }

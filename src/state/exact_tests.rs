@@ -23,7 +23,8 @@ impl Feed {
 
     fn send(&mut self, topic: Topic, ts: Ts, account: &str, fields: Value) {
         self.events += 1;
-        let mut body = json!({"event_id": format!("e-{}", self.events), "ts": format_rfc3339(ts), "account_id": account});
+        let mut body =
+            json!({"event_id": format!("e-{}", self.events), "ts": format_rfc3339(ts), "account_id": account});
         body.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
         let payload = serde_json::to_vec(&body).unwrap();
         let offset = &mut self.offsets[topic.index()];
@@ -64,8 +65,10 @@ fn an_account_scoring_exactly_40_is_yellow_end_to_end() {
     let t = t0();
     // beta: adoption 2/5, engagement 50·4/5, support 40, sentiment 40:
     // every component 40, so 40.0 in floating point as well.
-    let upsert = |seats: u64| json!({"name": "x", "csm_id": "csm-1", "segment": "smb", "region": "emea",
-        "seats": seats, "renewal_date": "2027-12-31"});
+    let upsert = |seats: u64| {
+        json!({"name": "x", "csm_id": "csm-1", "segment": "smb", "region": "emea",
+        "seats": seats, "renewal_date": "2027-12-31"})
+    };
     f.send(Topic::Accounts, t - days(10), "beta", upsert(5));
     for i in 0..5 {
         f.usage(t - days(10) + i, "beta", "b1");
@@ -78,7 +81,11 @@ fn an_account_scoring_exactly_40_is_yellow_end_to_end() {
         f.ticket(t - 50 * MICROS_PER_MIN, "beta", json!({"ticket_id": format!("S{i}"), "action": "csat", "score": s}));
     }
     for i in 0..2 {
-        f.ticket(t - 40 * MICROS_PER_MIN, "beta", json!({"ticket_id": format!("B{i}"), "action": "opened", "priority": "p1"}));
+        f.ticket(
+            t - 40 * MICROS_PER_MIN,
+            "beta",
+            json!({"ticket_id": format!("B{i}"), "action": "opened", "priority": "p1"}),
+        );
     }
     f.arr(t - 30 * MICROS_PER_MIN, "beta", 2000.0);
     f.arr(t - 30 * MICROS_PER_MIN, "acme", 1000.0);
@@ -96,7 +103,10 @@ fn an_account_scoring_exactly_40_is_yellow_end_to_end() {
     f.usage(t + 60 * MICROS_PER_MIN, "acme", "a1");
 
     let acme = f.engine.account_view("acme").unwrap();
-    assert_eq!(acme["health"]["components"], json!({"adoption": 16.7, "engagement": 100.0, "support": 50.0, "sentiment": 8.3}));
+    assert_eq!(
+        acme["health"]["components"],
+        json!({"adoption": 16.7, "engagement": 100.0, "support": 50.0, "sentiment": 8.3})
+    );
     assert_eq!((&acme["health"]["score"], &acme["health"]["tier"]), (&json!(40.0), &json!("yellow")), "{acme}");
     assert!(!f.firing_now("account_red", "acme"), "account_red is firing: {:?}", f.alerts);
     let later: Vec<&Value> = f.alerts[settled..].iter().filter(|a| a["rule"] == "account_red").collect();

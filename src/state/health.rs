@@ -125,10 +125,11 @@ impl Health {
         Health { components: c, score, tier, exact, exact_components }
     }
 
-    /// The score as a fixed-point integer (10⁻⁹), so that sums of scores over a
-    /// scope can be maintained by addition and subtraction without drift.
+    /// The exact score rounded (half away from zero) to a fixed-point integer
+    /// of 10⁻⁹, so that sums of scores over a scope can be maintained by
+    /// addition and subtraction without drift (`avg_score`).
     pub fn score_fixed(&self) -> i64 {
-        (self.score * 1e9).round() as i64
+        self.exact.round_scaled(1_000_000_000)
     }
 
     /// Histogram bucket 0..=9 of [0,10), …, [90,100], of the exact score.

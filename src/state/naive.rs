@@ -486,7 +486,9 @@ impl NaiveModel {
         let avg_score = if n == 0 {
             Value::Null
         } else {
-            let sum: i64 = scope.iter().map(|a| (a.score * 1e9).round() as i64).sum();
+            let billion = BigRational::from_integer(BigInt::from(1_000_000_000));
+            let sum: i64 =
+                scope.iter().map(|a| i64::try_from((&a.exact * &billion).round().to_integer()).unwrap()).sum();
             json!(sum as f64 / 1e9 / n as f64)
         };
 
