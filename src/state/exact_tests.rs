@@ -171,3 +171,24 @@ fn rule_values_met_exactly_decide_exactly() {
     assert!(!f.firing_now("account_red", "acme"));
     assert!(f.firing_now("account_red", "r"));
 }
+
+/// A hostile `arr` (1e17) is a `schema` error, so ARR sums stay within
+/// 64-bit cents; QTD flows, which grow with the number of events, are summed
+/// in 128 bits (see `scope::tests::qtd_flow_sums_do_not_overflow`).
+#[test]
+fn an_arr_beyond_the_maximum_is_a_schema_error() {
+    let mut engine = Engine::new(StateConfig::default());
+    let payload = br#"{"event_id":"r1","ts":"2026-03-10T12:00:00Z","account_id":"a","kind":"new","arr":1e17}"#;
+    let wall = t0();
+    let input = Input { topic: Topic::Revenue, partition: 0, offset: 0, payload, wall };
+    match engine.fold(&input) {
+        Outcome::Rejected(r) => {
+            assert_eq!(r.reason, crate::ingest::decode::Reason::Schema);
+            assert!(r.detail.starts_with("arr:"), "{r}");
+        }
+        other => panic!("accepted a hostile arr: {other:?}"),
+    }
+    let max = br#"{"event_id":"r2","ts":"2026-03-10T12:00:00Z","account_id":"a","kind":"new","arr":10000000000}"#;
+    let input = Input { topic: Topic::Revenue, partition: 0, offset: 1, payload: max, wall };
+    assert_eq!(engine.fold(&input), Outcome::Accepted);
+}
