@@ -454,6 +454,12 @@ mod tests {
         assert!(e.contains("auth.jwt_secret"), "{e}");
         let e = Config::from_toml(&format!("{SECRET}[health]\nyellow = 80.0\n")).unwrap_err().to_string();
         assert!(e.contains("health.yellow"), "{e}");
+        let e = Config::from_toml(&format!("{SECRET}[health]\ngreen = 1e-40\nyellow = 0.0\n")).unwrap_err().to_string();
+        assert!(e.contains("health.green") && e.contains("decimal places"), "{e}");
+        // Thresholds and weights are the decimals written (0.15, not 0.1499…).
+        let c = Config::from_toml(&format!("{SECRET}[health]\nyellow = 40.5\n")).unwrap().state_config();
+        assert_eq!(c.yellow.ratio(), crate::exact::Ratio::new(81, 2));
+        assert_eq!(c.weights.decimals[0].ratio(), crate::exact::Ratio::new(7, 20));
         let rule = "[[alerts.rules]]\nname = \"drop\"\nscope = \"account\"\nseverity = \"warning\"\nwhen = [{ metric = \"usage.dropratio\", op = \">\", value = 1 }]\n";
         let e = Config::from_toml(&format!("{SECRET}{rule}")).unwrap_err().to_string();
         assert!(e.contains("alerts.rules[0] (drop): when[0].metric"), "{e}");
