@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod event;
+pub mod exact;
 pub mod http;
 pub mod ingest;
 pub mod push;

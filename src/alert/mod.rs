@@ -496,7 +496,7 @@ fn num(values: &[(String, MetricValue)], path: &str) -> f64 {
     values
         .iter()
         .find(|(p, _)| p == path)
-        .and_then(|(_, v)| if let MetricValue::Num(n) = v { Some(*n) } else { None })
+        .and_then(|(_, v)| if let MetricValue::Num(n) = v { Some(n.approx) } else { None })
         .unwrap_or(0.0)
 }
 

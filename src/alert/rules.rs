@@ -6,6 +6,7 @@ use std::fmt;
 use serde_json::{Value, json};
 
 use crate::event::Topic;
+use crate::exact::{Decimal, Number};
 use crate::time::Span;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -97,7 +98,8 @@ impl Op {
 /// A metric's value at evaluation time.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum MetricValue {
-    Num(f64),
+    /// As reported, and exactly (rules decide on the exact value, §4).
+    Num(Number),
     /// Static for enumerations like the tier, owned for names and dates.
     Str(std::borrow::Cow<'static, str>),
     Null,
@@ -106,17 +108,18 @@ pub enum MetricValue {
 impl MetricValue {
     pub fn to_json(&self) -> Value {
         match self {
-            MetricValue::Num(n) => json!(n),
+            MetricValue::Num(n) => json!(n.approx),
             MetricValue::Str(s) => json!(s),
             MetricValue::Null => Value::Null,
         }
     }
 }
 
-/// The value a condition compares against.
+/// The value a condition compares against (a number as the decimal it was
+/// written as).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Operand {
-    Num(f64),
+    Num(Decimal),
     Str(String),
 }
 
@@ -225,10 +228,11 @@ pub struct Condition {
 }
 
 impl Condition {
-    /// A null metric, or one of the other kind than the operand, fails every op.
+    /// A null metric, or one of the other kind than the operand, fails every
+    /// op. Numbers compare exactly (the metric's exact value with the decimal).
     pub fn holds(&self, v: &MetricValue) -> bool {
         match (v, &self.value) {
-            (MetricValue::Num(a), Operand::Num(b)) => a.partial_cmp(b).is_some_and(|o| self.op.holds(o)),
+            (MetricValue::Num(a), Operand::Num(b)) => self.op.holds(a.exact.cmp_ratio(&b.ratio())),
             (MetricValue::Str(a), Operand::Str(b)) => self.op.holds(a.as_ref().cmp(b.as_str())),
             _ => false,
         }
@@ -409,7 +413,9 @@ impl Rules {
                     .ok_or_else(|| err(&field("op"), format!("{op_s:?} is not one of < <= > >= == !=")))?;
                 let kind = catalogue[metric].1;
                 let value = match (c.get("value"), kind) {
-                    (Some(Value::Number(n)), Kind::Num) => Operand::Num(n.as_f64().unwrap_or(f64::NAN)),
+                    (Some(Value::Number(n)), Kind::Num) => {
+                        Operand::Num(Decimal::parse(&n.to_string()).map_err(|e| err(&field("value"), e))?)
+                    }
                     (Some(Value::String(s)), Kind::Str) => Operand::Str(s.clone()),
                     (Some(_), Kind::Num) => {
                         return Err(err(&field("value"), format!("{path} is a number: the value must be a number")));
@@ -482,17 +488,62 @@ mod tests {
         assert!(e.contains("unique"), "{e}");
     }
 
+    /// Numeric conditions are decided on exact values against the decimal
+    /// written in the rule, whatever the floating-point figure says.
+    #[test]
+    fn numeric_conditions_are_decided_exactly() {
+        use crate::exact::Ratio;
+        let rule = |metric: &str, op: &str, value: Value| {
+            let raw = json!({"name": "r", "scope": "account", "severity": "warning",
+                "when": [{"metric": metric, "op": op, "value": value}]});
+            Rules::parse(&[raw], &names()).unwrap().conditions.remove(0).when.remove(0)
+        };
+        let num = |approx: f64, num: i128, den: u128| MetricValue::Num(Number::new(approx, Ratio::new(num, den)));
+        // drop_ratio 1 − 11/20 is 0.44999999999999996 in floating point.
+        let drop = num(1.0 - 11.0 / 20.0, 9, 20);
+        assert!(rule("usage.drop_ratio", ">=", json!(0.45)).holds(&drop));
+        assert!(rule("usage.drop_ratio", "==", json!(0.45)).holds(&drop));
+        assert!(!rule("usage.drop_ratio", "<", json!(0.45)).holds(&drop));
+        // Exactly 0.5 is >= 0.5.
+        assert!(rule("usage.drop_ratio", ">=", json!(0.5)).holds(&num(0.5, 10, 20)));
+        // A share of exactly 0.15 is not > 0.15; one just above it is, though
+        // both print as 0.15.
+        let kpi = |metric: &str, op: &str, value: Value| {
+            let raw = json!({"name": "r", "scope": "portfolio", "severity": "warning",
+                "when": [{"metric": metric, "op": op, "value": value}]});
+            Rules::parse(&[raw], &names()).unwrap().conditions.remove(0).when.remove(0)
+        };
+        let above = 15 * 10u128.pow(17) + 1;
+        assert!(!kpi("health.at_risk_share", ">", json!(0.15)).holds(&num(0.15, 3, 20)));
+        assert!(kpi("health.at_risk_share", ">=", json!(0.15)).holds(&num(0.15, 3, 20)));
+        assert!(kpi("health.at_risk_share", ">", json!(0.15)).holds(&num(0.15, above as i128, 10u128.pow(19))));
+        // A score of exactly 40 (39.99999999999999 in floating point).
+        let forty = num(39.99999999999999, 40, 1);
+        assert!(rule("health.score", "<", json!(40.5)).holds(&forty));
+        assert!(rule("health.score", ">=", json!(40)).holds(&forty));
+        assert!(!rule("health.score", "<", json!(40.0)).holds(&forty));
+        // Integers beyond 2⁵³ are read exactly too.
+        let big = MetricValue::Num(Number::count(9_007_199_254_740_993));
+        assert!(rule("tickets.open", ">", json!(9_007_199_254_740_992u64)).holds(&big));
+        // A value no decimal of 30 digits holds is refused at start-up.
+        let raw = json!({"name": "r", "scope": "account", "severity": "warning",
+            "when": [{"metric": "usage.drop_ratio", "op": ">", "value": 1e-40}]});
+        let e = Rules::parse(&[raw], &names()).unwrap_err().0;
+        assert!(e.contains("when[0].value"), "{e}");
+    }
+
     #[test]
     fn conditions_compare_numbers_and_strings_and_fail_on_null() {
         let c = |op, value| Condition { path: "p".into(), metric: 0, op, value };
-        assert!(c(Op::Ge, Operand::Num(1.0)).holds(&MetricValue::Num(1.0)));
-        assert!(!c(Op::Gt, Operand::Num(1.0)).holds(&MetricValue::Num(1.0)));
+        let one = || Operand::Num(Decimal::int(1));
+        assert!(c(Op::Ge, one()).holds(&MetricValue::Num(Number::count(1))));
+        assert!(!c(Op::Gt, one()).holds(&MetricValue::Num(Number::count(1))));
         assert!(c(Op::Eq, Operand::Str("red".into())).holds(&MetricValue::Str("red".into())));
         assert!(c(Op::Ne, Operand::Str("red".into())).holds(&MetricValue::Str("green".into())));
         assert!(c(Op::Lt, Operand::Str("b".into())).holds(&MetricValue::Str("a".into())));
         for op in [Op::Lt, Op::Le, Op::Gt, Op::Ge, Op::Eq, Op::Ne] {
-            assert!(!c(op, Operand::Num(0.0)).holds(&MetricValue::Null), "null fails {op:?}");
-            assert!(!c(op, Operand::Num(0.0)).holds(&MetricValue::Str("0".into())));
+            assert!(!c(op, Operand::Num(Decimal::int(0))).holds(&MetricValue::Null), "null fails {op:?}");
+            assert!(!c(op, Operand::Num(Decimal::int(0))).holds(&MetricValue::Str("0".into())));
         }
     }
 }

@@ -13,6 +13,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::exact::Decimal;
 use crate::state::StateConfig;
 use crate::time::{MICROS_PER_MIN, Span};
 
@@ -354,16 +355,14 @@ impl Config {
         if self.time.mode != "event" {
             return bad("time.mode", "only \"event\" is supported (windows follow event time)");
         }
-        let w = &self.health.weights;
-        if [w.adoption, w.engagement, w.support, w.sentiment].iter().any(|v| !v.is_finite() || *v < 0.0) {
-            return bad("health.weights", "every weight must be a number >= 0");
+        let (weights, green, yellow) = match self.health_decimals() {
+            Ok(h) => h,
+            Err((key, problem)) => return Err(ConfigError::Invalid { key, problem }),
+        };
+        if let Err(problem) = crate::state::health::Weights::new(weights) {
+            return bad("health.weights", &problem);
         }
-        if w.adoption + w.engagement + w.support + w.sentiment <= 0.0 {
-            return bad("health.weights", "at least one weight must be > 0");
-        }
-        if self.health.yellow.partial_cmp(&self.health.green) == Some(std::cmp::Ordering::Greater)
-            || self.health.yellow.is_nan()
-        {
+        if yellow.ratio() > green.ratio() {
             return bad("health.yellow", "must be <= health.green");
         }
         let sla = &self.tickets.sla_minutes;
@@ -419,18 +418,32 @@ impl Config {
         Ok(())
     }
 
+    /// The health weights and thresholds as the decimals they were written
+    /// as (SPEC §4: decided exactly), or the key that is not one.
+    fn health_decimals(&self) -> Result<([Decimal; 4], Decimal, Decimal), (&'static str, String)> {
+        let w = &self.health.weights;
+        let weights = [w.adoption, w.engagement, w.support, w.sentiment].map(Decimal::from_f64);
+        let weights = match weights {
+            [Ok(a), Ok(e), Ok(s), Ok(t)] => [a, e, s, t],
+            _ => return Err(("health.weights", "every weight must be a finite decimal number >= 0".into())),
+        };
+        let green = Decimal::from_f64(self.health.green).map_err(|e| ("health.green", e))?;
+        let yellow = Decimal::from_f64(self.health.yellow).map_err(|e| ("health.yellow", e))?;
+        Ok((weights, green, yellow))
+    }
+
     /// The fold's parameters.
     pub fn state_config(&self) -> StateConfig {
-        let w = &self.health.weights;
+        let (weights, green, yellow) = self.health_decimals().expect("validated");
         let sla = &self.tickets.sla_minutes;
         StateConfig {
             max_message_bytes: self.kafka.max_message_bytes,
             allowed_lateness: self.time.allowed_lateness.micros(),
             max_future_skew: self.time.max_future_skew.micros(),
             dedup_horizon: self.dedup.horizon.micros(),
-            weights: [w.adoption, w.engagement, w.support, w.sentiment],
-            green: self.health.green,
-            yellow: self.health.yellow,
+            weights: crate::state::health::Weights::new(weights).expect("validated"),
+            green,
+            yellow,
             sla: [sla.p1, sla.p2, sla.p3, sla.p4].map(|m| m as i64 * MICROS_PER_MIN),
             core_features: self.usage.core_features.clone(),
             rules: self.rules().expect("validated"),
@@ -540,6 +553,12 @@ mod tests {
         assert!(e.contains("auth.jwt_secret"), "{e}");
         let e = Config::from_toml(&format!("{SECRET}[health]\nyellow = 80.0\n")).unwrap_err().to_string();
         assert!(e.contains("health.yellow"), "{e}");
+        let e = Config::from_toml(&format!("{SECRET}[health]\ngreen = 1e-40\nyellow = 0.0\n")).unwrap_err().to_string();
+        assert!(e.contains("health.green") && e.contains("decimal places"), "{e}");
+        // Thresholds and weights are the decimals written (0.15, not 0.1499…).
+        let c = Config::from_toml(&format!("{SECRET}[health]\nyellow = 40.5\n")).unwrap().state_config();
+        assert_eq!(c.yellow.ratio(), crate::exact::Ratio::new(81, 2));
+        assert_eq!(c.weights.decimals[0].ratio(), crate::exact::Ratio::new(7, 20));
         let rule = "[[alerts.rules]]\nname = \"drop\"\nscope = \"account\"\nseverity = \"warning\"\nwhen = [{ metric = \"usage.dropratio\", op = \">\", value = 1 }]\n";
         let e = Config::from_toml(&format!("{SECRET}{rule}")).unwrap_err().to_string();
         assert!(e.contains("alerts.rules[0] (drop): when[0].metric"), "{e}");

@@ -541,12 +541,13 @@ pub struct CohortShare {
     pub capped: i64,
 }
 
-/// ARR movements of the quarter to date, positive magnitudes in cents.
+/// ARR movements of the quarter to date, positive magnitudes in cents
+/// (128-bit: each event moves up to `MAX_ARR_CENTS`, events are unbounded).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flows {
-    pub expansion: i64,
-    pub contraction: i64,
-    pub churned: i64,
+    pub expansion: i128,
+    pub contraction: i128,
+    pub churned: i128,
 }
 
 pub const T12M: i64 = days(365);
@@ -589,9 +590,9 @@ impl Revenue {
         let mut f = Flows::default();
         for step in &self.history[first..] {
             match step.kind {
-                RevenueKind::Expansion => f.expansion += (step.arr - prev).max(0),
-                RevenueKind::Contraction => f.contraction += (prev - step.arr).max(0),
-                RevenueKind::Churn => f.churned += prev,
+                RevenueKind::Expansion => f.expansion += (step.arr - prev).max(0) as i128,
+                RevenueKind::Contraction => f.contraction += (prev - step.arr).max(0) as i128,
+                RevenueKind::Churn => f.churned += prev as i128,
                 RevenueKind::New | RevenueKind::Renewal => {}
             }
             prev = step.arr;

@@ -36,14 +36,18 @@ fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
 fn holds(rule: &ConditionRule, object: &Value) -> bool {
     rule.when.iter().all(|c| match (at(object, &c.path), &c.value) {
         (Value::Number(n), Operand::Num(b)) => {
-            let a = n.as_f64().unwrap();
+            // Exactly, in big rationals: the figure as the decimal the view
+            // prints (exact for the small figures generated here) and the
+            // operand as written.
+            let a = big_decimal(&n.to_string());
+            let b = big_decimal(&b.to_string());
             match c.op.as_str() {
-                "<" => a < *b,
-                "<=" => a <= *b,
-                ">" => a > *b,
-                ">=" => a >= *b,
-                "==" => a == *b,
-                _ => a != *b,
+                "<" => a < b,
+                "<=" => a <= b,
+                ">" => a > b,
+                ">=" => a >= b,
+                "==" => a == b,
+                _ => a != b,
             }
         }
         (Value::String(a), Operand::Str(b)) => match c.op.as_str() {
@@ -56,6 +60,21 @@ fn holds(rule: &ConditionRule, object: &Value) -> bool {
         },
         _ => false,
     })
+}
+
+/// A decimal literal (`-1.25`, `3e-7`) as a big rational.
+fn big_decimal(s: &str) -> num_rational::BigRational {
+    use num_bigint::BigInt;
+    let (mantissa, exp) = s.split_once(['e', 'E']).map_or((s, 0), |(m, e)| (m, e.parse::<i32>().unwrap()));
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: BigInt = format!("{int}{frac}").parse().unwrap();
+    let shift = exp - frac.len() as i32;
+    let ten = BigInt::from(10);
+    if shift >= 0 {
+        num_rational::BigRational::from_integer(digits * ten.pow(shift as u32))
+    } else {
+        num_rational::BigRational::new(digits, ten.pow((-shift) as u32))
+    }
 }
 
 /// Every scope instance of a kind in the recomputed views.

@@ -1,7 +1,9 @@
 //! The parameters of the fold (SPEC §2–§4), derived from the configuration.
 
+use super::health::Weights;
 use crate::alert::rules::{Rules, default_rules};
 use crate::event::Topic;
+use crate::exact::Decimal;
 use crate::time::{MICROS_PER_MIN, days};
 
 /// Everything the fold needs to know beyond the events themselves.
@@ -16,10 +18,10 @@ pub struct StateConfig {
     /// How long an accepted `event_id` is remembered, in event time (µs).
     pub dedup_horizon: i64,
     /// Health component weights: adoption, engagement, support, sentiment.
-    pub weights: [f64; 4],
-    /// Tier thresholds on the unrounded score: green >= `green`, yellow >= `yellow`.
-    pub green: f64,
-    pub yellow: f64,
+    pub weights: Weights,
+    /// Tier thresholds on the exact score: green >= `green`, yellow >= `yellow`.
+    pub green: Decimal,
+    pub yellow: Decimal,
     /// First-response SLA per priority p1..p4 (µs).
     pub sla: [i64; 4],
     /// Features that count for adoption; empty means every feature.
@@ -39,9 +41,9 @@ impl Default for StateConfig {
             allowed_lateness: days(35),
             max_future_skew: 60 * MICROS_PER_MIN,
             dedup_horizon: days(7),
-            weights: [0.35, 0.20, 0.25, 0.20],
-            green: 70.0,
-            yellow: 40.0,
+            weights: Weights::default_weights(),
+            green: Decimal::int(70),
+            yellow: Decimal::int(40),
             sla: [60 * MICROS_PER_MIN, 240 * MICROS_PER_MIN, 1440 * MICROS_PER_MIN, 4320 * MICROS_PER_MIN],
             core_features: Vec::new(),
             rules: Rules::parse(&default_rules(), &Topic::ALL.map(|t| t.default_name().to_owned()))

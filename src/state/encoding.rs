@@ -79,8 +79,10 @@ fn checksum(body: &[u8]) -> u128 {
 }
 
 /// What the fold's stored contributions depend on besides the events.
+/// (Weights and thresholds as decimals: a checkpoint written when tiers were
+/// decided in floating point has another one, so its tiers are re-derived.)
 fn fingerprint(cfg: &StateConfig) -> String {
-    format!("{:?}", (cfg.weights, cfg.green, cfg.yellow, cfg.sla, &cfg.core_features))
+    format!("{:?}", (&cfg.weights.decimals, cfg.green, cfg.yellow, cfg.sla, &cfg.core_features))
 }
 
 /// Everything but the sections of their own.

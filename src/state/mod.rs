@@ -16,6 +16,8 @@ pub mod account;
 mod alert_prop;
 pub mod config;
 pub mod encoding;
+#[cfg(test)]
+mod exact_tests;
 pub mod health;
 pub mod ids;
 pub mod layers;

@@ -8,6 +8,8 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
+use num_bigint::BigInt;
+use num_rational::BigRational;
 use serde_json::{Value, json};
 
 use crate::event::{Body, Priority, RevenueKind, TicketAction, Topic};
@@ -394,13 +396,37 @@ impl NaiveModel {
             Some(avg) => 100.0 * (avg - 1.0) / 4.0,
         };
         let c = [adoption, engagement, support, sentiment];
-        let w = cfg.weights;
+        let w = cfg.weights.f64();
         let num = w[0] * c[0] + w[1] * c[1] + w[2] * c[2] + w[3] * c[3];
         let den = w[0] + w[1] + w[2] + w[3];
         let score = num / den;
-        let tier = if score >= cfg.green {
+        // The same formula in big rationals, term by term as §4 writes it
+        // (the engine uses 128-bit integers over a common denominator).
+        let q = |n: i64| BigRational::from_integer(BigInt::from(n));
+        let exact_adoption = if seats > 0 {
+            (q(100) * q(au30 as i64) / q(seats as i64)).min(q(100))
+        } else {
+            q(if au30 > 0 { 100 } else { 0 })
+        };
+        let exact_engagement = if prev7 == 0 {
+            q(if cur > 0 { 100 } else { 0 })
+        } else {
+            (q(50) + q(50) * (q(cur) - q(prev7)) / q(prev7)).clamp(q(0), q(100))
+        };
+        let exact_sentiment = if csat_count_90d > 0 {
+            q(100) * (q(csat_sum_90d as i64) / q(csat_count_90d as i64) - q(1)) / q(4)
+        } else {
+            q(60)
+        };
+        let exact_c = [exact_adoption, exact_engagement, q(support as i64), exact_sentiment];
+        let decimal =
+            |d: &crate::exact::Decimal| BigRational::new(BigInt::from(d.units), BigInt::from(10).pow(d.scale));
+        let exact_w = cfg.weights.decimals.map(|d| decimal(&d));
+        let total_w: BigRational = exact_w.iter().sum();
+        let exact: BigRational = exact_w.iter().zip(&exact_c).map(|(w, c)| w * c).sum::<BigRational>() / total_w;
+        let tier = if exact >= decimal(&cfg.green) {
             Tier::Green
-        } else if score >= cfg.yellow {
+        } else if exact >= decimal(&cfg.yellow) {
             Tier::Yellow
         } else {
             Tier::Red
@@ -437,6 +463,7 @@ impl NaiveModel {
             churned_qtd,
             components: c,
             score,
+            exact,
             tier,
             rank: None,
         }
@@ -459,7 +486,9 @@ impl NaiveModel {
         let avg_score = if n == 0 {
             Value::Null
         } else {
-            let sum: i64 = scope.iter().map(|a| (a.score * 1e9).round() as i64).sum();
+            let billion = BigRational::from_integer(BigInt::from(1_000_000_000));
+            let sum: i64 =
+                scope.iter().map(|a| i64::try_from((&a.exact * &billion).round().to_integer()).unwrap()).sum();
             json!(sum as f64 / 1e9 / n as f64)
         };
 
@@ -677,6 +706,8 @@ struct AccountFacts {
     components: [f64; 4],
     /// Unrounded.
     score: f64,
+    /// The score exactly (tier, rank order and histogram use it).
+    exact: BigRational,
     tier: Tier,
     rank: Option<usize>,
 }
@@ -755,7 +786,7 @@ fn priority_order(a: &AccountFacts, b: &AccountFacts) -> Ordering {
     b.renewal_at_risk()
         .cmp(&a.renewal_at_risk())
         .then(a.tier.order().cmp(&b.tier.order()))
-        .then(a.score.partial_cmp(&b.score).unwrap_or(Ordering::Equal))
+        .then(a.exact.cmp(&b.exact))
         .then(b.arr_cents.cmp(&a.arr_cents))
         .then(a.id.cmp(&b.id))
 }
@@ -785,11 +816,12 @@ fn retention(scope: &[&AccountFacts], start: impl Fn(&AccountFacts) -> i64) -> (
     (json!(sum_kept as f64 / sum_start as f64), json!(sum_cur as f64 / sum_start as f64))
 }
 
-/// 10 buckets of account counts by unrounded score.
+/// 10 buckets of account counts by exact score.
 fn health_histogram(accounts: &[&AccountFacts]) -> Value {
     let mut buckets = [0u64; 10];
     for a in accounts {
-        let b = ((a.score / 10.0).floor() as usize).min(9);
+        let tenth = (&a.exact / BigRational::from_integer(BigInt::from(10))).floor().to_integer();
+        let b = usize::try_from(tenth).unwrap_or(0).min(9);
         buckets[b] += 1;
     }
     json!(buckets)

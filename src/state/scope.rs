@@ -42,11 +42,37 @@ pub struct Totals {
     pub csat_sum: i64,
     pub qtd: Cohort,
     pub t12m: Cohort,
-    pub expansion_qtd: i64,
-    pub contraction_qtd: i64,
-    pub churned_qtd: i64,
+    /// Quarter-to-date ARR movements (cents). One account's can exceed
+    /// `i64` (each revenue event may move up to `MAX_ARR_CENTS`), so they
+    /// are kept split (see `Wide`).
+    pub expansion_qtd: Wide,
+    pub contraction_qtd: Wide,
+    pub churned_qtd: Wide,
     /// Firing account-scope condition alerts: critical, warning.
     pub alerts: [i64; 2],
+}
+
+/// A non-negative 128-bit sum kept in two `i64` words that add field by
+/// field: `high·2³² + low` with each account's `low` in [0, 2³²). So a scope
+/// sums `high`s and `low`s separately and neither overflows: the `low`s stay
+/// below 2⁶³ for fewer than 2³¹ accounts, and the `high`s are the sum over
+/// 2³², far from 2⁶³ whatever the number of revenue events (up to 2⁵⁵ at
+/// `MAX_ARR_CENTS` each).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, Pod, Zeroable)]
+#[repr(C)]
+pub struct Wide {
+    high: i64,
+    low: i64,
+}
+
+impl Wide {
+    pub fn of(v: i128) -> Wide {
+        Wide { high: i64::try_from(v >> 32).expect("below 2⁹⁵"), low: (v & 0xffff_ffff) as i64 }
+    }
+
+    pub fn value(&self) -> i128 {
+        ((self.high as i128) << 32) + self.low as i128
+    }
 }
 
 /// Sums of a retention cohort in cents.
@@ -92,9 +118,9 @@ impl Totals {
     }
 
     pub fn set_flows(&mut self, f: Flows) {
-        self.expansion_qtd = f.expansion;
-        self.contraction_qtd = f.contraction;
-        self.churned_qtd = f.churned;
+        self.expansion_qtd = Wide::of(f.expansion);
+        self.contraction_qtd = Wide::of(f.contraction);
+        self.churned_qtd = Wide::of(f.churned);
     }
 }
 
@@ -274,6 +300,31 @@ mod tests {
         assert_eq!(sorted_diff(&[1, 2, 2, 5], &[2, 3, 5, 5]), (vec![1, 2], vec![3, 5]));
         assert_eq!(sorted_diff(&[], &[1]), (vec![], vec![1]));
         assert_eq!(sorted_diff(&[4], &[]), (vec![4], vec![]));
+    }
+
+    /// QTD flows of many accounts, each near the most one account can
+    /// reach in a quarter of hostile revenue events, sum without overflow,
+    /// and withdrawing one gives the others' sum exactly.
+    #[test]
+    fn qtd_flow_sums_do_not_overflow() {
+        let mut scope = Totals::default();
+        let each: i128 = (1 << 70) + 12_345;
+        let one = |v: i128| {
+            let mut t = Totals::default();
+            t.set_flows(Flows { expansion: v, contraction: v / 2, churned: 1 });
+            t
+        };
+        for _ in 0..1000 {
+            scope.add(&one(each), 1);
+        }
+        assert_eq!(scope.expansion_qtd.value(), 1000 * each);
+        assert_eq!(scope.contraction_qtd.value(), 1000 * (each / 2));
+        scope.add(&one(each), -1);
+        assert_eq!(scope.expansion_qtd.value(), 999 * each);
+        let moved = one(each + 7).minus(&one(each));
+        scope.add(&moved, 1);
+        assert_eq!(scope.expansion_qtd.value(), 999 * each + 7);
+        assert_eq!(scope.churned_qtd.value(), 999);
     }
 
     #[test]

@@ -8,9 +8,11 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+use super::health::Weights;
 use super::naive::{NaiveModel, NaiveOutcome};
 use super::{Engine, Input, Outcome, StateConfig};
 use crate::event::Topic;
+use crate::exact::Decimal;
 use crate::time::{MICROS_PER_MIN, Ts, days, format_rfc3339, parse_rfc3339};
 
 /// One generated message.
@@ -283,9 +285,9 @@ proptest! {
     fn with_core_features_and_other_weights(specs in proptest::collection::vec(spec(), 1..80)) {
         let cfg = StateConfig {
             core_features: vec!["api".into()],
-            weights: [0.1, 0.5, 0.3, 0.1],
-            green: 60.0,
-            yellow: 30.0,
+            weights: Weights::from_f64([0.1, 0.5, 0.3, 0.1]).unwrap(),
+            green: Decimal::int(60),
+            yellow: Decimal::int(30),
             allowed_lateness: days(10),
             dedup_horizon: days(2),
             ..StateConfig::default()
@@ -338,7 +340,7 @@ fn rule_metrics_read_what_the_views_show() {
     let now = engine.watermark.unwrap();
     let at = |v: &Value, path: &str| path.split('.').fold(v.clone(), |v, k| v.get(k).cloned().unwrap_or(Value::Null));
     let as_json = |m: &MetricValue, rounded: bool| match m {
-        MetricValue::Num(x) if rounded => json!(round1(*x)),
+        MetricValue::Num(x) if rounded => json!(round1(x.approx)),
         other => other.to_json(),
     };
     let mut compared = 0;
@@ -522,8 +524,11 @@ fn restore_under_new_weights_recomputes_contributions() {
             .unwrap(),
     );
     let msgs = render(&specs);
-    let heavy =
-        StateConfig { weights: [0.7, 0.1, 0.1, 0.1], rules: crate::alert::Rules::default(), ..StateConfig::default() };
+    let heavy = StateConfig {
+        weights: Weights::from_f64([0.7, 0.1, 0.1, 0.1]).unwrap(),
+        rules: crate::alert::Rules::default(),
+        ..StateConfig::default()
+    };
     let light = StateConfig { rules: crate::alert::Rules::default(), ..StateConfig::default() };
     let mut old = Engine::new(light);
     fold_collecting(&mut old, &msgs, 0, &mut Vec::new());

@@ -8,10 +8,11 @@ use serde_json::{Map, Value, json};
 
 use super::account::{Account, Metrics};
 use super::health::{COMPONENTS, Tier, round1};
-use super::scope::Scope;
+use super::scope::{Scope, Wide};
 use super::{Engine, Slot};
 use crate::alert::MetricValue;
 use crate::alert::rules::{ACCOUNT_METRICS, KPI_METRICS};
+use crate::exact::{Exact, Number, Ratio};
 use crate::time::{MICROS_PER_MIN, Ts, format_date, format_rfc3339};
 
 /// A push channel (§6.2).
@@ -54,6 +55,11 @@ impl fmt::Display for Channel {
 /// Money as a JSON number of currency units, exact to the cent.
 pub fn money(cents: i64) -> Value {
     json!(cents as f64 / 100.0)
+}
+
+/// A 128-bit sum of cents as a JSON number of currency units.
+fn wide_money(cents: Wide) -> Value {
+    json!(cents.value() as f64 / 100.0)
 }
 
 fn ratio(num: i64, den: i64) -> Value {
@@ -113,9 +119,9 @@ pub fn kpi(scope: &Scope) -> Value {
             "nrr_qtd": t.qtd.nrr(),
             "grr_t12m": t.t12m.grr(),
             "nrr_t12m": t.t12m.nrr(),
-            "expansion_arr_qtd": money(t.expansion_qtd),
-            "contraction_arr_qtd": money(t.contraction_qtd),
-            "churned_arr_qtd": money(t.churned_qtd),
+            "expansion_arr_qtd": wide_money(t.expansion_qtd),
+            "contraction_arr_qtd": wide_money(t.contraction_qtd),
+            "churned_arr_qtd": wide_money(t.churned_qtd),
         },
         "alerts": {"critical": t.alerts[0], "warning": t.alerts[1]},
     })
@@ -127,26 +133,8 @@ fn keyed_kpis<'a>(scopes: impl Iterator<Item = (&'a std::sync::Arc<str>, &'a Sco
 
 /// The priority key of §3.4: red renewing within 90 days, tier, score,
 /// ARR descending, account id.
-type PriorityKey<'a> = (bool, Tier, OrderedScore, Reverse<i64>, &'a str);
-
-#[derive(Clone, Copy)]
-struct OrderedScore(f64);
-impl PartialEq for OrderedScore {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-impl Eq for OrderedScore {}
-impl PartialOrd for OrderedScore {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for OrderedScore {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
-    }
-}
+/// Scores compare exactly (§4): equal scores fall through to ARR and id.
+type PriorityKey<'a> = (bool, Tier, Exact, Reverse<i64>, &'a str);
 
 impl Engine {
     fn now(&self) -> Ts {
@@ -158,7 +146,7 @@ impl Engine {
         let a = &slot.account;
         let m = a.metrics(now, &self.cfg);
         let renewing = m.tier() == Tier::Red && a.days_to_renewal(now).is_some_and(|d| (0..=90).contains(&d));
-        (!renewing, m.tier(), OrderedScore(m.health.score), Reverse(m.arr), &a.id)
+        (!renewing, m.tier(), m.health.exact, Reverse(m.arr), &a.id)
     }
 
     /// A CSM's book in priority order (§3.4).
@@ -306,6 +294,17 @@ impl Engine {
     }
 }
 
+/// The mean score of a scope as a rule compares it: the mean of the scores
+/// each rounded to 10⁻⁹ (the sum kept in `score_fixed`), compared exactly.
+/// The one figure not decided on exact scores (see README, "readings").
+fn avg_score(t: &super::scope::Totals) -> MetricValue {
+    if t.accounts == 0 {
+        return MetricValue::Null;
+    }
+    let approx = t.score_fixed as f64 / 1e9 / t.accounts as f64;
+    MetricValue::Num(Number::new(approx, Ratio::new(t.score_fixed as i128, t.accounts as u128 * 1_000_000_000)))
+}
+
 /// Reads one catalogue metric of an account.
 type AccountAccessor = fn(&Account, &Metrics, Ts) -> MetricValue;
 /// Reads one catalogue metric of a scope.
@@ -329,11 +328,14 @@ pub fn kpi_metric(i: usize, scope: &Scope) -> MetricValue {
 }
 
 fn account_accessor(path: &str) -> AccountAccessor {
-    fn n(v: f64) -> MetricValue {
-        MetricValue::Num(v)
+    fn n(v: u64) -> MetricValue {
+        MetricValue::Num(Number::new(v as f64, Ratio::int(v as i128)))
     }
-    fn opt(v: Option<f64>) -> MetricValue {
-        v.map_or(MetricValue::Null, MetricValue::Num)
+    fn int(v: i64) -> MetricValue {
+        MetricValue::Num(Number::count(v))
+    }
+    fn component(m: &Metrics, i: usize) -> MetricValue {
+        MetricValue::Num(Number::new(m.health.components[i], m.health.exact_components[i]))
     }
     fn s(v: &str) -> MetricValue {
         MetricValue::Str(v.to_owned().into())
@@ -343,55 +345,67 @@ fn account_accessor(path: &str) -> AccountAccessor {
         "info.csm_id" => |a, _, _| a.info.csm_id.as_deref().map_or(MetricValue::Null, s),
         "info.segment" => |a, _, _| s(&a.info.segment),
         "info.region" => |a, _, _| s(&a.info.region),
-        "info.seats" => |a, _, _| n(a.info.seats as f64),
+        "info.seats" => |a, _, _| n(a.info.seats),
         "info.renewal_date" => {
             |a, _, _| a.info.renewal_date.map_or(MetricValue::Null, |d| MetricValue::Str(format_date(d).into()))
         }
-        "usage.active_users_7d" => |_, m, _| n(m.active_users_7d as f64),
-        "usage.active_users_30d" => |_, m, _| n(m.active_users_30d as f64),
-        "usage.usage_events_7d" => |_, m, _| n(m.usage_events_7d as f64),
-        "usage.usage_events_prev_7d" => |_, m, _| n(m.usage_events_prev_7d as f64),
-        "usage.drop_ratio" => |_, m, _| n(m.drop_ratio()),
-        "usage.features_30d" => |_, m, _| n(m.features_30d as f64),
+        "usage.active_users_7d" => |_, m, _| n(m.active_users_7d),
+        "usage.active_users_30d" => |_, m, _| n(m.active_users_30d),
+        "usage.usage_events_7d" => |_, m, _| n(m.usage_events_7d),
+        "usage.usage_events_prev_7d" => |_, m, _| n(m.usage_events_prev_7d),
+        "usage.drop_ratio" => |_, m, _| {
+            // 1 − cur/prev = (prev − cur)/prev exactly.
+            let (prev, cur) = (m.usage_events_prev_7d as i128, m.usage_events_7d as i128);
+            let exact = if prev > 0 { Ratio::new(prev - cur, prev as u128) } else { Ratio::ZERO };
+            MetricValue::Num(Number::new(m.drop_ratio(), exact))
+        },
+        "usage.features_30d" => |_, m, _| n(m.features_30d),
         "usage.last_activity" => {
             |a, _, _| a.usage.last_activity.map_or(MetricValue::Null, |t| MetricValue::Str(format_rfc3339(t).into()))
         }
-        "tickets.open_p1" => |_, m, _| n(m.open[0] as f64),
-        "tickets.open_p2" => |_, m, _| n(m.open[1] as f64),
-        "tickets.open_p3" => |_, m, _| n(m.open[2] as f64),
-        "tickets.open_p4" => |_, m, _| n(m.open[3] as f64),
-        "tickets.open" => |_, m, _| n(m.open_total as f64),
-        "tickets.escalated_open" => |_, m, _| n(m.escalated_open as f64),
-        "tickets.sla_breached" => |_, m, _| n(m.sla_breached as f64),
-        "tickets.csat_avg_90d" => |_, m, _| opt(m.csat_avg()),
-        "tickets.csat_count_90d" => |_, m, _| n(m.csat.count as f64),
-        "revenue.arr" => |_, m, _| n(m.arr as f64 / 100.0),
-        "revenue.days_to_renewal" => |a, _, now| opt(a.days_to_renewal(now).map(|d| d as f64)),
-        "health.score" => |_, m, _| n(m.health.score),
+        "tickets.open_p1" => |_, m, _| n(m.open[0]),
+        "tickets.open_p2" => |_, m, _| n(m.open[1]),
+        "tickets.open_p3" => |_, m, _| n(m.open[2]),
+        "tickets.open_p4" => |_, m, _| n(m.open[3]),
+        "tickets.open" => |_, m, _| n(m.open_total),
+        "tickets.escalated_open" => |_, m, _| n(m.escalated_open),
+        "tickets.sla_breached" => |_, m, _| n(m.sla_breached),
+        "tickets.csat_avg_90d" => |_, m, _| match m.csat_avg() {
+            Some(avg) => MetricValue::Num(Number::new(avg, Ratio::new(m.csat.sum as i128, m.csat.count as u128))),
+            None => MetricValue::Null,
+        },
+        "tickets.csat_count_90d" => |_, m, _| n(m.csat.count),
+        "revenue.arr" => |_, m, _| MetricValue::Num(Number::new(m.arr as f64 / 100.0, Ratio::of(m.arr, 100))),
+        "revenue.days_to_renewal" => |a, _, now| a.days_to_renewal(now).map_or(MetricValue::Null, int),
+        "health.score" => |_, m, _| MetricValue::Num(Number { approx: m.health.score, exact: m.health.exact.clone() }),
         "health.tier" => |_, m, _| MetricValue::Str(m.health.tier.as_str().into()),
-        "health.components.adoption" => |_, m, _| n(m.health.components[0]),
-        "health.components.engagement" => |_, m, _| n(m.health.components[1]),
-        "health.components.support" => |_, m, _| n(m.health.components[2]),
-        "health.components.sentiment" => |_, m, _| n(m.health.components[3]),
+        "health.components.adoption" => |_, m, _| component(m, 0),
+        "health.components.engagement" => |_, m, _| component(m, 1),
+        "health.components.support" => |_, m, _| component(m, 2),
+        "health.components.sentiment" => |_, m, _| component(m, 3),
         other => unreachable!("account metric {other} has no accessor"),
     }
 }
 
 fn kpi_accessor(path: &str) -> KpiAccessor {
     fn n(v: i64) -> MetricValue {
-        MetricValue::Num(v as f64)
+        MetricValue::Num(Number::count(v))
     }
     fn money(c: i64) -> MetricValue {
-        MetricValue::Num(c as f64 / 100.0)
+        MetricValue::Num(Number::new(c as f64 / 100.0, Ratio::of(c, 100)))
     }
-    fn opt(v: Option<f64>) -> MetricValue {
-        v.map_or(MetricValue::Null, MetricValue::Num)
+    fn wide(c: Wide) -> MetricValue {
+        let c = c.value();
+        MetricValue::Num(Number::new(c as f64 / 100.0, Ratio::new(c, 100)))
     }
+    /// `a / b`, null when `b` is 0.
     fn ratio(a: i64, b: i64) -> MetricValue {
-        opt((b > 0).then(|| a as f64 / b as f64))
+        if b > 0 { MetricValue::Num(Number::ratio(a, b)) } else { MetricValue::Null }
     }
     fn minutes(scope: &Scope, p: u64) -> MetricValue {
-        opt(scope.first_response_percentile(p).map(|us| us as f64 / MICROS_PER_MIN as f64))
+        scope.first_response_percentile(p).map_or(MetricValue::Null, |us| {
+            MetricValue::Num(Number::new(us as f64 / MICROS_PER_MIN as f64, Ratio::of(us, MICROS_PER_MIN)))
+        })
     }
     const GREEN: usize = Tier::Green as usize;
     const YELLOW: usize = Tier::Yellow as usize;
@@ -431,11 +445,11 @@ fn kpi_accessor(path: &str) -> KpiAccessor {
         },
         "health.at_risk_share" => |sc| {
             let t = &sc.totals;
-            MetricValue::Num(if t.arr > 0 { t.tier_arr[RED] as f64 / t.arr as f64 } else { 0.0 })
+            if t.arr > 0 { ratio(t.tier_arr[RED], t.arr) } else { n(0) }
         },
         "health.avg_score" => |sc| {
             let t = &sc.totals;
-            opt((t.accounts > 0).then(|| t.score_fixed as f64 / 1e9 / t.accounts as f64))
+            avg_score(t)
         },
         "usage.active_users_7d" => |sc| {
             let t = &sc.totals;
@@ -481,7 +495,7 @@ fn kpi_accessor(path: &str) -> KpiAccessor {
             let t = &sc.totals;
             n(t.sla_breached)
         },
-        "tickets.first_response_minutes.count" => |sc| MetricValue::Num(sc.first_response_count as f64),
+        "tickets.first_response_minutes.count" => |sc| n(sc.first_response_count as i64),
         "tickets.first_response_minutes.p50" => |sc| minutes(sc, 50),
         "tickets.first_response_minutes.p90" => |sc| minutes(sc, 90),
         "tickets.first_response_minutes.p99" => |sc| minutes(sc, 99),
@@ -503,31 +517,31 @@ fn kpi_accessor(path: &str) -> KpiAccessor {
         },
         "revenue.grr_qtd" => |sc| {
             let t = &sc.totals;
-            opt(t.qtd.grr())
+            ratio(t.qtd.capped, t.qtd.start)
         },
         "revenue.nrr_qtd" => |sc| {
             let t = &sc.totals;
-            opt(t.qtd.nrr())
+            ratio(t.qtd.current, t.qtd.start)
         },
         "revenue.grr_t12m" => |sc| {
             let t = &sc.totals;
-            opt(t.t12m.grr())
+            ratio(t.t12m.capped, t.t12m.start)
         },
         "revenue.nrr_t12m" => |sc| {
             let t = &sc.totals;
-            opt(t.t12m.nrr())
+            ratio(t.t12m.current, t.t12m.start)
         },
         "revenue.expansion_arr_qtd" => |sc| {
             let t = &sc.totals;
-            money(t.expansion_qtd)
+            wide(t.expansion_qtd)
         },
         "revenue.contraction_arr_qtd" => |sc| {
             let t = &sc.totals;
-            money(t.contraction_qtd)
+            wide(t.contraction_qtd)
         },
         "revenue.churned_arr_qtd" => |sc| {
             let t = &sc.totals;
-            money(t.churned_qtd)
+            wide(t.churned_qtd)
         },
         "alerts.critical" => |sc| {
             let t = &sc.totals;
