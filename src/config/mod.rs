@@ -72,6 +72,7 @@ pub struct Config {
     pub push: PushConfig,
     pub readiness: ReadinessConfig,
     pub log: LogConfig,
+    pub limits: LimitsConfig,
     /// Alert rules (§5); the default rule set applies when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<AlertsConfig>,
@@ -231,6 +232,16 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// Cardinality limits (§18).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_accounts_per_partition: u64,
+    pub max_features: usize,
+    pub max_open_tickets_per_account: u64,
+    pub max_events_per_ticket: usize,
+}
+
 /// `[[alerts.rules]]`, interpreted by the alert engine.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -338,6 +349,12 @@ impl Config {
             sla: [sla.p1, sla.p2, sla.p3, sla.p4].map(|m| m as i64 * MICROS_PER_MIN),
             core_features: self.usage.core_features.clone(),
             rules: self.rules().expect("validated"),
+            limits: crate::state::config::Limits {
+                max_accounts_per_partition: self.limits.max_accounts_per_partition,
+                max_features: self.limits.max_features,
+                max_open_tickets_per_account: self.limits.max_open_tickets_per_account,
+                max_events_per_ticket: self.limits.max_events_per_ticket,
+            },
         }
     }
 

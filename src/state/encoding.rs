@@ -11,7 +11,8 @@
 //! largest section rather than of the whole state.
 //!
 //! A checkpoint of another schema version is refused with an explicit error
-//! (version 1, one postcard body, was written before sections; rebuilding
+//! (version 1, one postcard body, was written before sections; version 2
+//! before the cardinality limits and the feature table's expiry order; rebuilding
 //! from Kafka replaces it), and a truncated or corrupt one is never
 //! half-loaded: the checksums cover every byte.
 //!
@@ -31,7 +32,7 @@ use super::{Dedup, Engine, Slot, StateConfig};
 use crate::alert::{Alerting, StoredAlerting};
 
 /// The state schema version this binary writes and reads.
-pub const STATE_VERSION: u32 = 2;
+pub const STATE_VERSION: u32 = 3;
 /// Account slots are split into this many sections (decoded in parallel).
 const SLOT_CHUNKS: usize = 2;
 /// Sections: core, slot chunks, de-duplication index, feature table.
@@ -216,7 +217,13 @@ impl Engine {
         let changed = stored.fingerprint != fingerprint(&cfg);
         engine.renewal_rules = cfg.rules.uses_account_metric("revenue.days_to_renewal");
         engine.alerting = Alerting::from_stored(cfg.rules.clone(), stored.alerting);
-        engine.features.set_core(&cfg);
+        engine.features.restored(&cfg);
+        if let Some(now) = engine.watermark {
+            for slot in &mut engine.slots {
+                slot.account.tickets.restore_clocks(now, &cfg);
+            }
+        }
+        engine.list_quarter_revenue();
         engine.cfg = cfg;
         if changed && engine.watermark.is_some() {
             // Health weights, tiers, SLAs or core features moved: re-derive
