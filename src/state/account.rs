@@ -318,6 +318,11 @@ impl FeatureTable {
             .map(|i| (self.names[i].as_deref().unwrap_or(OTHER_FEATURE), self.accounts_30d[i], self.users_30d[i]))
     }
 
+    /// Slots allocated, free ones included (how large the table grew).
+    pub fn slots(&self) -> usize {
+        self.names.len()
+    }
+
     /// Feature windows visited by advances so far (not stored).
     pub fn visits(&self) -> u64 {
         self.visits

@@ -20,6 +20,8 @@ pub mod health;
 pub mod ids;
 pub mod layers;
 #[cfg(test)]
+mod limits_tests;
+#[cfg(test)]
 pub mod naive;
 pub mod scope;
 #[cfg(test)]
