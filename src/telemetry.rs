@@ -55,6 +55,9 @@ pub fn export_fold_stats(engine: &Engine) {
         counter!("cspulse_events_rejected_total", "reason" => reason.as_str()).absolute(stats.rejected[reason.index()]);
     }
     counter!("cspulse_events_duplicate_total").absolute(stats.duplicates);
+    for kind in crate::state::LimitKind::ALL {
+        counter!("cspulse_limit_overflow_total", "kind" => kind.as_str()).absolute(stats.limit_overflow[kind.index()]);
+    }
     gauge!("cspulse_accounts").set(engine.account_count() as f64);
     if let Some(w) = engine.watermark() {
         gauge!("cspulse_watermark_seconds").set(w as f64 / 1e6);

@@ -18,6 +18,8 @@ type Expected = (&'static str, &'static str);
 async fn rejected_messages_are_dead_lettered_and_the_engine_keeps_going() {
     let (_cluster, mut config) = cluster_and_config();
     config.kafka.max_message_bytes = 2048;
+    // One account per partition: a second one is over the limit (§18).
+    config.limits.max_accounts_per_partition = 1;
     let app = App::start(&config).await.expect("engine starts");
     let p = producer(&config.kafka.brokers);
     let now = wall_now() - 60 * MICROS_PER_MIN;
@@ -45,6 +47,13 @@ async fn rejected_messages_are_dead_lettered_and_the_engine_keeps_going() {
         (usage("future-1", wall_now() + 2 * 60 * MICROS_PER_MIN), Some(("future_ts", "ts "))),
         (usage("late-1", now - days(36)), Some(("late", "ts "))),
         (usage("ok-1", now), None),
+        (
+            serde_json::to_vec(
+                &json!({"event_id": "beta-1", "ts": ts(now), "account_id": "beta", "user_id": "u1", "feature": "api"}),
+            )
+            .unwrap(),
+            Some(("limit", "account \"beta\" would be a new account of partition 0")),
+        ),
         (usage("ok-2", now + 1), None),
     ];
     for (payload, _) in &cases {
@@ -82,7 +91,7 @@ async fn rejected_messages_are_dead_lettered_and_the_engine_keeps_going() {
     let stats = app.shared.engine().stats().clone();
     assert_eq!(stats.accepted[1], 2);
     assert_eq!(stats.duplicates, 1);
-    assert_eq!(stats.rejected.iter().sum::<u64>(), 6);
+    assert_eq!(stats.rejected.iter().sum::<u64>(), 7);
     let base = format!("http://{}", app.addr);
     let (_, acme) = get(&format!("{base}/api/v1/accounts/acme"), Some(&token(Role::Analyst, None))).await;
     assert_eq!(acme["usage"]["usage_events_7d"], json!(2));
@@ -93,6 +102,8 @@ async fn rejected_messages_are_dead_lettered_and_the_engine_keeps_going() {
         "cspulse_events_rejected_total{reason=\"late\"} 1",
         "cspulse_events_rejected_total{reason=\"invalid_json\"} 2",
         "cspulse_events_duplicate_total 1",
+        "cspulse_events_rejected_total{reason=\"limit\"} 1",
+        "cspulse_limit_overflow_total{kind=\"accounts\"} 1",
         "cspulse_events_accepted_total{topic=\"cs.usage\"} 2",
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");

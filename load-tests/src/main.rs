@@ -63,6 +63,13 @@ enum Scenario {
         /// with `--features layers`.
         #[arg(long, conflicts_with = "fold_only")]
         layers: bool,
+        /// Fold this many usage events, each on a feature of its own, at the
+        /// end of the warm-up (with `limits.max_features` raised so they all
+        /// count as themselves): the timed events then meet a state holding
+        /// that many features in the 30-day window (SPEC §18: no per-event
+        /// or per-advance cost may grow with them).
+        #[arg(long, default_value_t = 0)]
+        distinct_features: usize,
     },
     /// Kafka → state vs a raw rdkafka consume of the same topics, same broker.
     Kafka {
@@ -119,11 +126,12 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runs = cli.runs.max(1);
     match cli.scenario {
-        Scenario::Fold { events, accounts, users_per_account, warmup, fold_only, layers } => fold(
+        Scenario::Fold { events, accounts, users_per_account, warmup, fold_only, layers, distinct_features } => fold(
             events,
             accounts,
             users_per_account,
             warmup,
+            distinct_features,
             runs,
             if layers {
                 Mode::Layers
@@ -255,11 +263,37 @@ enum Mode {
     Layers,
 }
 
+/// The fold's configuration: the defaults, with room for `distinct` features.
+fn fold_config(distinct: usize) -> StateConfig {
+    let mut cfg = StateConfig::default();
+    cfg.limits.max_features = cfg.limits.max_features.max(distinct + 100);
+    cfg
+}
+
+/// `count` usage events, each on a feature of its own (a URL, as a careless
+/// producer would send), over the hour before `end`, by the corpus' accounts.
+fn distinct_feature_events(count: usize, accounts: usize, end: i64) -> Vec<Message> {
+    (0..count)
+        .map(|i| {
+            let ts = end - 3600 * 1_000_000 + (i as i64 * 3_600_000_000 / count.max(1) as i64);
+            let account = format!("acc-{:06}", i % accounts.max(1));
+            let payload = serde_json::to_vec(&json!({
+                "event_id": format!("distinct-{i}"), "ts": cspulse::time::format_rfc3339(ts),
+                "account_id": account, "user_id": format!("visitor-{i}"), "feature": format!("/docs/page/{i}"),
+            }))
+            .expect("serializable");
+            Message { topic: Topic::Usage, key: account, payload }
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
 fn fold(
     events: usize,
     accounts: usize,
     users_per_account: usize,
     warmup: usize,
+    distinct_features: usize,
     runs: usize,
     mode: Mode,
 ) -> anyhow::Result<()> {
@@ -271,6 +305,12 @@ fn fold(
     eprintln!("generating {warmup} + {events} events ({accounts} accounts × ~{users_per_account} users)…");
     let mut warm = corpus(warmup + events, accounts, users_per_account);
     let msgs = warm.split_off(warmup.min(warm.len()));
+    if distinct_features > 0 {
+        // Just before the last warm-up event (or the first timed one).
+        let ts_of = |m: &Message| decode(m.topic, &m.payload, usize::MAX).ok().map(|e| e.ts);
+        let end = warm.iter().rev().find_map(ts_of).or_else(|| msgs.iter().find_map(ts_of)).unwrap_or(0);
+        warm.extend(distinct_feature_events(distinct_features, accounts, end));
+    }
     let bytes: usize = msgs.iter().map(|m| m.payload.len()).sum();
     let wall = warm
         .iter()
@@ -283,7 +323,7 @@ fn fold(
         return fold_layers(&warm, &msgs, wall, runs, (events, warmup, accounts, users_per_account));
     }
     if mode == Mode::FoldOnly {
-        let mut engine = Engine::new(StateConfig::default());
+        let mut engine = Engine::new(fold_config(distinct_features));
         let t = Instant::now();
         for (n, batch) in warm.chunks(BATCH).chain(msgs.chunks(BATCH)).enumerate() {
             fold_batch(&mut engine, batch, (n * BATCH) as i64, wall);
@@ -294,6 +334,7 @@ fn fold(
     let (mut parse, mut dec, mut full, mut bare) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut accepted = 0;
     let mut transitions = 0;
+    let mut features = 0;
     for run in 0..runs {
         parse.push(parse_only_rate(&msgs));
 
@@ -304,13 +345,14 @@ fn fold(
         dec.push(rate(msgs.len(), t.elapsed()));
 
         // The same fold without alert rules, to isolate their cost.
-        let no_rules = StateConfig { rules: cspulse::alert::Rules::default(), ..StateConfig::default() };
-        for (cfg, out) in [(no_rules, &mut bare), (StateConfig::default(), &mut full)] {
+        let no_rules = StateConfig { rules: cspulse::alert::Rules::default(), ..fold_config(distinct_features) };
+        for (cfg, out) in [(no_rules, &mut bare), (fold_config(distinct_features), &mut full)] {
             let mut engine = Engine::new(cfg);
             let (r, made) = warm_then_time(&mut engine, &warm, &msgs, wall);
             out.push(r);
             transitions += made;
             accepted = engine.stats().accepted.iter().sum::<u64>();
+            features = engine.feature_count();
         }
         eprintln!("run {}/{runs} done", run + 1);
     }
@@ -318,7 +360,7 @@ fn fold(
     let ratio = full.median / parse.median;
     let rules_cost = 1.0 - full.median / bare.median;
     println!(
-        "\nfold: {} events after {} untimed, {:.0} bytes avg, {accepted} accepted in all, one core",
+        "\nfold: {} events after {} untimed, {:.0} bytes avg, {accepted} accepted in all, {features} features held at the end, one core",
         msgs.len(),
         warm.len(),
         bytes as f64 / msgs.len() as f64
@@ -334,12 +376,20 @@ fn fold(
         transitions / runs
     );
     println!(
-        "reproduce: cargo run --release -p cspulse-load -- fold --events {events} --warmup {warmup} --accounts {accounts} --users-per-account {users_per_account} --runs {runs}"
+        "reproduce: cargo run --release -p cspulse-load -- fold --events {events} --warmup {warmup} --accounts {accounts} --users-per-account {users_per_account} --distinct-features {distinct_features} --runs {runs}"
     );
+    let name = if distinct_features > 0 {
+        format!("fold-distinct-features-{distinct_features}")
+    } else if warm.is_empty() {
+        "fold".to_owned()
+    } else {
+        "fold-warm".to_owned()
+    };
     write_results(
-        if warm.is_empty() { "fold" } else { "fold-warm" },
+        &name,
         json!({
             "events": msgs.len(), "warmup": warm.len(), "accounts": accounts, "users_per_account": users_per_account, "runs": runs,
+            "distinct_features": distinct_features, "features_held": features,
             "avg_bytes": bytes as f64 / msgs.len() as f64, "machine": machine(),
             "parse_only_per_s": parse,
             "decode_per_s": dec,

@@ -76,6 +76,7 @@ pub struct Config {
     pub push: PushConfig,
     pub readiness: ReadinessConfig,
     pub log: LogConfig,
+    pub limits: LimitsConfig,
     /// Alert rules (§5; the default rule set applies when absent) and the
     /// delivery outbox's bound (§5.3 additions).
     #[serde(default)]
@@ -256,6 +257,16 @@ pub struct ReadinessConfig {
 pub struct LogConfig {
     pub format: String,
     pub level: String,
+}
+
+/// Cardinality limits (§18).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_accounts_per_partition: u64,
+    pub max_features: usize,
+    pub max_open_tickets_per_account: u64,
+    pub max_events_per_ticket: usize,
 }
 
 /// `[alerts]`: `[[alerts.rules]]`, interpreted by the alert engine, and
@@ -450,6 +461,12 @@ impl Config {
             topics: {
                 let t = &self.kafka.topics;
                 [t.accounts.clone(), t.usage.clone(), t.tickets.clone(), t.revenue.clone()]
+            },
+            limits: crate::state::config::Limits {
+                max_accounts_per_partition: self.limits.max_accounts_per_partition,
+                max_features: self.limits.max_features,
+                max_open_tickets_per_account: self.limits.max_open_tickets_per_account,
+                max_events_per_ticket: self.limits.max_events_per_ticket,
             },
         }
     }

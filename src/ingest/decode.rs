@@ -23,11 +23,13 @@ pub enum Reason {
     Schema,
     FutureTs,
     Late,
+    /// A cardinality limit (§18), checked last, after `duplicate`.
+    Limit,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 5] =
-        [Reason::TooLarge, Reason::InvalidJson, Reason::Schema, Reason::FutureTs, Reason::Late];
+    pub const ALL: [Reason; 6] =
+        [Reason::TooLarge, Reason::InvalidJson, Reason::Schema, Reason::FutureTs, Reason::Late, Reason::Limit];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -36,6 +38,7 @@ impl Reason {
             Reason::Schema => "schema",
             Reason::FutureTs => "future_ts",
             Reason::Late => "late",
+            Reason::Limit => "limit",
         }
     }
 

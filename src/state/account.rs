@@ -3,7 +3,7 @@
 //! the watermark are read off counters, and so that the next instant at which
 //! any of them changes by the mere passing of time is known.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use smol_str::SmolStr;
@@ -11,7 +11,8 @@ use smol_str::SmolStr;
 use crate::event::{AccountUpsert, Priority, RevenueKind, TicketAction, TicketEvent};
 use crate::time::{Ts, days};
 
-use super::config::StateConfig;
+use super::LimitKind;
+use super::config::{Limits, OTHER_FEATURE, StateConfig};
 use super::health::{Health, Tier};
 use super::ids::Id;
 use super::window::{FastMap, LatestSeen, Scores, Touch, WideSeen, Window, min_opt};
@@ -87,11 +88,23 @@ impl Info {
     }
 }
 
-/// Interned feature names with their portfolio-wide 30-day counts (§3.3).
+/// The window of the features (§3.1 `features_30d`, §3.3).
+const FEATURE_WINDOW: i64 = days(30);
+
+/// Feature names with their portfolio-wide 30-day counts (§3.3).
+///
+/// A feature holds a slot while it is used within the 30-day window: once
+/// its last use leaves the window, the slot is released and later reused, so
+/// the table holds the features of the last 30 days, not every feature ever
+/// seen. At most `limits.max_features` real features hold a slot at once;
+/// uses of further ones count under [`OTHER_FEATURE`] (§18), until slots free
+/// up. Time-driven work is proportional to what expires: the features are
+/// ordered by the instant their user window next changes, and an advance
+/// visits only those whose instant has come.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FeatureTable {
-    names: Vec<Arc<str>>,
-    ids: FastMap<Arc<str>, u32>,
+    /// By slot; `None`: a free slot.
+    names: Vec<Option<Arc<str>>>,
     /// Accounts with a usage event on the feature in the last 30 days.
     pub accounts_30d: Vec<u64>,
     /// Distinct `user_id`s with a usage event on it in 30 days (§14: user
@@ -100,80 +113,228 @@ pub struct FeatureTable {
     /// Per feature, the users seen on it in the last 30 days, portfolio-wide.
     users: Vec<WideSeen<Id>>,
     now: Ts,
+    /// Names holding a slot → the slot (rebuilt from `names` on restore).
+    #[serde(skip)]
+    ids: FastMap<Arc<str>, u32>,
     /// Whether each feature counts for adoption (from the configuration).
     #[serde(skip)]
     core: Vec<bool>,
+    /// Features with users in the window, by the instant (a lower bound)
+    /// at which their window next changes; `scheduled` is each one's key.
+    #[serde(skip)]
+    due: BTreeSet<(Ts, u32)>,
+    #[serde(skip)]
+    scheduled: Vec<Ts>,
+    /// Slots free for new features.
+    #[serde(skip)]
+    free: Vec<u32>,
+    /// Slots released by this advance: accounts still count them until the
+    /// accounts due at the same instant are refreshed (`recycle`).
+    #[serde(skip)]
+    released: Vec<u32>,
+    /// Real features (not `(other)`) holding a slot.
+    #[serde(skip)]
+    real: usize,
+    /// Feature windows visited by advances (how much time-driven work was done).
+    #[serde(skip)]
+    visits: u64,
 }
 
 impl Default for FeatureTable {
     fn default() -> Self {
         FeatureTable {
             names: Vec::new(),
-            ids: FastMap::default(),
             accounts_30d: Vec::new(),
             users_30d: Vec::new(),
             users: Vec::new(),
             now: Ts::MIN,
+            ids: FastMap::default(),
             core: Vec::new(),
+            due: BTreeSet::new(),
+            scheduled: Vec::new(),
+            free: Vec::new(),
+            released: Vec::new(),
+            real: 0,
+            visits: 0,
         }
     }
 }
 
+/// What a usage event's feature counts as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interned {
+    /// The slot it counts under (its own, or `(other)`'s); `None` when the
+    /// event is already outside the 30-day window (it counts nowhere).
+    pub id: Option<u32>,
+    /// Whether the feature (by its own name) counts for adoption.
+    pub core: bool,
+    /// It counts under `(other)` because `limits.max_features` are held.
+    pub overflow: bool,
+}
+
+fn is_core_name(name: &str, cfg: &StateConfig) -> bool {
+    cfg.core_features.is_empty() || cfg.core_features.iter().any(|f| f == name)
+}
+
 impl FeatureTable {
-    /// Moves the portfolio-wide user window to `now`.
+    /// Moves the portfolio-wide user windows to `now`: only the features
+    /// whose window changes by then are visited; a feature left without
+    /// users releases its slot.
     pub fn advance(&mut self, now: Ts) {
         self.now = now;
-        for (users, count) in self.users.iter_mut().zip(&mut self.users_30d) {
-            users.advance(now, |_| *count -= 1);
+        while let Some(&(at, f)) = self.due.first() {
+            if at > now {
+                break;
+            }
+            self.due.pop_first();
+            self.visits += 1;
+            let i = f as usize;
+            let count = &mut self.users_30d[i];
+            self.users[i].advance(now, |_| *count -= 1);
+            if self.users[i].is_empty() {
+                self.scheduled[i] = Ts::MAX;
+                let name = self.names[i].take().expect("a scheduled feature holds its slot");
+                self.ids.remove(&name);
+                if &*name != OTHER_FEATURE {
+                    self.real -= 1;
+                }
+                self.released.push(f);
+            } else {
+                let next = self.users[i].due();
+                self.due.insert((next, f));
+                self.scheduled[i] = next;
+            }
         }
     }
 
-    fn touch_user(&mut self, feature: u32, user: Id, ts: Ts) {
-        if self.users[feature as usize].touch(user, ts) == Touch::Entered {
-            self.users_30d[feature as usize] += 1;
+    /// Frees the slots released by the last advance, once every account
+    /// has withdrawn from them (after the accounts due are refreshed).
+    pub fn recycle(&mut self) {
+        for f in self.released.drain(..) {
+            debug_assert_eq!(self.accounts_30d[f as usize], 0, "no account counts a released feature");
+            self.free.push(f);
         }
     }
 
-    pub fn intern(&mut self, name: &str, cfg: &StateConfig) -> u32 {
+    /// The slot a usage event at `ts` on `name` counts under (§18: beyond
+    /// `limits.max_features` real features in the window, `(other)`).
+    pub fn intern(&mut self, name: &str, ts: Ts, cfg: &StateConfig) -> Interned {
+        if ts <= self.now.saturating_sub(FEATURE_WINDOW) {
+            return Interned { id: None, core: is_core_name(name, cfg), overflow: false };
+        }
         if let Some(&id) = self.ids.get(name) {
-            return id;
+            return Interned { id: Some(id), core: self.core[id as usize], overflow: false };
         }
-        let id = self.names.len() as u32;
+        if name != OTHER_FEATURE && self.real >= cfg.limits.max_features {
+            let id = match self.ids.get(OTHER_FEATURE) {
+                Some(&id) => id,
+                None => self.register(OTHER_FEATURE, cfg),
+            };
+            return Interned { id: Some(id), core: is_core_name(name, cfg), overflow: true };
+        }
+        if name != OTHER_FEATURE {
+            self.real += 1;
+        }
+        let id = self.register(name, cfg);
+        Interned { id: Some(id), core: self.core[id as usize], overflow: false }
+    }
+
+    fn register(&mut self, name: &str, cfg: &StateConfig) -> u32 {
         let name: Arc<str> = Arc::from(name);
-        self.core.push(cfg.core_features.is_empty() || cfg.core_features.iter().any(|f| **f == *name));
-        self.names.push(name.clone());
-        self.ids.insert(name, id);
-        self.accounts_30d.push(0);
-        self.users_30d.push(0);
-        let mut users = WideSeen::new(days(30));
+        let core = is_core_name(&name, cfg);
+        let mut users = WideSeen::new(FEATURE_WINDOW);
         users.advance(self.now, |_| {});
-        self.users.push(users);
+        let id = match self.free.pop() {
+            Some(id) => {
+                let i = id as usize;
+                debug_assert!(self.names[i].is_none() && self.accounts_30d[i] == 0 && self.users_30d[i] == 0);
+                self.names[i] = Some(name.clone());
+                self.core[i] = core;
+                self.users[i] = users;
+                id
+            }
+            None => {
+                self.names.push(Some(name.clone()));
+                self.core.push(core);
+                self.users.push(users);
+                self.accounts_30d.push(0);
+                self.users_30d.push(0);
+                self.scheduled.push(Ts::MAX);
+                (self.names.len() - 1) as u32
+            }
+        };
+        self.ids.insert(name, id);
         id
     }
 
-    /// Re-derives which features are core after a restore.
-    pub fn set_core(&mut self, cfg: &StateConfig) {
-        self.core = self
-            .names
-            .iter()
-            .map(|n| cfg.core_features.is_empty() || cfg.core_features.iter().any(|f| **f == **n))
-            .collect();
+    fn touch_user(&mut self, feature: u32, user: Id, ts: Ts) {
+        let i = feature as usize;
+        let users = &mut self.users[i];
+        // Only features due by the watermark were advanced; nothing of this
+        // one expires yet, but its floor must be the watermark's.
+        users.advance(self.now, |_| debug_assert!(false, "a feature due was not advanced"));
+        if users.touch(user, ts) == Touch::Entered {
+            self.users_30d[i] += 1;
+        }
+        let next = users.due();
+        if next != self.scheduled[i] {
+            if self.scheduled[i] != Ts::MAX {
+                self.due.remove(&(self.scheduled[i], feature));
+            }
+            self.due.insert((next, feature));
+            self.scheduled[i] = next;
+        }
     }
 
-    pub fn is_core(&self, id: u32) -> bool {
-        self.core[id as usize]
+    /// Re-derives what is not stored after a restore: the name index, the
+    /// free slots, the expiry order and which features are core.
+    pub fn restored(&mut self, cfg: &StateConfig) {
+        self.ids.clear();
+        self.free.clear();
+        self.due.clear();
+        self.real = 0;
+        self.core = self.names.iter().map(|n| n.as_deref().is_some_and(|n| is_core_name(n, cfg))).collect();
+        self.scheduled = vec![Ts::MAX; self.names.len()];
+        for (i, name) in self.names.iter().enumerate() {
+            let Some(name) = name else {
+                self.free.push(i as u32);
+                continue;
+            };
+            self.ids.insert(name.clone(), i as u32);
+            if &**name != OTHER_FEATURE {
+                self.real += 1;
+            }
+            if !self.users[i].is_empty() {
+                self.scheduled[i] = self.users[i].due();
+                self.due.insert((self.scheduled[i], i as u32));
+            }
+        }
     }
 
-    pub fn name(&self, id: u32) -> &str {
-        &self.names[id as usize]
+    /// The features with an account in the window: name, accounts, users.
+    pub fn live(&self) -> impl Iterator<Item = (&str, u64, u64)> {
+        (0..self.names.len())
+            .filter(|&i| self.accounts_30d[i] > 0)
+            .map(|i| (self.names[i].as_deref().unwrap_or(OTHER_FEATURE), self.accounts_30d[i], self.users_30d[i]))
     }
 
-    pub fn len(&self) -> usize {
+    /// Slots allocated, free ones included (how large the table grew).
+    pub fn slots(&self) -> usize {
         self.names.len()
     }
 
+    /// Feature windows visited by advances so far (not stored).
+    pub fn visits(&self) -> u64 {
+        self.visits
+    }
+
+    /// Slots held (features of the window, `(other)` included).
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.ids.is_empty()
     }
 }
 
@@ -195,7 +356,7 @@ impl Default for Usage {
         Usage {
             events: Window::new(days(14), Some(days(7))),
             users: LatestSeen::new(days(30), Some(days(7))),
-            features: LatestSeen::new(days(30), None),
+            features: LatestSeen::new(FEATURE_WINDOW, None),
             last_activity: None,
             last_core: None,
         }
@@ -209,17 +370,19 @@ impl Usage {
         self.features.advance(now, |f| table.accounts_30d[*f as usize] -= 1);
     }
 
-    pub fn record(&mut self, ts: Ts, user: Id, feature: u32, table: &mut FeatureTable) {
+    pub fn record(&mut self, ts: Ts, user: Id, feature: Interned, table: &mut FeatureTable) {
         self.last_activity = self.last_activity.max(Some(ts));
-        if table.is_core(feature) {
+        if feature.core {
             self.last_core = self.last_core.max(Some(ts));
         }
         self.events.insert(ts, 1);
         self.users.touch(user, ts);
-        if self.features.touch(feature, ts) == Touch::Entered {
-            table.accounts_30d[feature as usize] += 1;
+        if let Some(f) = feature.id {
+            if self.features.touch(f, ts) == Touch::Entered {
+                table.accounts_30d[f as usize] += 1;
+            }
+            table.touch_user(f, user, ts);
         }
-        table.touch_user(feature, user, ts);
     }
 
     pub fn active_users_7d(&self) -> u64 {
@@ -236,11 +399,6 @@ impl Usage {
     }
     pub fn features_30d(&self) -> u64 {
         self.features.len() as u64
-    }
-
-    /// Withdraws this account from the feature table (when it is dropped).
-    pub fn features(&self) -> impl Iterator<Item = u32> + '_ {
-        self.features.iter().map(|(f, _)| *f)
     }
 
     fn next_change(&self, now: Ts) -> Option<Ts> {
@@ -272,7 +430,7 @@ pub struct TicketState {
 }
 
 impl TicketState {
-    fn derive(steps: &[TicketStep]) -> Self {
+    fn derive<'a>(steps: impl IntoIterator<Item = &'a TicketStep>) -> Self {
         let mut s = TicketState::default();
         for step in steps {
             match step.action {
@@ -329,16 +487,14 @@ pub struct Tickets {
     pub open: [u64; 4],
     pub open_total: u64,
     pub escalated_open: u64,
-    /// Tickets that can breach: ticket number → (first opened, priority).
-    sla_clocks: FastMap<u32, (Ts, Priority)>,
-    /// The clocks past their SLA when last counted, and the instant the next
-    /// one passes it (`Ts::MAX`: none), so a refresh reads two fields instead
-    /// of the clocks. Valid while the watermark is before `breach_due`;
-    /// `Ts::MIN` (after a change of the clocks or a restore): count again.
+    /// The SLA clocks (open, opened, unanswered, prioritised tickets) not
+    /// yet past their SLA, by the instant they pass it, and how many are
+    /// past it: an advance pops what breaches, so no clock is counted twice.
+    /// Kept for the configured SLAs, so not stored (`restore_clocks`).
+    #[serde(skip)]
+    sla_due: BTreeSet<(Ts, u32)>,
     #[serde(skip)]
     breached: u64,
-    #[serde(skip, default = "unknown_due")]
-    breach_due: Ts,
     /// First-response times by (first-response ts, ticket number), while within 30 days.
     first_responses: BTreeMap<(Ts, u32), i64>,
     /// No first-response time leaves the 30-day window before this instant
@@ -360,9 +516,8 @@ impl Default for Tickets {
             open: [0; 4],
             open_total: 0,
             escalated_open: 0,
-            sla_clocks: FastMap::default(),
+            sla_due: BTreeSet::new(),
             breached: 0,
-            breach_due: Ts::MAX,
             first_responses: BTreeMap::new(),
             first_responses_due: Ts::MAX,
             first_responses_version: 0,
@@ -378,11 +533,20 @@ fn unknown_due() -> Ts {
     Ts::MIN
 }
 
+/// The instant an SLA clock passes its SLA (§14: strictly more than the SLA).
+fn breach_at((opened, p): (Ts, Priority), cfg: &StateConfig) -> Ts {
+    opened + cfg.sla[p.index()] + 1
+}
+
 impl Tickets {
-    pub fn advance(&mut self, now: Ts, cfg: &StateConfig) {
+    pub fn advance(&mut self, now: Ts, _cfg: &StateConfig) {
         self.csat.advance(now);
-        if now >= self.breach_due {
-            (self.breached, self.breach_due) = self.count_breaches(now, cfg);
+        while let Some(&(at, _)) = self.sla_due.first() {
+            if at > now {
+                break;
+            }
+            self.sla_due.pop_first();
+            self.breached += 1;
         }
         if now < self.first_responses_due {
             return;
@@ -399,7 +563,62 @@ impl Tickets {
             self.first_responses.keys().next().map_or(Ts::MAX, |(t, _)| t + FIRST_RESPONSE_WINDOW);
     }
 
-    pub fn apply(&mut self, ev: &TicketEvent<'_>, ts: Ts, seq: u64, now: Ts) {
+    /// Re-derives the SLA clocks after a restore (the SLAs may have changed).
+    pub fn restore_clocks(&mut self, now: Ts, cfg: &StateConfig) {
+        self.sla_due.clear();
+        self.breached = 0;
+        for k in 0..self.tickets.len() as u32 {
+            if let Some(clock) = self.tickets[k as usize].state.sla_clock() {
+                self.start_clock(k, clock, now, cfg);
+            }
+        }
+    }
+
+    fn start_clock(&mut self, key: u32, clock: (Ts, Priority), now: Ts, cfg: &StateConfig) {
+        let at = breach_at(clock, cfg);
+        if at <= now {
+            self.breached += 1;
+        } else {
+            self.sla_due.insert((at, key));
+        }
+    }
+
+    fn stop_clock(&mut self, key: u32, clock: (Ts, Priority), now: Ts, cfg: &StateConfig) {
+        let at = breach_at(clock, cfg);
+        if at <= now {
+            self.breached -= 1;
+        } else {
+            self.sla_due.remove(&(at, key));
+        }
+    }
+
+    /// The limit (§18) a ticket event at `ts` would exceed, if any: a
+    /// ticket's lifecycle events beyond `max_events_per_ticket`, or one more
+    /// open ticket than `max_open_tickets_per_account`. Changes nothing.
+    pub fn limit_hit(&self, ev: &TicketEvent<'_>, ts: Ts, limits: &Limits) -> Option<LimitKind> {
+        if ev.action == TicketAction::Csat {
+            return None;
+        }
+        let ticket = self.index.get(&*ev.ticket_id).map(|&k| &self.tickets[k as usize]);
+        let steps = ticket.map_or(&[][..], |t| &t.steps[..]);
+        if steps.len() >= limits.max_events_per_ticket {
+            return Some(LimitKind::TicketEvents);
+        }
+        let opens = matches!(ev.action, TicketAction::Opened | TicketAction::Reopened);
+        if opens && self.open_total >= limits.max_open_tickets_per_account && !ticket.is_some_and(|t| t.state.open) {
+            // The step would sort after every step at or before its ts
+            // (it arrives last); would the ticket be open then?
+            let step = TicketStep { ts, seq: u64::MAX, action: ev.action, priority: ev.priority };
+            let at = steps.partition_point(|s| s.ts <= ts);
+            if TicketState::derive(steps[..at].iter().chain([&step]).chain(&steps[at..])).open {
+                return Some(LimitKind::OpenTickets);
+            }
+        }
+        None
+    }
+
+    /// Applies a ticket event (the account advanced to `now` first).
+    pub fn apply(&mut self, ev: &TicketEvent<'_>, ts: Ts, seq: u64, now: Ts, cfg: &StateConfig) {
         if ev.action == TicketAction::Csat {
             let score = ev.score.unwrap_or_default() as u64;
             self.csat.insert(ts, Scores { count: 1, sum: score });
@@ -426,15 +645,14 @@ impl Tickets {
         }
         self.count(&old, -1);
         self.count(&new, 1);
-        match new.sla_clock() {
-            Some(clock) => {
-                self.sla_clocks.insert(key, clock);
+        if old.sla_clock() != new.sla_clock() {
+            if let Some(clock) = old.sla_clock() {
+                self.stop_clock(key, clock, now, cfg);
             }
-            None => {
-                self.sla_clocks.remove(&key);
+            if let Some(clock) = new.sla_clock() {
+                self.start_clock(key, clock, now, cfg);
             }
         }
-        self.breach_due = Ts::MIN;
         if old.first_response_time() != new.first_response_time() {
             self.first_responses_version += 1;
             if let Some((fr, _)) = old.first_response_time() {
@@ -463,31 +681,15 @@ impl Tickets {
         }
     }
 
-    /// Counts the clocks past their SLA at `now`, and finds when the next one passes it.
-    fn count_breaches(&self, now: Ts, cfg: &StateConfig) -> (u64, Ts) {
-        let (mut breached, mut due) = (0, Ts::MAX);
-        for (opened, p) in self.sla_clocks.values() {
-            let at = opened + cfg.sla[p.index()] + 1;
-            if at <= now {
-                breached += 1;
-            } else {
-                due = due.min(at);
-            }
-        }
-        (breached, due)
-    }
-
-    /// The kept count and next breach if they hold at `now`, else counted.
-    fn breaches(&self, now: Ts, cfg: &StateConfig) -> (u64, Ts) {
-        if now >= self.breach_due {
-            return self.count_breaches(now, cfg);
-        }
-        debug_assert_eq!((self.breached, self.breach_due), self.count_breaches(now, cfg));
-        (self.breached, self.breach_due)
-    }
-
+    /// Open tickets past their SLA at the watermark the account was advanced to.
     pub fn sla_breached(&self, now: Ts, cfg: &StateConfig) -> u64 {
-        self.breaches(now, cfg).0
+        debug_assert_eq!(
+            self.breached,
+            self.tickets.iter().filter_map(|t| t.state.sla_clock()).filter(|c| breach_at(*c, cfg) <= now).count()
+                as u64,
+            "breaches counted at {now}"
+        );
+        self.breached
     }
 
     pub fn csat(&self) -> Scores {
@@ -503,12 +705,11 @@ impl Tickets {
         self.first_responses.values().copied()
     }
 
-    fn next_change(&self, now: Ts, cfg: &StateConfig) -> Option<Ts> {
-        let breach = Some(self.breaches(now, cfg).1).filter(|t| *t != Ts::MAX);
+    fn next_change(&self) -> Option<Ts> {
+        let breach = self.sla_due.first().map(|(at, _)| *at);
         // The bound kept by `advance` and `apply` (exact but for a first
         // response withdrawn since, which at worst wakes the account early),
         // so the map is not walked: its first leaf is rarely in cache.
-        debug_assert!(self.first_responses_due > now);
         debug_assert!(
             self.first_responses_due
                 <= self.first_responses.keys().next().map_or(Ts::MAX, |(t, _)| t + FIRST_RESPONSE_WINDOW)
@@ -560,6 +761,11 @@ impl Revenue {
 
     pub fn is_empty(&self) -> bool {
         self.history.is_empty()
+    }
+
+    /// Whether an event has a ts at or after `s`.
+    pub fn has_since(&self, s: Ts) -> bool {
+        self.history.last().is_some_and(|step| step.ts >= s)
     }
 
     /// ARR now (every accepted event has ts <= now).
@@ -700,8 +906,8 @@ impl Account {
     }
 
     /// The next instant after `now` at which a figure changes by time alone.
-    pub fn next_change(&self, now: Ts, cfg: &StateConfig) -> Option<Ts> {
-        [self.usage.next_change(now), self.tickets.next_change(now, cfg), self.revenue.next_change(now)]
+    pub fn next_change(&self, now: Ts) -> Option<Ts> {
+        [self.usage.next_change(now), self.tickets.next_change(), self.revenue.next_change(now)]
             .into_iter()
             .fold(None, min_opt)
     }

@@ -32,6 +32,38 @@ pub struct StateConfig {
     /// stores the positions with them, and a restore drops the positions of
     /// a role whose topic was renamed since (SPEC §18 "Instances").
     pub topics: [String; 4],
+    /// Cardinality limits (§18).
+    pub limits: Limits,
+}
+
+/// Cardinality limits (§18 "Cardinality"): what one producer can make the
+/// engine hold, so that no input can make it grow without bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Distinct accounts per input topic-partition; events of further new
+    /// accounts in that partition are rejected as `limit`.
+    pub max_accounts_per_partition: u64,
+    /// Distinct real features live in the 30-day window; further ones count
+    /// under the feature [`OTHER_FEATURE`].
+    pub max_features: usize,
+    /// Open tickets per account; an event that would open one more is `limit`.
+    pub max_open_tickets_per_account: u64,
+    /// Lifecycle events kept per ticket; further ones are `limit`.
+    pub max_events_per_ticket: usize,
+}
+
+/// The feature that features beyond `limits.max_features` count under.
+pub const OTHER_FEATURE: &str = "(other)";
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_accounts_per_partition: 100_000,
+            max_features: 1_000,
+            max_open_tickets_per_account: 10_000,
+            max_events_per_ticket: 1_000,
+        }
+    }
 }
 
 impl Default for StateConfig {
@@ -49,6 +81,7 @@ impl Default for StateConfig {
             rules: Rules::parse(&default_rules(), &Topic::ALL.map(|t| t.default_name().to_owned()))
                 .expect("the default rules are valid"),
             topics: Topic::ALL.map(|t| t.default_name().to_owned()),
+            limits: Limits::default(),
         }
     }
 }

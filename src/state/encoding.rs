@@ -12,9 +12,10 @@
 //!
 //! A checkpoint of another schema version is refused with an explicit error
 //! (version 1, one postcard body, was written before sections; version 2
-//! before alerts carried a `version` and positions their topic names;
-//! rebuilding from Kafka replaces it), and a truncated or corrupt one is
-//! never half-loaded: the checksums cover every byte.
+//! before alerts carried a `version`, positions their topic names, and the
+//! cardinality limits and the feature table's expiry order came; rebuilding
+//! from Kafka replaces it), and a truncated or corrupt one is never
+//! half-loaded: the checksums cover every byte.
 //!
 //! Positions are stored with the names of the topics they were consumed
 //! from (version 3): on restore, the positions of a role whose configured
@@ -238,7 +239,13 @@ impl Engine {
         let changed = stored.fingerprint != fingerprint(&cfg);
         engine.renewal_rules = cfg.rules.uses_account_metric("revenue.days_to_renewal");
         engine.alerting = Alerting::from_stored(cfg.rules.clone(), stored.alerting);
-        engine.features.set_core(&cfg);
+        engine.features.restored(&cfg);
+        if let Some(now) = engine.watermark {
+            for slot in &mut engine.slots {
+                slot.account.tickets.restore_clocks(now, &cfg);
+            }
+        }
+        engine.list_quarter_revenue();
         engine.cfg = cfg;
         if changed && engine.watermark.is_some() {
             // Health weights, tiers, SLAs or core features moved: re-derive

@@ -22,6 +22,8 @@ pub mod health;
 pub mod ids;
 pub mod layers;
 #[cfg(test)]
+mod limits_tests;
+#[cfg(test)]
 pub mod naive;
 pub mod scope;
 #[cfg(test)]
@@ -76,14 +78,66 @@ pub struct Progress {
     pub max_ts: Option<Ts>,
     /// Offset of the next message to consume (all before it are folded).
     pub next_offset: i64,
+    /// Distinct accounts with an event accepted from this partition (§18
+    /// `limits.max_accounts_per_partition`).
+    pub accounts: u64,
 }
 
 /// Counters of the fold, exported to `/metrics` by the ingest loop.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FoldStats {
     pub accepted: [u64; 4],
-    pub rejected: [u64; 5],
+    pub rejected: [u64; 6],
     pub duplicates: u64,
+    /// Overflows of each cardinality limit, by `LimitKind` (features: usage
+    /// events counted under `(other)`; the others: events rejected as `limit`).
+    pub limit_overflow: [u64; 4],
+}
+
+/// The cardinality limits of §18, as `cspulse_limit_overflow_total{kind}` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitKind {
+    Accounts,
+    Features,
+    OpenTickets,
+    TicketEvents,
+}
+
+impl LimitKind {
+    pub const ALL: [LimitKind; 4] =
+        [LimitKind::Accounts, LimitKind::Features, LimitKind::OpenTickets, LimitKind::TicketEvents];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Accounts => "accounts",
+            LimitKind::Features => "features",
+            LimitKind::OpenTickets => "open_tickets",
+            LimitKind::TicketEvents => "ticket_events",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Work done by time alone, counted so tests can see that it follows what
+/// expires, not what exists (not stored).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdvanceStats {
+    /// Portfolio-wide feature windows visited.
+    pub feature_windows: u64,
+    /// Accounts refreshed because time changed one of their figures.
+    pub accounts_woken: u64,
+}
+
+/// What the de-duplication index made of an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Admit {
+    Admitted,
+    Duplicate,
+    /// Not a duplicate, but over a limit: its id is not registered.
+    Refused,
 }
 
 /// Accepted event ids (as keyed hashes) with the ts they were accepted at.
@@ -100,21 +154,29 @@ struct Dedup {
 
 impl Dedup {
     /// Records `id` as accepted at `ts` unless it was seen within the
-    /// horizon (then it is a duplicate: returns false). One probe of the index.
-    fn admit(&mut self, id: Id, ts: Ts, watermark: Option<Ts>, horizon: i64) -> bool {
+    /// horizon (a duplicate) or, checked after that, the event is not
+    /// `allowed` (over a limit: refused, its id not registered, §14). One
+    /// probe of the index.
+    fn admit(&mut self, id: Id, ts: Ts, watermark: Option<Ts>, horizon: i64, allowed: bool) -> Admit {
         match self.ts_of.entry(id) {
             Entry::Occupied(mut seen) => {
                 if watermark.is_some_and(|w| *seen.get() > w - horizon) {
-                    return false;
+                    return Admit::Duplicate;
+                }
+                if !allowed {
+                    return Admit::Refused;
                 }
                 seen.insert(ts);
             }
             Entry::Vacant(slot) => {
+                if !allowed {
+                    return Admit::Refused;
+                }
                 slot.insert(ts);
             }
         }
         self.arrivals.push_back((ts, id));
-        true
+        Admit::Admitted
     }
 
     fn forget_through(&mut self, floor: Ts) {
@@ -149,6 +211,50 @@ struct Slot {
     /// one need not look it up (false until then, and after a restore).
     #[serde(skip)]
     alerts_idle: bool,
+    /// The input partitions it was admitted from (§18).
+    admitted: Admitted,
+    /// The quarter start at which it was listed in `Engine::quarter_revenue`.
+    #[serde(skip, default = "never")]
+    revenue_quarter: Ts,
+}
+
+fn never() -> Ts {
+    Ts::MIN
+}
+
+/// The input partitions an account has had an event accepted from, for
+/// `limits.max_accounts_per_partition`: one per topic inline (events are
+/// keyed by account, so an account usually lives in one partition of each
+/// topic, and the check reads the slot already in cache), others beside.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Admitted {
+    /// By topic; -1: none yet.
+    home: [i32; 4],
+    more: Vec<(Topic, i32)>,
+}
+
+impl Default for Admitted {
+    fn default() -> Self {
+        Admitted { home: [-1; 4], more: Vec::new() }
+    }
+}
+
+impl Admitted {
+    fn contains(&self, topic: Topic, partition: i32) -> bool {
+        self.home[topic.index()] == partition || self.more.contains(&(topic, partition))
+    }
+
+    /// Adds the partition; returns whether it is new.
+    fn insert(&mut self, topic: Topic, partition: i32) -> bool {
+        if self.contains(topic, partition) {
+            return false;
+        }
+        match &mut self.home[topic.index()] {
+            home @ -1 => *home = partition,
+            _ => self.more.push((topic, partition)),
+        }
+        true
+    }
 }
 
 /// The whole in-memory state.
@@ -181,6 +287,12 @@ pub struct Engine {
     wakeups: BTreeSet<(Ts, u32)>,
     /// Start of the watermark's calendar quarter (QTD figures).
     quarter: Ts,
+    /// Accounts with a revenue event in the quarter: the only ones whose
+    /// QTD figures a new quarter changes (rebuilt on restore).
+    #[serde(skip)]
+    quarter_revenue: Vec<u32>,
+    #[serde(skip)]
+    advance_stats: AdvanceStats,
     /// Start of the next quarter (`None`: not yet known, e.g. after a restore).
     #[serde(skip)]
     quarter_end: Option<Ts>,
@@ -250,6 +362,8 @@ impl Engine {
             features: FeatureTable::default(),
             wakeups: BTreeSet::new(),
             quarter: Ts::MIN,
+            quarter_revenue: Vec::new(),
+            advance_stats: AdvanceStats::default(),
             quarter_end: None,
             stats: FoldStats::default(),
             alerting,
@@ -320,6 +434,16 @@ impl Engine {
 
     pub fn account_count(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Time-driven work done so far (see `AdvanceStats`).
+    pub fn advance_stats(&self) -> AdvanceStats {
+        AdvanceStats { feature_windows: self.features.visits(), ..self.advance_stats }
+    }
+
+    /// Features holding a slot (the 30-day window's, `(other)` included).
+    pub fn feature_count(&self) -> usize {
+        self.features.len()
     }
 
     /// Checks one message in the order of SPEC §14 and folds it if accepted.
@@ -422,18 +546,73 @@ impl Engine {
                 ),
             ));
         }
-        // The last check: an event that passes it is accepted.
+        // The last checks, `duplicate` then `limit` (§14): an event that
+        // passes them is accepted.
+        let slot = slot.or_else(|| self.index.get(&*ev.account_id).copied());
+        let limit = self.limit_hit(&ev, input, slot);
         let event_id = self.ids.id(&ev.event_id);
-        if !self.dedup.admit(event_id, ev.ts, self.watermark, self.cfg.dedup_horizon) {
-            return Outcome::Duplicate;
+        match self.dedup.admit(event_id, ev.ts, self.watermark, self.cfg.dedup_horizon, limit.is_none()) {
+            Admit::Admitted => {}
+            Admit::Duplicate => return Outcome::Duplicate,
+            Admit::Refused => {
+                let kind = limit.expect("refused over a limit");
+                self.stats.limit_overflow[kind.index()] += 1;
+                return Outcome::Rejected(Rejection::new(Reason::Limit, self.limit_detail(kind, &ev, input)));
+            }
         }
         let progress = self.partitions.get_mut(&(input.topic, input.partition)).expect("entry made in fold");
         progress.max_ts = progress.max_ts.max(Some(ev.ts));
         self.seq += 1;
         self.advance(ev.ts);
         let idx = self.apply(&ev, slot);
+        if self.slots[idx as usize].admitted.insert(input.topic, input.partition) {
+            self.partitions.get_mut(&(input.topic, input.partition)).expect("entry made in fold").accounts += 1;
+        }
         self.evaluate_pending(Some(idx));
+        self.features.recycle();
         Outcome::Accepted
+    }
+
+    /// The cardinality limit (§18) the event would exceed, if any (changes
+    /// nothing). Accounts are counted per input partition, so which accounts
+    /// get in never depends on how partitions interleave.
+    fn limit_hit(&self, ev: &Event<'_>, input: &Input<'_>, slot: Option<u32>) -> Option<LimitKind> {
+        let limits = &self.cfg.limits;
+        let account = slot.map(|i| &self.slots[i as usize]);
+        if !account.is_some_and(|a| a.admitted.contains(input.topic, input.partition)) {
+            let admitted = self.partitions.get(&(input.topic, input.partition)).map_or(0, |p| p.accounts);
+            if admitted >= limits.max_accounts_per_partition {
+                return Some(LimitKind::Accounts);
+            }
+        }
+        let Body::Ticket(t) = &ev.body else { return None };
+        match account {
+            Some(a) => a.account.tickets.limit_hit(t, ev.ts, limits),
+            None => account::Tickets::default().limit_hit(t, ev.ts, limits),
+        }
+    }
+
+    fn limit_detail(&self, kind: LimitKind, ev: &Event<'_>, input: &Input<'_>) -> String {
+        let l = &self.cfg.limits;
+        match (kind, &ev.body) {
+            (LimitKind::Accounts, _) => format!(
+                "account {:?} would be a new account of partition {} of the {} topic, which has {} \
+                 (limits.max_accounts_per_partition)",
+                ev.account_id,
+                input.partition,
+                input.topic.default_name(),
+                l.max_accounts_per_partition
+            ),
+            (LimitKind::OpenTickets, Body::Ticket(t)) => format!(
+                "ticket {:?} would be account {:?}'s open ticket beyond {} (limits.max_open_tickets_per_account)",
+                t.ticket_id, ev.account_id, l.max_open_tickets_per_account
+            ),
+            (LimitKind::TicketEvents, Body::Ticket(t)) => format!(
+                "ticket {:?} of account {:?} has {} events already (limits.max_events_per_ticket)",
+                t.ticket_id, ev.account_id, l.max_events_per_ticket
+            ),
+            _ => format!("over limits ({})", kind.as_str()),
+        }
     }
 
     /// Moves the watermark to `ts` if it is ahead, re-evaluating what time changes.
@@ -454,6 +633,7 @@ impl Engine {
             self.wakeups.pop_first();
             self.slots[idx as usize].wake = None;
             self.pending.accounts.push(idx);
+            self.advance_stats.accounts_woken += 1;
         }
         for (kind, id) in self.alerting.due_scope_wakes(ts) {
             match kind {
@@ -465,15 +645,28 @@ impl Engine {
     }
 
     /// Notes the quarter of `ts` (reached by the watermark); when it is a
-    /// new one, the QTD figures of every account with revenue restart.
+    /// new one, the QTD figures restart. Only accounts with a revenue event
+    /// since the old quarter's start have QTD figures that change: for any
+    /// other, the ARR before either start is the same, and no flow falls in
+    /// either quarter.
     fn enter_quarter(&mut self, ts: Ts) {
         let quarter = quarter_start(ts);
         self.quarter_end = Some(quarter_start(quarter + days(92)));
         if quarter != self.quarter {
             self.quarter = quarter;
-            let with_revenue: Vec<u32> =
-                (0..self.slots.len() as u32).filter(|&i| !self.slots[i as usize].account.revenue.is_empty()).collect();
-            self.pending.accounts.extend(with_revenue);
+            self.pending.accounts.append(&mut self.quarter_revenue);
+        }
+    }
+
+    /// Lists the accounts with a revenue event since the quarter's start
+    /// (after a restore).
+    fn list_quarter_revenue(&mut self) {
+        self.quarter_revenue.clear();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.account.revenue.has_since(self.quarter) {
+                slot.revenue_quarter = self.quarter;
+                self.quarter_revenue.push(i as u32);
+            }
         }
     }
 
@@ -545,6 +738,8 @@ impl Engine {
             keys_version: u64::MAX,
             wake: None,
             alerts_idle: false,
+            admitted: Admitted::default(),
+            revenue_quarter: Ts::MIN,
         });
         idx
     }
@@ -562,11 +757,19 @@ impl Engine {
         match &ev.body {
             Body::Account(upsert) => account.info.upsert(upsert, ev.ts),
             Body::Usage { user_id, feature } => {
-                let feature = self.features.intern(feature, &self.cfg);
+                let feature = self.features.intern(feature, ev.ts, &self.cfg);
+                self.stats.limit_overflow[LimitKind::Features.index()] += u64::from(feature.overflow);
                 account.usage.record(ev.ts, self.ids.id(user_id), feature, &mut self.features);
             }
-            Body::Ticket(t) => account.tickets.apply(t, ev.ts, seq, now),
-            Body::Revenue { kind, arr_cents } => account.revenue.record(ev.ts, seq, *kind, *arr_cents),
+            Body::Ticket(t) => account.tickets.apply(t, ev.ts, seq, now, &self.cfg),
+            Body::Revenue { kind, arr_cents } => {
+                account.revenue.record(ev.ts, seq, *kind, *arr_cents);
+                let slot = &mut self.slots[idx as usize];
+                if ev.ts >= self.quarter && slot.revenue_quarter != self.quarter {
+                    slot.revenue_quarter = self.quarter;
+                    self.quarter_revenue.push(idx);
+                }
+            }
         }
         if layers::cut() == layers::Cut::Full {
             self.refresh(idx);
@@ -678,7 +881,7 @@ impl Engine {
         }
         slot.totals = totals;
         slot.first_responses_version = version;
-        let mut next = slot.account.next_change(now, &self.cfg);
+        let mut next = slot.account.next_change(now);
         if self.renewal_rules && slot.account.info.renewal_date.is_some() {
             // days_to_renewal ticks over at the next UTC midnight.
             next = window::min_opt(next, Some((crate::time::utc_day(now) as i64 + 1) * crate::time::MICROS_PER_DAY));

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::event::{Body, Priority, RevenueKind, TicketAction, Topic};
 use crate::ingest::decode::{Reason, decode};
-use crate::state::config::StateConfig;
+use crate::state::config::{OTHER_FEATURE, StateConfig};
 use crate::time::{Ts, days, format_date, format_rfc3339, quarter_start, utc_day};
 
 /// What the model did with one offered message.
@@ -59,6 +59,9 @@ enum StoredBody {
     Usage {
         user_id: String,
         feature: String,
+        /// The feature it counts under (§18: itself, or `(other)` beyond
+        /// `limits.max_features`); `None` if outside the 30-day window on arrival.
+        counted_as: Option<String>,
     },
     Ticket {
         ticket_id: String,
@@ -84,7 +87,7 @@ impl StoredBody {
                 renewal_date: up.renewal_date,
             },
             Body::Usage { user_id, feature } => {
-                StoredBody::Usage { user_id: user_id.into_owned(), feature: feature.into_owned() }
+                StoredBody::Usage { user_id: user_id.into_owned(), feature: feature.into_owned(), counted_as: None }
             }
             Body::Ticket(t) => StoredBody::Ticket {
                 ticket_id: t.ticket_id.into_owned(),
@@ -130,8 +133,8 @@ impl NaiveModel {
                 return NaiveOutcome::Duplicate;
             }
         }
-        // 5. accepted.
-        self.events.push(Stored {
+        // 5. limit (§18), not registering the id.
+        let mut stored = Stored {
             seq: self.events.len(),
             topic,
             partition,
@@ -139,8 +142,83 @@ impl NaiveModel {
             ts: event.ts,
             account_id: event.account_id.into_owned(),
             body: StoredBody::from_body(event.body),
-        });
+        };
+        if self.over_limit(&stored) {
+            return NaiveOutcome::Rejected(Reason::Limit);
+        }
+        // 6. accepted; a usage event's feature counts as itself while fewer
+        //    than `max_features` real features are used in the window.
+        let now = self.watermark().map_or(stored.ts, |w| w.max(stored.ts));
+        let floor = now - days(30);
+        if let StoredBody::Usage { feature, counted_as, .. } = &mut stored.body {
+            let live: BTreeSet<&str> = self
+                .events
+                .iter()
+                .filter(|e| e.ts > floor)
+                .filter_map(|e| match &e.body {
+                    StoredBody::Usage { counted_as: Some(f), .. } if f != OTHER_FEATURE => Some(f.as_str()),
+                    _ => None,
+                })
+                .collect();
+            *counted_as = if stored.ts <= floor {
+                None
+            } else if feature == OTHER_FEATURE
+                || live.contains(feature.as_str())
+                || live.len() < self.cfg.limits.max_features
+            {
+                Some(feature.clone())
+            } else {
+                Some(OTHER_FEATURE.to_owned())
+            };
+        }
+        self.events.push(stored);
         NaiveOutcome::Accepted
+    }
+
+    /// Whether accepting `e` would exceed a cardinality limit (§18).
+    fn over_limit(&self, e: &Stored) -> bool {
+        let limits = &self.cfg.limits;
+        let from_partition: BTreeSet<&str> = self
+            .events
+            .iter()
+            .filter(|x| x.topic == e.topic && x.partition == e.partition)
+            .map(|x| x.account_id.as_str())
+            .collect();
+        if !from_partition.contains(e.account_id.as_str())
+            && from_partition.len() as u64 >= limits.max_accounts_per_partition
+        {
+            return true;
+        }
+        let StoredBody::Ticket { ticket_id, action, priority, .. } = &e.body else { return false };
+        if *action == TicketAction::Csat {
+            return false;
+        }
+        let tickets = self.tickets_of(&e.account_id);
+        let steps = tickets.get(ticket_id.as_str()).cloned().unwrap_or_default();
+        if steps.len() >= limits.max_events_per_ticket {
+            return true;
+        }
+        let open = tickets.values().filter(|s| TicketState::from_events(s).open).count() as u64;
+        let mut with = steps.clone();
+        // Arriving last, it sorts after every step at or before its ts.
+        let at = with.partition_point(|s| s.0 <= e.ts);
+        with.insert(at, (e.ts, *action, *priority));
+        open >= limits.max_open_tickets_per_account
+            && !TicketState::from_events(&steps).open
+            && TicketState::from_events(&with).open
+    }
+
+    /// Each ticket's (non-csat) events of an account, in (ts, arrival) order.
+    fn tickets_of(&self, account_id: &str) -> BTreeMap<&str, Vec<TicketStep>> {
+        let mut tickets: BTreeMap<&str, Vec<TicketStep>> = BTreeMap::new();
+        for e in self.events_of(account_id) {
+            if let StoredBody::Ticket { ticket_id, action, priority, .. } = &e.body {
+                if *action != TicketAction::Csat {
+                    tickets.entry(ticket_id.as_str()).or_default().push((e.ts, *action, *priority));
+                }
+            }
+        }
+        tickets
     }
 
     /// The largest accepted ts, if any event was accepted.
@@ -279,16 +357,18 @@ impl NaiveModel {
         }
 
         // Usage.
-        let usage: Vec<(Ts, &str, &str)> = evs
+        let usage: Vec<(Ts, &str, &str, Option<&str>)> = evs
             .iter()
             .filter_map(|e| match &e.body {
-                StoredBody::Usage { user_id, feature } => Some((e.ts, user_id.as_str(), feature.as_str())),
+                StoredBody::Usage { user_id, feature, counted_as } => {
+                    Some((e.ts, user_id.as_str(), feature.as_str(), counted_as.as_deref()))
+                }
                 _ => None,
             })
             .collect();
         let users_7d: BTreeSet<&str> = usage.iter().filter(|u| in_last(u.0, 7)).map(|u| u.1).collect();
         let users_30d: BTreeSet<&str> = usage.iter().filter(|u| in_last(u.0, 30)).map(|u| u.1).collect();
-        let features_30d: BTreeSet<&str> = usage.iter().filter(|u| in_last(u.0, 30)).map(|u| u.2).collect();
+        let features_30d: BTreeSet<&str> = usage.iter().filter(|u| in_last(u.0, 30)).filter_map(|u| u.3).collect();
         let usage_events_7d = usage.iter().filter(|u| in_last(u.0, 7)).count() as u64;
         let usage_events_prev_7d = usage.iter().filter(|u| in_last(u.0, 14) && !in_last(u.0, 7)).count() as u64;
         let last_activity = usage.iter().map(|u| u.0).max();
@@ -574,7 +654,7 @@ impl NaiveModel {
     fn features(&self, now: Ts) -> Value {
         let mut per_feature: BTreeMap<&str, (BTreeSet<&str>, BTreeSet<&str>)> = BTreeMap::new();
         for e in &self.events {
-            if let StoredBody::Usage { user_id, feature } = &e.body {
+            if let StoredBody::Usage { user_id, counted_as: Some(feature), .. } = &e.body {
                 if e.ts > now - days(30) {
                     let entry = per_feature.entry(feature.as_str()).or_default();
                     entry.0.insert(e.account_id.as_str());

@@ -294,6 +294,22 @@ proptest! {
         };
         run_and_compare(&render(&specs), no_rules(cfg))?;
     }
+
+    /// Small cardinality limits (§18), so that streams overflow each of
+    /// them: 4 accounts over 2 partitions, 3 features, 4 tickets per account.
+    #[test]
+    fn with_small_limits(specs in proptest::collection::vec(spec(), 1..120), limits in small_limits()) {
+        run_and_compare(&render(&specs), no_rules(StateConfig { limits, ..StateConfig::default() }))?;
+    }
+}
+
+fn small_limits() -> impl Strategy<Value = super::config::Limits> {
+    (1u64..4, 0usize..3, 0u64..3, 1usize..5).prop_map(|(accounts, features, open, events)| super::config::Limits {
+        max_accounts_per_partition: accounts,
+        max_features: features,
+        max_open_tickets_per_account: open,
+        max_events_per_ticket: events,
+    })
 }
 
 #[test]
@@ -443,6 +459,7 @@ proptest! {
     fn restore_then_continue_equals_an_uninterrupted_run(
         specs in proptest::collection::vec(spec(), 2..120),
         cut in any::<proptest::sample::Index>(),
+        limited in any::<bool>(),
     ) {
         let msgs = render(&specs);
         let k = cut.index(msgs.len());
@@ -450,7 +467,14 @@ proptest! {
             let mut raw = crate::alert::rules::default_rules();
             raw[2]["cooldown"] = json!("2h");
             let rules = crate::alert::Rules::parse(&raw, &Topic::ALL.map(|t| t.default_name().to_owned())).unwrap();
-            StateConfig { rules, ..StateConfig::default() }
+            // Half the runs with small limits: released feature slots,
+            // admitted accounts and the rest survive the restore.
+            let limits = if limited {
+                super::config::Limits { max_accounts_per_partition: 2, max_features: 2, max_open_tickets_per_account: 2, max_events_per_ticket: 3 }
+            } else {
+                super::config::Limits::default()
+            };
+            StateConfig { rules, limits, ..StateConfig::default() }
         };
         let (mut whole, mut whole_alerts) = (Engine::new(cfg()), Vec::new());
         fold_collecting(&mut whole, &msgs, 0, &mut whole_alerts);

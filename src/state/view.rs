@@ -245,11 +245,11 @@ impl Engine {
                 "unassigned": kpi(&s.unassigned),
             }),
             Channel::Analyst => {
-                let features: Map<String, Value> = (0..self.features.len())
-                    .filter(|&f| self.features.accounts_30d[f] > 0)
-                    .map(|f| {
-                        let name = self.features.name(f as u32).to_owned();
-                        (name, json!({"accounts_30d": self.features.accounts_30d[f], "users_30d": self.features.users_30d[f]}))
+                let features: Map<String, Value> = self
+                    .features
+                    .live()
+                    .map(|(name, accounts, users)| {
+                        (name.to_owned(), json!({"accounts_30d": accounts, "users_30d": users}))
                     })
                     .collect();
                 json!({

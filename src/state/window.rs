@@ -519,8 +519,7 @@ pub struct WideSeen<K: WindowKey> {
     late: BTreeSet<(Ts, K)>,
     now: Ts,
     /// No key leaves the window before this instant (a lower bound), so an
-    /// `advance` before it reads nothing else: every feature's window is
-    /// advanced on every move of the watermark.
+    /// `advance` before it reads nothing else.
     due: Ts,
 }
 
@@ -635,6 +634,12 @@ impl<K: WindowKey + Ord> WideSeen<K> {
 
     pub fn is_empty(&self) -> bool {
         self.latest.is_empty()
+    }
+
+    /// No key leaves the window before this instant (`Ts::MAX`: none); a
+    /// lower bound of `next_change`, kept without reading the entries.
+    pub fn due(&self) -> Ts {
+        self.due
     }
 
     /// The next instant at which the count changes, if any.
