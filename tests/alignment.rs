@@ -18,7 +18,9 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catch_up_folds_the_live_sequence() {
-    let (_cluster, config) = cluster_and_config();
+    let (_cluster, mut config) = cluster_and_config();
+    // The SPEC's wait (the default is 0ms: README, "Event-time alignment").
+    config.time.align_wait = "50ms".parse().unwrap();
     let t0 = parse_rfc3339("2026-11-02T00:00:00Z").unwrap();
     // Three usage partitions and a tickets partition; each account's first
     // event (and so its `account_red` firing at the watermark) comes at its

@@ -595,10 +595,13 @@ impl<'c> Batch<'c> {
     }
 }
 
-/// At most this many polled messages wait in the aligner; beyond, polling
-/// stops until the fold has taken some (a lagging partition is then waited
-/// for only up to `time.align_wait`).
-const MAX_ALIGNED: usize = 8 * BATCH;
+/// While this many polled messages wait in the aligner, no partition is
+/// waited for: what is buffered folds in `ts` order, and the polling thread
+/// goes no further ahead than the fold takes (its batches' queue is bounded).
+/// So the buffer stays near this size whatever a partition does, and polling
+/// never stops while a lagging partition is waited for (its messages come
+/// with the next fetch).
+const MAX_ALIGNED: usize = 64 * BATCH;
 
 /// The polling thread's state: polls, decodes, and releases batches in
 /// event-time order across partitions (SPEC §2 additions).
@@ -636,9 +639,7 @@ impl<'c> Poller<'c> {
     /// `None` if none may be folded yet.
     fn next_batch(&mut self) -> Option<Batch<'c>> {
         let first_wait = if self.aligner.is_empty() { Duration::from_millis(100) } else { Duration::from_millis(2) };
-        if self.aligner.len() < MAX_ALIGNED {
-            self.poll(first_wait);
-        }
+        self.poll(first_wait);
         // Rebalances run inside `poll`, on this thread: nothing waits on this lock.
         let known = self.shared.starts.lock().unwrap_or_else(|p| p.into_inner());
         let (generation, starts) = (known.0, &known.1);
@@ -652,9 +653,10 @@ impl<'c> Poller<'c> {
         let assigned = self.shared.assigned.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut batch = Batch::with_capacity(BATCH.min(self.aligner.len()));
         let (polled_to, consumer, names) = (&self.polled_to, self.consumer, &self.names);
+        let full = self.aligner.len() >= MAX_ALIGNED;
         let behind = |part: (Topic, i32)| {
             let at = polled_to.get(&part).or_else(|| starts.get(&part)).copied().unwrap_or(0);
-            cached_high_watermark(consumer, &names[part.0.index()], part.1).is_none_or(|high| at < high)
+            !full && cached_high_watermark(consumer, &names[part.0.index()], part.1).is_none_or(|high| at < high)
         };
         let stop = self.aligner.drain(Instant::now(), &assigned, behind, BATCH, |p| batch.push(p));
         if stop == align::Stop::Wait {
