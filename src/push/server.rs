@@ -221,48 +221,34 @@ impl PushService {
 
     /// A tick of `topic` on every channel with subscribers.
     pub fn tick(&self, topic: PushTopic) {
-        let _ticking = self.ticking.lock().unwrap_or_else(|p| p.into_inner());
-        // The channels to tick, then their views under the engine lock
-        // alone, then the diffs and fan-out under the hub lock alone: alert
-        // messages and subscribes wait for neither view building nor ingest.
-        let wanted: Vec<(Channel, u64)> = self
-            .channels()
-            .iter()
-            .filter(|(_, e)| !e.subscribers.is_empty())
-            .map(|(c, e)| (c.clone(), e.generation))
-            .collect();
-        if wanted.is_empty() {
-            return;
-        }
-        let views: Vec<Value> = {
-            let engine = self.shared.engine();
-            wanted.iter().map(|(c, _)| engine.channel_view(c)).collect()
-        };
-        let mut channels = self.channels();
-        for ((channel, generation), view) in wanted.iter().zip(&views) {
-            let Some(entry) = channels.get_mut(channel) else { continue };
-            // Brought up to date by a subscribe meanwhile: the view is older.
-            if entry.generation != *generation || entry.subscribers.is_empty() {
-                continue;
-            }
-            if let Some(message) = entry.state.tick(topic, view) {
-                Self::fan_out(channel, entry, &frame(&message), Kind::Update(entry.id, topic));
-            }
-        }
+        self.update(|_| true, topic, |state, view| state.tick(topic, view));
     }
 
     /// Pushes at once the membership of the books of `csms` (every book
     /// when `None`): an account that left a book is deleted from its
     /// channel, one that joined arrives whole (§6.2 additions).
     pub fn books_changed(&self, csms: Option<&[Arc<str>]>) {
+        let wanted = |c: &Channel| matches!(c, Channel::Csm(id) if csms.is_none_or(|l| l.iter().any(|x| **x == **id)));
+        self.update(wanted, PushTopic::Health, |state, view| state.membership("accounts", view));
+    }
+
+    /// Sends `update(state, view)` of `topic` on every channel with
+    /// subscribers that `wanted` accepts. The channels, then their views
+    /// under the engine lock alone, then the diffs and fan-out under the hub
+    /// lock alone: alert messages and subscribes wait for neither view
+    /// building nor ingest. One update at a time, so they apply in the
+    /// order their views were taken.
+    fn update(
+        &self,
+        wanted: impl Fn(&Channel) -> bool,
+        topic: PushTopic,
+        update: impl Fn(&mut ChannelState, &Value) -> Option<Arc<str>>,
+    ) {
         let _ticking = self.ticking.lock().unwrap_or_else(|p| p.into_inner());
         let wanted: Vec<(Channel, u64)> = self
             .channels()
             .iter()
-            .filter(|(c, e)| {
-                !e.subscribers.is_empty()
-                    && matches!(c, Channel::Csm(id) if csms.is_none_or(|l| l.iter().any(|x| **x == **id)))
-            })
+            .filter(|(c, e)| !e.subscribers.is_empty() && wanted(c))
             .map(|(c, e)| (c.clone(), e.generation))
             .collect();
         if wanted.is_empty() {
@@ -279,8 +265,8 @@ impl PushService {
             if entry.generation != *generation || entry.subscribers.is_empty() {
                 continue;
             }
-            if let Some(message) = entry.state.membership("accounts", view) {
-                Self::fan_out(channel, entry, &frame(&message), Kind::Update(entry.id, PushTopic::Health));
+            if let Some(message) = update(&mut entry.state, view) {
+                Self::fan_out(channel, entry, &frame(&message), Kind::Update(entry.id, topic));
             }
         }
     }
