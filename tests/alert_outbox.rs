@@ -26,17 +26,6 @@ fn p1_ticket(account: &str, minute: u32) -> Vec<u8> {
     .unwrap()
 }
 
-/// The value of a metric line (summed over its label sets) in `/metrics`.
-async fn metric(base: &str, name: &str) -> f64 {
-    let (_, text) = get(&format!("{base}/metrics"), None).await;
-    text.as_str()
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn alert_ids(records: &[(Option<String>, Value)]) -> Vec<(String, String)> {
     let mut ids: Vec<(String, String)> = records
         .iter()
@@ -104,7 +93,8 @@ async fn transitions_survive_an_unavailable_alert_topic_and_a_kill_9() {
     )
     .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let base = format!("http://127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{port}");
+    let base = format!("http://{addr}");
     let log = tempfile::NamedTempFile::new().unwrap();
     let engine = Engine::start(file.path(), &config.kafka.brokers, &store, port, log.as_file());
     engine.serving(&base).await;
@@ -120,16 +110,16 @@ async fn transitions_survive_an_unavailable_alert_topic_and_a_kill_9() {
     })
     .await;
     wait_for("failed deliveries counted", Duration::from_secs(30), || {
-        let base = base.clone();
-        async move { (metric(&base, "cspulse_alert_delivery_errors_total").await >= 1.0).then_some(()) }
+        let addr = addr.clone();
+        async move { (metric(&addr, "cspulse_alert_delivery_errors_total").await >= 1.0).then_some(()) }
     })
     .await;
-    assert_eq!(metric(&base, "cspulse_alert_outbox").await, 4.0, "all four wait for the broker");
+    assert_eq!(metric(&addr, "cspulse_alert_outbox").await, 4.0, "all four wait for the broker");
     // Two more checkpoints, so one was cut after the four were folded.
-    let taken = metric(&base, "cspulse_checkpoint_duration_seconds_count").await;
+    let taken = metric(&addr, "cspulse_checkpoint_duration_seconds_count").await;
     wait_for("two more checkpoints", Duration::from_secs(30), || {
-        let base = base.clone();
-        async move { (metric(&base, "cspulse_checkpoint_duration_seconds_count").await >= taken + 2.0).then_some(()) }
+        let addr = addr.clone();
+        async move { (metric(&addr, "cspulse_checkpoint_duration_seconds_count").await >= taken + 2.0).then_some(()) }
     })
     .await;
     engine.kill9();
@@ -158,8 +148,8 @@ async fn transitions_survive_an_unavailable_alert_topic_and_a_kill_9() {
         }
     }
     wait_for("the outbox drained", Duration::from_secs(30), || {
-        let base = base.clone();
-        async move { (metric(&base, "cspulse_alert_outbox").await == 0.0).then_some(()) }
+        let addr = addr.clone();
+        async move { (metric(&addr, "cspulse_alert_outbox").await == 0.0).then_some(()) }
     })
     .await;
     let text = std::fs::read_to_string(log.path()).unwrap();
@@ -176,7 +166,7 @@ async fn a_full_outbox_pauses_ingestion_until_the_broker_takes_it() {
     // Learn quickly that the topic is back.
     config.kafka.properties.insert("topic.metadata.refresh.interval.ms".into(), "500".into());
     let app = App::start(&config).await.expect("engine starts");
-    let base = format!("http://{}", app.addr);
+    let (addr, base) = (app.addr.to_string(), format!("http://{}", app.addr));
     let exec = token(Role::Executive, None);
     let p = producer(&config.kafka.brokers);
     produce(&p, "cs.tickets", 0, "acme", &p1_ticket("acme", 0)).await;
@@ -193,7 +183,7 @@ async fn a_full_outbox_pauses_ingestion_until_the_broker_takes_it() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let (_, globex) = get(&format!("{base}/api/v1/accounts/globex"), Some(&exec)).await;
     assert_eq!(globex["error"], json!("not_found"), "paused: {globex}");
-    assert!(metric(&base, "cspulse_alert_delivery_errors_total").await >= 1.0);
+    assert!(metric(&addr, "cspulse_alert_delivery_errors_total").await >= 1.0);
 
     cluster.topic_error("cs.alerts", RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR).unwrap();
     let records = tokio::task::spawn_blocking({

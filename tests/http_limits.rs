@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -63,15 +62,6 @@ async fn start(snippet: impl FnOnce(&mut cspulse::config::Config)) -> (Cluster, 
     snippet(&mut config);
     let app = App::start(&config).await.expect("engine starts");
     (cluster, app)
-}
-
-/// A labelled or unlabelled series' value in `/metrics` (0 if absent).
-async fn metric(addr: SocketAddr, series: &str) -> f64 {
-    let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
-        .next()
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

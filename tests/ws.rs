@@ -284,15 +284,6 @@ async fn cadences_hold_and_resume_replays_exactly_what_was_missed() {
     app.shutdown().await;
 }
 
-/// The value of an unlabelled counter or gauge in `/metrics` (0 if absent).
-async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
-        .next()
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_dropped_while_readers_keep_up() {
     let (_cluster, mut config) = cluster_and_config();

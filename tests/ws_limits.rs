@@ -52,15 +52,6 @@ async fn next(ws: &mut Socket) -> Value {
     tokio::time::timeout(Duration::from_secs(10), read).await.expect("a frame in time")
 }
 
-/// The value of an unlabelled series in `/metrics` (0 if absent).
-async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
-        .next()
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_subject_gets_at_most_its_connection_cap() {
     let (_cluster, app) = start(|c| c.push.max_connections_per_subject = 3).await;

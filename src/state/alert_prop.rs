@@ -39,27 +39,23 @@ fn holds(rule: &ConditionRule, object: &Value) -> bool {
             // Exactly, in big rationals: the figure as the decimal the view
             // prints (exact for the small figures generated here) and the
             // operand as written.
-            let a = big_decimal(&n.to_string());
-            let b = big_decimal(&b.to_string());
-            match c.op.as_str() {
-                "<" => a < b,
-                "<=" => a <= b,
-                ">" => a > b,
-                ">=" => a >= b,
-                "==" => a == b,
-                _ => a != b,
-            }
+            compare(&big_decimal(&n.to_string()), c.op.as_str(), &big_decimal(&b.to_string()))
         }
-        (Value::String(a), Operand::Str(b)) => match c.op.as_str() {
-            "<" => a < b,
-            "<=" => a <= b,
-            ">" => a > b,
-            ">=" => a >= b,
-            "==" => a == b,
-            _ => a != b,
-        },
+        (Value::String(a), Operand::Str(b)) => compare(a, c.op.as_str(), b),
         _ => false,
     })
+}
+
+/// `a op b` for one of the rule operators.
+fn compare<T: PartialOrd>(a: &T, op: &str, b: &T) -> bool {
+    match op {
+        "<" => a < b,
+        "<=" => a <= b,
+        ">" => a > b,
+        ">=" => a >= b,
+        "==" => a == b,
+        _ => a != b,
+    }
 }
 
 /// A decimal literal (`-1.25`, `3e-7`) as a big rational.

@@ -94,6 +94,16 @@ pub fn consume_all(brokers: &str, topic: &str, n: usize, limit: Duration) -> Vec
     out
 }
 
+/// The value of a series in `/metrics` at `addr` (host:port): a bare name
+/// sums all its label sets, a name with labels is that one series; 0 if absent.
+pub async fn metric(addr: impl std::fmt::Display, series: &str) -> f64 {
+    let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Logs to the test's output when `TEST_LOG` is set (for debugging).
 pub fn test_logging() {
     if std::env::var_os("TEST_LOG").is_some() {
