@@ -159,7 +159,7 @@ async fn restore(shared: &Arc<Shared>, store: &Arc<Store>, config: &Config) -> a
                 .await?
                 .with_context(|| format!("cannot restore the checkpoint in {}", store.describe()))?;
             let (accounts, watermark) = (engine.account_count(), engine.watermark());
-            *shared.engine() = engine;
+            shared.replace_engine(engine);
             info!(
                 accounts,
                 watermark = ?watermark.map(crate::time::format_rfc3339),

@@ -12,7 +12,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::config::LogConfig;
 use crate::event::Topic;
 use crate::ingest::decode::Reason;
-use crate::state::Engine;
+use crate::state::snapshot::Snapshot;
 
 /// Installs the tracing subscriber once; later calls are no-ops.
 pub fn init_logging(cfg: &LogConfig) {
@@ -45,8 +45,8 @@ pub fn prometheus() -> &'static PrometheusHandle {
 }
 
 /// Copies the fold's own counters and gauges into the registry.
-pub fn export_fold_stats(engine: &Engine) {
-    let stats = engine.stats();
+pub fn export_fold_stats(snapshot: &Snapshot) {
+    let stats = snapshot.stats();
     for topic in Topic::ALL {
         counter!("cspulse_events_accepted_total", "topic" => topic.default_name())
             .absolute(stats.accepted[topic.index()]);
@@ -58,8 +58,8 @@ pub fn export_fold_stats(engine: &Engine) {
     for kind in crate::state::LimitKind::ALL {
         counter!("cspulse_limit_overflow_total", "kind" => kind.as_str()).absolute(stats.limit_overflow[kind.index()]);
     }
-    gauge!("cspulse_accounts").set(engine.account_count() as f64);
-    if let Some(w) = engine.watermark() {
+    gauge!("cspulse_accounts").set(snapshot.account_count() as f64);
+    if let Some(w) = snapshot.now {
         gauge!("cspulse_watermark_seconds").set(w as f64 / 1e6);
     }
 }

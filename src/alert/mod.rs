@@ -204,6 +204,8 @@ pub struct Alerting {
     /// (asked on every account refresh: read off, not searched).
     has_rules: [bool; 4],
     cooldowns: [bool; 4],
+    /// Counts transitions (so a reader can tell whether `firing` changed).
+    generation: u64,
 }
 
 impl Alerting {
@@ -270,6 +272,7 @@ impl Alerting {
             if fire {
                 state.cooldown_until[i] = None;
                 let alert = transition(rule, s, context, now, now, AlertState::Firing);
+                self.generation += 1;
                 self.outbox.push(alert.clone());
                 state.firing[i] = Some(alert);
                 counts[rule.severity.index()] += 1;
@@ -277,6 +280,7 @@ impl Alerting {
                 let fired = state.firing[i].take().expect("firing");
                 let mut resolved = transition(rule, s, context, now, fired.started_at, AlertState::Resolved);
                 resolved.version = fired.version;
+                self.generation += 1;
                 self.outbox.push(resolved);
                 if rule.cooldown > 0 {
                     let until = now + rule.cooldown;
@@ -337,6 +341,7 @@ impl Alerting {
                 "contraction" => format!("{name} contracted"),
                 other => format!("{name}: {other}"),
             };
+            self.generation += 1;
             self.outbox.push(Alert {
                 alert_id: alert_id(&rule.name, ScopeKind::Account, &account.account_id, now),
                 rule: rule.name.clone(),
@@ -375,12 +380,18 @@ impl Alerting {
             let mut updated = alert.clone();
             updated.state = AlertState::Updated;
             updated.ts = now;
+            self.generation += 1;
             self.outbox.push(updated);
         }
     }
 
     /// Transitions since the last call (not tracked for delivery: for
     /// callers that deliver nothing, such as tests and benchmarks).
+    /// Changes whenever an alert fires, resolves or is updated.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     pub fn take_outbox(&mut self) -> Vec<Alert> {
         std::mem::take(&mut self.outbox)
     }

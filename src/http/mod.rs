@@ -248,7 +248,7 @@ async fn readyz(
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    telemetry::export_fold_stats(&state.shared.engine());
+    telemetry::export_fold_stats(&state.shared.snapshot());
     for (topic, partition, lag) in state.shared.lag().partitions {
         gauge!("cspulse_consumer_lag", "topic" => topic.default_name(), "partition" => partition.to_string())
             .set(lag as f64);
@@ -277,7 +277,7 @@ async fn channel(
             format!("role {} may not read {channel}", who.role.as_str()),
         ));
     }
-    let data = state.shared.engine().channel_view(&channel);
+    let data = state.shared.snapshot().channel_view(&channel);
     Ok(Json(data))
 }
 
@@ -302,9 +302,10 @@ async fn alerts(
             ));
         }
     }
-    let engine = state.shared.engine();
-    let visible: Vec<serde_json::Value> = engine
+    let snapshot = state.shared.snapshot();
+    let visible: Vec<serde_json::Value> = snapshot
         .firing_alerts()
+        .iter()
         .filter(|a| match who.role {
             Role::Executive | Role::Manager | Role::Analyst => true,
             Role::Wall => a.severity == Severity::Critical,
@@ -323,12 +324,12 @@ async fn account(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (Path(account_id), Query(query)) = (path?, query?);
     let who = principal(&state, &headers, &query)?;
-    let engine = state.shared.engine();
+    let snapshot = state.shared.snapshot();
     // An account outside the caller's book answers exactly like a missing one.
-    match engine.account_owner(&account_id) {
+    match snapshot.account_owner(&account_id) {
         Some(owner) if who.may_see_account(owner) => {}
         _ => return Err(ApiError::not_found("account")),
     }
-    let view = engine.account_view(&account_id).ok_or_else(|| ApiError::not_found("account"))?;
+    let view = snapshot.account_view(&account_id).ok_or_else(|| ApiError::not_found("account"))?;
     Ok(Json(view))
 }

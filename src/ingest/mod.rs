@@ -52,11 +52,16 @@ use tracing::{debug, error, info, warn};
 use crate::alert::Alert;
 use crate::config::{KafkaConfig, TopicsConfig};
 use crate::event::{Event, Topic};
+use crate::state::snapshot::Snapshot;
 use crate::state::{Engine, Input, Outcome};
 use decode::Rejection;
 
 /// Largest dead-letter payload kept, in bytes of the `payload` string.
 pub const DEADLETTER_PAYLOAD_LIMIT: usize = 64 * 1024;
+/// The longest a busy fold goes without publishing a barrier (SPEC §12:
+/// at most 250 ms apart); an idle one publishes at once.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
 /// Messages folded under one hold of the engine lock.
 pub const BATCH: usize = 1024;
 
@@ -86,7 +91,11 @@ impl TopicNames {
 
 /// What the ingest loop shares with the HTTP side.
 pub struct Shared {
+    /// The fold's state: the ingest loop, restore, checkpoints and alert
+    /// acknowledgements lock it; readers never do (see `snapshot`).
     pub engine: Mutex<Engine>,
+    /// The latest publish barrier's snapshot: what HTTP and WebSocket read.
+    snapshot: arc_swap::ArcSwap<Snapshot>,
     pub topics: TopicNames,
     /// Latest high watermark per assigned input partition (from librdkafka stats).
     high_watermarks: Mutex<HashMap<(Topic, i32), i64>>,
@@ -108,7 +117,7 @@ pub struct Shared {
     starts: Mutex<Assignment>,
     /// `time.align_wait`, in microseconds.
     align_wait_us: std::sync::atomic::AtomicU64,
-    /// Signalled after every batch folded (real-time push topics).
+    /// Signalled after every publish barrier (real-time push topics).
     pub folded: tokio::sync::Notify,
 }
 
@@ -143,8 +152,10 @@ impl Lag {
 
 impl Shared {
     pub fn new(engine: Engine, topics: TopicNames) -> Self {
+        let snapshot = arc_swap::ArcSwap::from_pointee(engine.snapshot());
         Shared {
             engine: Mutex::new(engine),
+            snapshot,
             topics,
             high_watermarks: Mutex::new(HashMap::new()),
             assigned: Mutex::new(Vec::new()),
@@ -193,10 +204,32 @@ impl Shared {
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The state as of the latest publish barrier (never waits for the fold).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Publishes a barrier of `engine` (held by the caller) for readers.
+    pub fn publish(&self, engine: &mut Engine) {
+        let started = Instant::now();
+        let snapshot = engine.publish();
+        self.snapshot.store(Arc::new(snapshot));
+        histogram!("cspulse_publish_seconds").record(started.elapsed().as_secs_f64());
+        self.folded.notify_one();
+    }
+
+    /// Replaces the state (a restore) and publishes it.
+    pub fn replace_engine(&self, engine: Engine) {
+        let mut held = self.engine();
+        *held = engine;
+        self.publish(&mut held);
+    }
+
     pub fn lag(&self) -> Lag {
         let assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let hw = self.high_watermarks.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let positions = self.engine().partitions().clone();
+        let snapshot = self.snapshot();
+        let positions = snapshot.partitions();
         let mut lag = Lag { assigned: assigned.len(), partitions: Vec::new(), known: !assigned.is_empty() };
         for (topic, p) in assigned {
             match hw.get(&(topic, p)) {
@@ -535,9 +568,30 @@ fn poll_loop(
                 publisher.run(to_publish);
             })
             .expect("spawn publish thread");
-        // This thread folds, in the order polled, until the poller stops.
-        for batch in received {
-            if outgoing.send(fold(batch, shared)).is_err() {
+        // This thread folds, in the order polled, until the poller stops,
+        // and publishes a barrier whenever it has caught up with the poller,
+        // folded an alert transition or a book change, or PUBLISH_EVERY
+        // has passed since the last one.
+        let mut published = Instant::now();
+        loop {
+            let batch = match received.try_recv() {
+                Ok(batch) => batch,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    {
+                        let mut engine = shared.engine();
+                        if engine.has_unpublished() {
+                            shared.publish(&mut engine);
+                        }
+                    }
+                    published = Instant::now();
+                    match received.recv() {
+                        Ok(batch) => batch,
+                        Err(_) => break,
+                    }
+                }
+            };
+            if outgoing.send(fold(batch, shared, &mut published)).is_err() {
                 break;
             }
         }
@@ -735,7 +789,7 @@ unsafe fn payload_for_consumer<'c>(m: &BorrowedMessage<'c>) -> &'c [u8] {
 
 /// Folds one batch under the engine lock and hands the alerts it raised to
 /// the push layer; what is left to produce goes to the publishing thread.
-fn fold<'c>(mut batch: Batch<'c>, shared: &Shared) -> Folded<'c> {
+fn fold<'c>(mut batch: Batch<'c>, shared: &Shared, published: &mut Instant) -> Folded<'c> {
     // Rejected messages by their place in the batch: their dead-letter
     // records are built off the lock, by the publishing thread.
     let mut rejected: Vec<(usize, Rejection)> = Vec::new();
@@ -755,10 +809,16 @@ fn fold<'c>(mut batch: Batch<'c>, shared: &Shared) -> Folded<'c> {
         }
         let alerts = engine.post_alerts();
         shared.note_outbox(engine.alert_outbox_len());
-        (alerts, engine.take_book_changes())
+        let books = engine.take_book_changes();
+        // The push layer reads the alert sections and book membership from
+        // the snapshot the moment it hears of them.
+        if !alerts.is_empty() || !books.is_empty() || published.elapsed() >= PUBLISH_EVERY {
+            shared.publish(&mut engine);
+            *published = Instant::now();
+        }
+        (alerts, books)
     };
     let (alerts, books) = alerts;
-    shared.folded.notify_one();
     // No receiver (no WebSocket clients yet) is fine.
     let alerts = alerts
         .into_iter()

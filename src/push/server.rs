@@ -255,8 +255,8 @@ impl PushService {
             return;
         }
         let views: Vec<Value> = {
-            let engine = self.shared.engine();
-            wanted.iter().map(|(c, _)| engine.channel_view(c)).collect()
+            let snapshot = self.shared.snapshot();
+            wanted.iter().map(|(c, _)| snapshot.channel_view(c)).collect()
         };
         let mut channels = self.channels();
         for ((channel, generation), view) in wanted.iter().zip(&views) {
@@ -304,7 +304,7 @@ impl PushService {
         let entry = channels.entry(channel.clone()).or_insert_with(|| Entry {
             id: self.next_channel.fetch_add(1, Ordering::Relaxed),
             generation: 0,
-            state: ChannelState::new(channel.to_string(), self.shared.engine().channel_view(channel), self.history)
+            state: ChannelState::new(channel.to_string(), self.shared.snapshot().channel_view(channel), self.history)
                 .starting_at(self.seq_base())
                 .in_epoch(new_epoch()),
             subscribers: HashMap::new(),
@@ -313,7 +313,7 @@ impl PushService {
         if entry.subscribers.is_empty() {
             // A dormant channel is not ticked; bring it up to date (recorded
             // as updates, so a client resuming with `since` replays them).
-            let current = self.shared.engine().channel_view(channel);
+            let current = self.shared.snapshot().channel_view(channel);
             for topic in PushTopic::ALL {
                 entry.state.tick(topic, &current);
             }

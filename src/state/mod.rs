@@ -25,7 +25,9 @@ pub mod layers;
 mod limits_tests;
 #[cfg(test)]
 pub mod naive;
+pub mod publish;
 pub mod scope;
+pub mod snapshot;
 #[cfg(test)]
 mod tests;
 pub mod view;
@@ -310,6 +312,17 @@ pub struct Engine {
     /// CSMs whose book changed since `take_book_changes`.
     #[serde(skip)]
     book_changes: Vec<Arc<str>>,
+    /// What changed since the last publish barrier (see `publish`).
+    #[serde(skip)]
+    dirty: publish::Dirty,
+    /// The last snapshot published, and each slot's record in it.
+    #[serde(skip)]
+    published: snapshot::Snapshot,
+    #[serde(skip)]
+    records: Vec<Option<Arc<snapshot::Record>>>,
+    /// `Alerting::generation` as of the last barrier.
+    #[serde(skip)]
+    alerts_published: u64,
 }
 
 /// Work held back while one event is folded: the accounts that time alone
@@ -370,6 +383,10 @@ impl Engine {
             renewal_rules,
             pending: Pending::default(),
             book_changes: Vec::new(),
+            dirty: publish::Dirty::default(),
+            published: snapshot::Snapshot::default(),
+            records: Vec::new(),
+            alerts_published: 0,
         }
     }
 
@@ -850,12 +867,14 @@ impl Engine {
                         }
                     }
                     self.book_changes.push(name.clone());
+                    self.dirty.books.push(name.clone());
                 }
             }
             if let Some(csm) = keys.csm
                 && self.books.entry(self.scopes.csms.name(csm).clone()).or_default().insert(idx)
             {
                 self.book_changes.push(self.scopes.csms.name(csm).clone());
+                self.dirty.books.push(self.scopes.csms.name(csm).clone());
             }
             if let Some(v) = responses {
                 slot.first_responses = v;
@@ -897,8 +916,10 @@ impl Engine {
             }
             slot.wake = next;
         }
+        self.dirty.account(idx);
         for k in changed.into_iter().flatten() {
             self.pending.note(k);
+            self.dirty.scopes(k);
         }
     }
 }

@@ -1,18 +1,17 @@
 //! Presentation of the state (SPEC §3, §6.2): account objects, KPI objects and
 //! the data of each channel, as JSON. Reads only; never changes the state.
 
-use std::cmp::Reverse;
 use std::fmt;
 
 use serde_json::{Map, Value, json};
 
 use super::account::{Account, Metrics};
-use super::health::{COMPONENTS, Tier, round1};
+use super::health::Tier;
 use super::scope::{Scope, Wide};
-use super::{Engine, Slot};
+use super::Engine;
 use crate::alert::MetricValue;
 use crate::alert::rules::{ACCOUNT_METRICS, KPI_METRICS};
-use crate::exact::{Exact, Number, Ratio};
+use crate::exact::{Number, Ratio};
 use crate::time::{MICROS_PER_MIN, Ts, format_date, format_rfc3339};
 
 /// A push channel (§6.2).
@@ -66,9 +65,6 @@ fn ratio(num: i64, den: i64) -> Value {
     if den > 0 { json!(num as f64 / den as f64) } else { Value::Null }
 }
 
-fn instant(ts: Option<Ts>) -> Value {
-    ts.map_or(Value::Null, |t| Value::String(format_rfc3339(t)))
-}
 
 /// The KPI object of a scope (§3.2).
 pub fn kpi(scope: &Scope) -> Value {
@@ -127,46 +123,16 @@ pub fn kpi(scope: &Scope) -> Value {
     })
 }
 
-fn keyed_kpis<'a>(scopes: impl Iterator<Item = (&'a std::sync::Arc<str>, &'a Scope)>) -> Value {
-    Value::Object(scopes.map(|(k, s)| (k.to_string(), kpi(s))).collect())
-}
-
-/// The priority key of §3.4: red renewing within 90 days, tier, score,
-/// ARR descending, account id.
-/// Scores compare exactly (§4): equal scores fall through to ARR and id.
-type PriorityKey<'a> = (bool, Tier, Exact, Reverse<i64>, &'a str);
 
 impl Engine {
-    fn now(&self) -> Ts {
-        self.watermark.unwrap_or(0)
-    }
-
-    fn priority_key<'a>(&'a self, slot: &'a Slot) -> PriorityKey<'a> {
-        let now = self.now();
-        let a = &slot.account;
-        let m = a.metrics(now, &self.cfg);
-        let renewing = m.tier() == Tier::Red && a.days_to_renewal(now).is_some_and(|d| (0..=90).contains(&d));
-        (!renewing, m.tier(), m.health.exact, Reverse(m.arr), &a.id)
-    }
-
-    /// A CSM's book in priority order (§3.4).
-    pub fn book_order(&self, csm_id: &str) -> Vec<u32> {
-        let Some(book) = self.books.get(csm_id) else { return Vec::new() };
-        let mut keyed: Vec<(PriorityKey<'_>, u32)> =
-            book.iter().map(|&i| (self.priority_key(&self.slots[i as usize]), i)).collect();
-        keyed.sort();
-        keyed.into_iter().map(|(_, i)| i).collect()
-    }
-
-    fn rank_of(&self, idx: u32) -> Option<usize> {
-        let csm = self.slots[idx as usize].account.info.csm_id.as_deref()?;
-        self.book_order(csm).iter().position(|&i| i == idx).map(|p| p + 1)
+    /// A CSM's book in priority order (§3.4), as account ids.
+    pub fn book_order(&self, csm_id: &str) -> Vec<std::sync::Arc<str>> {
+        self.snapshot().book_order(csm_id).into_iter().map(|r| r.id.clone()).collect()
     }
 
     /// The account object of §3.1, or `None` for an unknown account.
     pub fn account_view(&self, account_id: &str) -> Option<Value> {
-        let &idx = self.index.get(account_id)?;
-        Some(self.account_object(idx, self.rank_of(idx)))
+        self.snapshot().account_view(account_id)
     }
 
     /// The account's `csm_id`, if the account exists (for access checks).
@@ -175,122 +141,14 @@ impl Engine {
         Some(self.slots[idx as usize].account.info.csm_id.as_deref())
     }
 
-    fn account_object(&self, idx: u32, rank: Option<usize>) -> Value {
-        let now = self.now();
-        let a: &Account = &self.slots[idx as usize].account;
-        let m = a.metrics(now, &self.cfg);
-        let info = &a.info;
-        let components: Map<String, Value> =
-            COMPONENTS.iter().zip(m.health.components).map(|(name, v)| (name.to_string(), json!(round1(v)))).collect();
-        json!({
-            "account_id": &*a.id,
-            "info": {
-                "name": info.name,
-                "csm_id": info.csm_id.as_deref(),
-                "segment": &*info.segment,
-                "region": &*info.region,
-                "seats": info.seats,
-                "renewal_date": info.renewal_date.map(format_date),
-            },
-            "usage": {
-                "active_users_7d": m.active_users_7d,
-                "active_users_30d": m.active_users_30d,
-                "usage_events_7d": m.usage_events_7d,
-                "usage_events_prev_7d": m.usage_events_prev_7d,
-                "drop_ratio": m.drop_ratio(),
-                "features_30d": m.features_30d,
-                "last_activity": instant(a.usage.last_activity),
-            },
-            "tickets": {
-                "open_p1": m.open[0],
-                "open_p2": m.open[1],
-                "open_p3": m.open[2],
-                "open_p4": m.open[3],
-                "open": m.open_total,
-                "escalated_open": m.escalated_open,
-                "sla_breached": m.sla_breached,
-                "csat_avg_90d": m.csat_avg(),
-                "csat_count_90d": m.csat.count,
-            },
-            "revenue": {
-                "arr": money(m.arr),
-                "days_to_renewal": a.days_to_renewal(now),
-            },
-            "health": {
-                "score": round1(m.health.score),
-                "tier": m.health.tier.as_str(),
-                "components": components,
-                "rank": rank,
-            },
-            "alerts": {"critical": a.alerts[0], "warning": a.alerts[1]},
-        })
-    }
-
-    fn as_of(&self) -> Value {
-        instant(self.watermark)
-    }
-
-    /// The data of a channel (§6.2).
+    /// The data of a channel (§6.2), from a snapshot of the state now.
     pub fn channel_view(&self, channel: &Channel) -> Value {
-        let s = &self.scopes;
-        match channel {
-            Channel::Executive => json!({
-                "as_of": self.as_of(),
-                "portfolio": kpi(&s.portfolio),
-                "segments": keyed_kpis(s.segments.iter()),
-            }),
-            Channel::Manager => json!({
-                "as_of": self.as_of(),
-                "csms": keyed_kpis(s.csms.iter()),
-                "unassigned": kpi(&s.unassigned),
-            }),
-            Channel::Analyst => {
-                let features: Map<String, Value> = self
-                    .features
-                    .live()
-                    .map(|(name, accounts, users)| {
-                        (name.to_owned(), json!({"accounts_30d": accounts, "users_30d": users}))
-                    })
-                    .collect();
-                json!({
-                    "as_of": self.as_of(),
-                    "portfolio": kpi(&s.portfolio),
-                    "segments": keyed_kpis(s.segments.iter()),
-                    "regions": keyed_kpis(s.regions.iter()),
-                    "features": features,
-                    "health_histogram": s.portfolio.totals.histogram,
-                })
-            }
-            Channel::Csm(id) => {
-                let order = self.book_order(id);
-                let accounts: Map<String, Value> = order
-                    .iter()
-                    .enumerate()
-                    .map(|(rank, &i)| {
-                        (self.slots[i as usize].account.id.to_string(), self.account_object(i, Some(rank + 1)))
-                    })
-                    .collect();
-                let kpis = s.csms.get(id).map_or_else(|| kpi(&Scope::default()), kpi);
-                json!({"as_of": self.as_of(), "csm_id": id, "kpis": kpis, "accounts": accounts})
-            }
-        }
+        self.snapshot().channel_view(channel)
     }
 
-    /// Every view at once: the three shared channels, every CSM channel and
-    /// every account object (what the property tests compare).
+    /// Every view at once (see `Snapshot::all_views`).
     pub fn all_views(&self) -> Value {
-        let csm: Map<String, Value> =
-            self.books.keys().map(|id| (id.to_string(), self.channel_view(&Channel::Csm(id.to_string())))).collect();
-        let accounts: Map<String, Value> = (0..self.slots.len() as u32)
-            .map(|i| (self.slots[i as usize].account.id.to_string(), self.account_object(i, self.rank_of(i))))
-            .collect();
-        json!({
-            "executive": self.channel_view(&Channel::Executive),
-            "manager": self.channel_view(&Channel::Manager),
-            "analyst": self.channel_view(&Channel::Analyst),
-            "csm": csm,
-            "accounts": accounts,
-        })
+        self.snapshot().all_views()
     }
 }
 

@@ -1,0 +1,192 @@
+//! Publish barriers: the fold notes what changed (accounts, scopes, books),
+//! and `Engine::publish` turns only that into the next [`Snapshot`].
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::scope::{Scope, ScopeKeys, ScopeTable};
+use super::snapshot::{Book, Kpis, Record, Snapshot};
+use super::view::kpi;
+use super::{Engine, distinct};
+
+/// What changed since the last barrier.
+#[derive(Clone, Debug)]
+pub(super) struct Dirty {
+    /// Everything (no snapshot yet, or a restore replaced the state).
+    pub all: bool,
+    /// Account slots refreshed (repeats allowed).
+    pub accounts: Vec<u32>,
+    /// CSMs whose book gained or lost an account.
+    pub books: Vec<Arc<str>>,
+    pub segments: Vec<u32>,
+    pub regions: Vec<u32>,
+    pub csms: Vec<u32>,
+    /// The portfolio, the unassigned scope or anything at all moved.
+    pub any: bool,
+}
+
+impl Default for Dirty {
+    fn default() -> Self {
+        Dirty {
+            all: true,
+            accounts: Vec::new(),
+            books: Vec::new(),
+            segments: Vec::new(),
+            regions: Vec::new(),
+            csms: Vec::new(),
+            any: true,
+        }
+    }
+}
+
+impl Dirty {
+    pub fn scopes(&mut self, keys: ScopeKeys) {
+        self.any = true;
+        self.segments.push(keys.segment);
+        self.regions.push(keys.region);
+        self.csms.extend(keys.csm);
+    }
+
+    pub fn account(&mut self, idx: u32) {
+        self.any = true;
+        self.accounts.push(idx);
+    }
+}
+
+/// Brings the rendered KPI objects of the listed scopes up to date.
+fn refresh_kpis(kpis: &mut Kpis, table: &ScopeTable, listed: &mut Vec<u32>) {
+    for &i in distinct(listed) {
+        let (name, scope) = (table.name(i), table.scope(i));
+        if scope.is_empty() {
+            kpis.remove(name);
+        } else {
+            kpis.insert(name.clone(), Arc::new(kpi(scope)));
+        }
+    }
+    listed.clear();
+}
+
+fn all_kpis<'a>(scopes: impl Iterator<Item = (&'a Arc<str>, &'a Scope)>) -> Kpis {
+    scopes.map(|(name, scope)| (name.clone(), Arc::new(kpi(scope)))).collect()
+}
+
+impl Engine {
+    /// The account's record as of the watermark.
+    fn record_of(&self, idx: u32) -> Arc<Record> {
+        let a = &self.slots[idx as usize].account;
+        Arc::new(Record::of(a, a.metrics(self.watermark.unwrap_or(0), &self.cfg)))
+    }
+
+    fn book_of(&self, csm: &str) -> Option<Book> {
+        let members = self.books.get(csm)?;
+        Some(members.iter().map(|&i| self.records[i as usize].clone().expect("every slot has a record")).collect())
+    }
+
+    fn features_view(&self) -> Value {
+        let features: Map<String, Value> = self
+            .features
+            .live()
+            .map(|(name, accounts, users)| (name.to_owned(), json!({"accounts_30d": accounts, "users_30d": users})))
+            .collect();
+        Value::Object(features)
+    }
+
+    /// The snapshot of the state now, built from scratch (what a barrier
+    /// would publish; for tests and one-off readers).
+    pub fn snapshot(&self) -> Snapshot {
+        let mut copy = Snapshot { barrier: self.published.barrier, ..Snapshot::default() };
+        let records: Vec<Arc<Record>> = (0..self.slots.len() as u32).map(|i| self.record_of(i)).collect();
+        copy.accounts = records.iter().map(|r| (smol_str::SmolStr::new(&*r.id), r.clone())).collect();
+        copy.books = self
+            .books
+            .iter()
+            .map(|(csm, members)| (csm.clone(), members.iter().map(|&i| records[i as usize].clone()).collect::<Book>()))
+            .collect();
+        self.fill_scopes(&mut copy);
+        copy.segments = all_kpis(self.scopes.segments.iter());
+        copy.regions = all_kpis(self.scopes.regions.iter());
+        copy.csms = all_kpis(self.scopes.csms.iter());
+        copy.alerts = self.alerting.firing().cloned().collect();
+        copy
+    }
+
+    /// What every barrier renders again: the watermark, the portfolio and
+    /// unassigned scopes, the features, positions and counters.
+    fn fill_scopes(&self, s: &mut Snapshot) {
+        s.now = self.watermark;
+        s.portfolio = Arc::new(kpi(&self.scopes.portfolio));
+        s.unassigned = Arc::new(kpi(&self.scopes.unassigned));
+        s.histogram = self.scopes.portfolio.totals.histogram;
+        s.features = Arc::new(self.features_view());
+        s.positions = Arc::new(self.partitions.clone());
+        s.stats = Arc::new(self.stats.clone());
+    }
+
+    /// Whether anything changed since the last barrier (positions included).
+    pub fn has_unpublished(&self) -> bool {
+        self.dirty.all || self.dirty.any || *self.published.positions != self.partitions
+    }
+
+    /// Publishes a barrier: the next snapshot, made of the last one and
+    /// what changed since (accounts refreshed, their books, the scopes
+    /// they moved, the firing alerts when a transition happened).
+    pub fn publish(&mut self) -> Snapshot {
+        if self.dirty.all {
+            self.records = (0..self.slots.len() as u32).map(|i| Some(self.record_of(i))).collect();
+            let barrier = self.published.barrier;
+            self.published = self.snapshot();
+            self.published.barrier = barrier;
+            self.dirty = Dirty { all: false, any: false, ..Dirty::default() };
+            self.alerts_published = self.alerting.generation();
+        } else {
+            self.publish_changes();
+        }
+        self.published.barrier += 1;
+        self.published.clone()
+    }
+
+    fn publish_changes(&mut self) {
+        let mut dirty = std::mem::replace(&mut self.dirty, Dirty { all: false, any: false, ..Dirty::default() });
+        let mut s = std::mem::take(&mut self.published);
+        self.records.resize(self.slots.len(), None);
+        let mut books = std::mem::take(&mut dirty.books);
+        for &idx in distinct(&mut dirty.accounts) {
+            let record = self.record_of(idx);
+            s.accounts.insert(smol_str::SmolStr::new(&*record.id), record.clone());
+            books.extend(record.info.csm_id.clone());
+            self.records[idx as usize] = Some(record);
+        }
+        for csm in distinct_names(&mut books) {
+            match self.book_of(csm) {
+                Some(book) => s.books.insert(csm.clone(), book),
+                None => s.books.remove(&**csm),
+            };
+        }
+        refresh_kpis(&mut s.segments, &self.scopes.segments, &mut dirty.segments);
+        refresh_kpis(&mut s.regions, &self.scopes.regions, &mut dirty.regions);
+        refresh_kpis(&mut s.csms, &self.scopes.csms, &mut dirty.csms);
+        if dirty.any || s.now != self.watermark {
+            self.fill_scopes(&mut s);
+        } else {
+            s.positions = Arc::new(self.partitions.clone());
+            s.stats = Arc::new(self.stats.clone());
+        }
+        let generation = self.alerting.generation();
+        if generation != self.alerts_published {
+            s.alerts = self.alerting.firing().cloned().collect();
+            self.alerts_published = generation;
+        }
+        // The buffers are reused by the next barrier.
+        dirty.accounts.clear();
+        books.clear();
+        self.dirty = Dirty { books, ..dirty };
+        self.published = s;
+    }
+}
+
+fn distinct_names(v: &mut Vec<Arc<str>>) -> &[Arc<str>] {
+    v.sort_unstable();
+    v.dedup();
+    v
+}

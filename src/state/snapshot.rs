@@ -1,0 +1,293 @@
+//! What readers see (SPEC §3, §6.2, §7): the state as of one publish
+//! barrier, immutable and shared.
+//!
+//! The fold publishes a [`Snapshot`] at each barrier (see
+//! `Engine::publish`); HTTP, WebSocket and exports read the latest one
+//! without waiting for the fold. A snapshot shares everything that did not
+//! change with the one before it: account records and rendered KPI objects
+//! are reference-counted and held in persistent maps, so a barrier costs
+//! what changed since the last one, not what exists.
+//!
+//! An account's figures are taken at the barrier's watermark, when it was
+//! last refreshed: the fold refreshes every account whose figures time
+//! alone changes (its wake-up), so a record taken then stays exact until
+//! the account is refreshed again. The two figures that move with `now`
+//! without a refresh (`days_to_renewal` and the book order that depends on
+//! it) are derived at read time from the snapshot's `now`.
+
+use std::cmp::Reverse;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use smol_str::SmolStr;
+
+use super::account::{Account, Info, Metrics};
+use super::health::{COMPONENTS, Tier, round1};
+use super::view::{Channel, kpi, money};
+use super::{FoldStats, Progress};
+use crate::alert::Alert;
+use crate::event::Topic;
+use crate::exact::Exact;
+use crate::state::window::FastMap;
+use crate::time::{Ts, format_date, format_rfc3339};
+
+/// One account as of a barrier: what its object (§3.1) shows.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub id: Arc<str>,
+    pub info: Info,
+    pub metrics: Metrics,
+    pub last_activity: Option<Ts>,
+    /// Firing condition alerts of account scope: critical, warning.
+    pub alerts: [u64; 2],
+}
+
+/// The priority key of §3.4: red renewing within 90 days, tier, score,
+/// ARR descending, account id. Scores compare exactly (§4): equal scores
+/// fall through to ARR and id.
+type PriorityKey<'a> = (bool, Tier, &'a Exact, Reverse<i64>, &'a str);
+
+impl Record {
+    pub fn of(a: &Account, metrics: Metrics) -> Record {
+        Record {
+            id: a.id.clone(),
+            info: a.info.clone(),
+            metrics,
+            last_activity: a.usage.last_activity,
+            alerts: a.alerts,
+        }
+    }
+
+    pub fn days_to_renewal(&self, now: Ts) -> Option<i64> {
+        self.info.renewal_date.map(|d| d as i64 - crate::time::utc_day(now) as i64)
+    }
+
+    fn priority_key(&self, now: Ts) -> PriorityKey<'_> {
+        let m = &self.metrics;
+        let renewing = m.tier() == Tier::Red && self.days_to_renewal(now).is_some_and(|d| (0..=90).contains(&d));
+        (!renewing, m.tier(), &m.health.exact, Reverse(m.arr), &self.id)
+    }
+
+    /// The account object of §3.1 at `now`, with its rank in its book.
+    pub fn object(&self, rank: Option<usize>, now: Ts) -> Value {
+        let m = &self.metrics;
+        let info = &self.info;
+        let components: Map<String, Value> =
+            COMPONENTS.iter().zip(m.health.components).map(|(name, v)| (name.to_string(), json!(round1(v)))).collect();
+        json!({
+            "account_id": &*self.id,
+            "info": {
+                "name": info.name,
+                "csm_id": info.csm_id.as_deref(),
+                "segment": &*info.segment,
+                "region": &*info.region,
+                "seats": info.seats,
+                "renewal_date": info.renewal_date.map(format_date),
+            },
+            "usage": {
+                "active_users_7d": m.active_users_7d,
+                "active_users_30d": m.active_users_30d,
+                "usage_events_7d": m.usage_events_7d,
+                "usage_events_prev_7d": m.usage_events_prev_7d,
+                "drop_ratio": m.drop_ratio(),
+                "features_30d": m.features_30d,
+                "last_activity": instant(self.last_activity),
+            },
+            "tickets": {
+                "open_p1": m.open[0],
+                "open_p2": m.open[1],
+                "open_p3": m.open[2],
+                "open_p4": m.open[3],
+                "open": m.open_total,
+                "escalated_open": m.escalated_open,
+                "sla_breached": m.sla_breached,
+                "csat_avg_90d": m.csat_avg(),
+                "csat_count_90d": m.csat.count,
+            },
+            "revenue": {
+                "arr": money(m.arr),
+                "days_to_renewal": self.days_to_renewal(now),
+            },
+            "health": {
+                "score": round1(m.health.score),
+                "tier": m.health.tier.as_str(),
+                "components": components,
+                "rank": rank,
+            },
+            "alerts": {"critical": self.alerts[0], "warning": self.alerts[1]},
+        })
+    }
+}
+
+fn instant(ts: Option<Ts>) -> Value {
+    ts.map_or(Value::Null, |t| Value::String(format_rfc3339(t)))
+}
+
+/// A CSM's book: its accounts' records, in no particular order (the order
+/// depends on `now`: see [`Snapshot::book_order`]). A book whose members
+/// and their records are unchanged keeps its `Arc`, so readers can tell an
+/// unchanged book by pointer.
+pub type Book = Arc<[Arc<Record>]>;
+
+/// Rendered KPI objects by scope name (only scopes holding accounts).
+pub type Kpis = imbl::OrdMap<Arc<str>, Arc<Value>>;
+
+/// The state as of one publish barrier.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Counts the barriers published by this process (0: none yet).
+    pub barrier: u64,
+    pub now: Option<Ts>,
+    pub(super) accounts: imbl::HashMap<SmolStr, Arc<Record>>,
+    pub(super) books: imbl::OrdMap<Arc<str>, Book>,
+    pub(super) portfolio: Arc<Value>,
+    pub(super) unassigned: Arc<Value>,
+    pub(super) segments: Kpis,
+    pub(super) regions: Kpis,
+    pub(super) csms: Kpis,
+    /// The analyst channel's `features` map.
+    pub(super) features: Arc<Value>,
+    pub(super) histogram: [i64; 10],
+    /// Condition alerts firing at the barrier.
+    pub(super) alerts: Arc<[Alert]>,
+    pub(super) positions: Arc<FastMap<(Topic, i32), Progress>>,
+    pub(super) stats: Arc<FoldStats>,
+}
+
+impl Snapshot {
+    fn as_of(&self) -> Value {
+        instant(self.now)
+    }
+
+    fn at(&self) -> Ts {
+        self.now.unwrap_or(0)
+    }
+
+    /// Per input partition: the position and lateness reference as of the
+    /// barrier (consumer lag is measured against these, so a lag of 0
+    /// means the snapshot holds everything consumed).
+    pub fn partitions(&self) -> &FastMap<(Topic, i32), Progress> {
+        &self.positions
+    }
+
+    pub fn stats(&self) -> &FoldStats {
+        &self.stats
+    }
+
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// Condition alerts firing at the barrier.
+    pub fn firing_alerts(&self) -> &[Alert] {
+        &self.alerts
+    }
+
+    pub fn record(&self, account_id: &str) -> Option<&Arc<Record>> {
+        self.accounts.get(account_id)
+    }
+
+    /// The book of `csm_id` (unordered), if it holds accounts.
+    pub fn book(&self, csm_id: &str) -> Option<&Book> {
+        self.books.get(csm_id)
+    }
+
+    /// The CSMs with a book.
+    pub fn csm_ids(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.books.keys()
+    }
+
+    /// A CSM's book in priority order (§3.4).
+    pub fn book_order(&self, csm_id: &str) -> Vec<&Arc<Record>> {
+        let Some(book) = self.books.get(csm_id) else { return Vec::new() };
+        let now = self.at();
+        let mut keyed: Vec<(PriorityKey<'_>, &Arc<Record>)> = book.iter().map(|r| (r.priority_key(now), r)).collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        keyed.into_iter().map(|(_, r)| r).collect()
+    }
+
+    fn rank_of(&self, r: &Record) -> Option<usize> {
+        let csm = r.info.csm_id.as_deref()?;
+        self.book_order(csm).iter().position(|x| x.id == r.id).map(|p| p + 1)
+    }
+
+    /// The account object of §3.1, or `None` for an unknown account.
+    pub fn account_view(&self, account_id: &str) -> Option<Value> {
+        let r = self.accounts.get(account_id)?;
+        Some(r.object(self.rank_of(r), self.at()))
+    }
+
+    /// The account's `csm_id`, if the account exists (for access checks).
+    pub fn account_owner(&self, account_id: &str) -> Option<Option<&str>> {
+        Some(self.accounts.get(account_id)?.info.csm_id.as_deref())
+    }
+
+    /// The KPI object of a CSM's book (the empty scope's when it has none).
+    pub fn csm_kpis(&self, csm_id: &str) -> Value {
+        match self.csms.get(csm_id) {
+            Some(k) => Value::clone(k),
+            None => kpi(&super::scope::Scope::default()),
+        }
+    }
+
+    /// A CSM channel's `accounts` map: each account object with its rank.
+    pub fn book_objects(&self, csm_id: &str) -> Map<String, Value> {
+        let now = self.at();
+        self.book_order(csm_id)
+            .into_iter()
+            .enumerate()
+            .map(|(rank, r)| (r.id.to_string(), r.object(Some(rank + 1), now)))
+            .collect()
+    }
+
+    /// The data of a channel (§6.2).
+    pub fn channel_view(&self, channel: &Channel) -> Value {
+        match channel {
+            Channel::Executive => json!({
+                "as_of": self.as_of(),
+                "portfolio": *self.portfolio,
+                "segments": keyed(&self.segments),
+            }),
+            Channel::Manager => json!({
+                "as_of": self.as_of(),
+                "csms": keyed(&self.csms),
+                "unassigned": *self.unassigned,
+            }),
+            Channel::Analyst => json!({
+                "as_of": self.as_of(),
+                "portfolio": *self.portfolio,
+                "segments": keyed(&self.segments),
+                "regions": keyed(&self.regions),
+                "features": *self.features,
+                "health_histogram": self.histogram,
+            }),
+            Channel::Csm(id) => json!({
+                "as_of": self.as_of(),
+                "csm_id": id,
+                "kpis": self.csm_kpis(id),
+                "accounts": self.book_objects(id),
+            }),
+        }
+    }
+
+    /// Every view at once: the three shared channels, every CSM channel and
+    /// every account object (what the property tests compare).
+    pub fn all_views(&self) -> Value {
+        let csm: Map<String, Value> =
+            self.books.keys().map(|id| (id.to_string(), self.channel_view(&Channel::Csm(id.to_string())))).collect();
+        let now = self.at();
+        let accounts: Map<String, Value> =
+            self.accounts.values().map(|r| (r.id.to_string(), r.object(self.rank_of(r), now))).collect();
+        json!({
+            "executive": self.channel_view(&Channel::Executive),
+            "manager": self.channel_view(&Channel::Manager),
+            "analyst": self.channel_view(&Channel::Analyst),
+            "csm": csm,
+            "accounts": accounts,
+        })
+    }
+}
+
+fn keyed(kpis: &Kpis) -> Value {
+    Value::Object(kpis.iter().map(|(k, v)| (k.to_string(), Value::clone(v))).collect())
+}
