@@ -367,6 +367,7 @@ impl ChannelState {
     }
 }
 
+pub mod book;
 pub mod outbox;
 pub mod server;
 

@@ -157,6 +157,11 @@ proptest! {
         let channels = [Channel::Executive, Channel::Manager, Channel::Analyst, Channel::Csm("c1".into())];
         let mut hub: Vec<ChannelState> =
             channels.iter().map(|c| ChannelState::new(c.to_string(), engine.channel_view(c), history)).collect();
+        // csm:c1 once more, ticked from what changed in published snapshots
+        // (`push::book`): it must send exactly what the whole-data tick sends.
+        let book_channel = &channels[3];
+        let mut by_changes = ChannelState::new(book_channel.to_string(), engine.channel_view(book_channel), history);
+        let mut seen = book::BookSeen::default();
         // Client 0 on every channel from the start; client 1 drops and resumes.
         let mut clients: Vec<[Client; 2]> = hub
             .iter()
@@ -182,8 +187,14 @@ proptest! {
                 }
                 Op::Tick(t) => {
                     let topic = PushTopic::ALL[*t as usize];
+                    let published = engine.publish();
+                    let from_changes = seen.changes(topic, &published, "c1").and_then(|c| by_changes.tick_book(topic, &c));
                     for ((ch, state), pair) in channels.iter().zip(&mut hub).zip(&mut clients) {
-                        if let Some(m) = state.tick(topic, &engine.channel_view(ch)) {
+                        let sent = state.tick(topic, &engine.channel_view(ch));
+                        if ch == book_channel {
+                            prop_assert_eq!(&sent, &from_changes, "{} tick from the changes", topic.as_str());
+                        }
+                        if let Some(m) = sent {
                             let v: Value = serde_json::from_str(&m).unwrap();
                             touches_only(&v["patch"], topic, "").map_err(TestCaseError::fail)?;
                             prop_assert_eq!(&v["topic"], &json!(topic.as_str()));
@@ -194,6 +205,7 @@ proptest! {
                     }
                 }
                 Op::Books => {
+                    by_changes.membership("accounts", &engine.channel_view(book_channel));
                     for ((ch, state), pair) in channels.iter().zip(&mut hub).zip(&mut clients) {
                         let now = engine.channel_view(ch);
                         if let Some(m) = state.membership("accounts", &now) {

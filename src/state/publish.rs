@@ -72,15 +72,17 @@ fn all_kpis<'a>(scopes: impl Iterator<Item = (&'a Arc<str>, &'a Scope)>) -> Kpis
 }
 
 impl Engine {
-    /// The account's record as of the watermark.
-    fn record_of(&self, idx: u32) -> Arc<Record> {
+    /// The account's record as of the watermark, for barrier `version`.
+    fn record_of(&self, idx: u32, version: u64) -> Arc<Record> {
         let a = &self.slots[idx as usize].account;
-        Arc::new(Record::of(a, a.metrics(self.watermark.unwrap_or(0), &self.cfg)))
+        Arc::new(Record::of(a, a.metrics(self.watermark.unwrap_or(0), &self.cfg), version))
     }
 
-    fn book_of(&self, csm: &str) -> Option<Book> {
+    fn book_of(&self, csm: &str, version: u64) -> Option<Arc<Book>> {
         let members = self.books.get(csm)?;
-        Some(members.iter().map(|&i| self.records[i as usize].clone().expect("every slot has a record")).collect())
+        let members =
+            members.iter().map(|&i| self.records[i as usize].clone().expect("every slot has a record")).collect();
+        Some(Arc::new(Book { version, members }))
     }
 
     fn features_view(&self) -> Value {
@@ -95,20 +97,29 @@ impl Engine {
     /// The snapshot of the state now, built from scratch (what a barrier
     /// would publish; for tests and one-off readers).
     pub fn snapshot(&self) -> Snapshot {
+        self.snapshot_and_records().0
+    }
+
+    /// `snapshot`, with each slot's record.
+    fn snapshot_and_records(&self) -> (Snapshot, Vec<Arc<Record>>) {
         let mut copy = Snapshot { barrier: self.published.barrier, ..Snapshot::default() };
-        let records: Vec<Arc<Record>> = (0..self.slots.len() as u32).map(|i| self.record_of(i)).collect();
+        let version = copy.barrier + 1;
+        let records: Vec<Arc<Record>> = (0..self.slots.len() as u32).map(|i| self.record_of(i, version)).collect();
         copy.accounts = records.iter().map(|r| (smol_str::SmolStr::new(&*r.id), r.clone())).collect();
         copy.books = self
             .books
             .iter()
-            .map(|(csm, members)| (csm.clone(), members.iter().map(|&i| records[i as usize].clone()).collect::<Book>()))
+            .map(|(csm, members)| {
+                let members = members.iter().map(|&i| records[i as usize].clone()).collect();
+                (csm.clone(), Arc::new(Book { version, members }))
+            })
             .collect();
         self.fill_scopes(&mut copy);
         copy.segments = all_kpis(self.scopes.segments.iter());
         copy.regions = all_kpis(self.scopes.regions.iter());
         copy.csms = all_kpis(self.scopes.csms.iter());
         copy.alerts = self.alerting.firing().cloned().collect();
-        copy
+        (copy, records)
     }
 
     /// What every barrier renders again: the watermark, the portfolio and
@@ -133,10 +144,9 @@ impl Engine {
     /// they moved, the firing alerts when a transition happened).
     pub fn publish(&mut self) -> Snapshot {
         if self.dirty.all {
-            self.records = (0..self.slots.len() as u32).map(|i| Some(self.record_of(i))).collect();
-            let barrier = self.published.barrier;
-            self.published = self.snapshot();
-            self.published.barrier = barrier;
+            let (snapshot, records) = self.snapshot_and_records();
+            self.published = snapshot;
+            self.records = records.into_iter().map(Some).collect();
             self.dirty = Dirty { all: false, any: false, ..Dirty::default() };
             self.alerts_published = self.alerting.generation();
         } else {
@@ -149,16 +159,17 @@ impl Engine {
     fn publish_changes(&mut self) {
         let mut dirty = std::mem::replace(&mut self.dirty, Dirty { all: false, any: false, ..Dirty::default() });
         let mut s = std::mem::take(&mut self.published);
+        let version = s.barrier + 1;
         self.records.resize(self.slots.len(), None);
         let mut books = std::mem::take(&mut dirty.books);
         for &idx in distinct(&mut dirty.accounts) {
-            let record = self.record_of(idx);
+            let record = self.record_of(idx, version);
             s.accounts.insert(smol_str::SmolStr::new(&*record.id), record.clone());
             books.extend(record.info.csm_id.clone());
             self.records[idx as usize] = Some(record);
         }
         for csm in distinct_names(&mut books) {
-            match self.book_of(csm) {
+            match self.book_of(csm, version) {
                 Some(book) => s.books.insert(csm.clone(), book),
                 None => s.books.remove(&**csm),
             };
@@ -180,7 +191,7 @@ impl Engine {
         // The buffers are reused by the next barrier.
         dirty.accounts.clear();
         books.clear();
-        self.dirty = Dirty { books, ..dirty };
+        self.dirty = Dirty { books, any: false, ..dirty };
         self.published = s;
     }
 }

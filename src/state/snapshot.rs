@@ -34,6 +34,9 @@ use crate::time::{Ts, format_date, format_rfc3339};
 /// One account as of a barrier: what its object (§3.1) shows.
 #[derive(Clone, Debug)]
 pub struct Record {
+    /// The barrier it was taken at: a record with the same id and version
+    /// is the same record (readers tell what changed by it).
+    pub version: u64,
     pub id: Arc<str>,
     pub info: Info,
     pub metrics: Metrics,
@@ -48,8 +51,9 @@ pub struct Record {
 type PriorityKey<'a> = (bool, Tier, &'a Exact, Reverse<i64>, &'a str);
 
 impl Record {
-    pub fn of(a: &Account, metrics: Metrics) -> Record {
+    pub fn of(a: &Account, metrics: Metrics, version: u64) -> Record {
         Record {
+            version,
             id: a.id.clone(),
             info: a.info.clone(),
             metrics,
@@ -124,10 +128,14 @@ fn instant(ts: Option<Ts>) -> Value {
 }
 
 /// A CSM's book: its accounts' records, in no particular order (the order
-/// depends on `now`: see [`Snapshot::book_order`]). A book whose members
-/// and their records are unchanged keeps its `Arc`, so readers can tell an
-/// unchanged book by pointer.
-pub type Book = Arc<[Arc<Record>]>;
+/// depends on `now`: see [`Snapshot::book_order`]).
+#[derive(Clone, Debug)]
+pub struct Book {
+    /// The barrier it was taken at: a book whose version is unchanged has
+    /// the same members with the same records.
+    pub version: u64,
+    pub members: Vec<Arc<Record>>,
+}
 
 /// Rendered KPI objects by scope name (only scopes holding accounts).
 pub type Kpis = imbl::OrdMap<Arc<str>, Arc<Value>>;
@@ -139,7 +147,7 @@ pub struct Snapshot {
     pub barrier: u64,
     pub now: Option<Ts>,
     pub(super) accounts: imbl::HashMap<SmolStr, Arc<Record>>,
-    pub(super) books: imbl::OrdMap<Arc<str>, Book>,
+    pub(super) books: imbl::OrdMap<Arc<str>, Arc<Book>>,
     pub(super) portfolio: Arc<Value>,
     pub(super) unassigned: Arc<Value>,
     pub(super) segments: Kpis,
@@ -188,7 +196,7 @@ impl Snapshot {
     }
 
     /// The book of `csm_id` (unordered), if it holds accounts.
-    pub fn book(&self, csm_id: &str) -> Option<&Book> {
+    pub fn book(&self, csm_id: &str) -> Option<&Arc<Book>> {
         self.books.get(csm_id)
     }
 
@@ -201,7 +209,8 @@ impl Snapshot {
     pub fn book_order(&self, csm_id: &str) -> Vec<&Arc<Record>> {
         let Some(book) = self.books.get(csm_id) else { return Vec::new() };
         let now = self.at();
-        let mut keyed: Vec<(PriorityKey<'_>, &Arc<Record>)> = book.iter().map(|r| (r.priority_key(now), r)).collect();
+        let mut keyed: Vec<(PriorityKey<'_>, &Arc<Record>)> =
+            book.members.iter().map(|r| (r.priority_key(now), r)).collect();
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
         keyed.into_iter().map(|(_, r)| r).collect()
     }
@@ -220,6 +229,11 @@ impl Snapshot {
     /// The account's `csm_id`, if the account exists (for access checks).
     pub fn account_owner(&self, account_id: &str) -> Option<Option<&str>> {
         Some(self.accounts.get(account_id)?.info.csm_id.as_deref())
+    }
+
+    /// The rendered KPI object of a CSM's scope, if it holds accounts.
+    pub fn csm_scope(&self, csm_id: &str) -> Option<&Arc<Value>> {
+        self.csms.get(csm_id)
     }
 
     /// The KPI object of a CSM's book (the empty scope's when it has none).

@@ -5,10 +5,10 @@ use std::fmt;
 
 use serde_json::{Map, Value, json};
 
+use super::Engine;
 use super::account::{Account, Metrics};
 use super::health::Tier;
 use super::scope::{Scope, Wide};
-use super::Engine;
 use crate::alert::MetricValue;
 use crate::alert::rules::{ACCOUNT_METRICS, KPI_METRICS};
 use crate::exact::{Number, Ratio};
@@ -64,7 +64,6 @@ fn wide_money(cents: Wide) -> Value {
 fn ratio(num: i64, den: i64) -> Value {
     if den > 0 { json!(num as f64 / den as f64) } else { Value::Null }
 }
-
 
 /// The KPI object of a scope (§3.2).
 pub fn kpi(scope: &Scope) -> Value {
@@ -122,7 +121,6 @@ pub fn kpi(scope: &Scope) -> Value {
         "alerts": {"critical": t.alerts[0], "warning": t.alerts[1]},
     })
 }
-
 
 impl Engine {
     /// A CSM's book in priority order (§3.4), as account ids.
