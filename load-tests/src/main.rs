@@ -29,6 +29,7 @@ mod produce;
 mod push;
 mod restart;
 mod swarm;
+mod tick;
 
 #[derive(Parser)]
 #[command(name = "cspulse-load", about = "cspulse benchmarks")]
@@ -103,6 +104,9 @@ enum Scenario {
     Slow(push::SlowArgs),
     /// Event → `alert` frame latency at a constant produce rate.
     Alerts(push::AlertsArgs),
+    /// In-process: push tick cost with every CSM channel subscribed while
+    /// a share of the accounts changes, change-driven vs whole data.
+    Tick(tick::TickArgs),
     /// A mock cluster in a process of its own, for `--brokers`: prints its
     /// bootstrap address and serves for `--seconds` (or until killed).
     Broker {
@@ -149,6 +153,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Fanout(a) => push::fanout(a, runs),
         Scenario::Slow(a) => push::slow(a, runs),
         Scenario::Alerts(a) => push::alerts(a, runs),
+        Scenario::Tick(a) => tick::tick(a),
         Scenario::Broker { partitions, core, seconds } => broker::serve(partitions, core, seconds),
         Scenario::Produce(a) => produce::produce(a, runs),
         Scenario::Swarm(a) => swarm::run(a),

@@ -35,7 +35,7 @@ use metrics::{counter, gauge};
 use serde_json::{Value, json};
 use tracing::debug;
 
-use super::book::{BookChanges, BookSeen};
+use super::book::{Changes, ChannelSeen};
 use super::outbox::{Kind, Next, Outbox, Queued, Refused};
 use super::{ChannelState, PushTopic};
 use crate::alert::{Alert, ScopeKind, Severity};
@@ -98,14 +98,6 @@ impl Entry {
     }
 }
 
-/// What one channel's tick is made from.
-enum Tick {
-    /// A CSM channel: what changed in its book (`None`: nothing).
-    Book(Option<BookChanges>),
-    /// A shared channel: its whole data.
-    Whole(Value),
-}
-
 /// Channels with their push state and subscribers.
 pub struct PushService {
     shared: Arc<Shared>,
@@ -122,9 +114,9 @@ pub struct PushService {
     /// gathered while one such push runs, and its wake-up.
     books_due: Mutex<Option<Option<std::collections::BTreeSet<Arc<str>>>>>,
     books_wake: tokio::sync::Notify,
-    /// What each CSM channel's ticks were last taken from, by channel and
-    /// its number (used under `ticking` only).
-    books_seen: Mutex<HashMap<Channel, (u64, BookSeen)>>,
+    /// What each channel's ticks were last taken from, by channel and its
+    /// number (used under `ticking` only).
+    seen: Mutex<HashMap<Channel, (u64, ChannelSeen)>>,
     next_connection: AtomicU64,
     next_channel: AtomicU64,
     connections: AtomicUsize,
@@ -157,7 +149,7 @@ impl PushService {
             ticking: Mutex::new(()),
             books_due: Mutex::new(None),
             books_wake: tokio::sync::Notify::new(),
-            books_seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
             next_channel: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
@@ -232,9 +224,8 @@ impl PushService {
         }
     }
 
-    /// A tick of `topic` on every channel with subscribers. CSM channels
-    /// tick from what changed in their book (see `push::book`); the shared
-    /// channels from their whole data.
+    /// A tick of `topic` on every channel with subscribers, each from what
+    /// changed in it since the topic's last tick (see `push::book`).
     pub fn tick(&self, topic: PushTopic) {
         let _ticking = self.ticking.lock().unwrap_or_else(|p| p.into_inner());
         let wanted: Vec<(Channel, u64, u64)> = self
@@ -247,18 +238,15 @@ impl PushService {
             return;
         }
         let snapshot = self.shared.snapshot();
-        let work: Vec<Tick> = {
-            let mut seen = self.books_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let work: Vec<Option<Changes>> = {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             // What a dropped channel showed goes with it.
             seen.retain(|c, (id, _)| wanted.iter().any(|(w, _, wid)| w == c && wid == id));
             wanted
                 .iter()
-                .map(|(channel, _, id)| match channel {
-                    Channel::Csm(csm) => {
-                        let (_, book) = seen.entry(channel.clone()).or_insert_with(|| (*id, BookSeen::default()));
-                        Tick::Book(book.changes(topic, &snapshot, csm))
-                    }
-                    _ => Tick::Whole(snapshot.channel_view(channel)),
+                .map(|(channel, _, id)| {
+                    let (_, seen) = seen.entry(channel.clone()).or_insert_with(|| (*id, ChannelSeen::default()));
+                    seen.changes(topic, &snapshot, channel)
                 })
                 .collect()
         };
@@ -269,12 +257,7 @@ impl PushService {
             if entry.generation != *generation || entry.subscribers.is_empty() {
                 continue;
             }
-            let message = match work {
-                Tick::Book(None) => None,
-                Tick::Book(Some(changes)) => entry.state.tick_book(topic, changes),
-                Tick::Whole(view) => entry.state.tick(topic, view),
-            };
-            if let Some(message) = message {
+            if let Some(message) = work.as_ref().and_then(|changes| entry.state.tick_changes(topic, changes)) {
                 Self::fan_out(channel, entry, &frame(&message), Kind::Update(entry.id, topic));
             }
         }

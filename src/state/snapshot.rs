@@ -74,21 +74,29 @@ impl Record {
 
     /// The account object of §3.1 at `now`, with its rank in its book.
     pub fn object(&self, rank: Option<usize>, now: Ts) -> Value {
+        let mut object = Map::new();
+        object.insert("account_id".into(), json!(&*self.id));
+        for name in SECTIONS {
+            object.insert(name.into(), self.section(name, rank, now));
+        }
+        Value::Object(object)
+    }
+
+    /// One section of the account object (`info`, `usage`, `tickets`,
+    /// `revenue`, `health`, `alerts`).
+    pub fn section(&self, name: &str, rank: Option<usize>, now: Ts) -> Value {
         let m = &self.metrics;
         let info = &self.info;
-        let components: Map<String, Value> =
-            COMPONENTS.iter().zip(m.health.components).map(|(name, v)| (name.to_string(), json!(round1(v)))).collect();
-        json!({
-            "account_id": &*self.id,
-            "info": {
+        match name {
+            "info" => json!({
                 "name": info.name,
                 "csm_id": info.csm_id.as_deref(),
                 "segment": &*info.segment,
                 "region": &*info.region,
                 "seats": info.seats,
                 "renewal_date": info.renewal_date.map(format_date),
-            },
-            "usage": {
+            }),
+            "usage" => json!({
                 "active_users_7d": m.active_users_7d,
                 "active_users_30d": m.active_users_30d,
                 "usage_events_7d": m.usage_events_7d,
@@ -96,8 +104,8 @@ impl Record {
                 "drop_ratio": m.drop_ratio(),
                 "features_30d": m.features_30d,
                 "last_activity": instant(self.last_activity),
-            },
-            "tickets": {
+            }),
+            "tickets" => json!({
                 "open_p1": m.open[0],
                 "open_p2": m.open[1],
                 "open_p3": m.open[2],
@@ -107,21 +115,32 @@ impl Record {
                 "sla_breached": m.sla_breached,
                 "csat_avg_90d": m.csat_avg(),
                 "csat_count_90d": m.csat.count,
-            },
-            "revenue": {
+            }),
+            "revenue" => json!({
                 "arr": money(m.arr),
                 "days_to_renewal": self.days_to_renewal(now),
-            },
-            "health": {
-                "score": round1(m.health.score),
-                "tier": m.health.tier.as_str(),
-                "components": components,
-                "rank": rank,
-            },
-            "alerts": {"critical": self.alerts[0], "warning": self.alerts[1]},
-        })
+            }),
+            "health" => {
+                let components: Map<String, Value> = COMPONENTS
+                    .iter()
+                    .zip(m.health.components)
+                    .map(|(name, v)| (name.to_string(), json!(round1(v))))
+                    .collect();
+                json!({
+                    "score": round1(m.health.score),
+                    "tier": m.health.tier.as_str(),
+                    "components": components,
+                    "rank": rank,
+                })
+            }
+            "alerts" => json!({"critical": self.alerts[0], "warning": self.alerts[1]}),
+            other => unreachable!("no account section {other}"),
+        }
     }
 }
+
+/// The sections of an account object, in the order it lists them.
+pub const SECTIONS: [&str; 6] = ["info", "usage", "tickets", "revenue", "health", "alerts"];
 
 fn instant(ts: Option<Ts>) -> Value {
     ts.map_or(Value::Null, |t| Value::String(format_rfc3339(t)))
@@ -229,6 +248,35 @@ impl Snapshot {
     /// The account's `csm_id`, if the account exists (for access checks).
     pub fn account_owner(&self, account_id: &str) -> Option<Option<&str>> {
         Some(self.accounts.get(account_id)?.info.csm_id.as_deref())
+    }
+
+    pub fn portfolio(&self) -> &Arc<Value> {
+        &self.portfolio
+    }
+
+    pub fn unassigned(&self) -> &Arc<Value> {
+        &self.unassigned
+    }
+
+    pub fn segments(&self) -> &Kpis {
+        &self.segments
+    }
+
+    pub fn regions(&self) -> &Kpis {
+        &self.regions
+    }
+
+    pub fn csms(&self) -> &Kpis {
+        &self.csms
+    }
+
+    /// The analyst channel's `features` map.
+    pub fn features(&self) -> &Arc<Value> {
+        &self.features
+    }
+
+    pub fn histogram(&self) -> [i64; 10] {
+        self.histogram
     }
 
     /// The rendered KPI object of a CSM's scope, if it holds accounts.
