@@ -15,6 +15,7 @@ pub mod event;
 pub mod exact;
 pub mod http;
 pub mod ingest;
+pub mod lead;
 pub mod push;
 pub mod state;
 pub mod telemetry;

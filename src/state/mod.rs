@@ -323,6 +323,9 @@ pub struct Engine {
     /// `Alerting::generation` as of the last barrier.
     #[serde(skip)]
     alerts_published: u64,
+    /// Asked before scope-level rules are evaluated (SPEC §12).
+    #[serde(skip)]
+    leadership: crate::lead::Leadership,
 }
 
 /// Work held back while one event is folded: the accounts that time alone
@@ -387,6 +390,7 @@ impl Engine {
             published: snapshot::Snapshot::default(),
             records: Vec::new(),
             alerts_published: 0,
+            leadership: crate::lead::Leadership::sole(),
         }
     }
 
@@ -430,6 +434,15 @@ impl Engine {
     /// Condition alerts firing now.
     pub fn firing_alerts(&self) -> impl Iterator<Item = &Alert> {
         self.alerting.firing()
+    }
+
+    /// The handle scope-level rules ask before they are evaluated: while
+    /// this instance does not lead, portfolio, segment and CSM rules are
+    /// not evaluated (account rules, which belong to the partition's owner,
+    /// are); once it leads again, each scope's rules are evaluated at its
+    /// next change.
+    pub fn set_leadership(&mut self, leadership: crate::lead::Leadership) {
+        self.leadership = leadership;
     }
 
     pub fn config(&self) -> &StateConfig {
@@ -701,8 +714,9 @@ impl Engine {
         accounts.clear();
         self.pending.accounts = accounts;
         let now = self.watermark.expect("evaluated at a watermark");
-        let Engine { scopes, pending, alerting, .. } = self;
-        let rules = |kind| alerting.has_rules_for(kind);
+        let Engine { scopes, pending, alerting, leadership, .. } = self;
+        let leads = leadership.leads();
+        let rules = |kind| leads && alerting.has_rules_for(kind);
         let (portfolio, segments, csms) =
             (rules(ScopeKind::Portfolio), rules(ScopeKind::Segment), rules(ScopeKind::Csm));
         let mut evaluate = |kind, id: &str, scope: &Scope| {
