@@ -27,6 +27,7 @@ use serde_json::json;
 mod broker;
 mod produce;
 mod push;
+mod rest;
 mod restart;
 mod swarm;
 mod tick;
@@ -107,6 +108,8 @@ enum Scenario {
     /// In-process: push tick cost with every CSM channel subscribed while
     /// a share of the accounts changes, change-driven vs whole data.
     Tick(tick::TickArgs),
+    /// REST snapshot latency while `cspulse demo` folds a live stream.
+    Rest(rest::RestArgs),
     /// A mock cluster in a process of its own, for `--brokers`: prints its
     /// bootstrap address and serves for `--seconds` (or until killed).
     Broker {
@@ -154,6 +157,9 @@ fn main() -> anyhow::Result<()> {
         Scenario::Slow(a) => push::slow(a, runs),
         Scenario::Alerts(a) => push::alerts(a, runs),
         Scenario::Tick(a) => tick::tick(a),
+        Scenario::Rest(a) => {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(rest::rest(a))
+        }
         Scenario::Broker { partitions, core, seconds } => broker::serve(partitions, core, seconds),
         Scenario::Produce(a) => produce::produce(a, runs),
         Scenario::Swarm(a) => swarm::run(a),
@@ -792,6 +798,9 @@ fn memory_once(accounts: usize, users: usize, store_spec: Option<String>) -> any
             eprintln!("{u} users folded, RSS {} MiB", rss_kib("VmRSS:") / 1024);
         }
     }
+    // What readers see is held too: the published snapshot (every
+    // account's record, the rendered KPI objects), as a running server has.
+    let _published = engine.publish();
     let folded = t.elapsed();
     let rss = rss_kib("VmRSS:");
     let peak = rss_kib("VmHWM:");

@@ -139,7 +139,7 @@ pub fn tick(args: TickArgs) -> anyhow::Result<()> {
             now += MICROS_PER_SEC / 4 / per_tick as i64;
             event += 1;
             let a = rng.random_range(0..args.accounts);
-            let action = if event % 2 == 0 { "opened" } else { "resolved" };
+            let action = if event.is_multiple_of(2) { "opened" } else { "resolved" };
             fold(
                 &mut engine,
                 Topic::Tickets,

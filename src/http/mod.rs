@@ -265,7 +265,7 @@ async fn channel(
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     query: Result<Query<TokenQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let (Path(name), Query(query)) = (path?, query?);
     let who = principal(&state, &headers, &query)?;
     let channel = Channel::parse(&name)
@@ -277,8 +277,8 @@ async fn channel(
             format!("role {} may not read {channel}", who.role.as_str()),
         ));
     }
-    let data = state.shared.snapshot().channel_view(&channel);
-    Ok(Json(data))
+    let body = state.shared.snapshot().channel_json(&channel);
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// `GET /api/v1/alerts?state=firing`: the firing alerts the caller may see

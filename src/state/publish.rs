@@ -104,7 +104,20 @@ impl Engine {
     fn snapshot_and_records(&self) -> (Snapshot, Vec<Arc<Record>>) {
         let mut copy = Snapshot { barrier: self.published.barrier, ..Snapshot::default() };
         let version = copy.barrier + 1;
-        let records: Vec<Arc<Record>> = (0..self.slots.len() as u32).map(|i| self.record_of(i, version)).collect();
+        // Every account's record, on every core (a restore publishes all).
+        let n = self.slots.len();
+        let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(n / 4096 + 1);
+        let chunk = n.div_ceil(threads.max(1)).max(1);
+        let records: Vec<Arc<Record>> = std::thread::scope(|s| {
+            let parts: Vec<_> = (0..n)
+                .step_by(chunk)
+                .map(|from| {
+                    let to = (from + chunk).min(n);
+                    s.spawn(move || (from..to).map(|i| self.record_of(i as u32, version)).collect::<Vec<_>>())
+                })
+                .collect();
+            parts.into_iter().flat_map(|p| p.join().expect("record threads do not panic")).collect()
+        });
         copy.accounts = records.iter().map(|r| (smol_str::SmolStr::new(&*r.id), r.clone())).collect();
         copy.books = self
             .books

@@ -350,6 +350,66 @@ impl Snapshot {
     }
 }
 
+/// A keyed KPI map serialised straight from the snapshot's objects.
+struct KeyedRef<'a>(&'a Kpis);
+
+impl serde::Serialize for KeyedRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (&**k, &**v)))
+    }
+}
+
+impl Snapshot {
+    /// The data of a channel as JSON text: the shared channels are written
+    /// straight from the snapshot's rendered objects, without assembling
+    /// (copying) them into one value first (what REST answers).
+    pub fn channel_json(&self, channel: &Channel) -> String {
+        #[derive(serde::Serialize)]
+        struct Executive<'a> {
+            as_of: Value,
+            portfolio: &'a Value,
+            segments: KeyedRef<'a>,
+        }
+        #[derive(serde::Serialize)]
+        struct Manager<'a> {
+            as_of: Value,
+            csms: KeyedRef<'a>,
+            unassigned: &'a Value,
+        }
+        #[derive(serde::Serialize)]
+        struct Analyst<'a> {
+            as_of: Value,
+            portfolio: &'a Value,
+            segments: KeyedRef<'a>,
+            regions: KeyedRef<'a>,
+            features: &'a Value,
+            health_histogram: [i64; 10],
+        }
+        let text = match channel {
+            Channel::Executive => serde_json::to_string(&Executive {
+                as_of: self.as_of(),
+                portfolio: &self.portfolio,
+                segments: KeyedRef(&self.segments),
+            }),
+            Channel::Manager => serde_json::to_string(&Manager {
+                as_of: self.as_of(),
+                csms: KeyedRef(&self.csms),
+                unassigned: &self.unassigned,
+            }),
+            Channel::Analyst => serde_json::to_string(&Analyst {
+                as_of: self.as_of(),
+                portfolio: &self.portfolio,
+                segments: KeyedRef(&self.segments),
+                regions: KeyedRef(&self.regions),
+                features: &self.features,
+                health_histogram: self.histogram,
+            }),
+            Channel::Csm(_) => serde_json::to_string(&self.channel_view(channel)),
+        };
+        text.expect("JSON values serialise")
+    }
+}
+
 fn keyed(kpis: &Kpis) -> Value {
     Value::Object(kpis.iter().map(|(k, v)| (k.to_string(), Value::clone(v))).collect())
 }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::health::Weights;
 use super::naive::{NaiveModel, NaiveOutcome};
+use super::view::Channel;
 use super::{Engine, Input, Outcome, StateConfig};
 use crate::event::Topic;
 use crate::exact::Decimal;
@@ -274,7 +275,12 @@ fn run_and_compare(msgs: &[Msg], cfg: StateConfig) -> Result<(), TestCaseError> 
         // the input): the snapshot built from what changed since the last
         // one equals the recompute too.
         if (i + m.payload.len()) % 3 != 1 || i + 1 == msgs.len() {
-            let published = engine.publish().all_views();
+            let snapshot = engine.publish();
+            for channel in [Channel::Executive, Channel::Manager, Channel::Analyst] {
+                let text: Value = serde_json::from_str(&snapshot.channel_json(&channel)).unwrap();
+                prop_assert_eq!(&text, &snapshot.channel_view(&channel), "{} as JSON text", channel);
+            }
+            let published = snapshot.all_views();
             if let Err(diff) = same(&published, &want, "") {
                 return Err(TestCaseError::fail(format!(
                     "published after message {i} ({}): {diff}",
@@ -604,4 +610,47 @@ proptest! {
         prop_assert_eq!(batched.all_views(), single.all_views());
         prop_assert_eq!(batched.take_alerts(), single.take_alerts());
     }
+}
+
+/// Scope rules are asked of the leadership handle (SPEC §12): a follower
+/// evaluates account rules only; once it leads, the next change of a scope
+/// evaluates that scope's rules.
+#[test]
+fn scope_rules_wait_for_leadership() {
+    let leadership = crate::lead::Leadership::follower();
+    let mut engine = Engine::new(StateConfig::default());
+    engine.set_leadership(leadership.clone());
+    let start = parse_rfc3339("2026-03-02T00:00:00Z").unwrap();
+    let mut offset = 0;
+    let mut fold = |engine: &mut Engine, topic: Topic, body: Value| {
+        let payload = serde_json::to_vec(&body).unwrap();
+        let outcome = engine.fold(&Input { topic, partition: 0, offset, payload: &payload, wall: start + days(1) });
+        assert_eq!(outcome, Outcome::Accepted, "{body}");
+        offset += 1;
+    };
+    let ts = |m: i64| format_rfc3339(start + m * MICROS_PER_MIN);
+    fold(&mut engine, Topic::Accounts, json!({"event_id": "u1", "ts": ts(0), "account_id": "acme", "csm_id": "c1"}));
+    fold(
+        &mut engine,
+        Topic::Revenue,
+        json!({"event_id": "r1", "ts": ts(1), "account_id": "acme", "kind": "new", "arr": 1000}),
+    );
+    let names = |engine: &mut Engine| engine.take_alerts().into_iter().map(|a| a.rule.clone()).collect::<Vec<_>>();
+    let followed = names(&mut engine);
+    assert!(!followed.is_empty(), "account rules fire on a follower");
+    assert!(!followed.iter().any(|r| r == "portfolio_at_risk"), "no scope rule on a follower: {followed:?}");
+    leadership.won(7);
+    assert_eq!(leadership.term(), Some(7));
+    fold(
+        &mut engine,
+        Topic::Revenue,
+        json!({"event_id": "r2", "ts": ts(2), "account_id": "acme", "kind": "expansion", "arr": 2000}),
+    );
+    let led = names(&mut engine);
+    assert!(
+        led.iter().any(|r| r == "portfolio_at_risk"),
+        "the leader evaluates the portfolio at its next change: {led:?}"
+    );
+    leadership.lost();
+    assert_eq!(leadership.term(), None);
 }

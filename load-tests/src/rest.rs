@@ -1,0 +1,140 @@
+//! `rest`: latency of REST snapshot reads while the engine folds a live
+//! stream (SPEC §7; readers never wait for the fold).
+//!
+//! Runs `cspulse demo` (embedded broker, synthetic portfolio streaming at
+//! `--rate`), waits until the history is folded and the live stream runs,
+//! then makes `--requests` sequential reads of `/api/v1/channels/manager`
+//! on one keep-alive connection, each followed by a `/healthz` on the same
+//! connection: the floor (same server, same socket, no state read).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::Command;
+
+#[derive(clap::Args)]
+pub struct RestArgs {
+    #[arg(long, default_value_t = 20_000)]
+    accounts: usize,
+    #[arg(long, default_value_t = 400)]
+    csms: usize,
+    /// Live events per second produced by the demo.
+    #[arg(long, default_value_t = 3000.0)]
+    rate: f64,
+    #[arg(long, default_value_t = 300)]
+    requests: usize,
+    /// Seconds of live stream before measuring.
+    #[arg(long, default_value_t = 20)]
+    settle: u64,
+}
+
+/// One HTTP/1.1 GET on a kept-alive connection; returns the body length.
+async fn get(stream: &mut BufReader<TcpStream>, path: &str, token: &str) -> anyhow::Result<usize> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n");
+    stream.get_mut().write_all(request.as_bytes()).await?;
+    let mut line = String::new();
+    stream.read_line(&mut line).await?;
+    if !line.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {}", line.trim());
+    }
+    let mut length = None;
+    loop {
+        line.clear();
+        stream.read_line(&mut line).await?;
+        let l = line.trim();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = Some(v.trim().parse::<usize>()?);
+        }
+    }
+    let n = length.context("no content-length")?;
+    let mut body = vec![0; n];
+    stream.read_exact(&mut body).await?;
+    Ok(n)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+pub async fn rest(args: RestArgs) -> anyhow::Result<()> {
+    let bin = crate::push::server_bin_at(None)?;
+    let port = crate::push::free_port()?;
+    let mut child = Command::new(&bin)
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--accounts", &args.accounts.to_string(), "--csms", &args.csms.to_string()])
+        .args(["--rate", &args.rate.to_string()])
+        .env("CSPULSE__LOG__LEVEL", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawn cspulse demo")?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let started = Instant::now();
+    let token = loop {
+        let line = tokio::time::timeout(Duration::from_secs(600), lines.next_line())
+            .await
+            .context("the demo printed no banner")??
+            .context("the demo exited")?;
+        if line.trim_start().starts_with("manager") && line.contains("token=") {
+            break line.split("token=").nth(1).context("token")?.trim().to_owned();
+        }
+    };
+    eprintln!(
+        "demo up in {:.1} s; live stream for {} s before measuring",
+        started.elapsed().as_secs_f64(),
+        args.settle
+    );
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
+    let mut stream = BufReader::new(TcpStream::connect(("127.0.0.1", port)).await?);
+    stream.get_mut().set_nodelay(true)?;
+    let (mut reads, mut floor) = (Vec::new(), Vec::new());
+    let mut bytes = 0;
+    for _ in 0..args.requests {
+        let t = Instant::now();
+        bytes = get(&mut stream, "/api/v1/channels/manager", &token).await?;
+        reads.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        get(&mut stream, "/healthz", &token).await?;
+        floor.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let _ = child.kill().await;
+    for v in [&mut reads, &mut floor] {
+        v.sort_by(f64::total_cmp);
+    }
+    let stat = |v: &[f64]| json!({"p50": percentile(v, 0.5), "p99": percentile(v, 0.99), "max": v[v.len() - 1]});
+    let result = json!({
+        "accounts": args.accounts, "csms": args.csms, "rate": args.rate, "requests": args.requests,
+        "manager_bytes": bytes, "manager_ms": stat(&reads), "healthz_ms": stat(&floor),
+    });
+    println!(
+        "\nREST under ingest: {} accounts, {} CSMs, demo at {} events/s, {} sequential reads",
+        args.accounts, args.csms, args.rate, args.requests
+    );
+    println!(
+        "  GET /api/v1/channels/manager ({} KiB): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (goal p99 <= 5 ms)",
+        bytes / 1024,
+        percentile(&reads, 0.5),
+        percentile(&reads, 0.99),
+        reads[reads.len() - 1]
+    );
+    println!(
+        "  GET /healthz (floor):              p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&floor, 0.5),
+        percentile(&floor, 0.99),
+        floor[floor.len() - 1]
+    );
+    println!(
+        "reproduce: ./target/release/cspulse-load rest --accounts {} --csms {} --rate {} --requests {}",
+        args.accounts, args.csms, args.rate, args.requests
+    );
+    crate::write_results("rest", json!({"result": result, "machine": crate::machine()}))
+}
