@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod event;
 pub mod exact;
+pub mod fast;
 pub mod http;
 pub mod ingest;
 pub mod lead;

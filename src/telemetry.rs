@@ -11,7 +11,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::LogConfig;
 use crate::event::Topic;
-use crate::ingest::decode::Reason;
+use crate::event::decode::Reason;
 use crate::state::snapshot::Snapshot;
 
 /// Installs the tracing subscriber once; later calls are no-ops.

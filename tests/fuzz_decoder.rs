@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cspulse::event::Topic;
-use cspulse::ingest::decode::decode;
+use cspulse::event::decode::decode;
 use cspulse::state::view::Channel;
 use cspulse::state::{Engine, Input, StateConfig};
 use proptest::prelude::*;

@@ -13,8 +13,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use cspulse::event::Topic;
+use cspulse::event::decode::{Reason, Rejection, decode};
 use cspulse::ingest::dead_letter_record;
-use cspulse::ingest::decode::{Reason, Rejection, decode};
 use jsonschema::paths::{LazyLocation, Location};
 use jsonschema::{Draft, Keyword, Resource, ValidationError, ValidationOptions, Validator};
 use serde_json::{Map, Value};

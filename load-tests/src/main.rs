@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use cspulse::config::Config;
 use cspulse::demo::generator::{Generator, Message, PortfolioSpec};
 use cspulse::event::Topic;
-use cspulse::ingest::decode::decode;
+use cspulse::event::decode::decode;
 use cspulse::ingest::{BATCH, Ingest, Shared, TopicNames};
 use cspulse::state::{Engine, Input, StateConfig};
 use cspulse::time::{MICROS_PER_MIN, days, parse_rfc3339};

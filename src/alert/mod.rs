@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use siphasher::sip128::{Hasher128, SipHasher13};
 use smol_str::SmolStr;
 
-use crate::state::window::FastMap;
+use crate::fast::FastMap;
 use crate::time::{Ts, format_rfc3339};
 use rules::{ACCOUNT_METRICS, ConditionRule, KPI_METRICS};
 pub use rules::{MetricValue, Rules, ScopeKind, Severity};

@@ -1541,7 +1541,7 @@ mod tests {
     /// Asserts the SPEC §1 shape of one message, and that the engine's decoder
     /// accepts it.
     fn check_payload(m: &Message) {
-        if let Err(e) = crate::ingest::decode::decode(m.topic, &m.payload, 1 << 20) {
+        if let Err(e) = crate::event::decode::decode(m.topic, &m.payload, 1 << 20) {
             panic!("rejected by the decoder: {e}: {}", String::from_utf8_lossy(&m.payload));
         }
         let o = object(m);

@@ -27,7 +27,6 @@
 //! twice. Checkpoints persist those positions together with the state.
 
 pub mod align;
-pub mod decode;
 
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -51,10 +50,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::alert::Alert;
 use crate::config::{KafkaConfig, TopicsConfig};
+use crate::event::decode::{self, Rejection};
 use crate::event::{Event, Topic};
 use crate::state::snapshot::Snapshot;
 use crate::state::{Engine, Input, Outcome};
-use decode::Rejection;
 
 /// Largest dead-letter payload kept, in bytes of the `payload` string.
 pub const DEADLETTER_PAYLOAD_LIMIT: usize = 64 * 1024;

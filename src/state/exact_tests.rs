@@ -183,7 +183,7 @@ fn an_arr_beyond_the_maximum_is_a_schema_error() {
     let input = Input { topic: Topic::Revenue, partition: 0, offset: 0, payload, wall };
     match engine.fold(&input) {
         Outcome::Rejected(r) => {
-            assert_eq!(r.reason, crate::ingest::decode::Reason::Schema);
+            assert_eq!(r.reason, crate::event::decode::Reason::Schema);
             assert!(r.detail.starts_with("arr:"), "{r}");
         }
         other => panic!("accepted a hostile arr: {other:?}"),

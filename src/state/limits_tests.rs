@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::config::{Limits, OTHER_FEATURE};
 use super::{Engine, Input, LimitKind, Outcome, StateConfig};
 use crate::event::Topic;
-use crate::ingest::decode::Reason;
+use crate::event::decode::Reason;
 use crate::time::{MICROS_PER_SEC, Ts, days, format_rfc3339, parse_rfc3339};
 
 fn t0() -> Ts {

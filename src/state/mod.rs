@@ -39,8 +39,8 @@ use std::sync::Arc;
 
 use smol_str::SmolStr;
 
+use crate::event::decode::{Reason, Rejection, decode};
 use crate::event::{Body, Event, Topic};
-use crate::ingest::decode::{Reason, Rejection, decode};
 use crate::time::{Ts, days, format_rfc3339, quarter_start};
 
 use crate::alert::{AccountContext, Alert, Alerting, ScopeKind, Subject};

@@ -12,8 +12,8 @@ use num_bigint::BigInt;
 use num_rational::BigRational;
 use serde_json::{Value, json};
 
+use crate::event::decode::{Reason, decode};
 use crate::event::{Body, Priority, RevenueKind, TicketAction, Topic};
-use crate::ingest::decode::{Reason, decode};
 use crate::state::config::{OTHER_FEATURE, StateConfig};
 use crate::time::{Ts, days, format_date, format_rfc3339, quarter_start, utc_day};
 

@@ -14,7 +14,7 @@
 //! (a ts-ordered map of items; the latest sightings in ts order), so state
 //! written by earlier versions restores unchanged.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
@@ -250,7 +250,7 @@ pub enum Touch {
 /// Hash maps of the fold: foldhash is several times faster than SipHash on
 /// short keys and is seeded per process, so crafted ids cannot force
 /// collisions.
-pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub use crate::fast::FastMap;
 
 /// A key of a `LatestSeen`: small and copyable.
 pub trait WindowKey: Hash + Eq + Copy {}
@@ -867,6 +867,7 @@ impl<'de, K: WindowKey + DeserializeOwned> Deserialize<'de> for LatestSeen<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn window_counts_long_and_short() {

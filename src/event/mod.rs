@@ -3,6 +3,8 @@
 //! Events borrow from the Kafka payload where they can; the fold copies only
 //! what it keeps.
 
+pub mod decode;
+
 use std::borrow::Cow;
 
 use crate::time::Ts;
