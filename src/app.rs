@@ -76,7 +76,7 @@ impl App {
             warn!("auth.insecure is set: every request is served without a token");
         }
         let (stop, _) = watch::channel(false);
-        let router = http::router(state, push.clone());
+        let router = http::router(state, crate::push::server::ws_route(push.clone()));
         let limits = http::serve::Limits {
             header_timeout: config.http.header_timeout.0,
             idle_timeout: config.http.idle_timeout.0,

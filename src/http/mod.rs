@@ -180,8 +180,9 @@ fn principal(state: &AppState, headers: &HeaderMap, query: &TokenQuery) -> Resul
     Ok(state.auth.verify(bearer(headers, query))?)
 }
 
-pub fn router(state: AppState, push: Arc<crate::push::server::PushService>) -> Router {
-    let ws = Router::new().route("/ws", get(crate::push::server::upgrade)).with_state(push);
+/// The HTTP API, with `more` routes (the WebSocket endpoint, which the push
+/// layer serves) under the same error handling.
+pub fn router(state: AppState, more: Router) -> Router {
     Router::new()
         .route("/", get(assets::index))
         .route("/index.html", get(assets::index))
@@ -195,7 +196,7 @@ pub fn router(state: AppState, push: Arc<crate::push::server::PushService>) -> R
         .route("/api/v1/alerts", get(alerts))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
-        .merge(ws)
+        .merge(more)
         .layer(axum::middleware::map_response(json_errors))
 }
 

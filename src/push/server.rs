@@ -591,6 +591,11 @@ pub fn routes(alert: &Alert) -> Vec<Channel> {
 }
 
 /// `GET /ws`: checks the origin, the token and the caps, then upgrades.
+/// The WebSocket endpoint, `/ws` (§6.1).
+pub fn ws_route(push: Arc<PushService>) -> axum::Router {
+    axum::Router::new().route("/ws", axum::routing::get(upgrade)).with_state(push)
+}
+
 pub async fn upgrade(
     State(service): State<Arc<PushService>>,
     headers: HeaderMap,
