@@ -32,6 +32,13 @@ pub struct Info {
     pub scope_version: u64,
 }
 
+impl Info {
+    /// Whole UTC days from `now` to the renewal date, if one is known.
+    pub fn days_to_renewal(&self, now: Ts) -> Option<i64> {
+        self.renewal_date.map(|d| d as i64 - crate::time::utc_day(now) as i64)
+    }
+}
+
 impl Default for Info {
     fn default() -> Self {
         Info {
@@ -914,6 +921,6 @@ impl Account {
 
     /// Whole days from `now`'s UTC date to the renewal date.
     pub fn days_to_renewal(&self, now: Ts) -> Option<i64> {
-        self.info.renewal_date.map(|d| d as i64 - crate::time::utc_day(now) as i64)
+        self.info.days_to_renewal(now)
     }
 }

@@ -41,6 +41,11 @@ impl Default for Dirty {
 }
 
 impl Dirty {
+    /// Nothing changed (right after a barrier).
+    fn clean() -> Self {
+        Dirty { all: false, any: false, ..Dirty::default() }
+    }
+
     pub fn scopes(&mut self, keys: ScopeKeys) {
         self.any = true;
         self.segments.push(keys.segment);
@@ -160,7 +165,7 @@ impl Engine {
             let (snapshot, records) = self.snapshot_and_records();
             self.published = snapshot;
             self.records = records.into_iter().map(Some).collect();
-            self.dirty = Dirty { all: false, any: false, ..Dirty::default() };
+            self.dirty = Dirty::clean();
             self.alerts_published = self.alerting.generation();
         } else {
             self.publish_changes();
@@ -170,7 +175,7 @@ impl Engine {
     }
 
     fn publish_changes(&mut self) {
-        let mut dirty = std::mem::replace(&mut self.dirty, Dirty { all: false, any: false, ..Dirty::default() });
+        let mut dirty = std::mem::replace(&mut self.dirty, Dirty::clean());
         let mut s = std::mem::take(&mut self.published);
         let version = s.barrier + 1;
         self.records.resize(self.slots.len(), None);

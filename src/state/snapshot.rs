@@ -63,7 +63,7 @@ impl Record {
     }
 
     pub fn days_to_renewal(&self, now: Ts) -> Option<i64> {
-        self.info.renewal_date.map(|d| d as i64 - crate::time::utc_day(now) as i64)
+        self.info.days_to_renewal(now)
     }
 
     fn priority_key(&self, now: Ts) -> PriorityKey<'_> {
@@ -304,32 +304,7 @@ impl Snapshot {
 
     /// The data of a channel (§6.2).
     pub fn channel_view(&self, channel: &Channel) -> Value {
-        match channel {
-            Channel::Executive => json!({
-                "as_of": self.as_of(),
-                "portfolio": *self.portfolio,
-                "segments": keyed(&self.segments),
-            }),
-            Channel::Manager => json!({
-                "as_of": self.as_of(),
-                "csms": keyed(&self.csms),
-                "unassigned": *self.unassigned,
-            }),
-            Channel::Analyst => json!({
-                "as_of": self.as_of(),
-                "portfolio": *self.portfolio,
-                "segments": keyed(&self.segments),
-                "regions": keyed(&self.regions),
-                "features": *self.features,
-                "health_histogram": self.histogram,
-            }),
-            Channel::Csm(id) => json!({
-                "as_of": self.as_of(),
-                "csm_id": id,
-                "kpis": self.csm_kpis(id),
-                "accounts": self.book_objects(id),
-            }),
-        }
+        serde_json::to_value(self.channel_data(channel)).expect("JSON values serialise")
     }
 
     /// Every view at once: the three shared channels, every CSM channel and
@@ -359,57 +334,68 @@ impl serde::Serialize for KeyedRef<'_> {
     }
 }
 
+/// The data of a channel, borrowed from the snapshot: written as JSON text
+/// (REST) or made into a value (push) without copying the rendered objects
+/// into one value first.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum ChannelData<'a> {
+    Executive {
+        as_of: Value,
+        portfolio: &'a Value,
+        segments: KeyedRef<'a>,
+    },
+    Manager {
+        as_of: Value,
+        csms: KeyedRef<'a>,
+        unassigned: &'a Value,
+    },
+    Analyst {
+        as_of: Value,
+        portfolio: &'a Value,
+        segments: KeyedRef<'a>,
+        regions: KeyedRef<'a>,
+        features: &'a Value,
+        health_histogram: [i64; 10],
+    },
+    Csm {
+        as_of: Value,
+        csm_id: &'a str,
+        kpis: Value,
+        accounts: Map<String, Value>,
+    },
+}
+
 impl Snapshot {
-    /// The data of a channel as JSON text: the shared channels are written
-    /// straight from the snapshot's rendered objects, without assembling
-    /// (copying) them into one value first (what REST answers).
-    pub fn channel_json(&self, channel: &Channel) -> String {
-        #[derive(serde::Serialize)]
-        struct Executive<'a> {
-            as_of: Value,
-            portfolio: &'a Value,
-            segments: KeyedRef<'a>,
-        }
-        #[derive(serde::Serialize)]
-        struct Manager<'a> {
-            as_of: Value,
-            csms: KeyedRef<'a>,
-            unassigned: &'a Value,
-        }
-        #[derive(serde::Serialize)]
-        struct Analyst<'a> {
-            as_of: Value,
-            portfolio: &'a Value,
-            segments: KeyedRef<'a>,
-            regions: KeyedRef<'a>,
-            features: &'a Value,
-            health_histogram: [i64; 10],
-        }
-        let text = match channel {
-            Channel::Executive => serde_json::to_string(&Executive {
+    fn channel_data<'a>(&'a self, channel: &'a Channel) -> ChannelData<'a> {
+        match channel {
+            Channel::Executive => ChannelData::Executive {
                 as_of: self.as_of(),
                 portfolio: &self.portfolio,
                 segments: KeyedRef(&self.segments),
-            }),
-            Channel::Manager => serde_json::to_string(&Manager {
-                as_of: self.as_of(),
-                csms: KeyedRef(&self.csms),
-                unassigned: &self.unassigned,
-            }),
-            Channel::Analyst => serde_json::to_string(&Analyst {
+            },
+            Channel::Manager => {
+                ChannelData::Manager { as_of: self.as_of(), csms: KeyedRef(&self.csms), unassigned: &self.unassigned }
+            }
+            Channel::Analyst => ChannelData::Analyst {
                 as_of: self.as_of(),
                 portfolio: &self.portfolio,
                 segments: KeyedRef(&self.segments),
                 regions: KeyedRef(&self.regions),
                 features: &self.features,
                 health_histogram: self.histogram,
-            }),
-            Channel::Csm(_) => serde_json::to_string(&self.channel_view(channel)),
-        };
-        text.expect("JSON values serialise")
+            },
+            Channel::Csm(id) => ChannelData::Csm {
+                as_of: self.as_of(),
+                csm_id: id,
+                kpis: self.csm_kpis(id),
+                accounts: self.book_objects(id),
+            },
+        }
     }
-}
 
-fn keyed(kpis: &Kpis) -> Value {
-    Value::Object(kpis.iter().map(|(k, v)| (k.to_string(), Value::clone(v))).collect())
+    /// The data of a channel as JSON text (what REST answers).
+    pub fn channel_json(&self, channel: &Channel) -> String {
+        serde_json::to_string(&self.channel_data(channel)).expect("JSON values serialise")
+    }
 }
