@@ -293,7 +293,7 @@ fn distinct_feature_events(count: usize, accounts: usize, end: i64) -> Vec<Messa
                 "account_id": account, "user_id": format!("visitor-{i}"), "feature": format!("/docs/page/{i}"),
             }))
             .expect("serializable");
-            Message { topic: Topic::Usage, key: account, payload }
+            Message { topic: Topic::Usage, key: account, payload, ts }
         })
         .collect()
 }

@@ -102,12 +102,14 @@ impl Default for PortfolioSpec {
     }
 }
 
-/// One message to produce: topic, key (the account id) and JSON payload.
+/// One message to produce: topic, key (the account id), JSON payload, and
+/// the event time the payload carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     pub topic: Topic,
     pub key: String,
     pub payload: Vec<u8>,
+    pub ts: Ts,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -346,17 +348,13 @@ fn priority_str(p: u8) -> &'static str {
     ["p1", "p2", "p3", "p4"][usize::from(p.clamp(1, 4)) - 1]
 }
 
-struct Stamped {
-    ts: Ts,
-    msg: Message,
-}
 
 /// Writes payloads and hands out event ids.
 struct Emitter {
     /// Part of every event id, so generators with other seeds never collide.
     tag: String,
     next_id: u64,
-    out: Vec<Stamped>,
+    out: Vec<Message>,
 }
 
 impl Emitter {
@@ -383,7 +381,7 @@ impl Emitter {
         } else {
             payload.push(b'}');
         }
-        self.out.push(Stamped { ts, msg: Message { topic, key: account_id.to_owned(), payload } });
+        self.out.push(Message { topic, key: account_id.to_owned(), payload, ts });
     }
 }
 
@@ -862,8 +860,8 @@ impl Generator {
 
     fn take_sorted(&mut self) -> Vec<Message> {
         let mut out = std::mem::take(&mut self.emit.out);
-        out.sort_by_key(|s| s.ts);
-        out.into_iter().map(|s| s.msg).collect()
+        out.sort_by_key(|m| m.ts);
+        out
     }
 
     /// Fixes renewal dates relative to `start` and schedules the renewals; the
