@@ -1,8 +1,10 @@
 //! cspulse: a streaming, real-time customer-success metrics engine.
 //!
 //! Data path (SPEC.md): `ingest` consumes and validates Kafka messages →
-//! `state` folds them into exact aggregates → `http` serves them. `config`,
-//! `auth` and `telemetry` sit beside; `demo` runs everything on one machine.
+//! `state` folds them into exact aggregates → `http` serves them. `event`
+//! (the input vocabulary) and `metric` (the catalogue of figures) are the
+//! words every layer shares. `config`, `auth` and `telemetry` sit beside;
+//! `demo` runs everything on one machine.
 
 pub mod alert;
 pub mod app;
@@ -17,6 +19,7 @@ pub mod fast;
 pub mod http;
 pub mod ingest;
 pub mod lead;
+pub mod metric;
 pub mod push;
 pub mod state;
 pub mod telemetry;

@@ -25,7 +25,7 @@ use smol_str::SmolStr;
 
 use crate::fast::FastMap;
 use crate::time::{Ts, format_rfc3339};
-use rules::{ACCOUNT_METRICS, ConditionRule, KPI_METRICS};
+use rules::ConditionRule;
 pub use rules::{MetricValue, Rules, ScopeKind, Severity};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -129,7 +129,7 @@ pub struct Subject<'a> {
     pub scope_id: &'a str,
     /// False when the scope no longer exists (its rules resolve).
     pub exists: bool,
-    /// The value of catalogue metric `i` (`ACCOUNT_METRICS` or `KPI_METRICS`).
+    /// The value of catalogue metric `i` (`metric::ACCOUNT` or `metric::KPI`).
     pub metric: &'a dyn Fn(usize) -> MetricValue,
     /// Who an account-scope alert is about; built only on a transition.
     pub account: Option<&'a dyn Fn() -> AccountContext>,
@@ -564,9 +564,6 @@ fn operand(o: &rules::Operand) -> String {
     }
 }
 
-/// Checks that the metric catalogues have the length the accessors expect.
-pub const CATALOGUE_SIZES: (usize, usize) = (ACCOUNT_METRICS.len(), KPI_METRICS.len());
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,7 +587,11 @@ mod tests {
         let mut a = Alerting::new(Rules::parse(&raw, &names).unwrap());
         let eval = |a: &mut Alerting, tier: &'static str, now| {
             let metric = move |i: usize| {
-                if ACCOUNT_METRICS[i].0 == "health.tier" { MetricValue::Str(tier.into()) } else { MetricValue::Null }
+                if crate::metric::ACCOUNT[i].id == crate::metric::AccountMetric::Tier {
+                    MetricValue::Str(tier.into())
+                } else {
+                    MetricValue::Null
+                }
             };
             let _ = &a.states;
             let s = Subject {
@@ -633,7 +634,11 @@ mod tests {
 
     fn firing_red(a: &mut Alerting, csm: Option<&str>, tier: &'static str, now: Ts) {
         let metric = move |i: usize| {
-            if ACCOUNT_METRICS[i].0 == "health.tier" { MetricValue::Str(tier.into()) } else { MetricValue::Null }
+            if crate::metric::ACCOUNT[i].id == crate::metric::AccountMetric::Tier {
+                MetricValue::Str(tier.into())
+            } else {
+                MetricValue::Null
+            }
         };
         let ctx = move || context(csm);
         let s = Subject {

@@ -6,7 +6,9 @@ use std::fmt;
 use serde_json::{Value, json};
 
 use crate::event::Topic;
-use crate::exact::{Decimal, Number};
+use crate::exact::Decimal;
+pub use crate::metric::MetricValue;
+use crate::metric::{ACCOUNT, KPI, Kind, position};
 use crate::time::Span;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -95,26 +97,6 @@ impl Op {
     }
 }
 
-/// A metric's value at evaluation time.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum MetricValue {
-    /// As reported, and exactly (rules decide on the exact value, §4).
-    Num(Number),
-    /// Static for enumerations like the tier, owned for names and dates.
-    Str(std::borrow::Cow<'static, str>),
-    Null,
-}
-
-impl MetricValue {
-    pub fn to_json(&self) -> Value {
-        match self {
-            MetricValue::Num(n) => json!(n.approx),
-            MetricValue::Str(s) => json!(s),
-            MetricValue::Null => Value::Null,
-        }
-    }
-}
-
 /// The value a condition compares against (a number as the decimal it was
 /// written as).
 #[derive(Clone, Debug, PartialEq)]
@@ -122,90 +104,6 @@ pub enum Operand {
     Num(Decimal),
     Str(String),
 }
-
-/// Whether a metric is a number or a string (for validating operands).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Num,
-    Str,
-}
-
-/// Metrics of the account object (§3.1) that rules may read. `health.score`
-/// and the components are unrounded (§14).
-pub const ACCOUNT_METRICS: &[(&str, Kind)] = &[
-    ("info.name", Kind::Str),
-    ("info.csm_id", Kind::Str),
-    ("info.segment", Kind::Str),
-    ("info.region", Kind::Str),
-    ("info.seats", Kind::Num),
-    ("info.renewal_date", Kind::Str),
-    ("usage.active_users_7d", Kind::Num),
-    ("usage.active_users_30d", Kind::Num),
-    ("usage.usage_events_7d", Kind::Num),
-    ("usage.usage_events_prev_7d", Kind::Num),
-    ("usage.drop_ratio", Kind::Num),
-    ("usage.features_30d", Kind::Num),
-    ("usage.last_activity", Kind::Str),
-    ("tickets.open_p1", Kind::Num),
-    ("tickets.open_p2", Kind::Num),
-    ("tickets.open_p3", Kind::Num),
-    ("tickets.open_p4", Kind::Num),
-    ("tickets.open", Kind::Num),
-    ("tickets.escalated_open", Kind::Num),
-    ("tickets.sla_breached", Kind::Num),
-    ("tickets.csat_avg_90d", Kind::Num),
-    ("tickets.csat_count_90d", Kind::Num),
-    ("revenue.arr", Kind::Num),
-    ("revenue.days_to_renewal", Kind::Num),
-    ("health.score", Kind::Num),
-    ("health.tier", Kind::Str),
-    ("health.components.adoption", Kind::Num),
-    ("health.components.engagement", Kind::Num),
-    ("health.components.support", Kind::Num),
-    ("health.components.sentiment", Kind::Num),
-];
-
-/// Metrics of the KPI object (§3.2) that scope rules may read.
-pub const KPI_METRICS: &[(&str, Kind)] = &[
-    ("health.accounts", Kind::Num),
-    ("health.tiers.green.accounts", Kind::Num),
-    ("health.tiers.green.arr", Kind::Num),
-    ("health.tiers.yellow.accounts", Kind::Num),
-    ("health.tiers.yellow.arr", Kind::Num),
-    ("health.tiers.red.accounts", Kind::Num),
-    ("health.tiers.red.arr", Kind::Num),
-    ("health.at_risk_arr", Kind::Num),
-    ("health.at_risk_share", Kind::Num),
-    ("health.avg_score", Kind::Num),
-    ("usage.active_users_7d", Kind::Num),
-    ("usage.active_users_30d", Kind::Num),
-    ("usage.usage_events_7d", Kind::Num),
-    ("usage.adoption_rate", Kind::Num),
-    ("tickets.open.p1", Kind::Num),
-    ("tickets.open.p2", Kind::Num),
-    ("tickets.open.p3", Kind::Num),
-    ("tickets.open.p4", Kind::Num),
-    ("tickets.open.total", Kind::Num),
-    ("tickets.escalated_open", Kind::Num),
-    ("tickets.sla_breached", Kind::Num),
-    ("tickets.first_response_minutes.count", Kind::Num),
-    ("tickets.first_response_minutes.p50", Kind::Num),
-    ("tickets.first_response_minutes.p90", Kind::Num),
-    ("tickets.first_response_minutes.p99", Kind::Num),
-    ("tickets.csat_avg_90d", Kind::Num),
-    ("tickets.csat_count_90d", Kind::Num),
-    ("revenue.arr", Kind::Num),
-    ("revenue.paying_accounts", Kind::Num),
-    ("revenue.grr_qtd", Kind::Num),
-    ("revenue.nrr_qtd", Kind::Num),
-    ("revenue.grr_t12m", Kind::Num),
-    ("revenue.nrr_t12m", Kind::Num),
-    ("revenue.expansion_arr_qtd", Kind::Num),
-    ("revenue.contraction_arr_qtd", Kind::Num),
-    ("revenue.churned_arr_qtd", Kind::Num),
-    ("alerts.critical", Kind::Num),
-    ("alerts.warning", Kind::Num),
-];
 
 /// Event fields an event rule may match, per input topic.
 fn matchable(topic: Topic) -> &'static [&'static str] {
@@ -221,7 +119,7 @@ fn matchable(topic: Topic) -> &'static [&'static str] {
 pub struct Condition {
     /// The dotted path, as configured (also the key in an alert's `values`).
     pub path: String,
-    /// Index into `ACCOUNT_METRICS` or `KPI_METRICS`.
+    /// Index into the metric catalogue (`metric::ACCOUNT` or `metric::KPI`).
     pub metric: usize,
     pub op: Op,
     pub value: Operand,
@@ -400,18 +298,18 @@ impl Rules {
                 .and_then(Value::as_array)
                 .filter(|w| !w.is_empty())
                 .ok_or_else(|| err("when", "a non-empty list of conditions is required".into()))?;
-            let catalogue = if scope == ScopeKind::Account { ACCOUNT_METRICS } else { KPI_METRICS };
             let mut conditions = Vec::new();
             for (j, c) in when.iter().enumerate() {
                 let field = |f: &str| format!("when[{j}].{f}");
                 let path = c.get("metric").and_then(Value::as_str).unwrap_or_default();
-                let metric = catalogue.iter().position(|(p, _)| *p == path).ok_or_else(|| {
+                let found = if scope == ScopeKind::Account { position(ACCOUNT, path) } else { position(KPI, path) };
+                let metric = found.ok_or_else(|| {
                     err(&field("metric"), format!("unknown metric {path:?} for {} scope", scope.as_str()))
                 })?;
                 let op_s = c.get("op").and_then(Value::as_str).unwrap_or_default();
                 let op = Op::parse(op_s)
                     .ok_or_else(|| err(&field("op"), format!("{op_s:?} is not one of < <= > >= == !=")))?;
-                let kind = catalogue[metric].1;
+                let kind = if scope == ScopeKind::Account { ACCOUNT[metric].kind() } else { KPI[metric].kind() };
                 let value = match (c.get("value"), kind) {
                     (Some(Value::Number(n)), Kind::Num) => {
                         Operand::Num(Decimal::parse(&n.to_string()).map_err(|e| err(&field("value"), e))?)
@@ -440,6 +338,7 @@ impl Rules {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exact::Number;
 
     fn names() -> [String; 4] {
         Topic::ALL.map(|t| t.default_name().to_owned())

@@ -348,7 +348,6 @@ fn priority_str(p: u8) -> &'static str {
     ["p1", "p2", "p3", "p4"][usize::from(p.clamp(1, 4)) - 1]
 }
 
-
 /// Writes payloads and hands out event ids.
 struct Emitter {
     /// Part of every event id, so generators with other seeds never collide.

@@ -29,9 +29,6 @@ impl Tier {
     }
 }
 
-/// Components in the order adoption, engagement, support, sentiment.
-pub const COMPONENTS: [&str; 4] = ["adoption", "engagement", "support", "sentiment"];
-
 /// Health weights (§4) as configured decimals, and as integers of one
 /// common decimal scale, so the weighted sum is a ratio of integers.
 #[derive(Clone, Debug, PartialEq)]
@@ -199,10 +196,7 @@ fn weighted_big(c: &[Ratio; 4], w: &Weights) -> Exact {
     Exact::of_big(num, all * w.total)
 }
 
-/// Rounds half away from zero to one decimal, as scores are reported.
-pub fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
+pub use crate::metric::round1;
 
 #[cfg(test)]
 mod tests {

@@ -22,14 +22,15 @@ use serde_json::{Map, Value, json};
 use smol_str::SmolStr;
 
 use super::account::{Account, Info, Metrics};
-use super::health::{COMPONENTS, Tier, round1};
-use super::view::{Channel, kpi, money};
+use super::health::Tier;
+use super::view::{Channel, Facts, account_value, kpi};
 use super::{FoldStats, Progress};
 use crate::alert::Alert;
 use crate::event::Topic;
 use crate::exact::Exact;
+use crate::metric::{ACCOUNT, insert_at};
 use crate::state::window::FastMap;
-use crate::time::{Ts, format_date, format_rfc3339};
+use crate::time::{Ts, format_rfc3339};
 
 /// One account as of a barrier: what its object (§3.1) shows.
 #[derive(Clone, Debug)]
@@ -83,59 +84,27 @@ impl Record {
     }
 
     /// One section of the account object (`info`, `usage`, `tickets`,
-    /// `revenue`, `health`, `alerts`).
+    /// `revenue`, `health`, `alerts`): its figures from the catalogue, and
+    /// in `health` the account's `rank` in its book.
     pub fn section(&self, name: &str, rank: Option<usize>, now: Ts) -> Value {
-        let m = &self.metrics;
-        let info = &self.info;
-        match name {
-            "info" => json!({
-                "name": info.name,
-                "csm_id": info.csm_id.as_deref(),
-                "segment": &*info.segment,
-                "region": &*info.region,
-                "seats": info.seats,
-                "renewal_date": info.renewal_date.map(format_date),
-            }),
-            "usage" => json!({
-                "active_users_7d": m.active_users_7d,
-                "active_users_30d": m.active_users_30d,
-                "usage_events_7d": m.usage_events_7d,
-                "usage_events_prev_7d": m.usage_events_prev_7d,
-                "drop_ratio": m.drop_ratio(),
-                "features_30d": m.features_30d,
-                "last_activity": instant(self.last_activity),
-            }),
-            "tickets" => json!({
-                "open_p1": m.open[0],
-                "open_p2": m.open[1],
-                "open_p3": m.open[2],
-                "open_p4": m.open[3],
-                "open": m.open_total,
-                "escalated_open": m.escalated_open,
-                "sla_breached": m.sla_breached,
-                "csat_avg_90d": m.csat_avg(),
-                "csat_count_90d": m.csat.count,
-            }),
-            "revenue" => json!({
-                "arr": money(m.arr),
-                "days_to_renewal": self.days_to_renewal(now),
-            }),
-            "health" => {
-                let components: Map<String, Value> = COMPONENTS
-                    .iter()
-                    .zip(m.health.components)
-                    .map(|(name, v)| (name.to_string(), json!(round1(v))))
-                    .collect();
-                json!({
-                    "score": round1(m.health.score),
-                    "tier": m.health.tier.as_str(),
-                    "components": components,
-                    "rank": rank,
-                })
+        let facts = Facts {
+            info: &self.info,
+            metrics: &self.metrics,
+            last_activity: self.last_activity,
+            alerts: self.alerts,
+            now,
+        };
+        let mut section = Map::new();
+        for m in ACCOUNT {
+            let (of, path) = m.section();
+            if of == name {
+                insert_at(&mut section, path, account_value(m.id, &facts).to_view(m.unit, true));
             }
-            "alerts" => json!({"critical": self.alerts[0], "warning": self.alerts[1]}),
-            other => unreachable!("no account section {other}"),
         }
+        if name == "health" {
+            section.insert("rank".into(), json!(rank));
+        }
+        Value::Object(section)
     }
 }
 

@@ -355,12 +355,12 @@ fn replaying_the_same_input_gives_the_same_state() {
     assert_eq!(fold_all()["executive"]["portfolio"]["health"]["accounts"], json!(4));
 }
 
-/// Every metric a rule can name reads what the views show at the same path
-/// (scores and components unrounded, as §14 wants for rules).
+/// Every figure of the catalogue: a rule naming its path reads what the
+/// views show there (scores and components unrounded, as §14 wants for
+/// rules), and its exact value is the one it reports.
 #[test]
-fn rule_metrics_read_what_the_views_show() {
-    use crate::alert::MetricValue;
-    use crate::alert::rules::{ACCOUNT_METRICS, KPI_METRICS};
+fn catalogue_figures_read_what_the_views_show_exactly() {
+    use crate::metric::{ACCOUNT, KPI, MetricValue, Unit};
     use crate::state::health::round1;
 
     let specs: Vec<Spec> = proptest::strategy::ValueTree::current(
@@ -374,26 +374,37 @@ fn rule_metrics_read_what_the_views_show() {
     }
     let now = engine.watermark.unwrap();
     let at = |v: &Value, path: &str| path.split('.').fold(v.clone(), |v, k| v.get(k).cloned().unwrap_or(Value::Null));
-    let as_json = |m: &MetricValue, rounded: bool| match m {
+    let as_json = |m: &MetricValue, unit: Unit, rounded: bool| match m {
         MetricValue::Num(x) if rounded => json!(round1(x.approx)),
+        MetricValue::Num(x) if matches!(unit, Unit::Count | Unit::Days) => json!(x.approx as i64),
         other => other.to_json(),
+    };
+    // The reported number is the exact value, rounded once to f64.
+    let exact_agrees = |m: &MetricValue, path: &str| {
+        if let MetricValue::Num(x) = m {
+            let (e, a) = (x.exact.to_f64(), x.approx);
+            assert!((e - a).abs() <= 1e-12 * e.abs().max(1.0), "{path}: exact {e} reported {a}");
+        }
     };
     let mut compared = 0;
     for slot in &engine.slots {
         let view = engine.account_view(&slot.account.id).unwrap();
         let metrics = slot.account.metrics(now, &engine.cfg);
-        for (i, (path, _)) in ACCOUNT_METRICS.iter().enumerate() {
+        for (i, m) in ACCOUNT.iter().enumerate() {
             let value = super::view::account_metric(i, &slot.account, &metrics, now);
-            let rounded = path.starts_with("health.score") || path.starts_with("health.components");
-            same(&as_json(&value, rounded), &at(&view, path), path).unwrap();
+            let rounded = m.unit == Unit::Score;
+            same(&as_json(&value, m.unit, rounded), &at(&view, m.path), m.path).unwrap();
+            exact_agrees(&value, m.path);
             compared += 1;
         }
     }
     let scopes = std::iter::once(&engine.scopes.portfolio).chain(engine.scopes.segments.iter().map(|(_, s)| s));
     for scope in scopes {
         let view = super::view::kpi(scope);
-        for (i, (path, _)) in KPI_METRICS.iter().enumerate() {
-            same(&super::view::kpi_metric(i, scope).to_json(), &at(&view, path), path).unwrap();
+        for (i, m) in KPI.iter().enumerate() {
+            let value = super::view::kpi_metric(i, scope);
+            same(&as_json(&value, m.unit, false), &at(&view, m.path), m.path).unwrap();
+            exact_agrees(&value, m.path);
             compared += 1;
         }
     }

@@ -6,12 +6,11 @@ use std::fmt;
 use serde_json::{Map, Value, json};
 
 use super::Engine;
-use super::account::{Account, Metrics};
+use super::account::{Account, Info, Metrics};
 use super::health::Tier;
 use super::scope::{Scope, Wide};
-use crate::alert::MetricValue;
-use crate::alert::rules::{ACCOUNT_METRICS, KPI_METRICS};
 use crate::exact::{Number, Ratio};
+use crate::metric::{ACCOUNT, AccountMetric, KPI, KpiMetric, MetricValue, insert_at};
 use crate::time::{MICROS_PER_MIN, Ts, format_date, format_rfc3339};
 
 /// A push channel (§6.2).
@@ -56,70 +55,13 @@ pub fn money(cents: i64) -> Value {
     json!(cents as f64 / 100.0)
 }
 
-/// A 128-bit sum of cents as a JSON number of currency units.
-fn wide_money(cents: Wide) -> Value {
-    json!(cents.value() as f64 / 100.0)
-}
-
-fn ratio(num: i64, den: i64) -> Value {
-    if den > 0 { json!(num as f64 / den as f64) } else { Value::Null }
-}
-
-/// The KPI object of a scope (§3.2).
+/// The KPI object of a scope (§3.2): every figure of the catalogue at its path.
 pub fn kpi(scope: &Scope) -> Value {
-    let t = &scope.totals;
-    let tiers: Map<String, Value> = Tier::ALL
-        .iter()
-        .map(|tier| {
-            let i = tier.index();
-            (tier.as_str().to_owned(), json!({"accounts": t.tier_accounts[i], "arr": money(t.tier_arr[i])}))
-        })
-        .collect();
-    let red = Tier::Red.index();
-    let at_risk_share = if t.arr > 0 { t.tier_arr[red] as f64 / t.arr as f64 } else { 0.0 };
-    let avg_score = if t.accounts > 0 { json!(t.score_fixed as f64 / 1e9 / t.accounts as f64) } else { Value::Null };
-    let minutes =
-        |p| scope.first_response_percentile(p).map_or(Value::Null, |us| json!(us as f64 / MICROS_PER_MIN as f64));
-    json!({
-        "health": {
-            "accounts": t.accounts,
-            "tiers": tiers,
-            "at_risk_arr": money(t.tier_arr[red]),
-            "at_risk_share": at_risk_share,
-            "avg_score": avg_score,
-        },
-        "usage": {
-            "active_users_7d": t.active_users_7d,
-            "active_users_30d": t.active_users_30d,
-            "usage_events_7d": t.usage_events_7d,
-            "adoption_rate": ratio(t.adoption_hit, t.adoption_base),
-        },
-        "tickets": {
-            "open": {"p1": t.open[0], "p2": t.open[1], "p3": t.open[2], "p4": t.open[3], "total": t.open_total},
-            "escalated_open": t.escalated_open,
-            "sla_breached": t.sla_breached,
-            "first_response_minutes": {
-                "count": scope.first_response_count,
-                "p50": minutes(50),
-                "p90": minutes(90),
-                "p99": minutes(99),
-            },
-            "csat_avg_90d": ratio(t.csat_sum, t.csat_count),
-            "csat_count_90d": t.csat_count,
-        },
-        "revenue": {
-            "arr": money(t.arr),
-            "paying_accounts": t.paying,
-            "grr_qtd": t.qtd.grr(),
-            "nrr_qtd": t.qtd.nrr(),
-            "grr_t12m": t.t12m.grr(),
-            "nrr_t12m": t.t12m.nrr(),
-            "expansion_arr_qtd": wide_money(t.expansion_qtd),
-            "contraction_arr_qtd": wide_money(t.contraction_qtd),
-            "churned_arr_qtd": wide_money(t.churned_qtd),
-        },
-        "alerts": {"critical": t.alerts[0], "warning": t.alerts[1]},
-    })
+    let mut object = Map::new();
+    for m in KPI {
+        insert_at(&mut object, m.path, kpi_value(m.id, scope).to_view(m.unit, false));
+    }
+    Value::Object(object)
 }
 
 impl Engine {
@@ -161,252 +103,161 @@ fn avg_score(t: &super::scope::Totals) -> MetricValue {
     MetricValue::Num(Number::new(approx, Ratio::new(t.score_fixed as i128, t.accounts as u128 * 1_000_000_000)))
 }
 
-/// Reads one catalogue metric of an account.
-type AccountAccessor = fn(&Account, &Metrics, Ts) -> MetricValue;
-/// Reads one catalogue metric of a scope.
-type KpiAccessor = fn(&Scope) -> MetricValue;
+/// What an account's figures are read from: its state in the fold, or its
+/// record in a snapshot.
+#[derive(Clone, Copy)]
+pub struct Facts<'a> {
+    pub info: &'a Info,
+    pub metrics: &'a Metrics,
+    pub last_activity: Option<Ts>,
+    /// Firing condition alerts of account scope: critical, warning.
+    pub alerts: [u64; 2],
+    pub now: Ts,
+}
 
-/// Accessors aligned with `ACCOUNT_METRICS`, resolved by name once.
-static ACCOUNT_ACCESSORS: std::sync::LazyLock<Vec<AccountAccessor>> =
-    std::sync::LazyLock::new(|| ACCOUNT_METRICS.iter().map(|(path, _)| account_accessor(path)).collect());
-static KPI_ACCESSORS: std::sync::LazyLock<Vec<KpiAccessor>> =
-    std::sync::LazyLock::new(|| KPI_METRICS.iter().map(|(path, _)| kpi_accessor(path)).collect());
+impl<'a> Facts<'a> {
+    pub fn of(a: &'a Account, metrics: &'a Metrics, now: Ts) -> Self {
+        Facts { info: &a.info, metrics, last_activity: a.usage.last_activity, alerts: a.alerts, now }
+    }
+}
 
-/// The value of `ACCOUNT_METRICS[i]` for an account, as the account object
+/// The value of `metric::ACCOUNT[i]` for an account, as the account object
 /// shows it, except that scores and components are unrounded (§14).
 pub fn account_metric(i: usize, a: &Account, m: &Metrics, now: Ts) -> MetricValue {
-    ACCOUNT_ACCESSORS[i](a, m, now)
+    account_value(ACCOUNT[i].id, &Facts::of(a, m, now))
 }
 
-/// The value of `KPI_METRICS[i]` for a scope, as the KPI object shows it.
+/// The value of `metric::KPI[i]` for a scope, as the KPI object shows it.
 pub fn kpi_metric(i: usize, scope: &Scope) -> MetricValue {
-    KPI_ACCESSORS[i](scope)
+    kpi_value(KPI[i].id, scope)
 }
 
-fn account_accessor(path: &str) -> AccountAccessor {
-    fn n(v: u64) -> MetricValue {
-        MetricValue::Num(Number::new(v as f64, Ratio::int(v as i128)))
-    }
-    fn int(v: i64) -> MetricValue {
-        MetricValue::Num(Number::count(v))
-    }
-    fn component(m: &Metrics, i: usize) -> MetricValue {
-        MetricValue::Num(Number::new(m.health.components[i], m.health.exact_components[i]))
-    }
-    fn s(v: &str) -> MetricValue {
-        MetricValue::Str(v.to_owned().into())
-    }
-    match path {
-        "info.name" => |a, _, _| a.info.name.as_deref().map_or(MetricValue::Null, s),
-        "info.csm_id" => |a, _, _| a.info.csm_id.as_deref().map_or(MetricValue::Null, s),
-        "info.segment" => |a, _, _| s(&a.info.segment),
-        "info.region" => |a, _, _| s(&a.info.region),
-        "info.seats" => |a, _, _| n(a.info.seats),
-        "info.renewal_date" => {
-            |a, _, _| a.info.renewal_date.map_or(MetricValue::Null, |d| MetricValue::Str(format_date(d).into()))
-        }
-        "usage.active_users_7d" => |_, m, _| n(m.active_users_7d),
-        "usage.active_users_30d" => |_, m, _| n(m.active_users_30d),
-        "usage.usage_events_7d" => |_, m, _| n(m.usage_events_7d),
-        "usage.usage_events_prev_7d" => |_, m, _| n(m.usage_events_prev_7d),
-        "usage.drop_ratio" => |_, m, _| {
+fn count(v: u64) -> MetricValue {
+    MetricValue::Num(Number::new(v as f64, Ratio::int(v as i128)))
+}
+
+fn text(v: &str) -> MetricValue {
+    MetricValue::Str(v.to_owned().into())
+}
+
+/// Cents as currency units, exactly.
+fn cents(c: i128) -> MetricValue {
+    MetricValue::Num(Number::new(c as f64 / 100.0, Ratio::new(c, 100)))
+}
+
+/// `a / b`, null when `b` is 0.
+fn quotient(a: i64, b: i64) -> MetricValue {
+    if b > 0 { MetricValue::Num(Number::ratio(a, b)) } else { MetricValue::Null }
+}
+
+/// One figure of an account (§3.1), unrounded.
+pub fn account_value(id: AccountMetric, f: &Facts<'_>) -> MetricValue {
+    use AccountMetric as A;
+    let (info, m) = (f.info, f.metrics);
+    let component = |i: usize| MetricValue::Num(Number::new(m.health.components[i], m.health.exact_components[i]));
+    match id {
+        A::InfoName => info.name.as_deref().map_or(MetricValue::Null, text),
+        A::InfoCsmId => info.csm_id.as_deref().map_or(MetricValue::Null, text),
+        A::InfoSegment => text(&info.segment),
+        A::InfoRegion => text(&info.region),
+        A::InfoSeats => count(info.seats),
+        A::InfoRenewalDate => info.renewal_date.map_or(MetricValue::Null, |d| MetricValue::Str(format_date(d).into())),
+        A::ActiveUsers7d => count(m.active_users_7d),
+        A::ActiveUsers30d => count(m.active_users_30d),
+        A::UsageEvents7d => count(m.usage_events_7d),
+        A::UsageEventsPrev7d => count(m.usage_events_prev_7d),
+        A::DropRatio => {
             // 1 − cur/prev = (prev − cur)/prev exactly.
             let (prev, cur) = (m.usage_events_prev_7d as i128, m.usage_events_7d as i128);
             let exact = if prev > 0 { Ratio::new(prev - cur, prev as u128) } else { Ratio::ZERO };
             MetricValue::Num(Number::new(m.drop_ratio(), exact))
-        },
-        "usage.features_30d" => |_, m, _| n(m.features_30d),
-        "usage.last_activity" => {
-            |a, _, _| a.usage.last_activity.map_or(MetricValue::Null, |t| MetricValue::Str(format_rfc3339(t).into()))
         }
-        "tickets.open_p1" => |_, m, _| n(m.open[0]),
-        "tickets.open_p2" => |_, m, _| n(m.open[1]),
-        "tickets.open_p3" => |_, m, _| n(m.open[2]),
-        "tickets.open_p4" => |_, m, _| n(m.open[3]),
-        "tickets.open" => |_, m, _| n(m.open_total),
-        "tickets.escalated_open" => |_, m, _| n(m.escalated_open),
-        "tickets.sla_breached" => |_, m, _| n(m.sla_breached),
-        "tickets.csat_avg_90d" => |_, m, _| match m.csat_avg() {
+        A::Features30d => count(m.features_30d),
+        A::LastActivity => f.last_activity.map_or(MetricValue::Null, |t| MetricValue::Str(format_rfc3339(t).into())),
+        A::OpenP1 => count(m.open[0]),
+        A::OpenP2 => count(m.open[1]),
+        A::OpenP3 => count(m.open[2]),
+        A::OpenP4 => count(m.open[3]),
+        A::Open => count(m.open_total),
+        A::EscalatedOpen => count(m.escalated_open),
+        A::SlaBreached => count(m.sla_breached),
+        A::CsatAvg90d => match m.csat_avg() {
             Some(avg) => MetricValue::Num(Number::new(avg, Ratio::new(m.csat.sum as i128, m.csat.count as u128))),
             None => MetricValue::Null,
         },
-        "tickets.csat_count_90d" => |_, m, _| n(m.csat.count),
-        "revenue.arr" => |_, m, _| MetricValue::Num(Number::new(m.arr as f64 / 100.0, Ratio::of(m.arr, 100))),
-        "revenue.days_to_renewal" => |a, _, now| a.days_to_renewal(now).map_or(MetricValue::Null, int),
-        "health.score" => |_, m, _| MetricValue::Num(Number { approx: m.health.score, exact: m.health.exact.clone() }),
-        "health.tier" => |_, m, _| MetricValue::Str(m.health.tier.as_str().into()),
-        "health.components.adoption" => |_, m, _| component(m, 0),
-        "health.components.engagement" => |_, m, _| component(m, 1),
-        "health.components.support" => |_, m, _| component(m, 2),
-        "health.components.sentiment" => |_, m, _| component(m, 3),
-        other => unreachable!("account metric {other} has no accessor"),
+        A::CsatCount90d => count(m.csat.count),
+        A::Arr => cents(i128::from(m.arr)),
+        A::DaysToRenewal => {
+            info.days_to_renewal(f.now).map_or(MetricValue::Null, |d| MetricValue::Num(Number::count(d)))
+        }
+        A::Score => MetricValue::Num(Number { approx: m.health.score, exact: m.health.exact.clone() }),
+        A::Tier => MetricValue::Str(m.health.tier.as_str().into()),
+        A::Adoption => component(0),
+        A::Engagement => component(1),
+        A::Support => component(2),
+        A::Sentiment => component(3),
+        A::AlertsCritical => count(f.alerts[0]),
+        A::AlertsWarning => count(f.alerts[1]),
     }
 }
 
-fn kpi_accessor(path: &str) -> KpiAccessor {
-    fn n(v: i64) -> MetricValue {
-        MetricValue::Num(Number::count(v))
-    }
-    fn money(c: i64) -> MetricValue {
-        MetricValue::Num(Number::new(c as f64 / 100.0, Ratio::of(c, 100)))
-    }
-    fn wide(c: Wide) -> MetricValue {
-        let c = c.value();
-        MetricValue::Num(Number::new(c as f64 / 100.0, Ratio::new(c, 100)))
-    }
-    /// `a / b`, null when `b` is 0.
-    fn ratio(a: i64, b: i64) -> MetricValue {
-        if b > 0 { MetricValue::Num(Number::ratio(a, b)) } else { MetricValue::Null }
-    }
-    fn minutes(scope: &Scope, p: u64) -> MetricValue {
+/// One figure of a scope's KPI object (§3.2).
+pub fn kpi_value(id: KpiMetric, scope: &Scope) -> MetricValue {
+    use KpiMetric as K;
+    let t = &scope.totals;
+    let n = |v: i64| MetricValue::Num(Number::count(v));
+    let money = |c: i64| cents(i128::from(c));
+    let wide = |c: Wide| cents(c.value());
+    let minutes = |p: u64| {
         scope.first_response_percentile(p).map_or(MetricValue::Null, |us| {
             MetricValue::Num(Number::new(us as f64 / MICROS_PER_MIN as f64, Ratio::of(us, MICROS_PER_MIN)))
         })
-    }
-    const GREEN: usize = Tier::Green as usize;
-    const YELLOW: usize = Tier::Yellow as usize;
-    const RED: usize = Tier::Red as usize;
-    match path {
-        "health.accounts" => |sc| {
-            let t = &sc.totals;
-            n(t.accounts)
-        },
-        "health.tiers.green.accounts" => |sc| {
-            let t = &sc.totals;
-            n(t.tier_accounts[GREEN])
-        },
-        "health.tiers.green.arr" => |sc| {
-            let t = &sc.totals;
-            money(t.tier_arr[GREEN])
-        },
-        "health.tiers.yellow.accounts" => |sc| {
-            let t = &sc.totals;
-            n(t.tier_accounts[YELLOW])
-        },
-        "health.tiers.yellow.arr" => |sc| {
-            let t = &sc.totals;
-            money(t.tier_arr[YELLOW])
-        },
-        "health.tiers.red.accounts" => |sc| {
-            let t = &sc.totals;
-            n(t.tier_accounts[RED])
-        },
-        "health.tiers.red.arr" => |sc| {
-            let t = &sc.totals;
-            money(t.tier_arr[RED])
-        },
-        "health.at_risk_arr" => |sc| {
-            let t = &sc.totals;
-            money(t.tier_arr[RED])
-        },
-        "health.at_risk_share" => |sc| {
-            let t = &sc.totals;
-            if t.arr > 0 { ratio(t.tier_arr[RED], t.arr) } else { n(0) }
-        },
-        "health.avg_score" => |sc| {
-            let t = &sc.totals;
-            avg_score(t)
-        },
-        "usage.active_users_7d" => |sc| {
-            let t = &sc.totals;
-            n(t.active_users_7d)
-        },
-        "usage.active_users_30d" => |sc| {
-            let t = &sc.totals;
-            n(t.active_users_30d)
-        },
-        "usage.usage_events_7d" => |sc| {
-            let t = &sc.totals;
-            n(t.usage_events_7d)
-        },
-        "usage.adoption_rate" => |sc| {
-            let t = &sc.totals;
-            ratio(t.adoption_hit, t.adoption_base)
-        },
-        "tickets.open.p1" => |sc| {
-            let t = &sc.totals;
-            n(t.open[0])
-        },
-        "tickets.open.p2" => |sc| {
-            let t = &sc.totals;
-            n(t.open[1])
-        },
-        "tickets.open.p3" => |sc| {
-            let t = &sc.totals;
-            n(t.open[2])
-        },
-        "tickets.open.p4" => |sc| {
-            let t = &sc.totals;
-            n(t.open[3])
-        },
-        "tickets.open.total" => |sc| {
-            let t = &sc.totals;
-            n(t.open_total)
-        },
-        "tickets.escalated_open" => |sc| {
-            let t = &sc.totals;
-            n(t.escalated_open)
-        },
-        "tickets.sla_breached" => |sc| {
-            let t = &sc.totals;
-            n(t.sla_breached)
-        },
-        "tickets.first_response_minutes.count" => |sc| n(sc.first_response_count as i64),
-        "tickets.first_response_minutes.p50" => |sc| minutes(sc, 50),
-        "tickets.first_response_minutes.p90" => |sc| minutes(sc, 90),
-        "tickets.first_response_minutes.p99" => |sc| minutes(sc, 99),
-        "tickets.csat_avg_90d" => |sc| {
-            let t = &sc.totals;
-            ratio(t.csat_sum, t.csat_count)
-        },
-        "tickets.csat_count_90d" => |sc| {
-            let t = &sc.totals;
-            n(t.csat_count)
-        },
-        "revenue.arr" => |sc| {
-            let t = &sc.totals;
-            money(t.arr)
-        },
-        "revenue.paying_accounts" => |sc| {
-            let t = &sc.totals;
-            n(t.paying)
-        },
-        "revenue.grr_qtd" => |sc| {
-            let t = &sc.totals;
-            ratio(t.qtd.capped, t.qtd.start)
-        },
-        "revenue.nrr_qtd" => |sc| {
-            let t = &sc.totals;
-            ratio(t.qtd.current, t.qtd.start)
-        },
-        "revenue.grr_t12m" => |sc| {
-            let t = &sc.totals;
-            ratio(t.t12m.capped, t.t12m.start)
-        },
-        "revenue.nrr_t12m" => |sc| {
-            let t = &sc.totals;
-            ratio(t.t12m.current, t.t12m.start)
-        },
-        "revenue.expansion_arr_qtd" => |sc| {
-            let t = &sc.totals;
-            wide(t.expansion_qtd)
-        },
-        "revenue.contraction_arr_qtd" => |sc| {
-            let t = &sc.totals;
-            wide(t.contraction_qtd)
-        },
-        "revenue.churned_arr_qtd" => |sc| {
-            let t = &sc.totals;
-            wide(t.churned_qtd)
-        },
-        "alerts.critical" => |sc| {
-            let t = &sc.totals;
-            n(t.alerts[0])
-        },
-        "alerts.warning" => |sc| {
-            let t = &sc.totals;
-            n(t.alerts[1])
-        },
-        other => unreachable!("KPI metric {other} has no accessor"),
+    };
+    let (green, yellow, red) = (Tier::Green.index(), Tier::Yellow.index(), Tier::Red.index());
+    match id {
+        K::Accounts => n(t.accounts),
+        K::GreenAccounts => n(t.tier_accounts[green]),
+        K::GreenArr => money(t.tier_arr[green]),
+        K::YellowAccounts => n(t.tier_accounts[yellow]),
+        K::YellowArr => money(t.tier_arr[yellow]),
+        K::RedAccounts => n(t.tier_accounts[red]),
+        K::RedArr | K::AtRiskArr => money(t.tier_arr[red]),
+        // 0 when there is no ARR (§3.2), not null.
+        K::AtRiskShare => {
+            if t.arr > 0 {
+                quotient(t.tier_arr[red], t.arr)
+            } else {
+                n(0)
+            }
+        }
+        K::AvgScore => avg_score(t),
+        K::ActiveUsers7d => n(t.active_users_7d),
+        K::ActiveUsers30d => n(t.active_users_30d),
+        K::UsageEvents7d => n(t.usage_events_7d),
+        K::AdoptionRate => quotient(t.adoption_hit, t.adoption_base),
+        K::OpenP1 => n(t.open[0]),
+        K::OpenP2 => n(t.open[1]),
+        K::OpenP3 => n(t.open[2]),
+        K::OpenP4 => n(t.open[3]),
+        K::OpenTotal => n(t.open_total),
+        K::EscalatedOpen => n(t.escalated_open),
+        K::SlaBreached => n(t.sla_breached),
+        K::FirstResponseCount => n(scope.first_response_count as i64),
+        K::FirstResponseP50 => minutes(50),
+        K::FirstResponseP90 => minutes(90),
+        K::FirstResponseP99 => minutes(99),
+        K::CsatAvg90d => quotient(t.csat_sum, t.csat_count),
+        K::CsatCount90d => n(t.csat_count),
+        K::Arr => money(t.arr),
+        K::PayingAccounts => n(t.paying),
+        K::GrrQtd => quotient(t.qtd.capped, t.qtd.start),
+        K::NrrQtd => quotient(t.qtd.current, t.qtd.start),
+        K::GrrT12m => quotient(t.t12m.capped, t.t12m.start),
+        K::NrrT12m => quotient(t.t12m.current, t.t12m.start),
+        K::ExpansionArrQtd => wide(t.expansion_qtd),
+        K::ContractionArrQtd => wide(t.contraction_qtd),
+        K::ChurnedArrQtd => wide(t.churned_qtd),
+        K::AlertsCritical => n(t.alerts[0]),
+        K::AlertsWarning => n(t.alerts[1]),
     }
 }
