@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::{ChannelState, PushTopic, merge_diff, strip_nulls, take_sections};
-use crate::state::snapshot::{Kpis, Snapshot};
+use crate::state::snapshot::{Kpis, Rendered, Snapshot};
 use crate::state::view::Channel;
 use crate::time::{Ts, format_rfc3339, utc_day};
 
@@ -28,7 +28,7 @@ struct TopicSeen {
     day: Option<i32>,
     histogram: Option<[i64; 10]>,
     /// Rendered objects by key (portfolio, unassigned, kpis, features).
-    objects: HashMap<&'static str, Option<Arc<Value>>>,
+    objects: HashMap<&'static str, Option<Arc<Rendered>>>,
     /// Keyed KPI maps by key (segments, regions, csms).
     maps: HashMap<&'static str, Kpis>,
     book: Option<u64>,
@@ -75,7 +75,7 @@ impl TopicSeen {
         changes: &mut Changes,
         topic: PushTopic,
         key: &'static str,
-        current: Option<&Arc<Value>>,
+        current: Option<&Arc<Rendered>>,
         render: impl Fn() -> Value,
     ) {
         let same = match (self.objects.get(key), current) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::scope::{Scope, ScopeKeys, ScopeTable};
-use super::snapshot::{Book, Kpis, Record, Snapshot};
+use super::snapshot::{Book, Kpis, Record, Rendered, Snapshot};
 use super::view::kpi;
 use super::{Engine, distinct};
 
@@ -66,14 +66,14 @@ fn refresh_kpis(kpis: &mut Kpis, table: &ScopeTable, listed: &mut Vec<u32>) {
         if scope.is_empty() {
             kpis.remove(name);
         } else {
-            kpis.insert(name.clone(), Arc::new(kpi(scope)));
+            kpis.insert(name.clone(), Arc::new(Rendered::new(kpi(scope))));
         }
     }
     listed.clear();
 }
 
 fn all_kpis<'a>(scopes: impl Iterator<Item = (&'a Arc<str>, &'a Scope)>) -> Kpis {
-    scopes.map(|(name, scope)| (name.clone(), Arc::new(kpi(scope)))).collect()
+    scopes.map(|(name, scope)| (name.clone(), Arc::new(Rendered::new(kpi(scope))))).collect()
 }
 
 impl Engine {
@@ -144,10 +144,10 @@ impl Engine {
     /// unassigned scopes, the features, positions and counters.
     fn fill_scopes(&self, s: &mut Snapshot) {
         s.now = self.watermark;
-        s.portfolio = Arc::new(kpi(&self.scopes.portfolio));
-        s.unassigned = Arc::new(kpi(&self.scopes.unassigned));
+        s.portfolio = Arc::new(Rendered::new(kpi(&self.scopes.portfolio)));
+        s.unassigned = Arc::new(Rendered::new(kpi(&self.scopes.unassigned)));
         s.histogram = self.scopes.portfolio.totals.histogram;
-        s.features = Arc::new(self.features_view());
+        s.features = Arc::new(Rendered::new(self.features_view()));
         s.positions = Arc::new(self.partitions.clone());
         s.stats = Arc::new(self.stats.clone());
     }

@@ -125,8 +125,37 @@ pub struct Book {
     pub members: Vec<Arc<Record>>,
 }
 
+/// A rendered JSON object of a snapshot (a KPI object, the features map)
+/// and, once a reader asked for it, its JSON text: the REST answers of a
+/// barrier write each object's text once, however many read it, and copy
+/// it after that.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    value: Value,
+    text: std::sync::OnceLock<Box<serde_json::value::RawValue>>,
+}
+
+impl Rendered {
+    pub fn new(value: Value) -> Rendered {
+        Rendered { value, text: std::sync::OnceLock::new() }
+    }
+
+    /// The object as JSON text (written on the first call).
+    pub fn text(&self) -> &serde_json::value::RawValue {
+        self.text.get_or_init(|| serde_json::value::to_raw_value(&self.value).expect("JSON values serialise"))
+    }
+}
+
+impl std::ops::Deref for Rendered {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
 /// Rendered KPI objects by scope name (only scopes holding accounts).
-pub type Kpis = imbl::OrdMap<Arc<str>, Arc<Value>>;
+pub type Kpis = imbl::OrdMap<Arc<str>, Arc<Rendered>>;
 
 /// The state as of one publish barrier.
 #[derive(Clone, Debug, Default)]
@@ -136,13 +165,13 @@ pub struct Snapshot {
     pub now: Option<Ts>,
     pub(super) accounts: imbl::HashMap<SmolStr, Arc<Record>>,
     pub(super) books: imbl::OrdMap<Arc<str>, Arc<Book>>,
-    pub(super) portfolio: Arc<Value>,
-    pub(super) unassigned: Arc<Value>,
+    pub(super) portfolio: Arc<Rendered>,
+    pub(super) unassigned: Arc<Rendered>,
     pub(super) segments: Kpis,
     pub(super) regions: Kpis,
     pub(super) csms: Kpis,
     /// The analyst channel's `features` map.
-    pub(super) features: Arc<Value>,
+    pub(super) features: Arc<Rendered>,
     pub(super) histogram: [i64; 10],
     /// Condition alerts firing at the barrier.
     pub(super) alerts: Arc<[Alert]>,
@@ -219,11 +248,11 @@ impl Snapshot {
         Some(self.accounts.get(account_id)?.info.csm_id.as_deref())
     }
 
-    pub fn portfolio(&self) -> &Arc<Value> {
+    pub fn portfolio(&self) -> &Arc<Rendered> {
         &self.portfolio
     }
 
-    pub fn unassigned(&self) -> &Arc<Value> {
+    pub fn unassigned(&self) -> &Arc<Rendered> {
         &self.unassigned
     }
 
@@ -240,7 +269,7 @@ impl Snapshot {
     }
 
     /// The analyst channel's `features` map.
-    pub fn features(&self) -> &Arc<Value> {
+    pub fn features(&self) -> &Arc<Rendered> {
         &self.features
     }
 
@@ -249,7 +278,7 @@ impl Snapshot {
     }
 
     /// The rendered KPI object of a CSM's scope, if it holds accounts.
-    pub fn csm_scope(&self, csm_id: &str) -> Option<&Arc<Value>> {
+    pub fn csm_scope(&self, csm_id: &str) -> Option<&Arc<Rendered>> {
         self.csms.get(csm_id)
     }
 
@@ -273,7 +302,7 @@ impl Snapshot {
 
     /// The data of a channel (§6.2).
     pub fn channel_view(&self, channel: &Channel) -> Value {
-        serde_json::to_value(self.channel_data(channel)).expect("JSON values serialise")
+        serde_json::to_value(self.channel_data(channel, false)).expect("JSON values serialise")
     }
 
     /// Every view at once: the three shared channels, every CSM channel and
@@ -294,12 +323,29 @@ impl Snapshot {
     }
 }
 
+/// A rendered object as a channel's data carries it: as its JSON text
+/// (REST) or as its value (push, which diffs values).
+#[derive(Clone, Copy)]
+struct Shown<'a> {
+    object: &'a Rendered,
+    text: bool,
+}
+
+impl serde::Serialize for Shown<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.text { self.object.text().serialize(s) } else { self.object.value.serialize(s) }
+    }
+}
+
 /// A keyed KPI map serialised straight from the snapshot's objects.
-struct KeyedRef<'a>(&'a Kpis);
+struct KeyedRef<'a> {
+    kpis: &'a Kpis,
+    text: bool,
+}
 
 impl serde::Serialize for KeyedRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(k, v)| (&**k, &**v)))
+        s.collect_map(self.kpis.iter().map(|(k, v)| (&**k, Shown { object: v, text: self.text })))
     }
 }
 
@@ -311,20 +357,20 @@ impl serde::Serialize for KeyedRef<'_> {
 enum ChannelData<'a> {
     Executive {
         as_of: Value,
-        portfolio: &'a Value,
+        portfolio: Shown<'a>,
         segments: KeyedRef<'a>,
     },
     Manager {
         as_of: Value,
         csms: KeyedRef<'a>,
-        unassigned: &'a Value,
+        unassigned: Shown<'a>,
     },
     Analyst {
         as_of: Value,
-        portfolio: &'a Value,
+        portfolio: Shown<'a>,
         segments: KeyedRef<'a>,
         regions: KeyedRef<'a>,
-        features: &'a Value,
+        features: Shown<'a>,
         health_histogram: [i64; 10],
     },
     Csm {
@@ -336,22 +382,27 @@ enum ChannelData<'a> {
 }
 
 impl Snapshot {
-    fn channel_data<'a>(&'a self, channel: &'a Channel) -> ChannelData<'a> {
+    /// `text`: rendered objects as their JSON text, else as values.
+    fn channel_data<'a>(&'a self, channel: &'a Channel, text: bool) -> ChannelData<'a> {
+        let shown = |object: &'a Arc<Rendered>| Shown { object, text };
+        let keyed = |kpis: &'a Kpis| KeyedRef { kpis, text };
         match channel {
             Channel::Executive => ChannelData::Executive {
                 as_of: self.as_of(),
-                portfolio: &self.portfolio,
-                segments: KeyedRef(&self.segments),
+                portfolio: shown(&self.portfolio),
+                segments: keyed(&self.segments),
             },
-            Channel::Manager => {
-                ChannelData::Manager { as_of: self.as_of(), csms: KeyedRef(&self.csms), unassigned: &self.unassigned }
-            }
+            Channel::Manager => ChannelData::Manager {
+                as_of: self.as_of(),
+                csms: keyed(&self.csms),
+                unassigned: shown(&self.unassigned),
+            },
             Channel::Analyst => ChannelData::Analyst {
                 as_of: self.as_of(),
-                portfolio: &self.portfolio,
-                segments: KeyedRef(&self.segments),
-                regions: KeyedRef(&self.regions),
-                features: &self.features,
+                portfolio: shown(&self.portfolio),
+                segments: keyed(&self.segments),
+                regions: keyed(&self.regions),
+                features: shown(&self.features),
                 health_histogram: self.histogram,
             },
             Channel::Csm(id) => ChannelData::Csm {
@@ -365,6 +416,6 @@ impl Snapshot {
 
     /// The data of a channel as JSON text (what REST answers).
     pub fn channel_json(&self, channel: &Channel) -> String {
-        serde_json::to_string(&self.channel_data(channel)).expect("JSON values serialise")
+        serde_json::to_string(&self.channel_data(channel, true)).expect("JSON values serialise")
     }
 }
