@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::auth::Auth;
 use crate::checkpoint::{CheckpointStatus, Store};
 use crate::config::Config;
+use crate::history::store::HistoryStore;
 use crate::http::{self, AppState};
 use crate::ingest::{Ingest, Shared, Subscribed, TopicNames};
 use crate::push::server::{Limits, PushService};
@@ -31,6 +32,8 @@ pub struct App {
     checkpoints: Option<JoinHandle<()>>,
     store: Arc<Store>,
     checkpoint_status: Arc<CheckpointStatus>,
+    /// The history writer (none with `history.store = "off"`).
+    history: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
 
@@ -47,6 +50,11 @@ impl App {
                 .with_chunk_bytes(config.checkpoint.redis_chunk_bytes),
         );
         let checkpoint_status = Arc::new(CheckpointStatus::default());
+        let history_store = match config.history.enabled() {
+            true => Some(HistoryStore::open(&config.history.store).await.context("history.store")?),
+            false => None,
+        };
+        let history_status = Arc::new(crate::history::writer::Status::default());
         let listener = TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
@@ -71,6 +79,8 @@ impl App {
             max_lag: config.readiness.max_lag,
             store: store.describe(),
             checkpoints: checkpoint_status.clone(),
+            history: history_store.clone(),
+            history_status: history_status.clone(),
         };
         if config.auth.insecure {
             warn!("auth.insecure is set: every request is served without a token");
@@ -89,6 +99,12 @@ impl App {
         // (both take seconds); polling, and so positioning, starts after.
         let subscribed = Subscribed::new(&config.kafka, shared.clone()).context("cannot create the Kafka consumer")?;
         restore(&shared, &store, config).await?;
+        // Rows the checkpoint holds uncommitted stay; with history off, none are kept.
+        shared.engine().set_history(history_store.is_some());
+        let history = history_store.map(|h| {
+            info!(store = h.describe(), "history store open");
+            tokio::spawn(crate::history::writer::run(shared.clone(), h, history_status, stop.subscribe()))
+        });
         let ingest = subscribed.start();
         let c = &config.cadence;
         tokio::spawn(push.run([c.health.0, c.usage.0, c.tickets.0, c.revenue.0], stop.subscribe()));
@@ -103,7 +119,7 @@ impl App {
         });
         let brokers = crate::config::secrets::mask_url(&config.kafka.brokers);
         info!(%addr, %brokers, store = %store.describe(), "cspulse is running");
-        Ok(App { addr, shared, ingest: Some(ingest), server, checkpoints, store, checkpoint_status, stop })
+        Ok(App { addr, shared, ingest: Some(ingest), server, checkpoints, store, checkpoint_status, history, stop })
     }
 
     /// Stops consuming, writes a final checkpoint, then stops serving.
@@ -114,6 +130,11 @@ impl App {
         let _ = self.stop.send(true);
         if let Some(checkpoints) = self.checkpoints.take() {
             let _ = checkpoints.await;
+        }
+        // The writer's last attempt, so the final checkpoint holds what the
+        // history store could not take.
+        if let Some(history) = self.history.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), history).await;
         }
         if self.store.keeps_state() {
             let (shared, store, status) = (self.shared.clone(), self.store.clone(), self.checkpoint_status.clone());

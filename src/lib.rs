@@ -16,6 +16,7 @@ pub mod demo;
 pub mod event;
 pub mod exact;
 pub mod fast;
+pub mod history;
 pub mod http;
 pub mod ingest;
 pub mod lead;

@@ -77,6 +77,7 @@ pub struct Config {
     pub readiness: ReadinessConfig,
     pub log: LogConfig,
     pub limits: LimitsConfig,
+    pub history: HistoryConfig,
     /// Alert rules (§5; the default rule set applies when absent) and the
     /// delivery outbox's bound (§5.3 additions).
     #[serde(default)]
@@ -156,6 +157,21 @@ pub struct StoreConfig {
     /// `file://DIR`, `redis://HOST:PORT/DB` or `memory`.
     #[serde(deserialize_with = "text")]
     pub store: String,
+}
+
+/// SPEC §15: where history lives.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// `sqlite://PATH`, `postgres://USER@HOST:PORT/DB` or `off`.
+    #[serde(deserialize_with = "text")]
+    pub store: String,
+}
+
+impl HistoryConfig {
+    pub fn enabled(&self) -> bool {
+        self.store != "off"
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -416,6 +432,14 @@ impl Config {
         let store = &self.state.store;
         if !(store == "memory" || store.starts_with("file://") || store.starts_with("redis://")) {
             return bad("state.store", "must be file://DIR, redis://HOST:PORT/DB or memory");
+        }
+        let history = &self.history.store;
+        if !(history == "off"
+            || history.starts_with("sqlite://")
+            || history.starts_with("postgres://")
+            || history.starts_with("postgresql://"))
+        {
+            return bad("history.store", "must be sqlite://PATH, postgres://USER@HOST:PORT/DB or off");
         }
         if self.alerts.outbox_max == 0 {
             return bad("alerts.outbox_max", "must be > 0");

@@ -60,11 +60,20 @@ pub fn low_latency(config: &mut Config) {
     }
 }
 
+/// `history.store` of `serve` unless configured (`default.toml`).
+const SERVE_HISTORY: &str = "sqlite://./cspulse-data/history.db";
+
 pub async fn run(mut config: Config, opts: DemoOptions) -> anyhow::Result<()> {
     let cluster = embedded_broker(&config)?;
     let bootstrap = cluster.bootstrap_servers();
     config.kafka.brokers = bootstrap.clone();
     config.state.store = "memory".into();
+    if config.history.store == SERVE_HISTORY {
+        // The demo's broker and portfolio are new each run: so is its history.
+        let dir = std::env::temp_dir().join(format!("cspulse-demo-{}", std::process::id()));
+        config.history.store = format!("sqlite://{}/history.db", dir.display());
+        tracing::info!(store = %config.history.store, "the demo keeps its history in its own data folder");
+    }
     config.http.listen = opts.listen;
     low_latency(&mut config);
     if config.auth.jwt_secret.len() < 16 && !config.auth.insecure {

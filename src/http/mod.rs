@@ -38,6 +38,9 @@ pub struct AppState {
     /// The checkpoint store, as shown in `/readyz`.
     pub store: String,
     pub checkpoints: Arc<CheckpointStatus>,
+    /// The history store (`None` with `history.store = "off"`).
+    pub history: Option<crate::history::store::HistoryStore>,
+    pub history_status: Arc<crate::history::writer::Status>,
 }
 
 /// An error answered as `{"error": code, "message": …}`; never carries internals.
@@ -160,6 +163,13 @@ pub struct TokenQuery {
 }
 
 #[derive(Deserialize)]
+pub struct RangeQuery {
+    token: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+#[derive(Deserialize)]
 pub struct AlertsQuery {
     token: Option<String>,
     state: Option<String>,
@@ -193,6 +203,7 @@ pub fn router(state: AppState, more: Router) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/api/v1/channels/{channel}", get(channel))
         .route("/api/v1/accounts/{account_id}", get(account))
+        .route("/api/v1/accounts/{account_id}/history", get(account_history))
         .route("/api/v1/alerts", get(alerts))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
@@ -239,10 +250,17 @@ async fn readyz(
             "age_seconds": state.checkpoints.age_seconds(),
             "consecutive_failures": state.checkpoints.failures.load(Ordering::Relaxed),
         },
+        "history": {
+            "enabled": state.history.is_some(),
+            "pending_rows": state.history_status.pending.load(Ordering::Relaxed),
+            "failing": state.history_status.failing().is_some(),
+        },
     });
     if detailed {
         body["checkpoint"]["store"] = json!(state.store);
         body["checkpoint"]["error"] = json!(state.checkpoints.error());
+        body["history"]["store"] = json!(state.history.as_ref().map(|h| h.describe()));
+        body["history"]["error"] = json!(state.history_status.failing());
     }
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
@@ -333,4 +351,57 @@ async fn account(
     }
     let view = snapshot.account_view(&account_id).ok_or_else(|| ApiError::not_found("account"))?;
     Ok(Json(view))
+}
+
+/// `from`/`to` of a history request: RFC 3339 instants, both optional
+/// (the whole history up to now), `from` not after `to`.
+fn range(from: Option<&str>, to: Option<&str>) -> Result<(crate::time::Ts, crate::time::Ts), ApiError> {
+    let instant = |name: &'static str, v: Option<&str>, default| match v {
+        None => Ok(default),
+        Some(s) => crate::time::parse_rfc3339(s).ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("{name}: {s:?} is not an RFC 3339 instant"))
+        }),
+    };
+    let (from, to) = (instant("from", from, i64::MIN)?, instant("to", to, i64::MAX)?);
+    if from > to {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "from is after to"));
+    }
+    Ok((from, to))
+}
+
+/// `GET /api/v1/accounts/{id}/history` (SPEC §15): the account's tier
+/// changes and alert transitions in [from, to], for whoever may see the
+/// account now (a csm: only while it is in the csm's book).
+async fn account_history(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    query: Result<Query<RangeQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (Path(account_id), Query(query)) = (path?, query?);
+    let who = principal(&state, &headers, &TokenQuery { token: query.token.clone() })?;
+    match state.shared.snapshot().account_owner(&account_id) {
+        Some(owner) if who.may_see_account(owner) => {}
+        _ => return Err(ApiError::not_found("account")),
+    }
+    let (from, to) = range(query.from.as_deref(), query.to.as_deref())?;
+    let Some(store) = &state.history else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "history_off",
+            "history is off (history.store = \"off\")",
+        ));
+    };
+    let unavailable = |e: sqlx::Error| {
+        tracing::warn!(error = %e, "history query failed");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "history_unavailable", "the history store cannot be read now")
+    };
+    let tier_changes = store.tier_changes(&account_id, from, to).await.map_err(unavailable)?;
+    let alerts = store.account_alerts(&account_id, from, to).await.map_err(unavailable)?;
+    Ok(Json(json!({
+        "account_id": account_id,
+        "days": [],
+        "tier_changes": tier_changes,
+        "alerts": alerts,
+    })))
 }

@@ -13,8 +13,8 @@
 //! A checkpoint of another schema version is refused with an explicit error
 //! (version 1, one postcard body, was written before sections; version 2
 //! before alerts carried a `version`, positions their topic names, and the
-//! cardinality limits and the feature table's expiry order came; rebuilding
-//! from Kafka replaces it), and a truncated or corrupt one is never
+//! cardinality limits and the feature table's expiry order came; version 3
+//! before the history log; rebuilding from Kafka replaces it), and a truncated or corrupt one is never
 //! half-loaded: the checksums cover every byte.
 //!
 //! Positions are stored with the names of the topics they were consumed
@@ -38,7 +38,7 @@ use super::{Dedup, Engine, Slot, StateConfig};
 use crate::alert::{Alerting, StoredAlerting};
 
 /// The state schema version this binary writes and reads.
-pub const STATE_VERSION: u32 = 3;
+pub const STATE_VERSION: u32 = 4;
 /// Account slots are split into this many sections (decoded in parallel).
 const SLOT_CHUNKS: usize = 2;
 /// Sections: core, slot chunks, de-duplication index, feature table.

@@ -4,7 +4,7 @@ use super::account::Metrics;
 use super::config::StateConfig;
 use crate::exact::{Decimal, Exact, Ratio};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Tier {
     /// Ordered worst first, which is the CSM priority order (§3.4).
     #[default]

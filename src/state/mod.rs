@@ -21,6 +21,7 @@ mod exact_tests;
 pub mod health;
 pub mod ids;
 pub mod layers;
+pub mod log;
 #[cfg(test)]
 mod limits_tests;
 #[cfg(test)]
@@ -45,6 +46,7 @@ use crate::time::{Ts, days, format_rfc3339, quarter_start};
 
 use crate::alert::{AccountContext, Alert, Alerting, ScopeKind, Subject};
 use account::{Account, FeatureTable, Metrics, T12M};
+use health::Tier;
 pub use config::StateConfig;
 use ids::{Id, IdHasher};
 use scope::{Cohort, Scope, ScopeKeys, Scopes, Totals, sorted_diff};
@@ -326,6 +328,11 @@ pub struct Engine {
     /// Asked before scope-level rules are evaluated (SPEC §12).
     #[serde(skip)]
     leadership: crate::lead::Leadership,
+    /// Rows for the history store not yet committed (SPEC §15).
+    history: log::Log,
+    /// The event being applied, while it is (the cause of a tier change).
+    #[serde(skip)]
+    applying: Option<log::Cause>,
 }
 
 /// Work held back while one event is folded: the accounts that time alone
@@ -391,6 +398,8 @@ impl Engine {
             records: Vec::new(),
             alerts_published: 0,
             leadership: crate::lead::Leadership::sole(),
+            history: log::Log::default(),
+            applying: None,
         }
     }
 
@@ -404,7 +413,35 @@ impl Engine {
     /// each with its number in the delivery outbox, where it stays (and is
     /// checkpointed) until [`Engine::ack_alert`].
     pub fn post_alerts(&mut self) -> Vec<(u64, Alert)> {
-        self.alerting.post()
+        let posted = self.alerting.post();
+        if self.history.enabled() {
+            for (_, alert) in &posted {
+                self.history.push(log::Row::Alert(Arc::new(alert.clone())));
+            }
+        }
+        posted
+    }
+
+    /// Records the alert and tier logs for the history store (SPEC §15)
+    /// from now on, or (`false`) nothing, dropping what is recorded.
+    pub fn set_history(&mut self, on: bool) {
+        self.history.set_enabled(on);
+    }
+
+    /// Up to `max` history rows not yet committed, after number `after`.
+    pub fn history_pending(&self, after: Option<u64>, max: usize) -> Vec<(u64, log::Row)> {
+        self.history.pending(after, max)
+    }
+
+    /// The store committed every history row up to number `n`; returns how
+    /// many are left.
+    pub fn history_committed(&mut self, n: u64) -> usize {
+        self.history.commit_through(n);
+        self.history.len()
+    }
+
+    pub fn history_len(&self) -> usize {
+        self.history.len()
     }
 
     /// The broker acknowledged outbox entry `n`; returns how many are left.
@@ -594,7 +631,11 @@ impl Engine {
         progress.max_ts = progress.max_ts.max(Some(ev.ts));
         self.seq += 1;
         self.advance(ev.ts);
+        if self.history.enabled() {
+            self.applying = Some(log::Cause::Event { topic: input.topic, event_id: ev.event_id.to_string() });
+        }
         let idx = self.apply(&ev, slot);
+        self.applying = None;
         if self.slots[idx as usize].admitted.insert(input.topic, input.partition) {
             self.partitions.get_mut(&(input.topic, input.partition)).expect("entry made in fold").accounts += 1;
         }
@@ -843,6 +884,22 @@ impl Engine {
             cooldown_end = verdict.next_cooldown_end;
         }
         let totals = totals_of(&slot.account, &metrics, now, self.quarter);
+        if self.history.enabled() {
+            // The tier it counted under so far (none before its first refresh).
+            let from = slot.keys.and(Tier::ALL.into_iter().find(|t| slot.totals.tier_accounts[t.index()] == 1));
+            let to = metrics.tier();
+            if from != Some(to) {
+                self.history.push(log::Row::Tier(Arc::new(log::TierChange {
+                    account_id: slot.account.id.clone(),
+                    ts: now,
+                    seq: self.seq,
+                    from,
+                    to,
+                    score: metrics.health.score,
+                    cause: self.applying.clone().unwrap_or(log::Cause::Time),
+                })));
+            }
+        }
         let info = &slot.account.info;
         let keys = match slot.keys {
             Some(k) if slot.keys_version == info.scope_version => k,

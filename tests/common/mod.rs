@@ -20,7 +20,7 @@ pub type Cluster = MockCluster<'static, DefaultProducerContext>;
 /// A fresh embedded cluster with the default topics, and a config pointing at it.
 pub fn cluster_and_config() -> (Cluster, Config) {
     let mut config = Config::from_toml(&format!(
-        "[auth]\njwt_secret = \"{SECRET}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[state]\nstore = \"memory\"\n"
+        "[auth]\njwt_secret = \"{SECRET}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[state]\nstore = \"memory\"\n[history]\nstore = \"off\"\n"
     ))
     .expect("test config");
     let cluster = cspulse::demo::embedded_broker(&config).expect("mock cluster");

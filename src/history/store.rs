@@ -1,0 +1,210 @@
+//! The history store (SPEC §15): SQLite (embedded, the default) or
+//! PostgreSQL, behind one query layer (`sqlx`'s `Any` driver), with
+//! versioned migrations (`src/history/migrations/`, applied at start).
+//!
+//! SQL is kept to what both accept: `BIGINT`, `TEXT`, `DOUBLE PRECISION`,
+//! `$n` placeholders, `INSERT … ON CONFLICT DO NOTHING`. Instants are
+//! microseconds since the Unix epoch (event time); JSON documents are text.
+//! Every row has a key derived from what it records, so writing a row again
+//! (after a restart) changes nothing.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::{Row as _, query};
+
+use crate::state::log::Row;
+use crate::time::Ts;
+
+/// The schema, version by version (never edit one that has shipped: add
+/// the next).
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "alert and tier logs", include_str!("migrations/0001_alert_and_tier_logs.sql"))];
+
+/// The embedded migrations, as `sqlx` runs them.
+#[derive(Debug)]
+struct Embedded;
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> futures_util::future::BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
+                })
+                .collect())
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("history.store must be sqlite://PATH, postgres://USER@HOST:PORT/DB or off, not {0:?}")]
+    Unsupported(String),
+    #[error("history store {store}: {source}")]
+    Open { store: String, source: sqlx::Error },
+    #[error("history store {store}: migrating the schema: {source}")]
+    Migrate { store: String, source: sqlx::migrate::MigrateError },
+    #[error("cannot create the directory of the history store {path}: {source}")]
+    Dir { path: String, source: std::io::Error },
+    #[error("history store: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// An open, migrated history store.
+#[derive(Clone, Debug)]
+pub struct HistoryStore {
+    pool: AnyPool,
+    /// The store as configured, with any password masked (logs, `/readyz`).
+    describe: String,
+}
+
+impl HistoryStore {
+    /// Opens `spec` (`sqlite://PATH` or `postgres://…`), creating a SQLite
+    /// file and its directory if needed, and brings the schema up to date.
+    pub async fn open(spec: &str) -> Result<HistoryStore, HistoryError> {
+        sqlx::any::install_default_drivers();
+        let describe = crate::config::secrets::mask_url(spec);
+        let (url, max) = if let Some(path) = spec.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or_default();
+            if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|source| HistoryError::Dir { path: dir.display().to_string(), source })?;
+            }
+            let sep = if spec.contains('?') { '&' } else { '?' };
+            // One writer at a time anyway; readers share the file.
+            (format!("{spec}{sep}mode=rwc"), 4)
+        } else if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+            (spec.to_owned(), 8)
+        } else {
+            return Err(HistoryError::Unsupported(describe));
+        };
+        let open = |source| HistoryError::Open { store: describe.clone(), source };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&url)
+            .await
+            .map_err(open)?;
+        if spec.starts_with("sqlite://") {
+            // Readers do not block the writer, nor it them.
+            query("PRAGMA journal_mode=WAL").execute(&pool).await.map_err(open)?;
+        }
+        let migrator = Migrator::new(Embedded).await.map_err(|source| HistoryError::Migrate {
+            store: describe.clone(),
+            source,
+        })?;
+        migrator.run(&pool).await.map_err(|source| HistoryError::Migrate { store: describe.clone(), source })?;
+        Ok(HistoryStore { pool, describe })
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// Writes `rows` in one transaction (all or none); rows already there
+    /// are left as they are.
+    pub async fn write(&self, rows: &[(u64, Row)]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for (_, row) in rows {
+            match row {
+                Row::Alert(a) => {
+                    let body = serde_json::to_string(&a.to_json()).unwrap_or_default();
+                    let account = a.account.as_ref();
+                    query(
+                        "INSERT INTO alert_log (alert_id, state, version, ts, rule, severity, scope, scope_id, \
+                         account_id, csm_id, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(a.alert_id.as_str())
+                    .bind(a.state.as_str())
+                    .bind(i64::from(a.version))
+                    .bind(a.ts)
+                    .bind(a.rule.as_str())
+                    .bind(a.severity.as_str())
+                    .bind(a.scope.as_str())
+                    .bind(a.scope_id.as_str())
+                    .bind(account.map(|c| c.account_id.clone()))
+                    .bind(account.and_then(|c| c.csm_id.clone()))
+                    .bind(body)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Row::Tier(t) => {
+                    query(
+                        "INSERT INTO tier_log (account_id, ts, seq, from_tier, to_tier, score, cause) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&*t.account_id)
+                    .bind(t.ts)
+                    .bind(t.seq as i64)
+                    .bind(t.from.map(|f| f.as_str()))
+                    .bind(t.to.as_str())
+                    .bind(t.score)
+                    .bind(t.cause.to_json().to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await
+    }
+
+    /// An account's tier changes with `ts` in [from, to], oldest first, as
+    /// the API shows them.
+    pub async fn tier_changes(&self, account_id: &str, from: Ts, to: Ts) -> Result<Vec<Value>, sqlx::Error> {
+        let rows = query(
+            "SELECT ts, from_tier, to_tier, score, cause FROM tier_log \
+             WHERE account_id = $1 AND ts >= $2 AND ts <= $3 ORDER BY ts, seq",
+        )
+        .bind(account_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let cause: String = r.try_get("cause")?;
+                Ok(serde_json::json!({
+                    "ts": crate::time::format_rfc3339(r.try_get::<i64, _>("ts")?),
+                    "from": r.try_get::<Option<String>, _>("from_tier")?,
+                    "to": r.try_get::<String, _>("to_tier")?,
+                    "score": r.try_get::<f64, _>("score")?,
+                    "cause": serde_json::from_str::<Value>(&cause).unwrap_or(Value::Null),
+                }))
+            })
+            .collect()
+    }
+
+    /// The alert transitions about an account with `ts` in [from, to],
+    /// oldest first: each its §5.3 message.
+    pub async fn account_alerts(&self, account_id: &str, from: Ts, to: Ts) -> Result<Vec<Value>, sqlx::Error> {
+        let rows = query(
+            "SELECT body FROM alert_log WHERE account_id = $1 AND ts >= $2 AND ts <= $3 \
+             ORDER BY ts, alert_id, version, state",
+        )
+        .bind(account_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let body: String = r.try_get("body")?;
+                Ok(serde_json::from_str::<Value>(&body).unwrap_or(Value::Null))
+            })
+            .collect()
+    }
+
+    /// Rows in each table (tests and `/readyz`).
+    pub async fn counts(&self) -> Result<(i64, i64), sqlx::Error> {
+        let alerts: i64 = query("SELECT COUNT(*) AS n FROM alert_log").fetch_one(&self.pool).await?.try_get("n")?;
+        let tiers: i64 = query("SELECT COUNT(*) AS n FROM tier_log").fetch_one(&self.pool).await?.try_get("n")?;
+        Ok((alerts, tiers))
+    }
+}

@@ -1,0 +1,105 @@
+//! The history writer: moves the fold's history log into the store.
+//!
+//! Every 200 ms (at once while there is more) it takes up to [`BATCH`]
+//! uncommitted rows from the engine, writes them in one transaction, and
+//! then tells the engine they are committed, which drops them from the log.
+//! A failed write leaves them there and is tried again with backoff (250 ms
+//! doubling to 30 s); meanwhile the fold goes on and the log grows, and
+//! checkpoints carry it. Stopping, it writes what is left once more, so the
+//! final checkpoint holds as little as the store allows.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use metrics::{counter, gauge, histogram};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::store::HistoryStore;
+use crate::ingest::Shared;
+
+/// Rows written per transaction at most.
+pub const BATCH: usize = 2_000;
+const IDLE: Duration = Duration::from_millis(200);
+
+/// What `/readyz` and the metrics say about the writer.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// Rows the fold made that the store has not committed.
+    pub pending: AtomicUsize,
+    pub written: AtomicU64,
+    /// The last write's error, while writes fail.
+    pub failing: std::sync::Mutex<Option<String>>,
+}
+
+impl Status {
+    pub fn failing(&self) -> Option<String> {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_failing(&self, e: Option<String>) {
+        *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+}
+
+/// Writes the history log to `store` until `stop`, then once more.
+pub async fn run(shared: Arc<Shared>, store: HistoryStore, status: Arc<Status>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let stopping = *stop.borrow();
+        match write_once(&shared, &store, &status).await {
+            Ok(n) if n == BATCH => {
+                backoff = Duration::from_millis(250);
+                continue;
+            }
+            Ok(_) => backoff = Duration::from_millis(250),
+            Err(e) => {
+                counter!("cspulse_history_write_errors_total").increment(1);
+                if status.failing().is_none() {
+                    warn!(store = store.describe(), error = %e, "history store write failed; rows stay in the log and are retried");
+                }
+                status.set_failing(Some(e.to_string()));
+                if stopping {
+                    return;
+                }
+                let _ = tokio::time::timeout(backoff, stop.changed()).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        }
+        if stopping {
+            return;
+        }
+        let _ = tokio::time::timeout(IDLE, stop.changed()).await;
+    }
+}
+
+/// One batch: take, write, commit. Returns how many rows it wrote.
+async fn write_once(shared: &Arc<Shared>, store: &HistoryStore, status: &Status) -> Result<usize, sqlx::Error> {
+    let taken = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || shared.engine().history_pending(None, BATCH)).await.unwrap_or_default()
+    };
+    let Some(&(last, _)) = taken.last() else {
+        status.pending.store(0, Ordering::Relaxed);
+        gauge!("cspulse_history_pending_rows").set(0.0);
+        return Ok(0);
+    };
+    let started = Instant::now();
+    store.write(&taken).await?;
+    histogram!("cspulse_history_write_seconds").record(started.elapsed().as_secs_f64());
+    counter!("cspulse_history_rows_written_total").increment(taken.len() as u64);
+    let left = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || shared.engine().history_committed(last)).await.unwrap_or_default()
+    };
+    status.pending.store(left, Ordering::Relaxed);
+    status.written.fetch_add(taken.len() as u64, Ordering::Relaxed);
+    gauge!("cspulse_history_pending_rows").set(left as f64);
+    if status.failing().is_some() {
+        info!(store = store.describe(), "history store writes again");
+        status.set_failing(None);
+    }
+    Ok(taken.len())
+}

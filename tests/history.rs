@@ -1,0 +1,210 @@
+//! The history store (SPEC §15) against real databases: SQLite in a
+//! temporary directory and PostgreSQL on 127.0.0.1:5432 (a database of the
+//! test's own). The alert and tier logs the running engine writes, read back
+//! through `GET /api/v1/accounts/{id}/history`, equal what an engine fed the
+//! same events records; a restart neither loses nor repeats a row; a csm
+//! sees only its own book's history.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use cspulse::app::App;
+use cspulse::auth::Role;
+use cspulse::event::Topic;
+use cspulse::state::log::{Cause, Row};
+use cspulse::state::{Engine, Input};
+use cspulse::time::{MICROS_PER_DAY, MICROS_PER_MIN, format_rfc3339, parse_rfc3339};
+use serde_json::{Value, json};
+
+/// Events of two accounts: acct-a active at t0, then silent while acct-b's
+/// events move the watermark 10 days on (acct-a's usage leaves its windows:
+/// tier changes caused by time), and an escalated P1 ticket on acct-a.
+fn events() -> Vec<(Topic, String, Vec<u8>)> {
+    let t0 = parse_rfc3339("2026-11-02T00:00:00Z").unwrap();
+    let ts = |t: i64| format_rfc3339(t);
+    let mut out: Vec<(Topic, String, Value)> = Vec::new();
+    for (id, csm) in [("acct-a", "csm-1"), ("acct-b", "csm-2")] {
+        out.push((
+            Topic::Accounts,
+            id.into(),
+            json!({"event_id": format!("up-{id}"), "ts": ts(t0), "account_id": id, "name": id.to_uppercase(),
+                "csm_id": csm, "segment": "smb", "region": "emea", "seats": 10, "renewal_date": "2027-03-01"}),
+        ));
+        out.push((
+            Topic::Revenue,
+            id.into(),
+            json!({"event_id": format!("arr-{id}"), "ts": ts(t0 + 1), "account_id": id, "kind": "new", "arr": 50000}),
+        ));
+    }
+    for i in 0..40i64 {
+        out.push((
+            Topic::Usage,
+            "acct-a".into(),
+            json!({"event_id": format!("u-a-{i}"), "ts": ts(t0 + 2 + i * MICROS_PER_MIN), "account_id": "acct-a",
+                "user_id": format!("user-{}", i % 10), "feature": "api"}),
+        ));
+    }
+    out.push((
+        Topic::Tickets,
+        "acct-a".into(),
+        json!({"event_id": "t-a-1", "ts": ts(t0 + 3 * 3_600_000_000), "account_id": "acct-a", "ticket_id": "T1",
+            "action": "opened", "priority": "p1"}),
+    ));
+    for d in 1..=10i64 {
+        out.push((
+            Topic::Usage,
+            "acct-b".into(),
+            json!({"event_id": format!("u-b-{d}"), "ts": ts(t0 + d * MICROS_PER_DAY), "account_id": "acct-b",
+                "user_id": "user-b", "feature": "api"}),
+        ));
+    }
+    out.sort_by_key(|(_, _, v)| parse_rfc3339(v["ts"].as_str().unwrap()).unwrap());
+    out.into_iter().map(|(t, k, v)| (t, k, serde_json::to_vec(&v).unwrap())).collect()
+}
+
+/// What an engine fed `events` in order records for `account`: its tier
+/// changes and alert transitions, as the API shows them.
+fn expected(config: &cspulse::config::Config, events: &[(Topic, String, Vec<u8>)], account: &str) -> (Value, Value) {
+    let mut engine = Engine::new(config.state_config());
+    engine.set_history(true);
+    let mut offsets = [0i64; 4];
+    for (topic, _, payload) in events {
+        let offset = &mut offsets[topic.index()];
+        engine.fold(&Input { topic: *topic, partition: 0, offset: *offset, payload, wall: cspulse::time::wall_now() });
+        *offset += 1;
+        engine.post_alerts();
+    }
+    let mut tiers = Vec::new();
+    let mut alerts = Vec::new();
+    let (mut by_event, mut by_time) = (false, false);
+    for (_, row) in engine.history_pending(None, usize::MAX) {
+        match row {
+            Row::Tier(t) if &*t.account_id == account => {
+                by_event |= matches!(t.cause, Cause::Event { .. });
+                by_time |= t.cause == Cause::Time;
+                let mut v = t.to_json();
+                v.as_object_mut().unwrap().remove("account_id");
+                tiers.push(v);
+            }
+            Row::Alert(a) if a.account.as_ref().is_some_and(|c| c.account_id == account) => alerts.push(a.to_json()),
+            _ => {}
+        }
+    }
+    assert!(by_event && by_time, "the scenario changes a tier by an event and by time: {tiers:#?}");
+    assert!(!alerts.is_empty(), "the scenario raises alerts on {account}");
+    (Value::Array(tiers), Value::Array(alerts))
+}
+
+async fn history_of(app: &App, account: &str, token: &str) -> (u16, Value) {
+    get(&format!("http://{}/api/v1/accounts/{account}/history", app.addr), Some(token)).await
+}
+
+/// The whole scenario against one store.
+async fn scenario(store: &str) {
+    let (_cluster, mut config) = cluster_and_config();
+    let dir = tempfile::tempdir().unwrap();
+    config.state.store = format!("file://{}", dir.path().join("state").display());
+    config.history.store = store.to_owned();
+    // The backlog folds in event-time order (SPEC §2 additions), as the
+    // engine below is fed it.
+    config.time.align_wait = "50ms".parse().unwrap();
+    let events = events();
+    let (want_tiers, want_alerts) = expected(&config, &events, "acct-a");
+
+    let p = producer(&config.kafka.brokers);
+    for (topic, key, payload) in &events {
+        produce(&p, topic.default_name(), 0, key, payload).await;
+    }
+    let app = App::start(&config).await.expect("engine starts");
+    let exec = token(Role::Executive, None);
+    let last = std::sync::Mutex::new(Value::Null);
+    let got = tokio::time::timeout(
+        Duration::from_secs(30),
+        wait_for("the history rows", Duration::from_secs(40), || async {
+            let (status, body) = history_of(&app, "acct-a", &exec).await;
+            *last.lock().unwrap() = body.clone();
+            (status == 200 && body["tier_changes"] == want_tiers && body["alerts"] == want_alerts).then_some(body)
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        let last = last.lock().unwrap();
+        panic!("the history API never showed\n{want_tiers:#}\n{want_alerts:#}\nlast answer: {last:#}")
+    });
+    assert_eq!(got["account_id"], "acct-a");
+    let causes: Vec<&Value> = got["tier_changes"].as_array().unwrap().iter().map(|t| &t["cause"]).collect();
+    assert!(causes.contains(&&json!({"time": true})), "{causes:?}");
+    assert!(causes.iter().any(|c| c["topic"].is_string() && c["event_id"].is_string()), "{causes:?}");
+
+    // A csm sees its own book's history, never another's (as if it did not exist).
+    let (status, _) = history_of(&app, "acct-a", &token(Role::Csm, Some("csm-1"))).await;
+    assert_eq!(status, 200);
+    let (status, body) = history_of(&app, "acct-a", &token(Role::Csm, Some("csm-2"))).await;
+    assert_eq!((status, &body["error"]), (404, &json!("not_found")));
+    // The range is checked.
+    let url = format!("http://{}/api/v1/accounts/acct-a/history?from=yesterday", app.addr);
+    let (status, body) = get(&url, Some(&exec)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("from"), "{body}");
+    // Only what lies in the range.
+    let last = want_tiers.as_array().unwrap().last().unwrap()["ts"].as_str().unwrap().to_owned();
+    let url = format!("http://{}/api/v1/accounts/acct-a/history?from={last}", app.addr);
+    let (_, body) = get(&url, Some(&exec)).await;
+    assert!(body["tier_changes"].as_array().unwrap().iter().all(|t| t["ts"].as_str().unwrap() >= last.as_str()));
+    assert!(!body["tier_changes"].as_array().unwrap().is_empty());
+    let (_, ready) = get(&format!("http://{}/readyz", app.addr), Some(&exec)).await;
+    assert_eq!(ready["history"]["enabled"], true);
+    assert_eq!(ready["history"]["pending_rows"], 0, "{ready}");
+
+    // A restart (final checkpoint, then restore) neither loses nor repeats a row.
+    app.shutdown().await;
+    let app = App::start(&config).await.expect("engine restarts");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, body) = history_of(&app, "acct-a", &exec).await;
+    assert_eq!(status, 200);
+    assert_eq!((&body["tier_changes"], &body["alerts"]), (&want_tiers, &want_alerts));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_the_alert_and_tier_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    scenario(&format!("sqlite://{}/nested/history.db", dir.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keeps_the_alert_and_tier_logs() {
+    let db = fresh_postgres_database().await;
+    scenario(&format!("postgres://postgres@127.0.0.1:5432/{db}")).await;
+}
+
+/// A database of this test's own on the machine's PostgreSQL (trust auth).
+async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let name = format!("cspulse_history_{}_{}", std::process::id(), cspulse::time::wall_now());
+    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432 (scripts/test.sh starts it)");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
+    name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_off_answers_that_it_is_off() {
+    let (_cluster, config) = cluster_and_config();
+    assert_eq!(config.history.store, "off");
+    let p = producer(&config.kafka.brokers);
+    let (topic, key, payload) = &events()[0];
+    produce(&p, topic.default_name(), 0, key, payload).await;
+    let app = App::start(&config).await.expect("engine starts");
+    let exec = token(Role::Executive, None);
+    let (status, body) = wait_for("the account", Duration::from_secs(20), || async {
+        let r = history_of(&app, "acct-a", &exec).await;
+        (r.0 != 404).then_some(r)
+    })
+    .await;
+    assert_eq!((status, &body["error"]), (503, &json!("history_off")), "{body}");
+    app.shutdown().await;
+}
