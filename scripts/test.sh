@@ -33,6 +33,18 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
 fi
 
+# The history tests use PostgreSQL at 127.0.0.1:5432 (trust auth, user
+# postgres; each test creates a database of its own).
+if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+  if [ ! -d /etc/postgresql ]; then
+    step "installing PostgreSQL"
+    apt-get update -qq && apt-get install -y -qq postgresql
+  fi
+  step "starting PostgreSQL on 127.0.0.1:5432"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && break; sleep 0.1; done
+fi
+
 # The dashboard client is built by build.rs (Node.js >= 20.19 with npm) and
 # tested in headless Chromium (the Debian package, driven by playwright-core;
 # no browser is ever downloaded).

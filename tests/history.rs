@@ -97,6 +97,22 @@ fn expected(config: &cspulse::config::Config, events: &[(Topic, String, Vec<u8>)
     (Value::Array(tiers), Value::Array(alerts))
 }
 
+/// `schemas/account-history.schema.json`, with the alert schema it refers to.
+fn schema() -> jsonschema::Validator {
+    let read = |name: &str| -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas").join(name);
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let alert = read("alert.schema.json");
+    let id = alert["$id"].as_str().unwrap().to_owned();
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .with_resource(id, jsonschema::Resource::from_contents(alert).unwrap())
+        .build(&read("account-history.schema.json"))
+        .unwrap()
+}
+
 async fn history_of(app: &App, account: &str, token: &str) -> (u16, Value) {
     get(&format!("http://{}/api/v1/accounts/{account}/history", app.addr), Some(token)).await
 }
@@ -134,6 +150,8 @@ async fn scenario(store: &str) {
         panic!("the history API never showed\n{want_tiers:#}\n{want_alerts:#}\nlast answer: {last:#}")
     });
     assert_eq!(got["account_id"], "acct-a");
+    let errors: Vec<String> = schema().iter_errors(&got).map(|e| format!("{e} at {}", e.instance_path)).collect();
+    assert!(errors.is_empty(), "the answer fits schemas/account-history.schema.json: {errors:#?}");
     let causes: Vec<&Value> = got["tier_changes"].as_array().unwrap().iter().map(|t| &t["cause"]).collect();
     assert!(causes.contains(&&json!({"time": true})), "{causes:?}");
     assert!(causes.iter().any(|c| c["topic"].is_string() && c["event_id"].is_string()), "{causes:?}");
@@ -207,4 +225,94 @@ async fn history_off_answers_that_it_is_off() {
     .await;
     assert_eq!((status, &body["error"]), (503, &json!("history_off")), "{body}");
     app.shutdown().await;
+}
+
+/// A TCP proxy to PostgreSQL that can be cut (every connection dropped,
+/// nothing accepted) and restored on the same port: a database outage.
+struct Proxy {
+    port: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    async fn start(port: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("proxy port");
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut links = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                links.spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Proxy { port, task: Some(task) }
+    }
+
+    /// Drops the listener and every connection through it.
+    fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// While the database is unreachable the fold goes on, the rows wait in the
+/// history log (and in the checkpoint written at shutdown), `/readyz` says
+/// the store is failing; once it is back, a restart writes every row, and
+/// the history equals that of an uninterrupted run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_loses_nothing() {
+    let db = fresh_postgres_database().await;
+    let mut proxy = Proxy::start(0).await;
+    let (_cluster, mut config) = cluster_and_config();
+    let dir = tempfile::tempdir().unwrap();
+    config.state.store = format!("file://{}", dir.path().join("state").display());
+    config.history.store = format!("postgres://postgres@127.0.0.1:{}/{db}", proxy.port);
+    config.time.align_wait = "50ms".parse().unwrap();
+    let events = events();
+    let (want_tiers, want_alerts) = expected(&config, &events, "acct-a");
+    let split = events.len() / 2;
+    let p = producer(&config.kafka.brokers);
+    for (topic, key, payload) in &events[..split] {
+        produce(&p, topic.default_name(), 0, key, payload).await;
+    }
+    let app = App::start(&config).await.expect("engine starts");
+    let exec = token(Role::Executive, None);
+    wait_for("the first rows committed", Duration::from_secs(20), || async {
+        let (_, body) = history_of(&app, "acct-a", &exec).await;
+        body["tier_changes"].as_array().is_some_and(|t| !t.is_empty()).then_some(())
+    })
+    .await;
+
+    proxy.cut();
+    for (topic, key, payload) in &events[split..] {
+        produce(&p, topic.default_name(), 0, key, payload).await;
+    }
+    let ready = wait_for("the store reported failing", Duration::from_secs(30), || async {
+        let (_, ready) = get(&format!("http://{}/readyz", app.addr), Some(&exec)).await;
+        (ready["history"]["failing"] == true && ready["history"]["pending_rows"].as_u64() > Some(0)).then_some(ready)
+    })
+    .await;
+    assert!(ready["history"]["error"].is_string(), "{ready}");
+    // The fold did not wait: the account shows the last event's effects.
+    let (status, account) = get(&format!("http://{}/api/v1/accounts/acct-b", app.addr), Some(&exec)).await;
+    assert_eq!(status, 200);
+    assert_eq!(account["usage"]["last_activity"], "2026-11-12T00:00:00Z", "{account}");
+    let (status, body) = history_of(&app, "acct-a", &exec).await;
+    assert_eq!((status, &body["error"]), (503, &json!("history_unavailable")), "{body}");
+    app.shutdown().await;
+
+    let proxy = Proxy::start(proxy.port).await;
+    let app = App::start(&config).await.expect("engine restarts with the database back");
+    let got = wait_for("every row written", Duration::from_secs(30), || async {
+        let (status, body) = history_of(&app, "acct-a", &exec).await;
+        (status == 200 && body["tier_changes"] == want_tiers && body["alerts"] == want_alerts).then_some(body)
+    })
+    .await;
+    assert!(!got["tier_changes"].as_array().unwrap().is_empty());
+    app.shutdown().await;
+    drop(proxy);
 }

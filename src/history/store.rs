@@ -35,7 +35,13 @@ impl MigrationSource<'static> for Embedded {
             Ok(MIGRATIONS
                 .iter()
                 .map(|&(version, description, sql)| {
-                    Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
+                    Migration::new(
+                        version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
                 })
                 .collect())
         })
@@ -95,10 +101,9 @@ impl HistoryStore {
             // Readers do not block the writer, nor it them.
             query("PRAGMA journal_mode=WAL").execute(&pool).await.map_err(open)?;
         }
-        let migrator = Migrator::new(Embedded).await.map_err(|source| HistoryError::Migrate {
-            store: describe.clone(),
-            source,
-        })?;
+        let migrator = Migrator::new(Embedded)
+            .await
+            .map_err(|source| HistoryError::Migrate { store: describe.clone(), source })?;
         migrator.run(&pool).await.map_err(|source| HistoryError::Migrate { store: describe.clone(), source })?;
         Ok(HistoryStore { pool, describe })
     }

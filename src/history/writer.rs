@@ -77,15 +77,18 @@ pub async fn run(shared: Arc<Shared>, store: HistoryStore, status: Arc<Status>, 
 
 /// One batch: take, write, commit. Returns how many rows it wrote.
 async fn write_once(shared: &Arc<Shared>, store: &HistoryStore, status: &Status) -> Result<usize, sqlx::Error> {
-    let taken = {
+    let (taken, pending) = {
         let shared = shared.clone();
-        tokio::task::spawn_blocking(move || shared.engine().history_pending(None, BATCH)).await.unwrap_or_default()
+        tokio::task::spawn_blocking(move || {
+            let engine = shared.engine();
+            (engine.history_pending(None, BATCH), engine.history_len())
+        })
+        .await
+        .unwrap_or_default()
     };
-    let Some(&(last, _)) = taken.last() else {
-        status.pending.store(0, Ordering::Relaxed);
-        gauge!("cspulse_history_pending_rows").set(0.0);
-        return Ok(0);
-    };
+    status.pending.store(pending, Ordering::Relaxed);
+    gauge!("cspulse_history_pending_rows").set(pending as f64);
+    let Some(&(last, _)) = taken.last() else { return Ok(0) };
     let started = Instant::now();
     store.write(&taken).await?;
     histogram!("cspulse_history_write_seconds").record(started.elapsed().as_secs_f64());

@@ -21,9 +21,9 @@ mod exact_tests;
 pub mod health;
 pub mod ids;
 pub mod layers;
-pub mod log;
 #[cfg(test)]
 mod limits_tests;
+pub mod log;
 #[cfg(test)]
 pub mod naive;
 pub mod publish;
@@ -46,8 +46,8 @@ use crate::time::{Ts, days, format_rfc3339, quarter_start};
 
 use crate::alert::{AccountContext, Alert, Alerting, ScopeKind, Subject};
 use account::{Account, FeatureTable, Metrics, T12M};
-use health::Tier;
 pub use config::StateConfig;
+use health::Tier;
 use ids::{Id, IdHasher};
 use scope::{Cohort, Scope, ScopeKeys, Scopes, Totals, sorted_diff};
 use window::FastMap;
