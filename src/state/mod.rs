@@ -330,9 +330,6 @@ pub struct Engine {
     leadership: crate::lead::Leadership,
     /// Rows for the history store not yet committed (SPEC §15).
     history: log::Log,
-    /// The event being applied, while it is (the cause of a tier change).
-    #[serde(skip)]
-    applying: Option<log::Cause>,
 }
 
 /// Work held back while one event is folded: the accounts that time alone
@@ -399,7 +396,6 @@ impl Engine {
             alerts_published: 0,
             leadership: crate::lead::Leadership::sole(),
             history: log::Log::default(),
-            applying: None,
         }
     }
 
@@ -631,11 +627,7 @@ impl Engine {
         progress.max_ts = progress.max_ts.max(Some(ev.ts));
         self.seq += 1;
         self.advance(ev.ts);
-        if self.history.enabled() {
-            self.applying = Some(log::Cause::Event { topic: input.topic, event_id: ev.event_id.to_string() });
-        }
         let idx = self.apply(&ev, slot);
-        self.applying = None;
         if self.slots[idx as usize].admitted.insert(input.topic, input.partition) {
             self.partitions.get_mut(&(input.topic, input.partition)).expect("entry made in fold").accounts += 1;
         }
@@ -844,7 +836,7 @@ impl Engine {
             }
         }
         if layers::cut() == layers::Cut::Full {
-            self.refresh(idx);
+            self.refresh_by(idx, Some((ev.body.topic(), &ev.event_id)));
             if let Body::Account(_) = &ev.body {
                 // Firing alerts carry the account's current name, owner, segment.
                 let a = &self.slots[idx as usize].account;
@@ -859,8 +851,15 @@ impl Engine {
     }
 
     /// Brings one account's windows to the watermark, re-derives its
-    /// contribution, moves the difference into the scopes and reschedules it.
+    /// contribution, moves the difference into the scopes and reschedules it
+    /// (time-driven: see `refresh_by`).
     fn refresh(&mut self, idx: u32) {
+        self.refresh_by(idx, None);
+    }
+
+    /// `refresh`, for the event `cause` (topic, event id) or, with `None`,
+    /// for the passing of time (what the tier log records as the cause).
+    fn refresh_by(&mut self, idx: u32, cause: Option<(Topic, &str)>) {
         let now = self.watermark.expect("refresh needs a watermark");
         let slot = &mut self.slots[idx as usize];
         slot.account.advance(now, &self.cfg, &mut self.features);
@@ -896,7 +895,10 @@ impl Engine {
                     from,
                     to,
                     score: metrics.health.score,
-                    cause: self.applying.clone().unwrap_or(log::Cause::Time),
+                    cause: match cause {
+                        Some((topic, id)) => log::Cause::Event { topic, event_id: id.to_owned() },
+                        None => log::Cause::Time,
+                    },
                 })));
             }
         }
