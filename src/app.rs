@@ -100,7 +100,11 @@ impl App {
         let subscribed = Subscribed::new(&config.kafka, shared.clone()).context("cannot create the Kafka consumer")?;
         restore(&shared, &store, config).await?;
         // Rows the checkpoint holds uncommitted stay; with history off, none are kept.
-        shared.engine().set_history(history_store.is_some());
+        {
+            let mut engine = shared.engine();
+            engine.set_history(history_store.is_some());
+            engine.set_history_buffer(config.history.buffer);
+        }
         let history = history_store.map(|h| {
             info!(store = h.describe(), "history store open");
             tokio::spawn(crate::history::writer::run(shared.clone(), h, history_status, stop.subscribe()))

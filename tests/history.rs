@@ -67,6 +67,16 @@ fn events() -> Vec<(Topic, String, Vec<u8>)> {
 /// What an engine fed `events` in order records for `account`: its tier
 /// changes and alert transitions, as the API shows them.
 fn expected(config: &cspulse::config::Config, events: &[(Topic, String, Vec<u8>)], account: &str) -> (Value, Value) {
+    let (tiers, alerts, _) = expected_rows(config, events, account);
+    (tiers, alerts)
+}
+
+/// `expected`, and the portfolio's KPI object at each boundary.
+fn expected_rows(
+    config: &cspulse::config::Config,
+    events: &[(Topic, String, Vec<u8>)],
+    account: &str,
+) -> (Value, Value, std::collections::BTreeMap<i64, Value>) {
     let mut engine = Engine::new(config.state_config());
     engine.set_history(true);
     let mut offsets = [0i64; 4];
@@ -79,8 +89,12 @@ fn expected(config: &cspulse::config::Config, events: &[(Topic, String, Vec<u8>)
     let mut tiers = Vec::new();
     let mut alerts = Vec::new();
     let (mut by_event, mut by_time) = (false, false);
+    let mut portfolio = std::collections::BTreeMap::new();
     for (_, row) in engine.history_pending(None, usize::MAX) {
         match row {
+            Row::Scope(r) if r.kind == cspulse::state::log::ScopeKind::Portfolio => {
+                portfolio.insert(r.at, r.kpi());
+            }
             Row::Tier(t) if &*t.account_id == account => {
                 by_event |= matches!(t.cause, Cause::Event { .. });
                 by_time |= t.cause == Cause::Time;
@@ -94,7 +108,7 @@ fn expected(config: &cspulse::config::Config, events: &[(Topic, String, Vec<u8>)
     }
     assert!(by_event && by_time, "the scenario changes a tier by an event and by time: {tiers:#?}");
     assert!(!alerts.is_empty(), "the scenario raises alerts on {account}");
-    (Value::Array(tiers), Value::Array(alerts))
+    (Value::Array(tiers), Value::Array(alerts), portfolio)
 }
 
 /// `schemas/account-history.schema.json`, with the alert schema it refers to.
@@ -127,7 +141,7 @@ async fn scenario(store: &str) {
     // engine below is fed it.
     config.time.align_wait = "50ms".parse().unwrap();
     let events = events();
-    let (want_tiers, want_alerts) = expected(&config, &events, "acct-a");
+    let (want_tiers, want_alerts, portfolio) = expected_rows(&config, &events, "acct-a");
 
     let p = producer(&config.kafka.brokers);
     for (topic, key, payload) in &events {
@@ -172,6 +186,44 @@ async fn scenario(store: &str) {
     let (_, body) = get(&url, Some(&exec)).await;
     assert!(body["tier_changes"].as_array().unwrap().iter().all(|t| t["ts"].as_str().unwrap() >= last.as_str()));
     assert!(!body["tier_changes"].as_array().unwrap().is_empty());
+    // The portfolio at every hour of the first two days, as the engine fed
+    // the same events records it (the rows are all written by now: the
+    // tier log came after the first days' boundaries).
+    let (from, to) = ("2026-11-02T00:00:00Z", "2026-11-04T00:00:00Z");
+    let url = format!("http://{}/api/v1/history/executive?from={from}&to={to}&step=1h", app.addr);
+    let (status, body) = get(&url, Some(&exec)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((&body["channel"], &body["step"]), (&json!("executive"), &json!("1h")));
+    let points = body["points"].as_array().unwrap();
+    let hours: Vec<(&i64, &Value)> = portfolio
+        .iter()
+        .filter(|(at, _)| {
+            **at % 3_600_000_000 == 0 && (parse_rfc3339(from).unwrap()..=parse_rfc3339(to).unwrap()).contains(*at)
+        })
+        .collect();
+    assert_eq!(points.len(), hours.len(), "{body:#}");
+    assert!(points.len() > 40, "two days of hours: {}", points.len());
+    for (point, (at, kpi)) in points.iter().zip(hours) {
+        assert_eq!(point["at"], format_rfc3339(*at));
+        assert_eq!(&point["data"]["portfolio"], kpi, "at {}", format_rfc3339(*at));
+        assert_eq!(point["data"]["segments"]["smb"]["health"]["accounts"], 2, "{point}");
+    }
+    // Fields restrict each KPI object; a csm reads its own channel's history only.
+    let url = format!("http://{}/api/v1/history/csm:csm-1?from={from}&to={to}&step=1d&fields=revenue.arr", app.addr);
+    let (status, body) = get(&url, Some(&token(Role::Csm, Some("csm-1")))).await;
+    assert_eq!(status, 200, "{body}");
+    // As of t0 the ARR event (t0 + 1 µs) is not in yet.
+    assert_eq!(body["points"][0]["data"], json!({"kpis": {"revenue": {"arr": 0.0}}}), "{body}");
+    assert_eq!(body["points"][1]["data"], json!({"kpis": {"revenue": {"arr": 50000.0}}}), "{body}");
+    let (status, _) = get(&url, Some(&token(Role::Csm, Some("csm-2")))).await;
+    assert_eq!(status, 403);
+    let url = format!("http://{}/api/v1/history/executive?from=2026-01-01T00:00:00Z&to={to}&step=5m", app.addr);
+    let (status, body) = get(&url, Some(&exec)).await;
+    assert_eq!((status, &body["error"]), (400, &json!("too_many_points")), "{body}");
+    let url = format!("http://{}/api/v1/history/executive?from={from}&fields=revenue.nope", app.addr);
+    let (status, body) = get(&url, Some(&exec)).await;
+    assert_eq!(status, 400, "{body}");
+
     let (_, ready) = get(&format!("http://{}/readyz", app.addr), Some(&exec)).await;
     assert_eq!(ready["history"]["enabled"], true);
     assert_eq!(ready["history"]["pending_rows"], 0, "{ready}");

@@ -382,8 +382,7 @@ fn fold(
         with_history.push(rate(msgs.len(), t.elapsed()));
         eprintln!("run {}/{runs} done", run + 1);
     }
-    let (parse, dec, full, bare, with_history) =
-        (stat(parse), stat(dec), stat(full), stat(bare), stat(with_history));
+    let (parse, dec, full, bare, with_history) = (stat(parse), stat(dec), stat(full), stat(bare), stat(with_history));
     let history_cost = 1.0 - with_history.median / full.median;
     let ratio = full.median / parse.median;
     let rules_cost = 1.0 - full.median / bare.median;

@@ -166,6 +166,11 @@ pub struct HistoryConfig {
     /// `sqlite://PATH`, `postgres://USER@HOST:PORT/DB` or `off`.
     #[serde(deserialize_with = "text")]
     pub store: String,
+    /// Scope snapshots at every multiple of this since the Unix epoch.
+    pub resolution: Span,
+    /// Rows kept for the store while it cannot take them; beyond, the
+    /// oldest scope rows are dropped (listed as gaps).
+    pub buffer: usize,
 }
 
 impl HistoryConfig {
@@ -441,6 +446,13 @@ impl Config {
         {
             return bad("history.store", "must be sqlite://PATH, postgres://USER@HOST:PORT/DB or off");
         }
+        let res = self.history.resolution.micros();
+        if !(MICROS_PER_MIN..=60 * MICROS_PER_MIN).contains(&res) || (60 * MICROS_PER_MIN) % res != 0 {
+            return bad("history.resolution", "must be between 1m and 1h and divide an hour (e.g. 5m)");
+        }
+        if self.history.buffer < 1000 {
+            return bad("history.buffer", "must be at least 1000 rows");
+        }
         if self.alerts.outbox_max == 0 {
             return bad("alerts.outbox_max", "must be > 0");
         }
@@ -492,6 +504,7 @@ impl Config {
                 max_open_tickets_per_account: self.limits.max_open_tickets_per_account,
                 max_events_per_ticket: self.limits.max_events_per_ticket,
             },
+            resolution: self.history.resolution.micros(),
         }
     }
 

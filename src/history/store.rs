@@ -17,13 +17,15 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{Row as _, query};
 
-use crate::state::log::Row;
+use crate::state::log::{Row, ScopeKind, ScopeRow};
 use crate::time::Ts;
 
 /// The schema, version by version (never edit one that has shipped: add
 /// the next).
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "alert and tier logs", include_str!("migrations/0001_alert_and_tier_logs.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "alert and tier logs", include_str!("migrations/0001_alert_and_tier_logs.sql")),
+    (2, "scope rows", include_str!("migrations/0002_scope_rows.sql")),
+];
 
 /// The embedded migrations, as `sqlx` runs them.
 #[derive(Debug)]
@@ -140,6 +142,22 @@ impl HistoryStore {
                     .execute(&mut *tx)
                     .await?;
                 }
+                Row::Scope(r) => {
+                    query("INSERT INTO scope_rows (kind, id, at, vals) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+                        .bind(r.kind.as_str())
+                        .bind(&*r.id)
+                        .bind(r.at)
+                        .bind(serde_json::to_string(&*r.values).unwrap_or_default())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Row::Gap { from, to } => {
+                    query("INSERT INTO history_gaps (from_at, to_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                        .bind(*from)
+                        .bind(*to)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 Row::Tier(t) => {
                     query(
                         "INSERT INTO tier_log (account_id, ts, seq, from_tier, to_tier, score, cause) \
@@ -204,6 +222,71 @@ impl HistoryStore {
                 Ok(serde_json::from_str::<Value>(&body).unwrap_or(Value::Null))
             })
             .collect()
+    }
+
+    /// The scope rows of `kind` (and `id`, if given) at the multiples of
+    /// `step` in [from, to], by boundary then id: (id, at, KPI object).
+    pub async fn scope_rows(
+        &self,
+        kind: ScopeKind,
+        id: Option<&str>,
+        (from, to, step): (Ts, Ts, i64),
+    ) -> Result<Vec<(String, Ts, Value)>, sqlx::Error> {
+        let rows = match id {
+            Some(id) => {
+                query(
+                    "SELECT id, at, vals FROM scope_rows WHERE kind = $1 AND id = $2 AND at >= $3 AND at <= $4 \
+                     AND at % $5 = 0 ORDER BY at, id",
+                )
+                .bind(kind.as_str())
+                .bind(id)
+                .bind(from)
+                .bind(to)
+                .bind(step)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                query(
+                    "SELECT id, at, vals FROM scope_rows WHERE kind = $1 AND at >= $2 AND at <= $3 AND at % $4 = 0 \
+                     ORDER BY at, id",
+                )
+                .bind(kind.as_str())
+                .bind(from)
+                .bind(to)
+                .bind(step)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter()
+            .map(|r| {
+                let vals: String = r.try_get("vals")?;
+                let values: Vec<Option<f64>> = serde_json::from_str(&vals).unwrap_or_default();
+                let row = ScopeRow { kind, id: "".into(), at: 0, values: values.into() };
+                Ok((r.try_get("id")?, r.try_get("at")?, row.kpi()))
+            })
+            .collect()
+    }
+
+    /// The gaps (boundaries whose scope rows were dropped) overlapping
+    /// [from, to], merged, oldest first.
+    pub async fn gaps(&self, from: Ts, to: Ts) -> Result<Vec<(Ts, Ts)>, sqlx::Error> {
+        let rows =
+            query("SELECT from_at, to_at FROM history_gaps WHERE to_at >= $1 AND from_at <= $2 ORDER BY from_at")
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out: Vec<(Ts, Ts)> = Vec::new();
+        for r in &rows {
+            let (a, b): (i64, i64) = (r.try_get("from_at")?, r.try_get("to_at")?);
+            match out.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        Ok(out)
     }
 
     /// Rows in each table (tests and `/readyz`).

@@ -81,6 +81,7 @@ async fn write_once(shared: &Arc<Shared>, store: &HistoryStore, status: &Status)
         let shared = shared.clone();
         tokio::task::spawn_blocking(move || {
             let engine = shared.engine();
+            counter!("cspulse_history_dropped_rows_total").absolute(engine.history_dropped());
             (engine.history_pending(None, BATCH), engine.history_len())
         })
         .await

@@ -170,6 +170,15 @@ pub struct RangeQuery {
 }
 
 #[derive(Deserialize)]
+pub struct HistoryQuery {
+    token: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    step: Option<String>,
+    fields: Option<String>,
+}
+
+#[derive(Deserialize)]
 pub struct AlertsQuery {
     token: Option<String>,
     state: Option<String>,
@@ -204,6 +213,7 @@ pub fn router(state: AppState, more: Router) -> Router {
         .route("/api/v1/channels/{channel}", get(channel))
         .route("/api/v1/accounts/{account_id}", get(account))
         .route("/api/v1/accounts/{account_id}/history", get(account_history))
+        .route("/api/v1/history/{channel}", get(channel_history))
         .route("/api/v1/alerts", get(alerts))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
@@ -404,4 +414,125 @@ async fn account_history(
         "tier_changes": tier_changes,
         "alerts": alerts,
     })))
+}
+
+/// The most points one history answer holds (SPEC §15).
+const MAX_POINTS: i64 = 10_000;
+
+/// `GET /api/v1/history/{channel}?from=&to=&step=5m|1h|1d&fields=` (SPEC
+/// §15): the channel's KPI objects at every multiple of `step` in [from,
+/// to] (`to` defaults to the latest watermark, `from` to a day before it),
+/// optionally only the `fields` (dotted paths inside a KPI object), with
+/// the channel's access rules.
+async fn channel_history(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::state::log::ScopeKind as K;
+    let (Path(name), Query(query)) = (path?, query?);
+    let who = principal(&state, &headers, &TokenQuery { token: query.token.clone() })?;
+    let channel = Channel::parse(&name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_channel", format!("no channel {name:?}")))?;
+    if !who.may_read(&channel) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("role {} may not read {channel}", who.role.as_str()),
+        ));
+    }
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
+    let (step_name, step) = match query.step.as_deref().unwrap_or("5m") {
+        "5m" => ("5m", 5 * crate::time::MICROS_PER_MIN),
+        "1h" => ("1h", 60 * crate::time::MICROS_PER_MIN),
+        "1d" => ("1d", crate::time::MICROS_PER_DAY),
+        other => return Err(bad(format!("step={other}: one of 5m, 1h, 1d"))),
+    };
+    let now = state.shared.snapshot().now.unwrap_or(0);
+    let to = match query.to.as_deref() {
+        None => now,
+        Some(s) => crate::time::parse_rfc3339(s).ok_or_else(|| bad(format!("to: {s:?} is not an RFC 3339 instant")))?,
+    };
+    let from = match query.from.as_deref() {
+        None => to - crate::time::MICROS_PER_DAY,
+        Some(s) => {
+            crate::time::parse_rfc3339(s).ok_or_else(|| bad(format!("from: {s:?} is not an RFC 3339 instant")))?
+        }
+    };
+    if from > to {
+        return Err(bad("from is after to".into()));
+    }
+    let points = (to.div_euclid(step) - (from + step - 1).div_euclid(step)) + 1;
+    if points > MAX_POINTS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "too_many_points",
+            format!(
+                "{points} points of {step_name} in that range (at most {MAX_POINTS}): narrow the range or coarsen the step"
+            ),
+        ));
+    }
+    let fields: Option<Vec<&str>> =
+        query.fields.as_deref().map(|f| f.split(',').map(str::trim).filter(|f| !f.is_empty()).collect());
+    if let Some(unknown) = fields.iter().flatten().find(|f| crate::metric::KPI.iter().all(|m| !m.path.starts_with(**f)))
+    {
+        return Err(bad(format!("fields: {unknown:?} is not a figure of the KPI object")));
+    }
+    let Some(store) = &state.history else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "history_off",
+            "history is off (history.store = \"off\")",
+        ));
+    };
+    // (key in the channel's data, scope kind, the one scope it shows, or
+    // `None`: a map of every scope of the kind)
+    let parts: Vec<(&str, K, Option<&str>)> = match &channel {
+        Channel::Executive => vec![("portfolio", K::Portfolio, Some("portfolio")), ("segments", K::Segment, None)],
+        Channel::Manager => vec![("csms", K::Csm, None), ("unassigned", K::Unassigned, Some("unassigned"))],
+        Channel::Analyst => vec![
+            ("portfolio", K::Portfolio, Some("portfolio")),
+            ("segments", K::Segment, None),
+            ("regions", K::Region, None),
+        ],
+        Channel::Csm(id) => vec![("kpis", K::Csm, Some(id.as_str()))],
+    };
+    let unavailable = |e: sqlx::Error| {
+        tracing::warn!(error = %e, "history query failed");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "history_unavailable", "the history store cannot be read now")
+    };
+    let restrict = |kpi: serde_json::Value| match &fields {
+        None => kpi,
+        Some(fields) => {
+            let mut out = serde_json::Map::new();
+            for f in fields {
+                let v = f.split('.').fold(&kpi, |v, k| v.get(k).unwrap_or(&serde_json::Value::Null));
+                crate::metric::insert_at(&mut out, f, v.clone());
+            }
+            serde_json::Value::Object(out)
+        }
+    };
+    let mut by_at: std::collections::BTreeMap<i64, serde_json::Map<String, serde_json::Value>> = Default::default();
+    for (key, kind, one) in parts {
+        for (scope_id, at, kpi) in store.scope_rows(kind, one, (from, to, step)).await.map_err(unavailable)? {
+            let data = by_at.entry(at).or_default();
+            if one.is_some() {
+                data.insert(key.to_owned(), restrict(kpi));
+            } else {
+                let map = data.entry(key.to_owned()).or_insert_with(|| json!({}));
+                map[scope_id] = restrict(kpi);
+            }
+        }
+    }
+    let points: Vec<serde_json::Value> =
+        by_at.into_iter().map(|(at, data)| json!({"at": crate::time::format_rfc3339(at), "data": data})).collect();
+    let gaps: Vec<serde_json::Value> = store
+        .gaps(from, to)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .map(|(a, b)| json!({"from": crate::time::format_rfc3339(a), "to": crate::time::format_rfc3339(b)}))
+        .collect();
+    Ok(Json(json!({"channel": channel.to_string(), "step": step_name, "points": points, "gaps": gaps})))
 }

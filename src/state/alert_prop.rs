@@ -18,7 +18,7 @@ use super::{Engine, StateConfig};
 use crate::alert::alert_id;
 use crate::alert::rules::{ConditionRule, Operand, Rules, ScopeKind, default_rules};
 use crate::event::Topic;
-use crate::time::{Ts, format_rfc3339, parse_rfc3339};
+use crate::time::{Ts, days, format_rfc3339, parse_rfc3339};
 
 /// The naive lifecycle: firing (rule, scope, id) → started_at and, for
 /// account scope, the account's context (name, owner, segment) it carries;
@@ -154,8 +154,13 @@ fn naive_event_alerts(rules: &Rules, topic: Topic, payload: &[u8], views: &Value
         .collect()
 }
 
+/// History boundaries a day apart: the naive model recomputes every scope
+/// at each boundary an event passes, and the streams leap up to 400 days
+/// (the stepping is the same at every resolution).
+const RESOLUTION: Ts = crate::time::MICROS_PER_DAY;
+
 fn check(msgs: &[Msg], rules: Rules) -> Result<(), TestCaseError> {
-    let cfg = StateConfig { rules: rules.clone(), ..StateConfig::default() };
+    let cfg = StateConfig { rules: rules.clone(), resolution: RESOLUTION, ..StateConfig::default() };
     let mut engine = Engine::new(cfg.clone());
     let mut naive = NaiveModel::new(cfg);
     let mut life = Lifecycle::default();
@@ -170,11 +175,24 @@ fn check(msgs: &[Msg], rules: Rules) -> Result<(), TestCaseError> {
                 Ok((a.rule.clone(), a.state.as_str().to_owned(), a.scope_id.clone(), a.started_at, a.ts, owner))
             })
             .collect::<Result<_, TestCaseError>>()?;
+        let before = naive.clone();
         let want = match naive.offer(m.topic, m.partition, &m.payload, m.wall) {
             NaiveOutcome::Accepted => {
                 let views = naive.views();
                 let now = parse_rfc3339(views["executive"]["as_of"].as_str().unwrap()).unwrap();
-                let mut t = naive_transitions(&rules, &mut life, &views, now);
+                // Time first advances to each history boundary B the event
+                // passes (old watermark <= B < its ts, the last 35 days),
+                // where every rule is evaluated on the state before the event.
+                let mut t = BTreeSet::new();
+                if let Some(old) = before.watermark().filter(|&w| w < now) {
+                    let res = RESOLUTION;
+                    let mut b = ((old + res - 1).div_euclid(res) * res).max((now - days(35)).div_euclid(res) * res);
+                    while b < now {
+                        t.extend(naive_transitions(&rules, &mut life, &before.views_at(Some(b)), b));
+                        b += res;
+                    }
+                }
+                t.extend(naive_transitions(&rules, &mut life, &views, now));
                 t.extend(naive_event_alerts(&rules, m.topic, &m.payload, &views, now));
                 t
             }

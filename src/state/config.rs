@@ -34,6 +34,9 @@ pub struct StateConfig {
     pub topics: [String; 4],
     /// Cardinality limits (§18).
     pub limits: Limits,
+    /// `history.resolution` (µs): the scope snapshots' boundaries are its
+    /// multiples since the Unix epoch (SPEC §15).
+    pub resolution: i64,
 }
 
 /// Cardinality limits (§18 "Cardinality"): what one producer can make the
@@ -82,6 +85,7 @@ impl Default for StateConfig {
                 .expect("the default rules are valid"),
             topics: Topic::ALL.map(|t| t.default_name().to_owned()),
             limits: Limits::default(),
+            resolution: 5 * MICROS_PER_MIN,
         }
     }
 }

@@ -71,23 +71,96 @@ impl TierChange {
     }
 }
 
+/// One scope's KPI object as of a boundary (SPEC §15 "scope snapshots"):
+/// every figure of `metric::KPI`, in its order, as reported (null where the
+/// figure is).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScopeRow {
+    /// `portfolio`, `segment`, `region`, `csm` or `unassigned`.
+    pub kind: ScopeKind,
+    /// The segment, region or CSM id (`portfolio` and `unassigned` for those).
+    pub id: Arc<str>,
+    /// The boundary B.
+    pub at: Ts,
+    pub values: Arc<[Option<f64>]>,
+}
+
+/// The scopes that get a row at every boundary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ScopeKind {
+    Portfolio,
+    Segment,
+    Region,
+    Csm,
+    Unassigned,
+}
+
+impl ScopeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeKind::Portfolio => "portfolio",
+            ScopeKind::Segment => "segment",
+            ScopeKind::Region => "region",
+            ScopeKind::Csm => "csm",
+            ScopeKind::Unassigned => "unassigned",
+        }
+    }
+}
+
+impl ScopeRow {
+    /// The row's KPI object (§3.2), as the channels show it.
+    pub fn kpi(&self) -> Value {
+        let mut object = serde_json::Map::new();
+        for (m, v) in crate::metric::KPI.iter().zip(self.values.iter()) {
+            let value = match v {
+                Some(x) => crate::metric::MetricValue::Num(crate::exact::Number::new(*x, crate::exact::Ratio::ZERO)),
+                None => crate::metric::MetricValue::Null,
+            };
+            crate::metric::insert_at(&mut object, m.path, value.to_view(m.unit, false));
+        }
+        Value::Object(object)
+    }
+}
+
 /// A row on its way to the history store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Row {
     Alert(Arc<Alert>),
     Tier(Arc<TierChange>),
+    Scope(Arc<ScopeRow>),
+    /// Scope rows of the boundaries in [from, to] were dropped (the log was
+    /// full while the store was unreachable): shown as a gap.
+    Gap {
+        from: Ts,
+        to: Ts,
+    },
 }
 
 /// Rows the fold produced and the store has not committed yet, numbered in
 /// the order they were made. Part of the engine state (checkpointed).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Log {
     /// Whether rows are recorded at all (`history.store = "off"`: none).
     #[serde(skip)]
     enabled: bool,
+    /// `history.buffer`: beyond this many rows the oldest scope rows go.
+    #[serde(skip, default = "default_buffer")]
+    buffer: usize,
+    /// Scope rows dropped so far (`cspulse_history_dropped_rows_total`).
+    dropped: u64,
     /// The number the next row gets.
     next: u64,
     rows: VecDeque<(u64, Row)>,
+}
+
+fn default_buffer() -> usize {
+    1_000_000
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { enabled: false, buffer: default_buffer(), dropped: 0, next: 0, rows: VecDeque::new() }
+    }
 }
 
 impl Log {
@@ -102,10 +175,45 @@ impl Log {
         self.enabled
     }
 
+    pub fn set_buffer(&mut self, rows: usize) {
+        self.buffer = rows.max(1);
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
     pub fn push(&mut self, row: Row) {
-        if self.enabled {
-            self.rows.push_back((self.next, row));
-            self.next += 1;
+        if !self.enabled {
+            return;
+        }
+        self.rows.push_back((self.next, row));
+        self.next += 1;
+        if self.rows.len() > self.buffer {
+            self.drop_oldest_scope_row();
+        }
+    }
+
+    /// Over the buffer: the oldest scope row goes (the alert and tier logs
+    /// never do), and its boundary joins a gap row.
+    fn drop_oldest_scope_row(&mut self) {
+        let Some(i) = self.rows.iter().position(|(_, r)| matches!(r, Row::Scope(_))) else { return };
+        let Some((_, Row::Scope(r))) = self.rows.remove(i) else { return };
+        self.dropped += 1;
+        let at = r.at;
+        // Extend the newest gap when it reaches this boundary, else open one.
+        let last_gap = self.rows.iter_mut().rev().find_map(|(_, row)| match row {
+            Row::Gap { from, to } => Some((from, to)),
+            _ => None,
+        });
+        match last_gap {
+            Some((from, to)) if at >= *from && at <= to.saturating_add(crate::time::MICROS_PER_DAY) => {
+                *to = (*to).max(at);
+            }
+            _ => {
+                self.rows.push_back((self.next, Row::Gap { from: at, to: at }));
+                self.next += 1;
+            }
         }
     }
 
@@ -167,5 +275,33 @@ mod tests {
         log.commit_through(2);
         assert_eq!(log.len(), 2);
         assert_eq!(log.pending(None, 10)[0].0, 3, "uncommitted rows are offered again (a failed write)");
+    }
+
+    fn scope(at: Ts) -> Row {
+        Row::Scope(Arc::new(ScopeRow { kind: ScopeKind::Portfolio, id: "portfolio".into(), at, values: Arc::new([]) }))
+    }
+
+    #[test]
+    fn a_full_log_drops_the_oldest_scope_rows_into_a_gap_and_keeps_the_logs() {
+        let mut log = Log::default();
+        log.set_enabled(true);
+        log.set_buffer(4);
+        log.push(tier(0));
+        for at in [300, 600, 900, 1200, 1500] {
+            log.push(scope(at));
+        }
+        log.push(tier(1));
+        let kinds: Vec<String> = log
+            .pending(None, 100)
+            .iter()
+            .map(|(_, r)| match r {
+                Row::Tier(t) => format!("tier {}", t.seq),
+                Row::Scope(s) => format!("scope {}", s.at),
+                Row::Gap { from, to } => format!("gap {from}..{to}"),
+                Row::Alert(_) => "alert".into(),
+            })
+            .collect();
+        assert_eq!(kinds, ["tier 0", "scope 1200", "gap 300..900", "scope 1500", "tier 1"]);
+        assert_eq!(log.dropped(), 3);
     }
 }

@@ -424,6 +424,17 @@ impl Engine {
         self.history.set_enabled(on);
     }
 
+    /// `history.buffer`: beyond this many uncommitted rows the oldest scope
+    /// rows are dropped (and listed as gaps); the alert and tier logs never.
+    pub fn set_history_buffer(&mut self, rows: usize) {
+        self.history.set_buffer(rows);
+    }
+
+    /// Scope rows dropped because the history buffer was full.
+    pub fn history_dropped(&self) -> u64 {
+        self.history.dropped()
+    }
+
     /// Up to `max` history rows not yet committed, after number `after`.
     pub fn history_pending(&self, after: Option<u64>, max: usize) -> Vec<(u64, log::Row)> {
         self.history.pending(after, max)
@@ -626,6 +637,7 @@ impl Engine {
         let progress = self.partitions.get_mut(&(input.topic, input.partition)).expect("entry made in fold");
         progress.max_ts = progress.max_ts.max(Some(ev.ts));
         self.seq += 1;
+        self.close_boundaries(ev.ts);
         self.advance(ev.ts);
         let idx = self.apply(&ev, slot);
         if self.slots[idx as usize].admitted.insert(input.topic, input.partition) {
@@ -675,6 +687,54 @@ impl Engine {
                 t.ticket_id, ev.account_id, l.max_events_per_ticket
             ),
             _ => format!("over limits ({})", kind.as_str()),
+        }
+    }
+
+    /// Before an event at `ts` is applied: every boundary B of the history
+    /// resolution with watermark <= B < ts closes (SPEC §15 "as of B"): time
+    /// advances to exactly B (time-driven change applied, rules evaluated
+    /// at B) and, with history on, every scope's KPI object is recorded as
+    /// of B. Only the boundaries of the last 35 days before `ts` are stepped
+    /// through (older ones lie beyond the fine rows' retention), so no jump
+    /// of the watermark costs more than 10,080 steps at 5 minutes.
+    fn close_boundaries(&mut self, ts: Ts) {
+        let Some(w) = self.watermark else { return };
+        let res = self.cfg.resolution;
+        let first = w.div_euclid(res) * res + if w.rem_euclid(res) == 0 { 0 } else { res };
+        let floor = (ts - days(35)).div_euclid(res) * res;
+        let mut b = first.max(floor);
+        while b < ts {
+            self.advance(b);
+            self.evaluate_pending(None);
+            if self.history.enabled() {
+                self.record_scopes(b);
+            }
+            b += res;
+        }
+    }
+
+    /// Records every scope's KPI object as of the boundary `at`.
+    fn record_scopes(&mut self, at: Ts) {
+        use log::ScopeKind as K;
+        let values = |scope: &Scope| -> Arc<[Option<f64>]> {
+            (0..crate::metric::KPI.len())
+                .map(|i| match view::kpi_metric(i, scope) {
+                    crate::metric::MetricValue::Num(n) => Some(n.approx),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut rows = vec![
+            (K::Portfolio, Arc::<str>::from("portfolio"), values(&self.scopes.portfolio)),
+            (K::Unassigned, Arc::<str>::from("unassigned"), values(&self.scopes.unassigned)),
+        ];
+        for (kind, table) in
+            [(K::Segment, &self.scopes.segments), (K::Region, &self.scopes.regions), (K::Csm, &self.scopes.csms)]
+        {
+            rows.extend(table.iter().filter(|(_, s)| !s.is_empty()).map(|(id, s)| (kind, id.clone(), values(s))));
+        }
+        for (kind, id, values) in rows {
+            self.history.push(log::Row::Scope(Arc::new(log::ScopeRow { kind, id, at, values })));
         }
     }
 

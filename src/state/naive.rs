@@ -26,6 +26,7 @@ pub enum NaiveOutcome {
 }
 
 /// The recompute-from-scratch model: the configuration and every accepted event.
+#[derive(Clone)]
 pub struct NaiveModel {
     cfg: StateConfig,
     /// Accepted events in arrival order; `seq` is the index.
@@ -222,13 +223,18 @@ impl NaiveModel {
     }
 
     /// The largest accepted ts, if any event was accepted.
-    fn watermark(&self) -> Option<Ts> {
+    pub fn watermark(&self) -> Option<Ts> {
         self.events.iter().map(|e| e.ts).max()
     }
 
     /// All views as of the current watermark.
     pub fn views(&self) -> Value {
-        let watermark = self.watermark();
+        self.views_at(self.watermark())
+    }
+
+    /// All views of the events accepted so far, with time advanced to
+    /// `watermark` (at or after the latest event's ts).
+    pub fn views_at(&self, watermark: Option<Ts>) -> Value {
         let as_of = match watermark {
             Some(t) => Value::String(format_rfc3339(t)),
             None => Value::Null,
