@@ -50,6 +50,7 @@ impl Engine {
             .env("CSPULSE__AUTH__JWT_SECRET", SECRET)
             .env("CSPULSE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
             .env("CSPULSE__STATE__STORE", store)
+            .env("CSPULSE__HISTORY__STORE", "off")
             .env("RUST_LOG", "cspulse=info")
             .stdout(Stdio::null())
             .stderr(log.try_clone().unwrap())

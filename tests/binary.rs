@@ -26,6 +26,7 @@ async fn serve_from_env_folds_and_stops_on_sigterm() {
         .env("CSPULSE__AUTH__JWT_SECRET", SECRET)
         .env("CSPULSE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("CSPULSE__STATE__STORE", "memory")
+        .env("CSPULSE__HISTORY__STORE", "off")
         .env("CSPULSE__KAFKA__GROUP_ID", "binary-test")
         .env("CSPULSE__LOG__FORMAT", "json")
         .stdout(Stdio::null())

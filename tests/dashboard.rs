@@ -39,6 +39,7 @@ fn spawn_engine(brokers: &str, port: u16) -> Child {
         .env("CSPULSE__AUTH__JWT_SECRET", SECRET)
         .env("CSPULSE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("CSPULSE__STATE__STORE", "memory")
+        .env("CSPULSE__HISTORY__STORE", "off")
         .env("CSPULSE__KAFKA__GROUP_ID", "dashboard-test")
         .env("CSPULSE__CADENCE__HEALTH", "300ms")
         .env("CSPULSE__CADENCE__USAGE", "300ms")

@@ -98,6 +98,7 @@ impl Node {
             .env("CSPULSE__AUTH__JWT_SECRET", SECRET)
             .env("CSPULSE__HTTP__LISTEN", format!("127.0.0.1:{}", self.port))
             .env("CSPULSE__STATE__STORE", &self.store)
+            .env("CSPULSE__HISTORY__STORE", "off")
             .env("RUST_LOG", "cspulse=info")
             .stdout(Stdio::null())
             .stderr(self.log.reopen().unwrap())

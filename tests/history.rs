@@ -90,7 +90,7 @@ fn expected_rows(
     let mut alerts = Vec::new();
     let (mut by_event, mut by_time) = (false, false);
     let mut portfolio = std::collections::BTreeMap::new();
-    for (_, row) in engine.history_pending(None, usize::MAX) {
+    for (_, row) in engine.history_pending(usize::MAX) {
         match row {
             Row::Scope(r) if r.kind == cspulse::state::log::ScopeKind::Portfolio => {
                 portfolio.insert(r.at, r.kpi());
@@ -111,8 +111,8 @@ fn expected_rows(
     (Value::Array(tiers), Value::Array(alerts), portfolio)
 }
 
-/// `schemas/account-history.schema.json`, with the alert schema it refers to.
-fn schema() -> jsonschema::Validator {
+/// `schemas/<name>.schema.json`, with the alert schema it may refer to.
+fn schema(name: &str) -> jsonschema::Validator {
     let read = |name: &str| -> Value {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas").join(name);
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
@@ -123,7 +123,7 @@ fn schema() -> jsonschema::Validator {
         .with_draft(jsonschema::Draft::Draft202012)
         .should_validate_formats(true)
         .with_resource(id, jsonschema::Resource::from_contents(alert).unwrap())
-        .build(&read("account-history.schema.json"))
+        .build(&read(&format!("{name}.schema.json")))
         .unwrap()
 }
 
@@ -164,7 +164,8 @@ async fn scenario(store: &str) {
         panic!("the history API never showed\n{want_tiers:#}\n{want_alerts:#}\nlast answer: {last:#}")
     });
     assert_eq!(got["account_id"], "acct-a");
-    let errors: Vec<String> = schema().iter_errors(&got).map(|e| format!("{e} at {}", e.instance_path)).collect();
+    let errors: Vec<String> =
+        schema("account-history").iter_errors(&got).map(|e| format!("{e} at {}", e.instance_path)).collect();
     assert!(errors.is_empty(), "the answer fits schemas/account-history.schema.json: {errors:#?}");
     let causes: Vec<&Value> = got["tier_changes"].as_array().unwrap().iter().map(|t| &t["cause"]).collect();
     assert!(causes.contains(&&json!({"time": true})), "{causes:?}");
@@ -194,6 +195,9 @@ async fn scenario(store: &str) {
     let (status, body) = get(&url, Some(&exec)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!((&body["channel"], &body["step"]), (&json!("executive"), &json!("1h")));
+    let errors: Vec<String> =
+        schema("channel-history").iter_errors(&body).map(|e| format!("{e} at {}", e.instance_path)).collect();
+    assert!(errors.is_empty(), "the answer fits schemas/channel-history.schema.json: {errors:#?}");
     let points = body["points"].as_array().unwrap();
     let hours: Vec<(&i64, &Value)> = portfolio
         .iter()

@@ -28,6 +28,7 @@ async fn a_second_serve_on_the_same_directory_store_is_refused_at_start() {
         .env("CSPULSE__AUTH__JWT_SECRET", SECRET)
         .env("CSPULSE__HTTP__LISTEN", "127.0.0.1:0")
         .env("CSPULSE__STATE__STORE", &config.state.store)
+        .env("CSPULSE__HISTORY__STORE", "off")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -20,8 +20,18 @@ use jsonschema::{Draft, Keyword, Resource, ValidationError, ValidationOptions, V
 use serde_json::{Map, Value};
 
 /// Every schema, by the name used for its file and its examples directory.
-const SCHEMAS: [&str; 9] =
-    ["account", "usage", "ticket", "revenue", "deadletter", "alert", "ws-client", "ws-server", "account-history"];
+const SCHEMAS: [&str; 10] = [
+    "account",
+    "usage",
+    "ticket",
+    "revenue",
+    "deadletter",
+    "alert",
+    "ws-client",
+    "ws-server",
+    "account-history",
+    "channel-history",
+];
 
 const MAX_BYTES: usize = 1 << 20;
 

@@ -527,7 +527,7 @@ fn fold_batch_recorded(engine: &mut Engine, batch: &[Message], first: i64, wall:
     for (n, _) in engine.post_alerts() {
         engine.ack_alert(n);
     }
-    let rows = engine.history_pending(None, usize::MAX);
+    let rows = engine.history_pending(usize::MAX);
     if let Some(&(last, _)) = rows.last() {
         black_box(&rows);
         engine.history_committed(last);

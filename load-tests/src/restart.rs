@@ -72,6 +72,16 @@ impl Setup {
             .env("CSPULSE__AUTH__JWT_SECRET", SECRET)
             .env("CSPULSE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
             .env("CSPULSE__STATE__STORE", format!("file://{}", self.store.display()))
+            // History on, as `serve` runs by default: the checkpoint carries
+            // the rows the store has not committed yet.
+            // (`CSPULSE_LOAD_HISTORY=off` measures without it, for comparison.)
+            .env(
+                "CSPULSE__HISTORY__STORE",
+                match std::env::var("CSPULSE_LOAD_HISTORY").as_deref() {
+                    Ok("off") => "off".to_owned(),
+                    _ => format!("sqlite://{}", self.logs.join("history.db").display()),
+                },
+            )
             .env("CSPULSE__LOG__LEVEL", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

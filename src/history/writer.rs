@@ -5,8 +5,9 @@
 //! then tells the engine they are committed, which drops them from the log.
 //! A failed write leaves them there and is tried again with backoff (250 ms
 //! doubling to 30 s); meanwhile the fold goes on and the log grows, and
-//! checkpoints carry it. Stopping, it writes what is left once more, so the
-//! final checkpoint holds as little as the store allows.
+//! checkpoints carry it. Stopping, it finishes the batch it is writing (or
+//! writes one more), and the final checkpoint carries the rest: a stop never
+//! waits for a long backlog.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -49,7 +50,8 @@ pub async fn run(shared: Arc<Shared>, store: HistoryStore, status: Arc<Status>, 
     loop {
         let stopping = *stop.borrow();
         match write_once(&shared, &store, &status).await {
-            Ok(n) if n == BATCH => {
+            // Stopping, one batch is enough: the final checkpoint holds the rest.
+            Ok(n) if n == BATCH && !stopping => {
                 backoff = Duration::from_millis(250);
                 continue;
             }
@@ -82,7 +84,7 @@ async fn write_once(shared: &Arc<Shared>, store: &HistoryStore, status: &Status)
         tokio::task::spawn_blocking(move || {
             let engine = shared.engine();
             counter!("cspulse_history_dropped_rows_total").absolute(engine.history_dropped());
-            (engine.history_pending(None, BATCH), engine.history_len())
+            (engine.history_pending(BATCH), engine.history_len())
         })
         .await
         .unwrap_or_default()

@@ -138,6 +138,11 @@ pub enum Row {
 
 /// Rows the fold produced and the store has not committed yet, numbered in
 /// the order they were made. Part of the engine state (checkpointed).
+///
+/// Two queues, both in number order: the scope rows (which may be dropped
+/// when the log is full) and everything else (the alert and tier logs and
+/// the gaps, never dropped). Dropping the oldest scope row and extending the
+/// newest gap cost O(1) and O(log n), whatever the log holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Log {
     /// Whether rows are recorded at all (`history.store = "off"`: none).
@@ -150,7 +155,10 @@ pub struct Log {
     dropped: u64,
     /// The number the next row gets.
     next: u64,
-    rows: VecDeque<(u64, Row)>,
+    scopes: VecDeque<(u64, Row)>,
+    logs: VecDeque<(u64, Row)>,
+    /// The number of the newest gap row, while it is uncommitted.
+    open_gap: Option<u64>,
 }
 
 fn default_buffer() -> usize {
@@ -159,7 +167,15 @@ fn default_buffer() -> usize {
 
 impl Default for Log {
     fn default() -> Self {
-        Log { enabled: false, buffer: default_buffer(), dropped: 0, next: 0, rows: VecDeque::new() }
+        Log {
+            enabled: false,
+            buffer: default_buffer(),
+            dropped: 0,
+            next: 0,
+            scopes: VecDeque::new(),
+            logs: VecDeque::new(),
+            open_gap: None,
+        }
     }
 }
 
@@ -167,7 +183,9 @@ impl Log {
     pub fn set_enabled(&mut self, on: bool) {
         self.enabled = on;
         if !on {
-            self.rows.clear();
+            self.scopes.clear();
+            self.logs.clear();
+            self.open_gap = None;
         }
     }
 
@@ -187,59 +205,84 @@ impl Log {
         if !self.enabled {
             return;
         }
-        self.rows.push_back((self.next, row));
+        let n = self.next;
         self.next += 1;
-        if self.rows.len() > self.buffer {
+        match row {
+            Row::Scope(_) => self.scopes.push_back((n, row)),
+            _ => self.logs.push_back((n, row)),
+        }
+        if self.len() > self.buffer {
             self.drop_oldest_scope_row();
         }
     }
 
     /// Over the buffer: the oldest scope row goes (the alert and tier logs
-    /// never do), and its boundary joins a gap row.
+    /// never do), and its boundary joins the newest gap or opens one.
     fn drop_oldest_scope_row(&mut self) {
-        let Some(i) = self.rows.iter().position(|(_, r)| matches!(r, Row::Scope(_))) else { return };
-        let Some((_, Row::Scope(r))) = self.rows.remove(i) else { return };
+        let Some((_, Row::Scope(r))) = self.scopes.pop_front() else { return };
         self.dropped += 1;
         let at = r.at;
-        // Extend the newest gap when it reaches this boundary, else open one.
-        let last_gap = self.rows.iter_mut().rev().find_map(|(_, row)| match row {
-            Row::Gap { from, to } => Some((from, to)),
-            _ => None,
-        });
-        match last_gap {
-            Some((from, to)) if at >= *from && at <= to.saturating_add(crate::time::MICROS_PER_DAY) => {
-                *to = (*to).max(at);
+        let open = self.open_gap.and_then(|g| {
+            let i = self.logs.binary_search_by_key(&g, |(k, _)| *k).ok()?;
+            match &mut self.logs[i].1 {
+                Row::Gap { from, to } if at >= *from && at <= to.saturating_add(crate::time::MICROS_PER_DAY) => {
+                    Some(to)
+                }
+                _ => None,
             }
-            _ => {
-                self.rows.push_back((self.next, Row::Gap { from: at, to: at }));
+        });
+        match open {
+            Some(to) => *to = (*to).max(at),
+            None => {
+                let n = self.next;
                 self.next += 1;
+                self.logs.push_back((n, Row::Gap { from: at, to: at }));
+                self.open_gap = Some(n);
             }
         }
     }
 
-    /// Up to `max` uncommitted rows after number `after` (all if `None`),
-    /// oldest first.
-    pub fn pending(&self, after: Option<u64>, max: usize) -> Vec<(u64, Row)> {
-        let start = match after {
-            Some(n) => self.rows.partition_point(|(k, _)| *k <= n),
-            None => 0,
-        };
-        self.rows.range(start..).take(max).cloned().collect()
+    /// Up to `max` uncommitted rows, oldest first.
+    pub fn pending(&self, max: usize) -> Vec<(u64, Row)> {
+        let (mut a, mut b) = (self.scopes.iter().peekable(), self.logs.iter().peekable());
+        let mut out = Vec::with_capacity(max.min(self.len()));
+        while out.len() < max {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => {
+                    if x.0 < y.0 {
+                        a.next()
+                    } else {
+                        b.next()
+                    }
+                }
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (None, None) => break,
+            };
+            out.extend(next.cloned());
+        }
+        out
     }
 
-    /// The store committed every row up to number `n`.
+    /// The store committed every row up to number `n` (a gap committed is
+    /// closed: a later drop opens a new one).
     pub fn commit_through(&mut self, n: u64) {
-        while self.rows.front().is_some_and(|(k, _)| *k <= n) {
-            self.rows.pop_front();
+        for q in [&mut self.scopes, &mut self.logs] {
+            while q.front().is_some_and(|(k, _)| *k <= n) {
+                q.pop_front();
+            }
+        }
+        if self.open_gap.is_some_and(|g| g <= n) {
+            self.open_gap = None;
         }
     }
 
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.scopes.len() + self.logs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.len() == 0
     }
 }
 
@@ -268,13 +311,14 @@ mod tests {
         for i in 0..5 {
             log.push(tier(i));
         }
-        let first: Vec<u64> = log.pending(None, 2).iter().map(|r| r.0).collect();
+        let first: Vec<u64> = log.pending(2).iter().map(|r| r.0).collect();
         assert_eq!(first, [0, 1]);
-        let next: Vec<u64> = log.pending(Some(1), 10).iter().map(|r| r.0).collect();
-        assert_eq!(next, [2, 3, 4]);
+        log.push(scope(7));
+        let all: Vec<u64> = log.pending(10).iter().map(|r| r.0).collect();
+        assert_eq!(all, [0, 1, 2, 3, 4, 5], "both queues, in number order");
         log.commit_through(2);
-        assert_eq!(log.len(), 2);
-        assert_eq!(log.pending(None, 10)[0].0, 3, "uncommitted rows are offered again (a failed write)");
+        assert_eq!(log.len(), 3);
+        assert_eq!(log.pending(10)[0].0, 3, "uncommitted rows are offered again (a failed write)");
     }
 
     fn scope(at: Ts) -> Row {
@@ -292,7 +336,7 @@ mod tests {
         }
         log.push(tier(1));
         let kinds: Vec<String> = log
-            .pending(None, 100)
+            .pending(100)
             .iter()
             .map(|(_, r)| match r {
                 Row::Tier(t) => format!("tier {}", t.seq),
@@ -303,5 +347,16 @@ mod tests {
             .collect();
         assert_eq!(kinds, ["tier 0", "scope 1200", "gap 300..900", "scope 1500", "tier 1"]);
         assert_eq!(log.dropped(), 3);
+        // A committed gap is closed; the next drop opens another.
+        log.commit_through(100);
+        for at in [1800, 2100, 2400, 2700, 3000] {
+            log.push(scope(at));
+        }
+        let gaps: Vec<(Ts, Ts)> = log
+            .pending(100)
+            .iter()
+            .filter_map(|(_, r)| if let Row::Gap { from, to } = r { Some((*from, *to)) } else { None })
+            .collect();
+        assert_eq!(gaps, [(1800, 1800)]);
     }
 }

@@ -435,9 +435,9 @@ impl Engine {
         self.history.dropped()
     }
 
-    /// Up to `max` history rows not yet committed, after number `after`.
-    pub fn history_pending(&self, after: Option<u64>, max: usize) -> Vec<(u64, log::Row)> {
-        self.history.pending(after, max)
+    /// Up to `max` history rows not yet committed, oldest first.
+    pub fn history_pending(&self, max: usize) -> Vec<(u64, log::Row)> {
+        self.history.pending(max)
     }
 
     /// The store committed every history row up to number `n`; returns how

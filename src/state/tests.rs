@@ -271,7 +271,7 @@ fn history_rows_compare(msgs: &[Msg]) -> Result<(), TestCaseError> {
         let before = naive.clone();
         engine.fold(&input);
         naive.offer(m.topic, m.partition, &m.payload, m.wall);
-        let made = engine.history_pending(None, usize::MAX);
+        let made = engine.history_pending(usize::MAX);
         if let Some(&(last, _)) = made.last() {
             engine.history_committed(last);
         }
