@@ -27,6 +27,10 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "scope rows", include_str!("migrations/0002_scope_rows.sql")),
 ];
 
+/// Scope rows per `INSERT` statement (4 parameters each: well within both
+/// back ends' limits on parameters).
+const SCOPE_ROWS_PER_INSERT: usize = 250;
+
 /// The embedded migrations, as `sqlx` runs them.
 #[derive(Debug)]
 struct Embedded;
@@ -118,6 +122,27 @@ impl HistoryStore {
     /// are left as they are.
     pub async fn write(&self, rows: &[(u64, Row)]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        // Scope rows, the bulk, go many to a statement.
+        let scopes: Vec<&ScopeRow> =
+            rows.iter().filter_map(|(_, r)| if let Row::Scope(s) = r { Some(&**s) } else { None }).collect();
+        for chunk in scopes.chunks(SCOPE_ROWS_PER_INSERT) {
+            let mut sql = String::from("INSERT INTO scope_rows (kind, id, at, vals) VALUES ");
+            for i in 0..chunk.len() {
+                let k = i * 4;
+                let sep = if i == 0 { "" } else { ", " };
+                sql.push_str(&format!("{sep}(${}, ${}, ${}, ${})", k + 1, k + 2, k + 3, k + 4));
+            }
+            sql.push_str(" ON CONFLICT DO NOTHING");
+            let mut q = query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(r.kind.as_str())
+                    .bind(r.id.to_string())
+                    .bind(r.at)
+                    .bind(serde_json::to_string(&*r.values).unwrap_or_default());
+            }
+            q.execute(&mut *tx).await?;
+        }
         for (_, row) in rows {
             match row {
                 Row::Alert(a) => {
@@ -142,15 +167,7 @@ impl HistoryStore {
                     .execute(&mut *tx)
                     .await?;
                 }
-                Row::Scope(r) => {
-                    query("INSERT INTO scope_rows (kind, id, at, vals) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
-                        .bind(r.kind.as_str())
-                        .bind(&*r.id)
-                        .bind(r.at)
-                        .bind(serde_json::to_string(&*r.values).unwrap_or_default())
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                Row::Scope(_) => {}
                 Row::Gap { from, to } => {
                     query("INSERT INTO history_gaps (from_at, to_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                         .bind(*from)
