@@ -516,14 +516,7 @@ fn warm_then_time(engine: &mut Engine, warm: &[Message], msgs: &[Message], wall:
 /// writer handle it: alerts posted and acknowledged, the log's rows taken
 /// and committed. Returns the history rows made.
 fn fold_batch_recorded(engine: &mut Engine, batch: &[Message], first: i64, wall: i64) -> usize {
-    let inputs: Vec<Input<'_>> = batch
-        .iter()
-        .enumerate()
-        .map(|(i, m)| Input { topic: m.topic, partition: 0, offset: first + i as i64, payload: &m.payload, wall })
-        .collect();
-    engine.fold_batch(&inputs, |_, outcome| {
-        black_box(outcome);
-    });
+    fold_only(engine, batch, first, wall);
     for (n, _) in engine.post_alerts() {
         engine.ack_alert(n);
     }
@@ -538,6 +531,12 @@ fn fold_batch_recorded(engine: &mut Engine, batch: &[Message], first: i64, wall:
 /// Folds one batch as the ingest loop does (offsets from `first`); returns
 /// the alert transitions it made.
 fn fold_batch(engine: &mut Engine, batch: &[Message], first: i64, wall: i64) -> usize {
+    fold_only(engine, batch, first, wall);
+    engine.take_alerts().len()
+}
+
+/// Folds one batch as the ingest loop does (offsets from `first`).
+fn fold_only(engine: &mut Engine, batch: &[Message], first: i64, wall: i64) {
     let inputs: Vec<Input<'_>> = batch
         .iter()
         .enumerate()
@@ -546,7 +545,6 @@ fn fold_batch(engine: &mut Engine, batch: &[Message], first: i64, wall: i64) -> 
     engine.fold_batch(&inputs, |_, outcome| {
         black_box(outcome);
     });
-    engine.take_alerts().len()
 }
 
 fn kafka(events: usize, accounts: usize, partitions: i32, brokers: Option<String>, runs: usize) -> anyhow::Result<()> {

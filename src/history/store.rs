@@ -249,33 +249,18 @@ impl HistoryStore {
         id: Option<&str>,
         (from, to, step): (Ts, Ts, i64),
     ) -> Result<Vec<(String, Ts, Value)>, sqlx::Error> {
-        let rows = match id {
-            Some(id) => {
-                query(
-                    "SELECT id, at, vals FROM scope_rows WHERE kind = $1 AND id = $2 AND at >= $3 AND at <= $4 \
-                     AND at % $5 = 0 ORDER BY at, id",
-                )
-                .bind(kind.as_str())
-                .bind(id)
-                .bind(from)
-                .bind(to)
-                .bind(step)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                query(
-                    "SELECT id, at, vals FROM scope_rows WHERE kind = $1 AND at >= $2 AND at <= $3 AND at % $4 = 0 \
-                     ORDER BY at, id",
-                )
-                .bind(kind.as_str())
-                .bind(from)
-                .bind(to)
-                .bind(step)
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
+        let mut sql = String::from(
+            "SELECT id, at, vals FROM scope_rows WHERE kind = $1 AND at >= $2 AND at <= $3 AND at % $4 = 0",
+        );
+        if id.is_some() {
+            sql.push_str(" AND id = $5");
+        }
+        sql.push_str(" ORDER BY at, id");
+        let mut q = query(&sql).bind(kind.as_str()).bind(from).bind(to).bind(step);
+        if let Some(id) = id {
+            q = q.bind(id);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 let vals: String = r.try_get("vals")?;

@@ -363,20 +363,40 @@ async fn account(
     Ok(Json(view))
 }
 
-/// `from`/`to` of a history request: RFC 3339 instants, both optional
-/// (the whole history up to now), `from` not after `to`.
-fn range(from: Option<&str>, to: Option<&str>) -> Result<(crate::time::Ts, crate::time::Ts), ApiError> {
-    let instant = |name: &'static str, v: Option<&str>, default| match v {
-        None => Ok(default),
-        Some(s) => crate::time::parse_rfc3339(s).ok_or_else(|| {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("{name}: {s:?} is not an RFC 3339 instant"))
-        }),
-    };
-    let (from, to) = (instant("from", from, i64::MIN)?, instant("to", to, i64::MAX)?);
+/// An RFC 3339 instant of a history request's `name` parameter.
+fn instant(name: &'static str, v: &str) -> Result<crate::time::Ts, ApiError> {
+    crate::time::parse_rfc3339(v).ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("{name}: {v:?} is not an RFC 3339 instant"))
+    })
+}
+
+/// `from`/`to` of a history request, `from` not after `to`: an absent
+/// `to` is `default_to`, an absent `from` is `default_from(to)`.
+fn range(
+    from: Option<&str>,
+    to: Option<&str>,
+    default_to: crate::time::Ts,
+    default_from: impl Fn(crate::time::Ts) -> crate::time::Ts,
+) -> Result<(crate::time::Ts, crate::time::Ts), ApiError> {
+    let to = to.map_or(Ok(default_to), |v| instant("to", v))?;
+    let from = from.map_or(Ok(default_from(to)), |v| instant("from", v))?;
     if from > to {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "from is after to"));
     }
     Ok((from, to))
+}
+
+/// The history store, or the answer that history is off.
+fn history_store(state: &AppState) -> Result<&crate::history::store::HistoryStore, ApiError> {
+    state.history.as_ref().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "history_off", "history is off (history.store = \"off\")")
+    })
+}
+
+/// A history query that failed: logged, answered without internals.
+fn history_unavailable(e: sqlx::Error) -> ApiError {
+    tracing::warn!(error = %e, "history query failed");
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "history_unavailable", "the history store cannot be read now")
 }
 
 /// `GET /api/v1/accounts/{id}/history` (SPEC §15): the account's tier
@@ -394,20 +414,10 @@ async fn account_history(
         Some(owner) if who.may_see_account(owner) => {}
         _ => return Err(ApiError::not_found("account")),
     }
-    let (from, to) = range(query.from.as_deref(), query.to.as_deref())?;
-    let Some(store) = &state.history else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "history_off",
-            "history is off (history.store = \"off\")",
-        ));
-    };
-    let unavailable = |e: sqlx::Error| {
-        tracing::warn!(error = %e, "history query failed");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "history_unavailable", "the history store cannot be read now")
-    };
-    let tier_changes = store.tier_changes(&account_id, from, to).await.map_err(unavailable)?;
-    let alerts = store.account_alerts(&account_id, from, to).await.map_err(unavailable)?;
+    let (from, to) = range(query.from.as_deref(), query.to.as_deref(), i64::MAX, |_| i64::MIN)?;
+    let store = history_store(&state)?;
+    let tier_changes = store.tier_changes(&account_id, from, to).await.map_err(history_unavailable)?;
+    let alerts = store.account_alerts(&account_id, from, to).await.map_err(history_unavailable)?;
     Ok(Json(json!({
         "account_id": account_id,
         "days": [],
@@ -450,19 +460,8 @@ async fn channel_history(
         other => return Err(bad(format!("step={other}: one of 5m, 1h, 1d"))),
     };
     let now = state.shared.snapshot().now.unwrap_or(0);
-    let to = match query.to.as_deref() {
-        None => now,
-        Some(s) => crate::time::parse_rfc3339(s).ok_or_else(|| bad(format!("to: {s:?} is not an RFC 3339 instant")))?,
-    };
-    let from = match query.from.as_deref() {
-        None => to - crate::time::MICROS_PER_DAY,
-        Some(s) => {
-            crate::time::parse_rfc3339(s).ok_or_else(|| bad(format!("from: {s:?} is not an RFC 3339 instant")))?
-        }
-    };
-    if from > to {
-        return Err(bad("from is after to".into()));
-    }
+    let (from, to) =
+        range(query.from.as_deref(), query.to.as_deref(), now, |to| to.saturating_sub(crate::time::MICROS_PER_DAY))?;
     let points = (to.div_euclid(step) - (from + step - 1).div_euclid(step)) + 1;
     if points > MAX_POINTS {
         return Err(ApiError::new(
@@ -479,13 +478,7 @@ async fn channel_history(
     {
         return Err(bad(format!("fields: {unknown:?} is not a figure of the KPI object")));
     }
-    let Some(store) = &state.history else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "history_off",
-            "history is off (history.store = \"off\")",
-        ));
-    };
+    let store = history_store(&state)?;
     // (key in the channel's data, scope kind, the one scope it shows, or
     // `None`: a map of every scope of the kind)
     let parts: Vec<(&str, K, Option<&str>)> = match &channel {
@@ -497,10 +490,6 @@ async fn channel_history(
             ("regions", K::Region, None),
         ],
         Channel::Csm(id) => vec![("kpis", K::Csm, Some(id.as_str()))],
-    };
-    let unavailable = |e: sqlx::Error| {
-        tracing::warn!(error = %e, "history query failed");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "history_unavailable", "the history store cannot be read now")
     };
     let restrict = |kpi: serde_json::Value| match &fields {
         None => kpi,
@@ -515,7 +504,7 @@ async fn channel_history(
     };
     let mut by_at: std::collections::BTreeMap<i64, serde_json::Map<String, serde_json::Value>> = Default::default();
     for (key, kind, one) in parts {
-        for (scope_id, at, kpi) in store.scope_rows(kind, one, (from, to, step)).await.map_err(unavailable)? {
+        for (scope_id, at, kpi) in store.scope_rows(kind, one, (from, to, step)).await.map_err(history_unavailable)? {
             let data = by_at.entry(at).or_default();
             if one.is_some() {
                 data.insert(key.to_owned(), restrict(kpi));
@@ -530,7 +519,7 @@ async fn channel_history(
     let gaps: Vec<serde_json::Value> = store
         .gaps(from, to)
         .await
-        .map_err(unavailable)?
+        .map_err(history_unavailable)?
         .into_iter()
         .map(|(a, b)| json!({"from": crate::time::format_rfc3339(a), "to": crate::time::format_rfc3339(b)}))
         .collect();
