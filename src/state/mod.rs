@@ -696,13 +696,18 @@ impl Engine {
     /// at B) and, with history on, every scope's KPI object is recorded as
     /// of B. Only the boundaries of the last 35 days before `ts` are stepped
     /// through (older ones lie beyond the fine rows' retention), so no jump
-    /// of the watermark costs more than 10,080 steps at 5 minutes.
+    /// of the watermark costs more than 10,080 steps at 5 minutes; the
+    /// boundaries skipped are recorded as a gap.
     fn close_boundaries(&mut self, ts: Ts) {
         let Some(w) = self.watermark else { return };
         let res = self.cfg.resolution;
         let first = w.div_euclid(res) * res + if w.rem_euclid(res) == 0 { 0 } else { res };
         let floor = (ts - days(35)).div_euclid(res) * res;
         let mut b = first.max(floor);
+        if b > first && self.history.enabled() {
+            // Boundaries not stepped through have no rows: shown as a gap.
+            self.history.push(log::Row::Gap { from: first, to: b - res });
+        }
         while b < ts {
             self.advance(b);
             self.evaluate_pending(None);
