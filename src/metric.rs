@@ -81,11 +81,20 @@ impl MetricValue {
     /// As the account and KPI objects show it: counts and days as integers,
     /// scores to one decimal where `round_scores`, the rest as reported.
     pub fn to_view(&self, unit: Unit, round_scores: bool) -> Value {
-        match (self, unit) {
-            (MetricValue::Num(n), Unit::Count | Unit::Days) => json!(n.approx as i64),
-            (MetricValue::Num(n), Unit::Score) if round_scores => json!(round1(n.approx)),
+        match self {
+            MetricValue::Num(n) => shown(n.approx, unit, round_scores),
             _ => self.to_json(),
         }
+    }
+}
+
+/// A reported number as the account and KPI objects show it (see
+/// [`MetricValue::to_view`]).
+pub fn shown(approx: f64, unit: Unit, round_scores: bool) -> Value {
+    match unit {
+        Unit::Count | Unit::Days => json!(approx as i64),
+        Unit::Score if round_scores => json!(round1(approx)),
+        _ => json!(approx),
     }
 }
 
@@ -213,11 +222,6 @@ pub fn position<Id>(table: &[Metric<Id>], path: &str) -> Option<usize> {
     table.iter().position(|m| m.rules && m.path == path)
 }
 
-/// The place of `id` in `table`.
-pub fn index_of<Id: PartialEq>(table: &[Metric<Id>], id: Id) -> usize {
-    table.iter().position(|m| m.id == id).expect("every id is in its table")
-}
-
 /// Puts `value` at the dotted `path` under `object`, making the objects on
 /// the way.
 pub fn insert_at(object: &mut Map<String, Value>, path: &str, value: Value) {
@@ -237,6 +241,10 @@ pub fn insert_at(object: &mut Map<String, Value>, path: &str, value: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn index_of<Id: PartialEq>(table: &[Metric<Id>], id: Id) -> usize {
+        table.iter().position(|m| m.id == id).expect("every id is in its table")
+    }
 
     #[test]
     fn paths_are_distinct_and_sectioned() {

@@ -14,10 +14,11 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
+use sqlx::any::AnyRow;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{Row as _, query};
 
-use crate::state::log::{Row, ScopeKind, ScopeRow};
+use crate::state::log::{Row, ScopeKind, ScopeRow, kpi_object};
 use crate::time::Ts;
 
 /// The schema, version by version (never edit one that has shipped: add
@@ -195,18 +196,21 @@ impl HistoryStore {
         tx.commit().await
     }
 
+    /// `sql` with $1 = an account id, $2..$3 = a range of instants.
+    async fn of_account(&self, sql: &str, (account_id, from, to): (&str, Ts, Ts)) -> Result<Vec<AnyRow>, sqlx::Error> {
+        query(sql).bind(account_id).bind(from).bind(to).fetch_all(&self.pool).await
+    }
+
     /// An account's tier changes with `ts` in [from, to], oldest first, as
     /// the API shows them.
     pub async fn tier_changes(&self, account_id: &str, from: Ts, to: Ts) -> Result<Vec<Value>, sqlx::Error> {
-        let rows = query(
-            "SELECT ts, from_tier, to_tier, score, cause FROM tier_log \
-             WHERE account_id = $1 AND ts >= $2 AND ts <= $3 ORDER BY ts, seq",
-        )
-        .bind(account_id)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .of_account(
+                "SELECT ts, from_tier, to_tier, score, cause FROM tier_log \
+                 WHERE account_id = $1 AND ts >= $2 AND ts <= $3 ORDER BY ts, seq",
+                (account_id, from, to),
+            )
+            .await?;
         rows.iter()
             .map(|r| {
                 let cause: String = r.try_get("cause")?;
@@ -224,15 +228,13 @@ impl HistoryStore {
     /// The alert transitions about an account with `ts` in [from, to],
     /// oldest first: each its §5.3 message.
     pub async fn account_alerts(&self, account_id: &str, from: Ts, to: Ts) -> Result<Vec<Value>, sqlx::Error> {
-        let rows = query(
-            "SELECT body FROM alert_log WHERE account_id = $1 AND ts >= $2 AND ts <= $3 \
-             ORDER BY ts, alert_id, version, state",
-        )
-        .bind(account_id)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .of_account(
+                "SELECT body FROM alert_log WHERE account_id = $1 AND ts >= $2 AND ts <= $3 \
+                 ORDER BY ts, alert_id, version, state",
+                (account_id, from, to),
+            )
+            .await?;
         rows.iter()
             .map(|r| {
                 let body: String = r.try_get("body")?;
@@ -265,8 +267,7 @@ impl HistoryStore {
             .map(|r| {
                 let vals: String = r.try_get("vals")?;
                 let values: Vec<Option<f64>> = serde_json::from_str(&vals).unwrap_or_default();
-                let row = ScopeRow { kind, id: "".into(), at: 0, values: values.into() };
-                Ok((r.try_get("id")?, r.try_get("at")?, row.kpi()))
+                Ok((r.try_get("id")?, r.try_get("at")?, kpi_object(&values)))
             })
             .collect()
     }
@@ -289,12 +290,5 @@ impl HistoryStore {
             }
         }
         Ok(out)
-    }
-
-    /// Rows in each table (tests and `/readyz`).
-    pub async fn counts(&self) -> Result<(i64, i64), sqlx::Error> {
-        let alerts: i64 = query("SELECT COUNT(*) AS n FROM alert_log").fetch_one(&self.pool).await?.try_get("n")?;
-        let tiers: i64 = query("SELECT COUNT(*) AS n FROM tier_log").fetch_one(&self.pool).await?.try_get("n")?;
-        Ok((alerts, tiers))
     }
 }

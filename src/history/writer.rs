@@ -10,7 +10,7 @@
 //! waits for a long backlog.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, histogram};
@@ -29,7 +29,6 @@ const IDLE: Duration = Duration::from_millis(200);
 pub struct Status {
     /// Rows the fold made that the store has not committed.
     pub pending: AtomicUsize,
-    pub written: AtomicU64,
     /// The last write's error, while writes fail.
     pub failing: std::sync::Mutex<Option<String>>,
 }
@@ -101,7 +100,6 @@ async fn write_once(shared: &Arc<Shared>, store: &HistoryStore, status: &Status)
         tokio::task::spawn_blocking(move || shared.engine().history_committed(last)).await.unwrap_or_default()
     };
     status.pending.store(left, Ordering::Relaxed);
-    status.written.fetch_add(taken.len() as u64, Ordering::Relaxed);
     gauge!("cspulse_history_pending_rows").set(left as f64);
     if status.failing().is_some() {
         info!(store = store.describe(), "history store writes again");

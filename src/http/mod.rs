@@ -162,13 +162,8 @@ pub struct TokenQuery {
     token: Option<String>,
 }
 
-#[derive(Deserialize)]
-pub struct RangeQuery {
-    token: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-}
-
+/// The query of the history endpoints (`step` and `fields`: the channel
+/// history only).
 #[derive(Deserialize)]
 pub struct HistoryQuery {
     token: Option<String>,
@@ -406,7 +401,7 @@ async fn account_history(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    query: Result<Query<RangeQuery>, QueryRejection>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (Path(account_id), Query(query)) = (path?, query?);
     let who = principal(&state, &headers, &TokenQuery { token: query.token.clone() })?;

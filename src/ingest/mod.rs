@@ -822,7 +822,6 @@ fn fold<'c>(mut batch: Batch<'c>, shared: &Shared, published: &mut Instant) -> F
     let alerts = alerts
         .into_iter()
         .map(|(n, alert)| {
-            let alert = Arc::new(alert);
             let _ = shared.alerts.send(Pushed::Alert(alert.clone()));
             (n, alert)
         })

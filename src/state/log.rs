@@ -110,16 +110,19 @@ impl ScopeKind {
 impl ScopeRow {
     /// The row's KPI object (§3.2), as the channels show it.
     pub fn kpi(&self) -> Value {
-        let mut object = serde_json::Map::new();
-        for (m, v) in crate::metric::KPI.iter().zip(self.values.iter()) {
-            let value = match v {
-                Some(x) => crate::metric::MetricValue::Num(crate::exact::Number::new(*x, crate::exact::Ratio::ZERO)),
-                None => crate::metric::MetricValue::Null,
-            };
-            crate::metric::insert_at(&mut object, m.path, value.to_view(m.unit, false));
-        }
-        Value::Object(object)
+        kpi_object(&self.values)
     }
+}
+
+/// The KPI object (§3.2) of figures stored in `metric::KPI` order (rows
+/// written before a figure was appended to the catalogue lack it).
+pub fn kpi_object(values: &[Option<f64>]) -> Value {
+    let mut object = serde_json::Map::new();
+    for (m, v) in crate::metric::KPI.iter().zip(values) {
+        let shown = v.map_or(Value::Null, |x| crate::metric::shown(x, m.unit, false));
+        crate::metric::insert_at(&mut object, m.path, shown);
+    }
+    Value::Object(object)
 }
 
 /// A row on its way to the history store.

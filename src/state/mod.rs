@@ -408,11 +408,11 @@ impl Engine {
     /// Alert transitions since the last call, in the order they happened,
     /// each with its number in the delivery outbox, where it stays (and is
     /// checkpointed) until [`Engine::ack_alert`].
-    pub fn post_alerts(&mut self) -> Vec<(u64, Alert)> {
-        let posted = self.alerting.post();
+    pub fn post_alerts(&mut self) -> Vec<(u64, Arc<Alert>)> {
+        let posted: Vec<(u64, Arc<Alert>)> = self.alerting.post().into_iter().map(|(n, a)| (n, Arc::new(a))).collect();
         if self.history.enabled() {
             for (_, alert) in &posted {
-                self.history.push(log::Row::Alert(Arc::new(alert.clone())));
+                self.history.push(log::Row::Alert(alert.clone()));
             }
         }
         posted
