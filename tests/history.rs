@@ -13,7 +13,7 @@ use common::*;
 use cspulse::app::App;
 use cspulse::auth::Role;
 use cspulse::event::Topic;
-use cspulse::state::log::{Cause, Row};
+use cspulse::state::log::{Cause, Row, account_object};
 use cspulse::state::{Engine, Input};
 use cspulse::time::{MICROS_PER_DAY, MICROS_PER_MIN, format_rfc3339, parse_rfc3339};
 use serde_json::{Value, json};
@@ -67,16 +67,17 @@ fn events() -> Vec<(Topic, String, Vec<u8>)> {
 /// What an engine fed `events` in order records for `account`: its tier
 /// changes and alert transitions, as the API shows them.
 fn expected(config: &cspulse::config::Config, events: &[(Topic, String, Vec<u8>)], account: &str) -> (Value, Value) {
-    let (tiers, alerts, _) = expected_rows(config, events, account);
+    let (tiers, alerts, _, _) = expected_rows(config, events, account);
     (tiers, alerts)
 }
 
-/// `expected`, and the portfolio's KPI object at each boundary.
+/// `expected`, the portfolio's KPI object at each boundary, and the
+/// account's daily rows as the API shows them.
 fn expected_rows(
     config: &cspulse::config::Config,
     events: &[(Topic, String, Vec<u8>)],
     account: &str,
-) -> (Value, Value, std::collections::BTreeMap<i64, Value>) {
+) -> (Value, Value, std::collections::BTreeMap<i64, Value>, Value) {
     let mut engine = Engine::new(config.state_config());
     engine.set_history(true);
     let mut offsets = [0i64; 4];
@@ -90,8 +91,13 @@ fn expected_rows(
     let mut alerts = Vec::new();
     let (mut by_event, mut by_time) = (false, false);
     let mut portfolio = std::collections::BTreeMap::new();
+    let mut days = Vec::new();
     for (_, row) in engine.history_pending(usize::MAX) {
         match row {
+            Row::Account(r) if &*r.account_id == account => {
+                let values: Vec<Value> = serde_json::from_str(&r.values).unwrap();
+                days.push(json!({"at": format_rfc3339(r.at), "account": account_object(account, &values)}));
+            }
             Row::Scope(r) if r.kind == cspulse::state::log::ScopeKind::Portfolio => {
                 portfolio.insert(r.at, r.kpi());
             }
@@ -108,7 +114,7 @@ fn expected_rows(
     }
     assert!(by_event && by_time, "the scenario changes a tier by an event and by time: {tiers:#?}");
     assert!(!alerts.is_empty(), "the scenario raises alerts on {account}");
-    (Value::Array(tiers), Value::Array(alerts), portfolio)
+    (Value::Array(tiers), Value::Array(alerts), portfolio, Value::Array(days))
 }
 
 /// `schemas/<name>.schema.json`, with the alert schema it may refer to.
@@ -141,7 +147,15 @@ async fn scenario(store: &str) {
     // engine below is fed it.
     config.time.align_wait = "50ms".parse().unwrap();
     let events = events();
-    let (want_tiers, want_alerts, portfolio) = expected_rows(&config, &events, "acct-a");
+    let (want_tiers, want_alerts, portfolio, want_days) = expected_rows(&config, &events, "acct-a");
+    // A row at every day boundary crossed (t0 itself closes when the first
+    // event after it comes); Nov 3's counts Nov 2's usage (40 events of 10
+    // users).
+    assert_eq!(want_days.as_array().unwrap().len(), 10, "Nov 2 to Nov 11: {want_days:#}");
+    assert_eq!(want_days[1]["at"], "2026-11-03T00:00:00Z", "{want_days:#}");
+    assert_eq!(want_days[1]["account"]["usage"]["events_day"], 40);
+    assert_eq!(want_days[1]["account"]["usage"]["active_users_day"], 10);
+    assert_eq!(want_days[2]["account"]["usage"]["events_day"], 0);
 
     let p = producer(&config.kafka.brokers);
     for (topic, key, payload) in &events {
@@ -155,13 +169,17 @@ async fn scenario(store: &str) {
         wait_for("the history rows", Duration::from_secs(40), || async {
             let (status, body) = history_of(&app, "acct-a", &exec).await;
             *last.lock().unwrap() = body.clone();
-            (status == 200 && body["tier_changes"] == want_tiers && body["alerts"] == want_alerts).then_some(body)
+            (status == 200
+                && body["tier_changes"] == want_tiers
+                && body["alerts"] == want_alerts
+                && body["days"] == want_days)
+                .then_some(body)
         }),
     )
     .await
     .unwrap_or_else(|_| {
         let last = last.lock().unwrap();
-        panic!("the history API never showed\n{want_tiers:#}\n{want_alerts:#}\nlast answer: {last:#}")
+        panic!("the history API never showed\n{want_tiers:#}\n{want_alerts:#}\n{want_days:#}\nlast answer: {last:#}")
     });
     assert_eq!(got["account_id"], "acct-a");
     let errors: Vec<String> =
@@ -238,7 +256,7 @@ async fn scenario(store: &str) {
     tokio::time::sleep(Duration::from_millis(600)).await;
     let (status, body) = history_of(&app, "acct-a", &exec).await;
     assert_eq!(status, 200);
-    assert_eq!((&body["tier_changes"], &body["alerts"]), (&want_tiers, &want_alerts));
+    assert_eq!((&body["tier_changes"], &body["alerts"], &body["days"]), (&want_tiers, &want_alerts, &want_days));
     app.shutdown().await;
 }
 

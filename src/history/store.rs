@@ -18,7 +18,7 @@ use sqlx::any::AnyRow;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{Row as _, query};
 
-use crate::state::log::{Row, ScopeKind, ScopeRow, kpi_object};
+use crate::state::log::{AccountRow, Row, ScopeKind, ScopeRow, account_object, kpi_object};
 use crate::time::Ts;
 
 /// The schema, version by version (never edit one that has shipped: add
@@ -26,11 +26,28 @@ use crate::time::Ts;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "alert and tier logs", include_str!("migrations/0001_alert_and_tier_logs.sql")),
     (2, "scope rows", include_str!("migrations/0002_scope_rows.sql")),
+    (3, "account rows", include_str!("migrations/0003_account_rows.sql")),
 ];
 
-/// Scope rows per `INSERT` statement (4 parameters each: well within both
-/// back ends' limits on parameters).
-const SCOPE_ROWS_PER_INSERT: usize = 250;
+/// Rows per multi-row `INSERT` statement (at most 7 parameters each: well
+/// within both back ends' limits on parameters).
+const ROWS_PER_INSERT: usize = 250;
+
+/// `INSERT INTO {head} VALUES ($1, …), … ON CONFLICT DO NOTHING` for `rows`
+/// rows of `columns` parameters.
+fn multi_insert(head: &str, rows: usize, columns: usize) -> String {
+    let mut sql = format!("INSERT INTO {head} VALUES ");
+    for i in 0..rows {
+        sql.push_str(if i == 0 { "(" } else { ", (" });
+        for c in 0..columns {
+            let sep = if c == 0 { "" } else { ", " };
+            sql.push_str(&format!("{sep}${}", i * columns + c + 1));
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    sql
+}
 
 /// The embedded migrations, as `sqlx` runs them.
 #[derive(Debug)]
@@ -123,17 +140,11 @@ impl HistoryStore {
     /// are left as they are.
     pub async fn write(&self, rows: &[(u64, Row)]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        // Scope rows, the bulk, go many to a statement.
+        // Scope and account rows, the bulk, go many to a statement.
         let scopes: Vec<&ScopeRow> =
             rows.iter().filter_map(|(_, r)| if let Row::Scope(s) = r { Some(&**s) } else { None }).collect();
-        for chunk in scopes.chunks(SCOPE_ROWS_PER_INSERT) {
-            let mut sql = String::from("INSERT INTO scope_rows (kind, id, at, vals) VALUES ");
-            for i in 0..chunk.len() {
-                let k = i * 4;
-                let sep = if i == 0 { "" } else { ", " };
-                sql.push_str(&format!("{sep}(${}, ${}, ${}, ${})", k + 1, k + 2, k + 3, k + 4));
-            }
-            sql.push_str(" ON CONFLICT DO NOTHING");
+        for chunk in scopes.chunks(ROWS_PER_INSERT) {
+            let sql = multi_insert("scope_rows (kind, id, at, vals)", chunk.len(), 4);
             let mut q = query(&sql);
             for r in chunk {
                 q = q
@@ -141,6 +152,24 @@ impl HistoryStore {
                     .bind(r.id.to_string())
                     .bind(r.at)
                     .bind(serde_json::to_string(&*r.values).unwrap_or_default());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let accounts: Vec<&AccountRow> =
+            rows.iter().filter_map(|(_, r)| if let Row::Account(a) = r { Some(&**a) } else { None }).collect();
+        for chunk in accounts.chunks(ROWS_PER_INSERT) {
+            let sql =
+                multi_insert("account_rows (account_id, at, csm_id, segment, region, tier, vals)", chunk.len(), 7);
+            let mut q = query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(r.account_id.to_string())
+                    .bind(r.at)
+                    .bind(r.csm_id.as_deref().map(str::to_owned))
+                    .bind(r.segment.to_string())
+                    .bind(r.region.to_string())
+                    .bind(r.tier.as_str())
+                    .bind(r.values.to_string());
             }
             q.execute(&mut *tx).await?;
         }
@@ -168,7 +197,7 @@ impl HistoryStore {
                     .execute(&mut *tx)
                     .await?;
                 }
-                Row::Scope(_) => {}
+                Row::Scope(_) | Row::Account(_) => {}
                 Row::Gap { from, to } => {
                     query("INSERT INTO history_gaps (from_at, to_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                         .bind(*from)
@@ -221,6 +250,25 @@ impl HistoryStore {
                     "score": r.try_get::<f64, _>("score")?,
                     "cause": serde_json::from_str::<Value>(&cause).unwrap_or(Value::Null),
                 }))
+            })
+            .collect()
+    }
+
+    /// An account's daily rows with the boundary in [from, to], oldest
+    /// first: (boundary, account object of §3.1 without rank, with the
+    /// closed day's usage).
+    pub async fn account_days(&self, account_id: &str, from: Ts, to: Ts) -> Result<Vec<(Ts, Value)>, sqlx::Error> {
+        let rows = self
+            .of_account(
+                "SELECT at, vals FROM account_rows WHERE account_id = $1 AND at >= $2 AND at <= $3 ORDER BY at",
+                (account_id, from, to),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let vals: String = r.try_get("vals")?;
+                let values: Vec<Value> = serde_json::from_str(&vals).unwrap_or_default();
+                Ok((r.try_get("at")?, account_object(account_id, &values)))
             })
             .collect()
     }

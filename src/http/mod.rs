@@ -394,9 +394,10 @@ fn history_unavailable(e: sqlx::Error) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "history_unavailable", "the history store cannot be read now")
 }
 
-/// `GET /api/v1/accounts/{id}/history` (SPEC §15): the account's tier
-/// changes and alert transitions in [from, to], for whoever may see the
-/// account now (a csm: only while it is in the csm's book).
+/// `GET /api/v1/accounts/{id}/history` (SPEC §15): the account's daily
+/// rows, tier changes and alert transitions in [from, to] (absent bounds:
+/// all of them), for whoever may see the account now (a csm: only while it
+/// is in the csm's book).
 async fn account_history(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -413,9 +414,16 @@ async fn account_history(
     let store = history_store(&state)?;
     let tier_changes = store.tier_changes(&account_id, from, to).await.map_err(history_unavailable)?;
     let alerts = store.account_alerts(&account_id, from, to).await.map_err(history_unavailable)?;
+    let days: Vec<serde_json::Value> = store
+        .account_days(&account_id, from, to)
+        .await
+        .map_err(history_unavailable)?
+        .into_iter()
+        .map(|(at, account)| json!({"at": crate::time::format_rfc3339(at), "account": account}))
+        .collect();
     Ok(Json(json!({
         "account_id": account_id,
-        "days": [],
+        "days": days,
         "tier_changes": tier_changes,
         "alerts": alerts,
     })))

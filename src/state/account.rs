@@ -356,6 +356,28 @@ pub struct Usage {
     pub last_activity: Option<Ts>,
     /// Latest usage on a core feature (adoption, §3.2).
     pub last_core: Option<Ts>,
+    /// The usage of the two latest UTC days with any (the daily account
+    /// row reports the day a boundary closes, §15).
+    days: [DayTally; 2],
+}
+
+/// One UTC day's usage events and distinct users of an account.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct DayTally {
+    /// The day's start (`None`: no day yet).
+    day: Option<Ts>,
+    events: u64,
+    /// The users seen that day, sorted.
+    users: Vec<Id>,
+}
+
+impl DayTally {
+    fn record(&mut self, user: Id) {
+        self.events += 1;
+        if let Err(at) = self.users.binary_search(&user) {
+            self.users.insert(at, user);
+        }
+    }
 }
 
 impl Default for Usage {
@@ -366,6 +388,7 @@ impl Default for Usage {
             features: LatestSeen::new(FEATURE_WINDOW, None),
             last_activity: None,
             last_core: None,
+            days: Default::default(),
         }
     }
 }
@@ -384,12 +407,37 @@ impl Usage {
         }
         self.events.insert(ts, 1);
         self.users.touch(user, ts);
+        self.record_day(ts, user);
         if let Some(f) = feature.id {
             if self.features.touch(f, ts) == Touch::Entered {
                 table.accounts_30d[f as usize] += 1;
             }
             table.touch_user(f, user, ts);
         }
+    }
+
+    /// Counts the event in its UTC day's tally. Only the two latest days
+    /// with usage are kept: an event of an older day comes after that day's
+    /// boundary closed (a later day's event was folded, so the watermark
+    /// passed it), and a late event does not restate a closed day (§15).
+    fn record_day(&mut self, ts: Ts, user: Id) {
+        let day = ts.div_euclid(crate::time::MICROS_PER_DAY) * crate::time::MICROS_PER_DAY;
+        if let Some(t) = self.days.iter_mut().find(|t| t.day == Some(day)) {
+            t.record(user);
+            return;
+        }
+        // Replace the older tally (or an unused one) if this day is newer.
+        let older = if self.days[0].day <= self.days[1].day { 0 } else { 1 };
+        if self.days[older].day < Some(day) {
+            self.days[older] = DayTally { day: Some(day), events: 0, users: Vec::new() };
+            self.days[older].record(user);
+        }
+    }
+
+    /// The usage events and distinct users of the UTC day starting at
+    /// `day` (0 and 0 if none are kept for it).
+    pub fn day_usage(&self, day: Ts) -> (u64, u64) {
+        self.days.iter().find(|t| t.day == Some(day)).map_or((0, 0), |t| (t.events, t.users.len() as u64))
     }
 
     pub fn active_users_7d(&self) -> u64 {

@@ -38,7 +38,7 @@ use super::{Dedup, Engine, Slot, StateConfig};
 use crate::alert::{Alerting, StoredAlerting};
 
 /// The state schema version this binary writes and reads.
-pub const STATE_VERSION: u32 = 4;
+pub const STATE_VERSION: u32 = 5;
 /// Account slots are split into this many sections (decoded in parallel).
 const SLOT_CHUNKS: usize = 2;
 /// Sections: core, slot chunks, de-duplication index, feature table.

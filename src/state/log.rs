@@ -125,12 +125,49 @@ pub fn kpi_object(values: &[Option<f64>]) -> Value {
     Value::Object(object)
 }
 
+/// One account's object as of a UTC day boundary (SPEC §15 "account
+/// snapshots"): every figure of `metric::ACCOUNT` as the account object
+/// shows it, then the closed day's usage events and distinct users.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AccountRow {
+    pub account_id: Arc<str>,
+    /// The day boundary B (the row reports the day that ends there).
+    pub at: Ts,
+    /// The account's scopes and tier at B (columns of their own, so the
+    /// store can select a scope's accounts at a past day).
+    pub csm_id: Option<Arc<str>>,
+    pub segment: Arc<str>,
+    pub region: Arc<str>,
+    pub tier: Tier,
+    /// The figures as a JSON array: `usage.events_day` and
+    /// `usage.active_users_day`, then the catalogue's in its order (new
+    /// figures are appended to it, so old rows stay readable).
+    pub values: Box<str>,
+}
+
+/// The fields a daily account row adds to the account object (the closed
+/// day's usage), before the catalogue's.
+pub const DAY_FIELDS: [&str; 2] = ["usage.events_day", "usage.active_users_day"];
+
+/// The account object (§3.1, without `rank`) of a daily row's values.
+pub fn account_object(account_id: &str, values: &[Value]) -> Value {
+    let mut object = serde_json::Map::new();
+    object.insert("account_id".into(), json!(account_id));
+    let paths = DAY_FIELDS.into_iter().chain(crate::metric::ACCOUNT.iter().map(|m| m.path));
+    for (path, v) in paths.zip(values) {
+        crate::metric::insert_at(&mut object, path, v.clone());
+    }
+    Value::Object(object)
+}
+
 /// A row on its way to the history store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Row {
     Alert(Arc<Alert>),
     Tier(Arc<TierChange>),
     Scope(Arc<ScopeRow>),
+    /// Never dropped (with the alert and tier logs).
+    Account(Arc<AccountRow>),
     /// Scope rows of the boundaries in [from, to] were dropped (the log was
     /// full while the store was unreachable): shown as a gap.
     Gap {
@@ -346,6 +383,7 @@ mod tests {
                 Row::Scope(s) => format!("scope {}", s.at),
                 Row::Gap { from, to } => format!("gap {from}..{to}"),
                 Row::Alert(_) => "alert".into(),
+                Row::Account(_) => "account".into(),
             })
             .collect();
         assert_eq!(kinds, ["tier 0", "scope 1200", "gap 300..900", "scope 1500", "tier 1"]);

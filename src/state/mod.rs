@@ -713,6 +713,9 @@ impl Engine {
             self.evaluate_pending(None);
             if self.history.enabled() {
                 self.record_scopes(b);
+                if b.rem_euclid(crate::time::MICROS_PER_DAY) == 0 {
+                    self.record_accounts(b);
+                }
             }
             b += res;
         }
@@ -740,6 +743,37 @@ impl Engine {
         }
         for (kind, id, values) in rows {
             self.history.push(log::Row::Scope(Arc::new(log::ScopeRow { kind, id, at, values })));
+        }
+    }
+
+    /// Records every account's object as of the UTC day boundary `at`, with
+    /// the usage of the day it closes (SPEC §15 "account snapshots"). Every
+    /// time-driven change up to `at` has been applied (the accounts it
+    /// concerns were woken), so bringing an account's windows to `at` only
+    /// reads what its last refresh counted.
+    fn record_accounts(&mut self, at: Ts) {
+        use crate::metric::ACCOUNT;
+        let day = at - crate::time::MICROS_PER_DAY;
+        for slot in &mut self.slots {
+            let a = &mut slot.account;
+            a.advance(at, &self.cfg, &mut self.features);
+            let metrics = a.metrics(at, &self.cfg);
+            let facts = view::Facts::of(a, &metrics, at);
+            let (events, users) = a.usage.day_usage(day);
+            let values: Vec<serde_json::Value> = [serde_json::Value::from(events), serde_json::Value::from(users)]
+                .into_iter()
+                .chain(ACCOUNT.iter().map(|m| view::account_value(m.id, &facts).to_view(m.unit, true)))
+                .collect();
+            let row = log::AccountRow {
+                account_id: a.id.clone(),
+                at,
+                csm_id: a.info.csm_id.clone(),
+                segment: a.info.segment.clone(),
+                region: a.info.region.clone(),
+                tier: metrics.tier(),
+                values: serde_json::to_string(&values).unwrap_or_default().into(),
+            };
+            self.history.push(log::Row::Account(Arc::new(row)));
         }
     }
 

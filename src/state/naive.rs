@@ -316,6 +316,24 @@ impl NaiveModel {
         })
     }
 
+    /// The accepted usage events of `account_id` with `ts` in the UTC day
+    /// starting at `day`, and their distinct users.
+    pub fn day_usage(&self, account_id: &str, day: Ts) -> (u64, u64) {
+        let mut users = BTreeSet::new();
+        let mut events = 0;
+        for e in &self.events {
+            if let StoredBody::Usage { user_id, .. } = &e.body
+                && e.account_id == account_id
+                && e.ts >= day
+                && e.ts < day + days(1)
+            {
+                events += 1;
+                users.insert(user_id.as_str());
+            }
+        }
+        (events, users.len() as u64)
+    }
+
     /// The accepted events naming `account_id`, sorted by (ts, arrival).
     fn events_of(&self, account_id: &str) -> Vec<&Stored> {
         let mut evs: Vec<&Stored> = self.events.iter().filter(|e| e.account_id == account_id).collect();

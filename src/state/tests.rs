@@ -276,9 +276,40 @@ fn history_rows_compare(msgs: &[Msg]) -> Result<(), TestCaseError> {
             engine.history_committed(last);
         }
         let mut by_boundary: std::collections::BTreeMap<Ts, Vec<(ScopeKind, String, Value)>> = Default::default();
+        let mut account_rows: std::collections::BTreeMap<Ts, Vec<(String, Value)>> = Default::default();
         for (_, row) in made {
-            if let Row::Scope(r) = row {
-                by_boundary.entry(r.at).or_default().push((r.kind, r.id.to_string(), r.kpi()));
+            match row {
+                Row::Scope(r) => by_boundary.entry(r.at).or_default().push((r.kind, r.id.to_string(), r.kpi())),
+                Row::Account(r) => {
+                    let values: Vec<Value> = serde_json::from_str(&r.values).unwrap();
+                    account_rows
+                        .entry(r.at)
+                        .or_default()
+                        .push((r.account_id.to_string(), super::log::account_object(&r.account_id, &values)));
+                }
+                _ => {}
+            }
+        }
+        // Daily account rows (SPEC §15): each account's object as of the
+        // day boundary, without rank, with the closed day's usage.
+        for (at, got) in account_rows {
+            prop_assert_eq!(at.rem_euclid(crate::time::MICROS_PER_DAY), 0, "account rows only at UTC midnight");
+            let views = before.views_at(Some(at));
+            let want = views["accounts"].as_object().unwrap();
+            prop_assert_eq!(got.len(), want.len(), "one row per account at {}", format_rfc3339(at));
+            for (id, object) in &got {
+                let mut w = want[id.as_str()].clone();
+                w["health"].as_object_mut().unwrap().remove("rank");
+                let (events, users) = before.day_usage(id, at - crate::time::MICROS_PER_DAY);
+                w["usage"]["events_day"] = json!(events);
+                w["usage"]["active_users_day"] = json!(users);
+                if let Err(diff) = same(object, &w, "") {
+                    return Err(TestCaseError::fail(format!(
+                        "account row {id} at {} before message {i}: {diff}",
+                        format_rfc3339(at)
+                    )));
+                }
+                rows += 1;
             }
         }
         for (at, got) in by_boundary {
