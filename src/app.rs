@@ -81,6 +81,10 @@ impl App {
             checkpoints: checkpoint_status.clone(),
             history: history_store.clone(),
             history_status: history_status.clone(),
+            targets: Arc::new(
+                crate::history::targets::Target::parse_all(&config.targets)
+                    .map_err(|(i, e)| anyhow::anyhow!("target {}: {e}", i + 1))?,
+            ),
         };
         if config.auth.insecure {
             warn!("auth.insecure is set: every request is served without a token");
@@ -107,7 +111,13 @@ impl App {
         }
         let history = history_store.map(|h| {
             info!(store = h.describe(), "history store open");
-            tokio::spawn(crate::history::writer::run(shared.clone(), h, history_status, stop.subscribe()))
+            tokio::spawn(crate::history::writer::run(
+                shared.clone(),
+                h,
+                history_status,
+                crate::history::store::Retention::of(&config.history.retention),
+                stop.subscribe(),
+            ))
         });
         let ingest = subscribed.start();
         let c = &config.cadence;

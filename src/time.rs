@@ -148,6 +148,70 @@ pub fn quarter_start(ts: Ts) -> Ts {
     date_to_days(start) as i64 * MICROS_PER_DAY
 }
 
+/// The same UTC calendar position `months` months before `ts` (time of
+/// day kept), clamped to that month's last day: 31 March less one month is
+/// 28 (or 29) February.
+pub fn months_back(ts: Ts, months: u32) -> Ts {
+    let date = days_to_date(utc_day(ts));
+    let time_of_day = ts.rem_euclid(MICROS_PER_DAY);
+    let index = date.year() * 12 + (date.month() as i32 - 1) - months as i32;
+    let (year, month) =
+        (index.div_euclid(12), Month::try_from(index.rem_euclid(12) as u8 + 1).unwrap_or(Month::January));
+    let day = date.day().min(time::util::days_in_month(month, year));
+    let back = Date::from_calendar_date(year, month, day).unwrap_or(date);
+    date_to_days(back) as i64 * MICROS_PER_DAY + time_of_day
+}
+
+/// A UTC calendar period (targets, §15).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CalendarPeriod {
+    Month,
+    Quarter,
+    Year,
+}
+
+impl CalendarPeriod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CalendarPeriod::Month => "month",
+            CalendarPeriod::Quarter => "quarter",
+            CalendarPeriod::Year => "year",
+        }
+    }
+
+    pub fn months(self) -> u32 {
+        match self {
+            CalendarPeriod::Month => 1,
+            CalendarPeriod::Quarter => 3,
+            CalendarPeriod::Year => 12,
+        }
+    }
+
+    /// The period containing `ts`: [start, end).
+    pub fn around(self, ts: Ts) -> (Ts, Ts) {
+        let date = days_to_date(utc_day(ts));
+        let month0 = date.month() as u8 - 1;
+        let first = match self {
+            CalendarPeriod::Month => month0,
+            CalendarPeriod::Quarter => month0 / 3 * 3,
+            CalendarPeriod::Year => 0,
+        };
+        let start = Date::from_calendar_date(date.year(), Month::try_from(first + 1).unwrap_or(Month::January), 1)
+            .unwrap_or(date);
+        let start = date_to_days(start) as i64 * MICROS_PER_DAY;
+        // The first of a month one period later: a month ahead of the start
+        // is less than 32 days, so step from the start's own day.
+        let mut end = start;
+        for _ in 0..self.months() {
+            let d = days_to_date(utc_day(end));
+            end = date_to_days(d) as i64 * MICROS_PER_DAY
+                + i64::from(time::util::days_in_month(d.month(), d.year())) * MICROS_PER_DAY;
+        }
+        (start, end)
+    }
+}
+
 /// The wall clock as an instant.
 pub fn wall_now() -> Ts {
     let t = OffsetDateTime::now_utc().to_offset(UtcOffset::UTC);
@@ -201,6 +265,32 @@ impl serde::Serialize for Span {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calendar_periods_and_months_back() {
+        let t = |s: &str| parse_rfc3339(s).unwrap();
+        assert_eq!(months_back(t("2026-03-31T10:30:00Z"), 1), t("2026-02-28T10:30:00Z"), "clamped");
+        assert_eq!(months_back(t("2028-03-31T10:30:00Z"), 1), t("2028-02-29T10:30:00Z"), "leap year");
+        assert_eq!(months_back(t("2026-01-15T00:00:00Z"), 3), t("2025-10-15T00:00:00Z"));
+        assert_eq!(months_back(t("2026-05-31T23:59:59Z"), 12), t("2025-05-31T23:59:59Z"));
+        assert_eq!(months_back(t("2026-08-31T00:00:00Z"), 3), t("2026-05-31T00:00:00Z"));
+        let around = |p: CalendarPeriod, s: &str| {
+            let (a, b) = p.around(t(s));
+            (format_rfc3339(a), format_rfc3339(b))
+        };
+        assert_eq!(
+            around(CalendarPeriod::Month, "2026-02-14T12:00:00Z"),
+            ("2026-02-01T00:00:00Z".into(), "2026-03-01T00:00:00Z".into())
+        );
+        assert_eq!(
+            around(CalendarPeriod::Quarter, "2026-12-31T23:59:59Z"),
+            ("2026-10-01T00:00:00Z".into(), "2027-01-01T00:00:00Z".into())
+        );
+        assert_eq!(
+            around(CalendarPeriod::Year, "2026-01-01T00:00:00Z"),
+            ("2026-01-01T00:00:00Z".into(), "2027-01-01T00:00:00Z".into())
+        );
+    }
 
     #[test]
     fn rfc3339_round_trip_and_offsets() {

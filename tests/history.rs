@@ -60,6 +60,15 @@ fn events() -> Vec<(Topic, String, Vec<u8>)> {
                 "user_id": "user-b", "feature": "api"}),
         ));
     }
+    // On its last day acct-b's seats all come in (its tier rises).
+    for u in 0..9i64 {
+        out.push((
+            Topic::Usage,
+            "acct-b".into(),
+            json!({"event_id": format!("u-b-last-{u}"), "ts": ts(t0 + 10 * MICROS_PER_DAY - (u + 1) * MICROS_PER_MIN),
+                "account_id": "acct-b", "user_id": format!("user-b{u}"), "feature": format!("f{u}")}),
+        ));
+    }
     out.sort_by_key(|(_, _, v)| parse_rfc3339(v["ts"].as_str().unwrap()).unwrap());
     out.into_iter().map(|(t, k, v)| (t, k, serde_json::to_vec(&v).unwrap())).collect()
 }
@@ -146,6 +155,18 @@ async fn scenario(store: &str) {
     // The backlog folds in event-time order (SPEC §2 additions), as the
     // engine below is fed it.
     config.time.align_wait = "50ms".parse().unwrap();
+    let target = |name: &str, metric: &str, scope: &str, op: &str, value: f64| cspulse::config::TargetConfig {
+        name: name.into(),
+        metric: metric.into(),
+        scope: scope.into(),
+        period: cspulse::time::CalendarPeriod::Month,
+        op: op.into(),
+        value,
+    };
+    config.targets = vec![
+        target("ARR", "revenue.arr", "portfolio", ">=", 150_000.0),
+        target("csm-1 at risk", "health.at_risk_share", "csm:csm-1", "<=", 0.5),
+    ];
     let events = events();
     let (want_tiers, want_alerts, portfolio, want_days) = expected_rows(&config, &events, "acct-a");
     // A row at every day boundary crossed (t0 itself closes when the first
@@ -246,6 +267,8 @@ async fn scenario(store: &str) {
     let (status, body) = get(&url, Some(&exec)).await;
     assert_eq!(status, 400, "{body}");
 
+    compare_targets_and_csv(&app, &exec, &portfolio).await;
+
     let (_, ready) = get(&format!("http://{}/readyz", app.addr), Some(&exec)).await;
     assert_eq!(ready["history"]["enabled"], true);
     assert_eq!(ready["history"]["pending_rows"], 0, "{ready}");
@@ -258,6 +281,111 @@ async fn scenario(store: &str) {
     assert_eq!(status, 200);
     assert_eq!((&body["tier_changes"], &body["alerts"], &body["days"]), (&want_tiers, &want_alerts, &want_days));
     app.shutdown().await;
+}
+
+/// `compare`, `targets` and CSV answers over the scenario's history (the
+/// watermark is at Nov 12, 00:00).
+async fn compare_targets_and_csv(app: &App, exec: &str, portfolio: &std::collections::BTreeMap<i64, Value>) {
+    let base = format!("http://{}/api/v1", app.addr);
+    let (status, live) = get(&format!("{base}/channels/executive"), Some(exec)).await;
+    assert_eq!(status, 200);
+    // A week: now against the boundary at Nov 5, 00:00.
+    let (status, body) = get(&format!("{base}/compare/executive?period=week"), Some(exec)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((&body["now"], &body["then"]), (&json!("2026-11-12T00:00:00Z"), &json!("2026-11-05T00:00:00Z")));
+    let errors: Vec<String> =
+        schema("compare").iter_errors(&body).map(|e| format!("{e} at {}", e.instance_path)).collect();
+    assert!(errors.is_empty(), "the answer fits schemas/compare.schema.json: {errors:#?}");
+    let then = &portfolio[&parse_rfc3339("2026-11-05T00:00:00Z").unwrap()];
+    for m in cspulse::metric::KPI {
+        let at = |v: &Value| m.path.split('.').fold(v.clone(), |v, k| v[k].clone());
+        let got = at(&body["data"]["portfolio"]);
+        assert_eq!((&got["now"], &got["then"]), (&at(&live["portfolio"]), &at(then)), "{}", m.path);
+        if let (Some(n), Some(t)) = (got["now"].as_f64(), got["then"].as_f64()) {
+            assert!((got["change"].as_f64().unwrap() - (n - t)).abs() < 1e-6, "{}: {got}", m.path);
+            if t != 0.0 {
+                assert!((got["change_ratio"].as_f64().unwrap() - (n - t) / t).abs() < 1e-9, "{}: {got}", m.path);
+            } else {
+                assert_eq!(got["change_ratio"], Value::Null, "{}", m.path);
+            }
+        }
+    }
+    assert_eq!(body["data"]["segments"]["smb"]["revenue"]["arr"]["change"], 0.0, "{body}");
+    // The improvement rate: of the accounts not green on Nov 5, the share
+    // whose tier now is higher (red < yellow < green).
+    let rank = |t: &Value| ["red", "yellow", "green"].iter().position(|x| t == x).unwrap();
+    let (mut accounts, mut improved) = (0, 0);
+    for id in ["acct-a", "acct-b"] {
+        let (_, days) =
+            get(&format!("{base}/accounts/{id}/history?from=2026-11-05T00:00:00Z&to=2026-11-05T00:00:00Z"), Some(exec))
+                .await;
+        let then = &days["days"][0]["account"]["health"]["tier"];
+        let (_, account) = get(&format!("{base}/accounts/{id}"), Some(exec)).await;
+        if then != "green" {
+            accounts += 1;
+            improved += u64::from(rank(&account["health"]["tier"]) > rank(then));
+        }
+    }
+    let rate = &body["data"]["portfolio"]["health"]["improvement_rate"];
+    assert_eq!((rate["accounts"].as_u64(), rate["improved"].as_u64()), (Some(accounts), Some(improved)), "{rate}");
+    assert_eq!(improved, 1, "the scenario improves acct-b: {rate}");
+    assert_eq!(rate["rate"].as_f64().unwrap(), improved as f64 / accounts as f64);
+    // Fields restrict; a month back lies before the history: then is null.
+    let (_, body) = get(&format!("{base}/compare/csm:csm-1?period=month&fields=revenue.arr"), Some(exec)).await;
+    assert_eq!(body["then"], Value::Null, "{body}");
+    assert_eq!(
+        body["data"]["kpis"],
+        json!({"revenue": {"arr": {"now": 50000.0, "then": null, "change": null, "change_ratio": null}}}),
+        "{body}"
+    );
+    let (status, body) = get(&format!("{base}/compare/executive?period=fortnight"), Some(exec)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("fortnight"), "{body}");
+    let csm2 = token(Role::Csm, Some("csm-2"));
+    let (status, _) = get(&format!("{base}/compare/csm:csm-1?period=day"), Some(&csm2)).await;
+    assert_eq!(status, 403);
+
+    // Targets: the portfolio's ARR (100,000 against 150,000; no history at
+    // the month's start, so the projection is the actual).
+    let (status, body) = get(&format!("{base}/targets"), Some(exec)).await;
+    assert_eq!(status, 200, "{body}");
+    let errors: Vec<String> =
+        schema("targets").iter_errors(&body).map(|e| format!("{e} at {}", e.instance_path)).collect();
+    assert!(errors.is_empty(), "the answer fits schemas/targets.schema.json: {errors:#?}");
+    let arr = &body["targets"][0];
+    assert_eq!((&arr["name"], &arr["actual"], &arr["projected"]), (&json!("ARR"), &json!(100000.0), &json!(100000.0)));
+    assert_eq!((&arr["status"], &arr["period_start"]), (&json!("off_track"), &json!("2026-11-01T00:00:00Z")));
+    assert_eq!(arr["previous"]["actual"], Value::Null);
+    assert_eq!(body["targets"].as_array().unwrap().len(), 2, "{body}");
+    let (_, body) = get(&format!("{base}/targets"), Some(&csm2)).await;
+    assert_eq!(body["targets"], json!([]), "a csm sees no other book's targets, nor the portfolio's: {body}");
+    let (_, body) = get(&format!("{base}/targets"), Some(&token(Role::Csm, Some("csm-1")))).await;
+    assert_eq!(body["targets"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(body["targets"][0]["scope"], "csm:csm-1");
+
+    // CSV: one row per point and scope, one column per field.
+    let csv = |url: String| async move {
+        let res = reqwest::Client::new().get(url).bearer_auth(exec).header("accept", "text/csv").send().await.unwrap();
+        assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
+        res.text().await.unwrap()
+    };
+    let text = csv(format!(
+        "{base}/history/executive?from=2026-11-03T00:00:00Z&to=2026-11-04T00:00:00Z&step=1d&fields=revenue.arr,health.accounts"
+    ))
+    .await;
+    assert_eq!(
+        text,
+        "at,scope,id,health.accounts,revenue.arr\n\
+         2026-11-03T00:00:00Z,portfolio,portfolio,2,100000.0\n\
+         2026-11-03T00:00:00Z,segment,smb,2,100000.0\n\
+         2026-11-04T00:00:00Z,portfolio,portfolio,2,100000.0\n\
+         2026-11-04T00:00:00Z,segment,smb,2,100000.0\n"
+    );
+    let text = csv(format!("{base}/accounts/acct-a/history?from=2026-11-03T00:00:00Z&to=2026-11-03T00:00:00Z")).await;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("at,account_id,usage.events_day,usage.active_users_day,info.name,"), "{text}");
+    assert!(lines[1].starts_with("2026-11-03T00:00:00Z,acct-a,40,10,ACCT-A,csm-1,smb,emea,10,2027-03-01,"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,6 +409,82 @@ async fn fresh_postgres_database() -> String {
         .expect("PostgreSQL on 127.0.0.1:5432 (scripts/test.sh starts it)");
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
     name
+}
+
+/// Retention (SPEC §15): 5-minute rows go first, then hourly ones, then
+/// the daily rows, account rows and logs; each kind keeps its own span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_each_kind_of_row_for_its_span() {
+    use cspulse::history::store::{HistoryStore, Retention};
+    use cspulse::state::log::{AccountRow, ScopeKind, ScopeRow, TierChange};
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("history.db").display());
+    let postgres = format!("postgres://postgres@127.0.0.1:5432/{}", fresh_postgres_database().await);
+    let hour = 3_600_000_000i64;
+    let now = parse_rfc3339("2026-11-30T00:00:00Z").unwrap();
+    for spec in [sqlite, postgres] {
+        let store = HistoryStore::open(&spec).await.unwrap();
+        let mut rows = Vec::new();
+        // Every 5 minutes over the last 10 days.
+        for (n, at) in (now - 10 * 24 * hour..=now).step_by(5 * 60 * 1_000_000).enumerate() {
+            let values: std::sync::Arc<[Option<f64>]> = vec![Some(1.0)].into();
+            let row = ScopeRow { kind: ScopeKind::Portfolio, id: "portfolio".into(), at, values };
+            rows.push((n as u64, Row::Scope(std::sync::Arc::new(row))));
+        }
+        for (i, day) in [9i64, 1].into_iter().enumerate() {
+            let at = now - day * 24 * hour;
+            rows.push((
+                100_000 + i as u64,
+                Row::Account(std::sync::Arc::new(AccountRow {
+                    account_id: "a".into(),
+                    at,
+                    csm_id: None,
+                    segment: "smb".into(),
+                    region: "emea".into(),
+                    tier: cspulse::state::health::Tier::Red,
+                    values: "[0, 0]".into(),
+                })),
+            ));
+            rows.push((
+                200_000 + i as u64,
+                Row::Tier(std::sync::Arc::new(TierChange {
+                    account_id: "a".into(),
+                    ts: at,
+                    seq: i as u64,
+                    from: None,
+                    to: cspulse::state::health::Tier::Red,
+                    score: 10.0,
+                    cause: Cause::Time,
+                })),
+            ));
+        }
+        store.write(&rows).await.unwrap();
+        // Fine rows for 2 days, hourly ones for 5, the rest for 8.
+        let keep = Retention { fine: 2 * 24 * hour, hourly: 5 * 24 * hour, daily: 8 * 24 * hour };
+        let deleted = store.prune(now, keep).await.unwrap();
+        let store = &store;
+        let at = |step: i64| async move {
+            store.scope_rows(ScopeKind::Portfolio, None, (now - 10 * 24 * hour, now, step)).await.unwrap()
+        };
+        let fine: Vec<i64> = at(5 * 60 * 1_000_000).await.iter().map(|r| r.1).collect();
+        let hourly: Vec<i64> = at(hour).await.iter().map(|r| r.1).collect();
+        let daily: Vec<i64> = at(24 * hour).await.iter().map(|r| r.1).collect();
+        assert_eq!(daily, (2..=8).rev().map(|d| now - d * 24 * hour).chain([now - 24 * hour, now]).collect::<Vec<_>>());
+        assert_eq!(hourly.first(), Some(&(now - 8 * 24 * hour)), "{spec}");
+        assert_eq!(hourly.iter().filter(|t| **t % (24 * hour) != 0).min(), Some(&(now - 5 * 24 * hour + hour)));
+        assert_eq!(fine.iter().filter(|t| **t % hour != 0).min(), Some(&(now - 2 * 24 * hour + 5 * 60 * 1_000_000)));
+        // Of 2,881 rows: fine ones older than 2 days, hourly ones older than
+        // 5, midnights older than 8; one account row and one tier change.
+        let (fine_gone, hourly_gone, daily_gone) = (8 * 24 * 11, 5 * 23, 2);
+        assert_eq!(deleted, fine_gone + hourly_gone + daily_gone + 2, "{spec}");
+        let days = store.account_days("a", i64::MIN, i64::MAX).await.unwrap();
+        assert_eq!(days.iter().map(|d| d.0).collect::<Vec<_>>(), [now - 24 * hour]);
+        let tiers = store.tier_changes("a", i64::MIN, i64::MAX).await.unwrap();
+        assert_eq!(tiers.len(), 1);
+        // Forever (0) keeps everything.
+        let forever = Retention { fine: 0, hourly: 0, daily: 0 };
+        assert_eq!(store.prune(now + 1000 * 24 * hour, forever).await.unwrap(), 0);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,6 +550,18 @@ async fn a_database_outage_loses_nothing() {
     config.state.store = format!("file://{}", dir.path().join("state").display());
     config.history.store = format!("postgres://postgres@127.0.0.1:{}/{db}", proxy.port);
     config.time.align_wait = "50ms".parse().unwrap();
+    let target = |name: &str, metric: &str, scope: &str, op: &str, value: f64| cspulse::config::TargetConfig {
+        name: name.into(),
+        metric: metric.into(),
+        scope: scope.into(),
+        period: cspulse::time::CalendarPeriod::Month,
+        op: op.into(),
+        value,
+    };
+    config.targets = vec![
+        target("ARR", "revenue.arr", "portfolio", ">=", 150_000.0),
+        target("csm-1 at risk", "health.at_risk_share", "csm:csm-1", "<=", 0.5),
+    ];
     let events = events();
     let (want_tiers, want_alerts) = expected(&config, &events, "acct-a");
     let split = events.len() / 2;

@@ -20,7 +20,7 @@ use jsonschema::{Draft, Keyword, Resource, ValidationError, ValidationOptions, V
 use serde_json::{Map, Value};
 
 /// Every schema, by the name used for its file and its examples directory.
-const SCHEMAS: [&str; 10] = [
+const SCHEMAS: [&str; 12] = [
     "account",
     "usage",
     "ticket",
@@ -31,6 +31,8 @@ const SCHEMAS: [&str; 10] = [
     "ws-server",
     "account-history",
     "channel-history",
+    "compare",
+    "targets",
 ];
 
 const MAX_BYTES: usize = 1 << 20;

@@ -78,6 +78,9 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub history: HistoryConfig,
+    /// Targets against actuals (§15); none by default.
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
     /// Alert rules (§5; the default rule set applies when absent) and the
     /// delivery outbox's bound (§5.3 additions).
     #[serde(default)]
@@ -171,6 +174,39 @@ pub struct HistoryConfig {
     /// Rows kept for the store while it cannot take them; beyond, the
     /// oldest scope rows are dropped (listed as gaps).
     pub buffer: usize,
+    pub retention: RetentionConfig,
+}
+
+/// SPEC §15 "Retention": how long each kind of row is kept (`0s`: forever).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Scope rows at boundaries that are not whole hours.
+    pub fine: Span,
+    /// Scope rows at whole hours that are not UTC midnights.
+    pub hourly: Span,
+    /// Scope rows at UTC midnights, account rows, the tier and alert logs.
+    pub daily: Span,
+}
+
+/// A target (SPEC §15 `[[targets]]`): a KPI figure of one scope against a
+/// value, per UTC calendar period.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    #[serde(deserialize_with = "text")]
+    pub name: String,
+    /// A dotted path of the KPI object (§3.2), e.g. `revenue.nrr_qtd`.
+    #[serde(deserialize_with = "text")]
+    pub metric: String,
+    /// `portfolio`, `segment:<v>`, `region:<v>` or `csm:<id>`.
+    #[serde(deserialize_with = "text")]
+    pub scope: String,
+    pub period: crate::time::CalendarPeriod,
+    /// `>=` or `<=`.
+    #[serde(deserialize_with = "text")]
+    pub op: String,
+    pub value: f64,
 }
 
 impl HistoryConfig {
@@ -453,6 +489,20 @@ impl Config {
         if self.history.buffer < 1000 {
             return bad("history.buffer", "must be at least 1000 rows");
         }
+        let r = &self.history.retention;
+        let hour = 60 * MICROS_PER_MIN;
+        for (key, span, least) in [
+            ("history.retention.fine", r.fine, hour),
+            ("history.retention.hourly", r.hourly, 24 * hour),
+            ("history.retention.daily", r.daily, 24 * hour),
+        ] {
+            if !span.0.is_zero() && span.micros() < least {
+                return bad(key, "must be 0s (forever) or at least a day (an hour for fine rows)");
+            }
+        }
+        if let Err((i, problem)) = crate::history::targets::Target::parse_all(&self.targets) {
+            return Err(ConfigError::Invalid { key: "targets", problem: format!("target {}: {problem}", i + 1) });
+        }
         if self.alerts.outbox_max == 0 {
             return bad("alerts.outbox_max", "must be > 0");
         }
@@ -616,6 +666,17 @@ mod tests {
         let rule = "[[alerts.rules]]\nname = \"drop\"\nscope = \"account\"\nseverity = \"warning\"\nwhen = [{ metric = \"usage.dropratio\", op = \">\", value = 1 }]\n";
         let e = Config::from_toml(&format!("{SECRET}{rule}")).unwrap_err().to_string();
         assert!(e.contains("alerts.rules[0] (drop): when[0].metric"), "{e}");
+        let target = "[[targets]]\nname = \"nrr\"\nmetric = \"revenue.nrr_qtd\"\nscope = \"portfolio\"\nperiod = \"quarter\"\nop = \">=\"\nvalue = 1.05\n";
+        let c = Config::from_toml(&format!("{SECRET}{target}")).unwrap();
+        assert_eq!(c.targets.len(), 1);
+        let e = Config::from_toml(&format!("{SECRET}{target}{}", target.replace("portfolio", "team:x")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("targets") && e.contains("target 2") && e.contains("team:x"), "{e}");
+        let e = Config::from_toml(&format!("{SECRET}{}", target.replace("quarter", "week"))).unwrap_err().to_string();
+        assert!(e.contains("targets") && e.contains("week"), "{e}");
+        let e = Config::from_toml(&format!("{SECRET}[history.retention]\nfine = \"10m\"\n")).unwrap_err().to_string();
+        assert!(e.contains("history.retention.fine"), "{e}");
         let none = Config::from_toml(&format!("{SECRET}[alerts]\nrules = []\n")).unwrap();
         assert!(none.rules().unwrap().conditions.is_empty(), "an explicit empty list means no rules");
         assert_eq!(Config::from_toml(SECRET).unwrap().rules().unwrap().conditions.len(), 7, "defaults");

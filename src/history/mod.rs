@@ -3,4 +3,5 @@
 //! ever making the fold wait.
 
 pub mod store;
+pub mod targets;
 pub mod writer;

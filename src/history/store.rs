@@ -86,6 +86,35 @@ pub enum HistoryError {
     Query(#[from] sqlx::Error),
 }
 
+/// How long rows are kept (SPEC §15 "Retention"), in microseconds of event
+/// time; 0 keeps them forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Scope rows at boundaries that are not whole hours.
+    pub fine: i64,
+    /// Scope rows at whole hours that are not UTC midnights.
+    pub hourly: i64,
+    /// Everything else: scope rows at UTC midnights, account rows, the tier
+    /// and alert logs, gaps.
+    pub daily: i64,
+}
+
+impl Retention {
+    pub fn of(c: &crate::config::RetentionConfig) -> Retention {
+        Retention { fine: c.fine.micros(), hourly: c.hourly.micros(), daily: c.daily.micros() }
+    }
+}
+
+/// An account's scopes and tier at a day boundary (a daily row's columns).
+#[derive(Clone, Debug)]
+pub struct DayTier {
+    pub account_id: String,
+    pub csm_id: Option<String>,
+    pub segment: String,
+    pub region: String,
+    pub tier: String,
+}
+
 /// An open, migrated history store.
 #[derive(Clone, Debug)]
 pub struct HistoryStore {
@@ -318,6 +347,93 @@ impl HistoryStore {
                 Ok((r.try_get("id")?, r.try_get("at")?, kpi_object(&values)))
             })
             .collect()
+    }
+
+    /// The latest boundary at or before `at` with rows (the portfolio has
+    /// one at every boundary recorded).
+    pub async fn latest_boundary(&self, at: Ts) -> Result<Option<Ts>, sqlx::Error> {
+        let row = query("SELECT MAX(at) AS at FROM scope_rows WHERE kind = 'portfolio' AND at <= $1")
+            .bind(at)
+            .fetch_one(&self.pool)
+            .await?;
+        row.try_get("at")
+    }
+
+    /// One scope's KPI object at the latest boundary at or before `at`.
+    pub async fn scope_row_before(&self, kind: ScopeKind, id: &str, at: Ts) -> Result<Option<Value>, sqlx::Error> {
+        let row =
+            query("SELECT vals FROM scope_rows WHERE kind = $1 AND id = $2 AND at <= $3 ORDER BY at DESC LIMIT 1")
+                .bind(kind.as_str())
+                .bind(id)
+                .bind(at)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            let vals: String = r.try_get("vals")?;
+            Ok(kpi_object(&serde_json::from_str::<Vec<Option<f64>>>(&vals).unwrap_or_default()))
+        })
+        .transpose()
+    }
+
+    /// The latest UTC day boundary at or before `at` with account rows.
+    pub async fn latest_day(&self, at: Ts) -> Result<Option<Ts>, sqlx::Error> {
+        let row = query("SELECT MAX(at) AS at FROM account_rows WHERE at <= $1").bind(at).fetch_one(&self.pool).await?;
+        row.try_get("at")
+    }
+
+    /// The accounts not green at the day boundary `at`, with their scopes
+    /// and tier then.
+    pub async fn not_green_at(&self, at: Ts) -> Result<Vec<DayTier>, sqlx::Error> {
+        let rows = query(
+            "SELECT account_id, csm_id, segment, region, tier FROM account_rows WHERE at = $1 AND tier <> 'green'",
+        )
+        .bind(at)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DayTier {
+                    account_id: r.try_get("account_id")?,
+                    csm_id: r.try_get("csm_id")?,
+                    segment: r.try_get("segment")?,
+                    region: r.try_get("region")?,
+                    tier: r.try_get("tier")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes what `keep` no longer keeps as of the watermark `now`;
+    /// returns how many rows went. (Instants are microseconds: an hour is
+    /// 3,600,000,000 of them, a day 86,400,000,000.)
+    pub async fn prune(&self, now: Ts, keep: Retention) -> Result<u64, sqlx::Error> {
+        let mut deleted = 0;
+        let mut statements: Vec<(&str, i64)> = Vec::new();
+        if keep.fine > 0 {
+            statements.push(("DELETE FROM scope_rows WHERE at < $1 AND at % 3600000000 <> 0", keep.fine));
+        }
+        if keep.hourly > 0 {
+            statements.push((
+                "DELETE FROM scope_rows WHERE at < $1 AND at % 3600000000 = 0 AND at % 86400000000 <> 0",
+                keep.hourly,
+            ));
+        }
+        if keep.daily > 0 {
+            statements.extend(
+                [
+                    "DELETE FROM scope_rows WHERE at < $1 AND at % 86400000000 = 0",
+                    "DELETE FROM account_rows WHERE at < $1",
+                    "DELETE FROM tier_log WHERE ts < $1",
+                    "DELETE FROM alert_log WHERE ts < $1",
+                    "DELETE FROM history_gaps WHERE to_at < $1",
+                ]
+                .map(|sql| (sql, keep.daily)),
+            );
+        }
+        for (sql, span) in statements {
+            deleted += query(sql).bind(now.saturating_sub(span)).execute(&self.pool).await?.rows_affected();
+        }
+        Ok(deleted)
     }
 
     /// The gaps (boundaries whose scope rows were dropped) overlapping

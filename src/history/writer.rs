@@ -17,7 +17,7 @@ use metrics::{counter, gauge, histogram};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::store::HistoryStore;
+use super::store::{HistoryStore, Retention};
 use crate::ingest::Shared;
 
 /// Rows written per transaction at most.
@@ -43,11 +43,26 @@ impl Status {
     }
 }
 
-/// Writes the history log to `store` until `stop`, then once more.
-pub async fn run(shared: Arc<Shared>, store: HistoryStore, status: Arc<Status>, mut stop: watch::Receiver<bool>) {
+/// How often rows past their retention are deleted (wall time).
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Writes the history log to `store` until `stop`, then once more; every
+/// [`PRUNE_EVERY`] (and at start) deletes the rows `keep` no longer keeps.
+pub async fn run(
+    shared: Arc<Shared>,
+    store: HistoryStore,
+    status: Arc<Status>,
+    keep: Retention,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut backoff = Duration::from_millis(250);
+    let mut pruned: Option<Instant> = None;
     loop {
         let stopping = *stop.borrow();
+        if !stopping && pruned.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            prune(&shared, &store, keep).await;
+            pruned = Some(Instant::now());
+        }
         match write_once(&shared, &store, &status).await {
             // Stopping, one batch is enough: the final checkpoint holds the rest.
             Ok(n) if n == BATCH && !stopping => {
@@ -73,6 +88,21 @@ pub async fn run(shared: Arc<Shared>, store: HistoryStore, status: Arc<Status>, 
             return;
         }
         let _ = tokio::time::timeout(IDLE, stop.changed()).await;
+    }
+}
+
+/// Deletes the rows past their retention as of the watermark (a failure is
+/// logged and tried again next time).
+async fn prune(shared: &Shared, store: &HistoryStore, keep: Retention) {
+    let Some(now) = shared.snapshot().now else { return };
+    let started = Instant::now();
+    match store.prune(now, keep).await {
+        Ok(0) => {}
+        Ok(n) => {
+            counter!("cspulse_history_pruned_rows_total").increment(n);
+            info!(rows = n, seconds = started.elapsed().as_secs_f64(), "history rows past their retention deleted");
+        }
+        Err(e) => warn!(store = store.describe(), error = %e, "deleting history rows past their retention failed"),
     }
 }
 

@@ -26,6 +26,7 @@ use crate::state::view::Channel;
 use crate::telemetry;
 
 pub mod assets;
+mod history;
 pub mod serve;
 
 /// What every handler can reach.
@@ -40,6 +41,8 @@ pub struct AppState {
     pub checkpoints: Arc<CheckpointStatus>,
     /// The history store (`None` with `history.store = "off"`).
     pub history: Option<crate::history::store::HistoryStore>,
+    /// The configured targets (§15).
+    pub targets: Arc<Vec<crate::history::targets::Target>>,
     pub history_status: Arc<crate::history::writer::Status>,
 }
 
@@ -162,17 +165,6 @@ pub struct TokenQuery {
     token: Option<String>,
 }
 
-/// The query of the history endpoints (`step` and `fields`: the channel
-/// history only).
-#[derive(Deserialize)]
-pub struct HistoryQuery {
-    token: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    step: Option<String>,
-    fields: Option<String>,
-}
-
 #[derive(Deserialize)]
 pub struct AlertsQuery {
     token: Option<String>,
@@ -207,8 +199,10 @@ pub fn router(state: AppState, more: Router) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/api/v1/channels/{channel}", get(channel))
         .route("/api/v1/accounts/{account_id}", get(account))
-        .route("/api/v1/accounts/{account_id}/history", get(account_history))
-        .route("/api/v1/history/{channel}", get(channel_history))
+        .route("/api/v1/accounts/{account_id}/history", get(history::account_history))
+        .route("/api/v1/history/{channel}", get(history::channel_history))
+        .route("/api/v1/compare/{channel}", get(history::compare))
+        .route("/api/v1/targets", get(history::targets))
         .route("/api/v1/alerts", get(alerts))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
@@ -292,7 +286,14 @@ async fn channel(
 ) -> Result<Response, ApiError> {
     let (Path(name), Query(query)) = (path?, query?);
     let who = principal(&state, &headers, &query)?;
-    let channel = Channel::parse(&name)
+    let channel = readable_channel(&who, &name)?;
+    let body = state.shared.snapshot().channel_json(&channel);
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// The channel `name`, if it exists and `who` may read it.
+fn readable_channel(who: &Principal, name: &str) -> Result<Channel, ApiError> {
+    let channel = Channel::parse(name)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_channel", format!("no channel {name:?}")))?;
     if !who.may_read(&channel) {
         return Err(ApiError::new(
@@ -301,8 +302,7 @@ async fn channel(
             format!("role {} may not read {channel}", who.role.as_str()),
         ));
     }
-    let body = state.shared.snapshot().channel_json(&channel);
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(channel)
 }
 
 /// `GET /api/v1/alerts?state=firing`: the firing alerts the caller may see
@@ -356,175 +356,4 @@ async fn account(
     }
     let view = snapshot.account_view(&account_id).ok_or_else(|| ApiError::not_found("account"))?;
     Ok(Json(view))
-}
-
-/// An RFC 3339 instant of a history request's `name` parameter.
-fn instant(name: &'static str, v: &str) -> Result<crate::time::Ts, ApiError> {
-    crate::time::parse_rfc3339(v).ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("{name}: {v:?} is not an RFC 3339 instant"))
-    })
-}
-
-/// `from`/`to` of a history request, `from` not after `to`: an absent
-/// `to` is `default_to`, an absent `from` is `default_from(to)`.
-fn range(
-    from: Option<&str>,
-    to: Option<&str>,
-    default_to: crate::time::Ts,
-    default_from: impl Fn(crate::time::Ts) -> crate::time::Ts,
-) -> Result<(crate::time::Ts, crate::time::Ts), ApiError> {
-    let to = to.map_or(Ok(default_to), |v| instant("to", v))?;
-    let from = from.map_or(Ok(default_from(to)), |v| instant("from", v))?;
-    if from > to {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "from is after to"));
-    }
-    Ok((from, to))
-}
-
-/// The history store, or the answer that history is off.
-fn history_store(state: &AppState) -> Result<&crate::history::store::HistoryStore, ApiError> {
-    state.history.as_ref().ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "history_off", "history is off (history.store = \"off\")")
-    })
-}
-
-/// A history query that failed: logged, answered without internals.
-fn history_unavailable(e: sqlx::Error) -> ApiError {
-    tracing::warn!(error = %e, "history query failed");
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "history_unavailable", "the history store cannot be read now")
-}
-
-/// `GET /api/v1/accounts/{id}/history` (SPEC §15): the account's daily
-/// rows, tier changes and alert transitions in [from, to] (absent bounds:
-/// all of them), for whoever may see the account now (a csm: only while it
-/// is in the csm's book).
-async fn account_history(
-    State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    query: Result<Query<HistoryQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let (Path(account_id), Query(query)) = (path?, query?);
-    let who = principal(&state, &headers, &TokenQuery { token: query.token.clone() })?;
-    match state.shared.snapshot().account_owner(&account_id) {
-        Some(owner) if who.may_see_account(owner) => {}
-        _ => return Err(ApiError::not_found("account")),
-    }
-    let (from, to) = range(query.from.as_deref(), query.to.as_deref(), i64::MAX, |_| i64::MIN)?;
-    let store = history_store(&state)?;
-    let tier_changes = store.tier_changes(&account_id, from, to).await.map_err(history_unavailable)?;
-    let alerts = store.account_alerts(&account_id, from, to).await.map_err(history_unavailable)?;
-    let days: Vec<serde_json::Value> = store
-        .account_days(&account_id, from, to)
-        .await
-        .map_err(history_unavailable)?
-        .into_iter()
-        .map(|(at, account)| json!({"at": crate::time::format_rfc3339(at), "account": account}))
-        .collect();
-    Ok(Json(json!({
-        "account_id": account_id,
-        "days": days,
-        "tier_changes": tier_changes,
-        "alerts": alerts,
-    })))
-}
-
-/// The most points one history answer holds (SPEC §15).
-const MAX_POINTS: i64 = 10_000;
-
-/// `GET /api/v1/history/{channel}?from=&to=&step=5m|1h|1d&fields=` (SPEC
-/// §15): the channel's KPI objects at every multiple of `step` in [from,
-/// to] (`to` defaults to the latest watermark, `from` to a day before it),
-/// optionally only the `fields` (dotted paths inside a KPI object), with
-/// the channel's access rules.
-async fn channel_history(
-    State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    query: Result<Query<HistoryQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    use crate::state::log::ScopeKind as K;
-    let (Path(name), Query(query)) = (path?, query?);
-    let who = principal(&state, &headers, &TokenQuery { token: query.token.clone() })?;
-    let channel = Channel::parse(&name)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_channel", format!("no channel {name:?}")))?;
-    if !who.may_read(&channel) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("role {} may not read {channel}", who.role.as_str()),
-        ));
-    }
-    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
-    let (step_name, step) = match query.step.as_deref().unwrap_or("5m") {
-        "5m" => ("5m", 5 * crate::time::MICROS_PER_MIN),
-        "1h" => ("1h", 60 * crate::time::MICROS_PER_MIN),
-        "1d" => ("1d", crate::time::MICROS_PER_DAY),
-        other => return Err(bad(format!("step={other}: one of 5m, 1h, 1d"))),
-    };
-    let now = state.shared.snapshot().now.unwrap_or(0);
-    let (from, to) =
-        range(query.from.as_deref(), query.to.as_deref(), now, |to| to.saturating_sub(crate::time::MICROS_PER_DAY))?;
-    let points = (to.div_euclid(step) - (from + step - 1).div_euclid(step)) + 1;
-    if points > MAX_POINTS {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "too_many_points",
-            format!(
-                "{points} points of {step_name} in that range (at most {MAX_POINTS}): narrow the range or coarsen the step"
-            ),
-        ));
-    }
-    let fields: Option<Vec<&str>> =
-        query.fields.as_deref().map(|f| f.split(',').map(str::trim).filter(|f| !f.is_empty()).collect());
-    if let Some(unknown) = fields.iter().flatten().find(|f| crate::metric::KPI.iter().all(|m| !m.path.starts_with(**f)))
-    {
-        return Err(bad(format!("fields: {unknown:?} is not a figure of the KPI object")));
-    }
-    let store = history_store(&state)?;
-    // (key in the channel's data, scope kind, the one scope it shows, or
-    // `None`: a map of every scope of the kind)
-    let parts: Vec<(&str, K, Option<&str>)> = match &channel {
-        Channel::Executive => vec![("portfolio", K::Portfolio, Some("portfolio")), ("segments", K::Segment, None)],
-        Channel::Manager => vec![("csms", K::Csm, None), ("unassigned", K::Unassigned, Some("unassigned"))],
-        Channel::Analyst => vec![
-            ("portfolio", K::Portfolio, Some("portfolio")),
-            ("segments", K::Segment, None),
-            ("regions", K::Region, None),
-        ],
-        Channel::Csm(id) => vec![("kpis", K::Csm, Some(id.as_str()))],
-    };
-    let restrict = |kpi: serde_json::Value| match &fields {
-        None => kpi,
-        Some(fields) => {
-            let mut out = serde_json::Map::new();
-            for f in fields {
-                let v = f.split('.').fold(&kpi, |v, k| v.get(k).unwrap_or(&serde_json::Value::Null));
-                crate::metric::insert_at(&mut out, f, v.clone());
-            }
-            serde_json::Value::Object(out)
-        }
-    };
-    let mut by_at: std::collections::BTreeMap<i64, serde_json::Map<String, serde_json::Value>> = Default::default();
-    for (key, kind, one) in parts {
-        for (scope_id, at, kpi) in store.scope_rows(kind, one, (from, to, step)).await.map_err(history_unavailable)? {
-            let data = by_at.entry(at).or_default();
-            if one.is_some() {
-                data.insert(key.to_owned(), restrict(kpi));
-            } else {
-                let map = data.entry(key.to_owned()).or_insert_with(|| json!({}));
-                map[scope_id] = restrict(kpi);
-            }
-        }
-    }
-    let points: Vec<serde_json::Value> =
-        by_at.into_iter().map(|(at, data)| json!({"at": crate::time::format_rfc3339(at), "data": data})).collect();
-    let gaps: Vec<serde_json::Value> = store
-        .gaps(from, to)
-        .await
-        .map_err(history_unavailable)?
-        .into_iter()
-        .map(|(a, b)| json!({"from": crate::time::format_rfc3339(a), "to": crate::time::format_rfc3339(b)}))
-        .collect();
-    Ok(Json(json!({"channel": channel.to_string(), "step": step_name, "points": points, "gaps": gaps})))
 }

@@ -1,0 +1,488 @@
+//! The history endpoints (SPEC §15): a channel's KPI objects over time, an
+//! account's daily rows and logs, period comparisons with the improvement
+//! rate, and targets against actuals. Access is the channels' (§6.2): a
+//! csm reads only its own book, now. `Accept: text/csv` on the two history
+//! endpoints answers one row per point and scope (or per day).
+
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{ApiError, AppState, TokenQuery, principal, readable_channel};
+use crate::history::store::{DayTier, HistoryStore};
+use crate::metric::{KPI, Unit, insert_at};
+use crate::state::health::Tier;
+use crate::state::log::{DAY_FIELDS, ScopeKind as K};
+use crate::state::snapshot::Snapshot;
+use crate::state::view::Channel;
+use crate::time::{MICROS_PER_DAY, MICROS_PER_MIN, Ts, format_rfc3339, months_back, parse_rfc3339};
+
+/// The query of the history endpoints (`step` and `fields`: the channel
+/// history only).
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    token: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    step: Option<String>,
+    fields: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct CompareQuery {
+    token: Option<String>,
+    period: Option<String>,
+    fields: Option<String>,
+}
+
+/// The most points one history answer holds (SPEC §15).
+const MAX_POINTS: i64 = 10_000;
+
+/// The compare field that is not a KPI figure.
+const IMPROVEMENT_RATE: &str = "health.improvement_rate";
+
+fn bad_request(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+/// An RFC 3339 instant of a history request's `name` parameter.
+fn instant(name: &'static str, v: &str) -> Result<Ts, ApiError> {
+    parse_rfc3339(v).ok_or_else(|| bad_request(format!("{name}: {v:?} is not an RFC 3339 instant")))
+}
+
+/// `from`/`to` of a history request, `from` not after `to`: an absent
+/// `to` is `default_to`, an absent `from` is `default_from(to)`.
+fn range(
+    from: Option<&str>,
+    to: Option<&str>,
+    default_to: Ts,
+    default_from: impl Fn(Ts) -> Ts,
+) -> Result<(Ts, Ts), ApiError> {
+    let to = to.map_or(Ok(default_to), |v| instant("to", v))?;
+    let from = from.map_or(Ok(default_from(to)), |v| instant("from", v))?;
+    if from > to {
+        return Err(bad_request("from is after to".into()));
+    }
+    Ok((from, to))
+}
+
+/// The history store, or the answer that history is off.
+fn history_store(state: &AppState) -> Result<&HistoryStore, ApiError> {
+    state.history.as_ref().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "history_off", "history is off (history.store = \"off\")")
+    })
+}
+
+/// A history query that failed: logged, answered without internals.
+fn history_unavailable(e: sqlx::Error) -> ApiError {
+    tracing::warn!(error = %e, "history query failed");
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "history_unavailable", "the history store cannot be read now")
+}
+
+fn wants_csv(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/csv"))
+}
+
+/// `rows` as a CSV answer (RFC 4180) named `name`.
+fn csv_response(name: &str, header_row: &[&str], rows: &[Vec<Value>]) -> Result<Response, ApiError> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let cell = |v: &Value| match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let written =
+        out.write_record(header_row).and_then(|()| rows.iter().try_for_each(|r| out.write_record(r.iter().map(cell))));
+    let body = written
+        .ok()
+        .and_then(|()| out.into_inner().ok())
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the CSV could not be written"))?;
+    let disposition = format!("attachment; filename=\"{name}.csv\"");
+    Ok((
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition)],
+        body,
+    )
+        .into_response())
+}
+
+/// The value at a dotted `path` of `v` (null where absent).
+fn at_path<'a>(v: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(v, |v, k| v.get(k).unwrap_or(&Value::Null))
+}
+
+/// `GET /api/v1/accounts/{id}/history` (SPEC §15): the account's daily
+/// rows, tier changes and alert transitions in [from, to] (absent bounds:
+/// all of them), for whoever may see the account now (a csm: only while it
+/// is in the csm's book).
+pub async fn account_history(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let (Path(account_id), Query(query)) = (path?, query?);
+    let who = principal(&state, &headers, &TokenQuery { token: query.token.clone() })?;
+    match state.shared.snapshot().account_owner(&account_id) {
+        Some(owner) if who.may_see_account(owner) => {}
+        _ => return Err(ApiError::not_found("account")),
+    }
+    let (from, to) = range(query.from.as_deref(), query.to.as_deref(), i64::MAX, |_| i64::MIN)?;
+    let store = history_store(&state)?;
+    let days = store.account_days(&account_id, from, to).await.map_err(history_unavailable)?;
+    if wants_csv(&headers) {
+        let paths: Vec<&str> = DAY_FIELDS.into_iter().chain(crate::metric::ACCOUNT.iter().map(|m| m.path)).collect();
+        let rows: Vec<Vec<Value>> = days
+            .iter()
+            .map(|(at, account)| {
+                [json!(format_rfc3339(*at)), json!(account_id)]
+                    .into_iter()
+                    .chain(paths.iter().map(|p| at_path(account, p).clone()))
+                    .collect()
+            })
+            .collect();
+        let header_row: Vec<&str> = ["at", "account_id"].into_iter().chain(paths.iter().copied()).collect();
+        return csv_response(&format!("{account_id}-history"), &header_row, &rows);
+    }
+    let tier_changes = store.tier_changes(&account_id, from, to).await.map_err(history_unavailable)?;
+    let alerts = store.account_alerts(&account_id, from, to).await.map_err(history_unavailable)?;
+    let days: Vec<Value> =
+        days.into_iter().map(|(at, account)| json!({"at": format_rfc3339(at), "account": account})).collect();
+    Ok(axum::Json(json!({
+        "account_id": account_id,
+        "days": days,
+        "tier_changes": tier_changes,
+        "alerts": alerts,
+    }))
+    .into_response())
+}
+
+/// The scopes a channel's history shows: (key in the channel's data, scope
+/// kind, the one scope it shows, or `None`: a map of every scope of the kind).
+fn parts(channel: &Channel) -> Vec<(&'static str, K, Option<&str>)> {
+    match channel {
+        Channel::Executive => vec![("portfolio", K::Portfolio, Some("portfolio")), ("segments", K::Segment, None)],
+        Channel::Manager => vec![("csms", K::Csm, None), ("unassigned", K::Unassigned, Some("unassigned"))],
+        Channel::Analyst => vec![
+            ("portfolio", K::Portfolio, Some("portfolio")),
+            ("segments", K::Segment, None),
+            ("regions", K::Region, None),
+        ],
+        Channel::Csm(id) => vec![("kpis", K::Csm, Some(id.as_str()))],
+    }
+}
+
+/// The `fields` of a request (dotted paths inside a KPI object, or a
+/// section of them), checked against the catalogue; `extra` names more
+/// fields the endpoint knows. `None`: every figure.
+fn fields<'a>(fields: Option<&'a str>, extra: &[&str]) -> Result<Option<Vec<&'a str>>, ApiError> {
+    let Some(list) = fields else { return Ok(None) };
+    let list: Vec<&str> = list.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
+    let known = |f: &str| {
+        let under = |path: &str| path == f || path.strip_prefix(f).is_some_and(|rest| rest.starts_with('.'));
+        KPI.iter().any(|m| under(m.path)) || extra.iter().any(|p| under(p))
+    };
+    if let Some(unknown) = list.iter().find(|f| !known(f)) {
+        return Err(bad_request(format!("fields: {unknown:?} is not a figure of the KPI object")));
+    }
+    Ok(Some(list))
+}
+
+/// The KPI figures (paths and units) that `fields` selects.
+fn selected(fields: Option<&[&str]>) -> Vec<(&'static str, Unit)> {
+    KPI.iter()
+        .filter(|m| {
+            fields.is_none_or(|f| {
+                f.iter().any(|f| m.path == *f || m.path.strip_prefix(f).is_some_and(|r| r.starts_with('.')))
+            })
+        })
+        .map(|m| (m.path, m.unit))
+        .collect()
+}
+
+/// A KPI object restricted to `paths`.
+fn restrict(kpi: &Value, paths: &[(&str, Unit)]) -> Value {
+    let mut out = Map::new();
+    for (path, _) in paths {
+        insert_at(&mut out, path, at_path(kpi, path).clone());
+    }
+    Value::Object(out)
+}
+
+/// The step of a channel history request.
+fn step(step: Option<&str>) -> Result<(&'static str, i64), ApiError> {
+    match step.unwrap_or("5m") {
+        "5m" => Ok(("5m", 5 * MICROS_PER_MIN)),
+        "1h" => Ok(("1h", 60 * MICROS_PER_MIN)),
+        "1d" => Ok(("1d", MICROS_PER_DAY)),
+        other => Err(bad_request(format!("step={other}: one of 5m, 1h, 1d"))),
+    }
+}
+
+/// `GET /api/v1/history/{channel}?from=&to=&step=5m|1h|1d&fields=` (SPEC
+/// §15): the channel's KPI objects at every multiple of `step` in [from,
+/// to] (`to` defaults to the latest watermark, `from` to a day before it),
+/// optionally only the `fields` (dotted paths inside a KPI object), with
+/// the channel's access rules.
+pub async fn channel_history(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let (Path(name), Query(query)) = (path?, query?);
+    let who = principal(&state, &headers, &TokenQuery { token: query.token.clone() })?;
+    let channel = readable_channel(&who, &name)?;
+    let (step_name, step) = step(query.step.as_deref())?;
+    let now = state.shared.snapshot().now.unwrap_or(0);
+    let (from, to) = range(query.from.as_deref(), query.to.as_deref(), now, |to| to.saturating_sub(MICROS_PER_DAY))?;
+    let points = (to.div_euclid(step) - (from + step - 1).div_euclid(step)) + 1;
+    if points > MAX_POINTS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "too_many_points",
+            format!(
+                "{points} points of {step_name} in that range (at most {MAX_POINTS}): narrow the range or coarsen the step"
+            ),
+        ));
+    }
+    let fields = fields(query.fields.as_deref(), &[])?;
+    let paths = selected(fields.as_deref());
+    let store = history_store(&state)?;
+    let csv = wants_csv(&headers);
+    let mut by_at: BTreeMap<Ts, Map<String, Value>> = BTreeMap::new();
+    let mut csv_rows: Vec<Vec<Value>> = Vec::new();
+    for (key, kind, one) in parts(&channel) {
+        for (scope_id, at, kpi) in store.scope_rows(kind, one, (from, to, step)).await.map_err(history_unavailable)? {
+            if csv {
+                let head = [json!(format_rfc3339(at)), json!(kind.as_str()), json!(scope_id)];
+                csv_rows.push(head.into_iter().chain(paths.iter().map(|(p, _)| at_path(&kpi, p).clone())).collect());
+                continue;
+            }
+            let data = by_at.entry(at).or_default();
+            let kpi = if fields.is_some() { restrict(&kpi, &paths) } else { kpi };
+            if one.is_some() {
+                data.insert(key.to_owned(), kpi);
+            } else {
+                let map = data.entry(key.to_owned()).or_insert_with(|| json!({}));
+                map[scope_id] = kpi;
+            }
+        }
+    }
+    if csv {
+        // By boundary, then scope, as the JSON lists them.
+        csv_rows.sort_by(|a, b| {
+            (a[0].as_str(), a[1].as_str(), a[2].as_str()).cmp(&(b[0].as_str(), b[1].as_str(), b[2].as_str()))
+        });
+        let header_row: Vec<&str> = ["at", "scope", "id"].into_iter().chain(paths.iter().map(|(p, _)| *p)).collect();
+        return csv_response(&format!("{}-history", channel.to_string().replace(':', "-")), &header_row, &csv_rows);
+    }
+    let points: Vec<Value> =
+        by_at.into_iter().map(|(at, data)| json!({"at": format_rfc3339(at), "data": data})).collect();
+    let gaps: Vec<Value> = store
+        .gaps(from, to)
+        .await
+        .map_err(history_unavailable)?
+        .into_iter()
+        .map(|(a, b)| json!({"from": format_rfc3339(a), "to": format_rfc3339(b)}))
+        .collect();
+    Ok(axum::Json(json!({"channel": channel.to_string(), "step": step_name, "points": points, "gaps": gaps}))
+        .into_response())
+}
+
+/// The live KPI objects of a kind of scope (or of the one scope `one`), by id.
+fn live_scopes(snapshot: &Snapshot, kind: K, one: Option<&str>) -> Vec<(String, Value)> {
+    let of = |kpis: &crate::state::snapshot::Kpis| -> Vec<(String, Value)> {
+        match one {
+            Some(id) => kpis.get(id).map(|r| vec![(id.to_owned(), Value::clone(r))]).unwrap_or_default(),
+            None => kpis.iter().map(|(id, r)| (id.to_string(), Value::clone(r))).collect(),
+        }
+    };
+    match kind {
+        K::Portfolio => vec![("portfolio".into(), Value::clone(snapshot.portfolio()))],
+        K::Unassigned => vec![("unassigned".into(), Value::clone(snapshot.unassigned()))],
+        K::Segment => of(snapshot.segments()),
+        K::Region => of(snapshot.regions()),
+        K::Csm => of(snapshot.csms()),
+    }
+}
+
+/// `now − then`, and its ratio to `then` (null when `then` is 0 or null);
+/// money to the cent, counts whole.
+fn change(now: &Value, then: &Value, unit: Unit) -> Value {
+    let (n, t) = (now.as_f64(), then.as_f64());
+    let diff = match (n, t) {
+        (Some(n), Some(t)) => Some(match unit {
+            Unit::Money => ((n - t) * 100.0).round() / 100.0,
+            Unit::Count | Unit::Days => (n - t).round(),
+            _ => n - t,
+        }),
+        _ => None,
+    };
+    let ratio = match (diff, t) {
+        (Some(d), Some(t)) if t != 0.0 => Some(d / t),
+        _ => None,
+    };
+    let shown = |v: Option<f64>| match (v, unit) {
+        (Some(v), Unit::Count | Unit::Days) => json!(v as i64),
+        (v, _) => json!(v),
+    };
+    json!({"now": now, "then": then, "change": shown(diff), "change_ratio": ratio})
+}
+
+/// The instant one `period` before `now` (SPEC §15 compare).
+fn period_before(period: &str, now: Ts) -> Result<Ts, ApiError> {
+    Ok(match period {
+        "day" => now - MICROS_PER_DAY,
+        "week" => now - 7 * MICROS_PER_DAY,
+        "month" => months_back(now, 1),
+        "quarter" => months_back(now, 3),
+        "year" => months_back(now, 12),
+        other => return Err(bad_request(format!("period={other}: one of day, week, month, quarter, year"))),
+    })
+}
+
+/// The tiers ordered worst to best (`red` < `yellow` < `green`).
+fn tier_rank(tier: &str) -> Option<Tier> {
+    Tier::ALL.into_iter().find(|t| t.as_str() == tier)
+}
+
+/// SPEC §15 `health.improvement_rate` of one scope: among `start` (the
+/// accounts yellow or red at the period's start, with their scopes then)
+/// those in the scope, the share whose tier now is higher.
+fn improvement(snapshot: &Snapshot, start: &[DayTier], kind: K, id: &str) -> Value {
+    let in_scope = |a: &&DayTier| match kind {
+        K::Portfolio => true,
+        K::Segment => a.segment == id,
+        K::Region => a.region == id,
+        K::Csm => a.csm_id.as_deref() == Some(id),
+        K::Unassigned => a.csm_id.is_none(),
+    };
+    let (mut accounts, mut improved) = (0u64, 0u64);
+    for a in start.iter().filter(in_scope) {
+        accounts += 1;
+        let now = snapshot.record(&a.account_id).map(|r| r.metrics.tier());
+        if now.zip(tier_rank(&a.tier)).is_some_and(|(now, then)| now > then) {
+            improved += 1;
+        }
+    }
+    let rate = (accounts > 0).then(|| improved as f64 / accounts as f64);
+    json!({"rate": rate, "accounts": accounts, "improved": improved})
+}
+
+/// `GET /api/v1/compare/{channel}?period=day|week|month|quarter|year&fields=`
+/// (SPEC §15): every figure of every scope of the channel now against the
+/// latest boundary at or before the same instant one period earlier, and
+/// each scope's improvement rate over that period.
+pub async fn compare(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    query: Result<Query<CompareQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let (Path(name), Query(query)) = (path?, query?);
+    let who = principal(&state, &headers, &TokenQuery { token: query.token.clone() })?;
+    let channel = readable_channel(&who, &name)?;
+    let period = query.period.as_deref().unwrap_or("week");
+    let fields = fields(query.fields.as_deref(), &[IMPROVEMENT_RATE])?;
+    let paths = selected(fields.as_deref());
+    let with_rate = fields.as_ref().is_none_or(|f| f.iter().any(|f| IMPROVEMENT_RATE.starts_with(f)));
+    let store = history_store(&state)?;
+    let snapshot = state.shared.snapshot();
+    let now = snapshot.now;
+    let earlier = now.map(|n| period_before(period, n)).transpose()?;
+    let then_at = match earlier {
+        Some(t) => store.latest_boundary(t).await.map_err(history_unavailable)?,
+        None => None,
+    };
+    let start = match (earlier, with_rate) {
+        (Some(t), true) => match store.latest_day(t).await.map_err(history_unavailable)? {
+            Some(day) => store.not_green_at(day).await.map_err(history_unavailable)?,
+            None => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    let mut data = Map::new();
+    for (key, kind, one) in parts(&channel) {
+        let mut scopes: BTreeMap<String, (Value, Value)> = BTreeMap::new();
+        for (id, kpi) in live_scopes(&snapshot, kind, one) {
+            scopes.entry(id).or_insert((Value::Null, Value::Null)).0 = kpi;
+        }
+        if let Some(b) = then_at {
+            for (id, _, kpi) in store.scope_rows(kind, one, (b, b, 1)).await.map_err(history_unavailable)? {
+                scopes.entry(id).or_insert((Value::Null, Value::Null)).1 = kpi;
+            }
+        }
+        let mut objects = Map::new();
+        for (id, (now_kpi, then_kpi)) in scopes {
+            let mut object = Map::new();
+            for (path, unit) in &paths {
+                insert_at(&mut object, path, change(at_path(&now_kpi, path), at_path(&then_kpi, path), *unit));
+            }
+            if with_rate {
+                insert_at(&mut object, IMPROVEMENT_RATE, improvement(&snapshot, &start, kind, &id));
+            }
+            objects.insert(id, Value::Object(object));
+        }
+        match one {
+            Some(id) => {
+                data.insert(key.to_owned(), objects.remove(id).unwrap_or(Value::Null));
+            }
+            None => {
+                data.insert(key.to_owned(), Value::Object(objects));
+            }
+        }
+    }
+    Ok(axum::Json(json!({
+        "channel": channel.to_string(),
+        "period": period,
+        "now": now.map(format_rfc3339),
+        "then": then_at.map(format_rfc3339),
+        "data": data,
+    }))
+    .into_response())
+}
+
+/// The channel that shows a target's scope (who may read it may see the
+/// target).
+fn channel_of(kind: K, id: &str) -> Channel {
+    match kind {
+        K::Portfolio | K::Segment => Channel::Executive,
+        K::Region => Channel::Analyst,
+        K::Csm => Channel::Csm(id.to_owned()),
+        K::Unassigned => Channel::Manager,
+    }
+}
+
+/// `GET /api/v1/targets` (SPEC §15): each configured target the caller may
+/// see, with its actual, projection and status in the current period, and
+/// the previous period's outcome.
+pub async fn targets(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<TokenQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    let who = principal(&state, &headers, &query)?;
+    let store = history_store(&state)?;
+    let snapshot = state.shared.snapshot();
+    let mut out = Vec::new();
+    for t in state.targets.iter().filter(|t| who.may_read(&channel_of(t.kind, &t.id))) {
+        let Some(now) = snapshot.now else {
+            out.push(json!({"name": t.name, "metric": t.path(), "scope": t.scope(), "period": t.period.as_str(),
+                "op": t.op.as_str(), "value": t.value, "actual": null, "projected": null, "status": null}));
+            continue;
+        };
+        let live = live_scopes(&snapshot, t.kind, Some(&t.id)).pop();
+        let actual = live.and_then(|(_, kpi)| at_path(&kpi, t.path()).as_f64());
+        let (from, _) = t.period.around(now);
+        let start = store.scope_row_before(t.kind, &t.id, from).await.map_err(history_unavailable)?;
+        let start = start.and_then(|kpi| at_path(&kpi, t.path()).as_f64());
+        out.push(t.report(now, actual, start, start));
+    }
+    Ok(axum::Json(json!({"as_of": snapshot.now.map(format_rfc3339), "targets": out})).into_response())
+}
