@@ -34,6 +34,8 @@ pub struct App {
     checkpoint_status: Arc<CheckpointStatus>,
     /// The history writer (none with `history.store = "off"`).
     history: Option<JoinHandle<()>>,
+    /// The audit trail's writer (none with `history.store = "off"`).
+    audit_writer: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
 
@@ -55,6 +57,13 @@ impl App {
             false => None,
         };
         let history_status = Arc::new(crate::history::writer::Status::default());
+        let (audit, audit_events) = match &history_store {
+            Some(_) => {
+                let (audit, rx) = crate::audit::Audit::new();
+                (Arc::new(audit), Some(rx))
+            }
+            None => (Arc::new(crate::audit::Audit::log_only()), None),
+        };
         let listener = TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
@@ -63,6 +72,7 @@ impl App {
         let push = PushService::new(
             shared.clone(),
             auth.clone(),
+            audit.clone(),
             config.http.allowed_origins.clone(),
             config.push.history,
             Limits {
@@ -81,6 +91,7 @@ impl App {
             checkpoints: checkpoint_status.clone(),
             history: history_store.clone(),
             history_status: history_status.clone(),
+            audit,
             targets: Arc::new(
                 crate::history::targets::Target::parse_all(&config.targets)
                     .map_err(|(i, e)| anyhow::anyhow!("target {}: {e}", i + 1))?,
@@ -109,6 +120,10 @@ impl App {
             engine.set_history(history_store.is_some());
             engine.set_history_buffer(config.history.buffer);
         }
+        let audit_writer = history_store
+            .clone()
+            .zip(audit_events)
+            .map(|(h, rx)| tokio::spawn(crate::audit::run(rx, h, config.audit.retention.0, stop.subscribe())));
         let history = history_store.map(|h| {
             info!(store = h.describe(), "history store open");
             tokio::spawn(crate::history::writer::run(
@@ -133,7 +148,18 @@ impl App {
         });
         let brokers = crate::config::secrets::mask_url(&config.kafka.brokers);
         info!(%addr, %brokers, store = %store.describe(), "cspulse is running");
-        Ok(App { addr, shared, ingest: Some(ingest), server, checkpoints, store, checkpoint_status, history, stop })
+        Ok(App {
+            addr,
+            shared,
+            ingest: Some(ingest),
+            server,
+            checkpoints,
+            store,
+            checkpoint_status,
+            history,
+            audit_writer,
+            stop,
+        })
     }
 
     /// Stops consuming, writes a final checkpoint, then stops serving.
@@ -149,6 +175,9 @@ impl App {
         // history store could not take.
         if let Some(history) = self.history.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), history).await;
+        }
+        if let Some(audit) = self.audit_writer.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), audit).await;
         }
         if self.store.keeps_state() {
             let (shared, store, status) = (self.shared.clone(), self.store.clone(), self.checkpoint_status.clone());

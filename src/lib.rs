@@ -3,11 +3,13 @@
 //! Data path (SPEC.md): `ingest` consumes and validates Kafka messages →
 //! `state` folds them into exact aggregates → `http` serves them. `event`
 //! (the input vocabulary) and `metric` (the catalogue of figures) are the
-//! words every layer shares. `config`, `auth` and `telemetry` sit beside;
+//! words every layer shares. `config`, `auth`, `audit` and `telemetry` sit
+//! beside;
 //! `demo` runs everything on one machine.
 
 pub mod alert;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod checkpoint;
 pub mod cli;

@@ -20,7 +20,7 @@ use jsonschema::{Draft, Keyword, Resource, ValidationError, ValidationOptions, V
 use serde_json::{Map, Value};
 
 /// Every schema, by the name used for its file and its examples directory.
-const SCHEMAS: [&str; 12] = [
+const SCHEMAS: [&str; 13] = [
     "account",
     "usage",
     "ticket",
@@ -33,6 +33,7 @@ const SCHEMAS: [&str; 12] = [
     "channel-history",
     "compare",
     "targets",
+    "audit",
 ];
 
 const MAX_BYTES: usize = 1 << 20;

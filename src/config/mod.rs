@@ -78,6 +78,7 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub history: HistoryConfig,
+    pub audit: AuditConfig,
     /// Targets against actuals (§15); none by default.
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
@@ -175,6 +176,14 @@ pub struct HistoryConfig {
     /// oldest scope rows are dropped (listed as gaps).
     pub buffer: usize,
     pub retention: RetentionConfig,
+}
+
+/// SPEC §18: the audit trail.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// How long audit events are kept in the history store (`0s`: forever).
+    pub retention: Span,
 }
 
 /// SPEC §15 "Retention": how long each kind of row is kept (`0s`: forever).

@@ -60,6 +60,26 @@ pub fn low_latency(config: &mut Config) {
     }
 }
 
+/// Targets for the demo's dashboards to draw as goal lines (unless some
+/// are configured).
+fn demo_targets() -> Vec<crate::config::TargetConfig> {
+    use crate::time::CalendarPeriod::{Month, Quarter};
+    let target = |name: &str, metric: &str, scope: &str, period, op: &str, value| crate::config::TargetConfig {
+        name: name.into(),
+        metric: metric.into(),
+        scope: scope.into(),
+        period,
+        op: op.into(),
+        value,
+    };
+    vec![
+        target("NRR this quarter", "revenue.nrr_qtd", "portfolio", Quarter, ">=", 1.0),
+        target("GRR this quarter", "revenue.grr_qtd", "portfolio", Quarter, ">=", 0.95),
+        target("At-risk share this month", "health.at_risk_share", "portfolio", Month, "<=", 0.1),
+        target("Enterprise adoption this month", "usage.adoption_rate", "segment:enterprise", Month, ">=", 0.8),
+    ]
+}
+
 /// `history.store` of `serve` unless configured (`default.toml`).
 const SERVE_HISTORY: &str = "sqlite://./cspulse-data/history.db";
 
@@ -73,6 +93,9 @@ pub async fn run(mut config: Config, opts: DemoOptions) -> anyhow::Result<()> {
         let dir = std::env::temp_dir().join(format!("cspulse-demo-{}", std::process::id()));
         config.history.store = format!("sqlite://{}/history.db", dir.display());
         tracing::info!(store = %config.history.store, "the demo keeps its history in its own data folder");
+    }
+    if config.targets.is_empty() {
+        config.targets = demo_targets();
     }
     config.http.listen = opts.listen;
     low_latency(&mut config);

@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "alert and tier logs", include_str!("migrations/0001_alert_and_tier_logs.sql")),
     (2, "scope rows", include_str!("migrations/0002_scope_rows.sql")),
     (3, "account rows", include_str!("migrations/0003_account_rows.sql")),
+    (4, "audit log", include_str!("migrations/0004_audit_log.sql")),
 ];
 
 /// Rows per multi-row `INSERT` statement (at most 7 parameters each: well
@@ -36,6 +37,14 @@ const ROWS_PER_INSERT: usize = 250;
 /// `INSERT INTO {head} VALUES ($1, …), … ON CONFLICT DO NOTHING` for `rows`
 /// rows of `columns` parameters.
 fn multi_insert(head: &str, rows: usize, columns: usize) -> String {
+    let mut sql = multi_values(head, rows, columns);
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    sql
+}
+
+/// `INSERT INTO {head} VALUES ($1, …), …` for `rows` rows of `columns`
+/// parameters.
+fn multi_values(head: &str, rows: usize, columns: usize) -> String {
     let mut sql = format!("INSERT INTO {head} VALUES ");
     for i in 0..rows {
         sql.push_str(if i == 0 { "(" } else { ", (" });
@@ -45,7 +54,6 @@ fn multi_insert(head: &str, rows: usize, columns: usize) -> String {
         }
         sql.push(')');
     }
-    sql.push_str(" ON CONFLICT DO NOTHING");
     sql
 }
 
@@ -434,6 +442,67 @@ impl HistoryStore {
             deleted += query(sql).bind(now.saturating_sub(span)).execute(&self.pool).await?.rows_affected();
         }
         Ok(deleted)
+    }
+
+    /// Appends audit events (SPEC §18) in one transaction.
+    pub async fn write_audit(&self, events: &[crate::audit::Event]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let sql = multi_values("audit_log (at, subject, role, csm_id, action, target, outcome)", chunk.len(), 7);
+            let mut q = query(&sql);
+            for e in chunk {
+                q = q
+                    .bind(e.at)
+                    .bind(e.subject.clone())
+                    .bind(e.role)
+                    .bind(e.csm_id.clone())
+                    .bind(e.action)
+                    .bind(e.target.clone())
+                    .bind(e.outcome.clone());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Audit events with `at` in [from, to] (of `subject`, if given),
+    /// newest first, at most `limit`.
+    pub async fn audit_events(
+        &self,
+        (from, to): (Ts, Ts),
+        subject: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Value>, sqlx::Error> {
+        let mut sql = String::from(
+            "SELECT at, subject, role, csm_id, action, target, outcome FROM audit_log WHERE at >= $1 AND at <= $2",
+        );
+        if subject.is_some() {
+            sql.push_str(" AND subject = $4");
+        }
+        sql.push_str(" ORDER BY at DESC LIMIT $3");
+        let mut q = query(&sql).bind(from).bind(to).bind(limit);
+        if let Some(s) = subject {
+            q = q.bind(s);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(serde_json::json!({
+                    "at": crate::time::format_rfc3339(r.try_get::<i64, _>("at")?),
+                    "subject": r.try_get::<String, _>("subject")?,
+                    "role": r.try_get::<String, _>("role")?,
+                    "csm_id": r.try_get::<Option<String>, _>("csm_id")?,
+                    "action": r.try_get::<String, _>("action")?,
+                    "target": r.try_get::<String, _>("target")?,
+                    "outcome": r.try_get::<String, _>("outcome")?,
+                }))
+            })
+            .collect()
+    }
+
+    /// Deletes the audit events before `before` (wall time).
+    pub async fn prune_audit(&self, before: Ts) -> Result<u64, sqlx::Error> {
+        Ok(query("DELETE FROM audit_log WHERE at < $1").bind(before).execute(&self.pool).await?.rows_affected())
     }
 
     /// The gaps (boundaries whose scope rows were dropped) overlapping

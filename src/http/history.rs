@@ -34,6 +34,15 @@ pub struct HistoryQuery {
 }
 
 #[derive(Deserialize)]
+pub struct AuditQuery {
+    token: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    subject: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Deserialize)]
 pub struct CompareQuery {
     token: Option<String>,
     period: Option<String>,
@@ -485,4 +494,39 @@ pub async fn targets(
         out.push(t.report(now, actual, start, start));
     }
     Ok(axum::Json(json!({"as_of": snapshot.now.map(format_rfc3339), "targets": out})).into_response())
+}
+
+/// Audit events one answer holds at most.
+const MAX_AUDIT: i64 = 10_000;
+
+/// `GET /api/v1/audit?from=&to=&subject=&limit=` (SPEC §18, executives):
+/// the audit events in [from, to] (wall time; `to` defaults to now, `from`
+/// to a day before `to`), of one `subject` if given, newest first, at most
+/// `limit` (default 1,000, at most 10,000); `truncated` says more matched.
+pub async fn audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    let who = principal(&state, &headers, &TokenQuery { token: query.token.clone() })?;
+    if who.role != crate::auth::Role::Executive {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("role {} may not read the audit trail (executives only)", who.role.as_str()),
+        ));
+    }
+    let limit = query.limit.unwrap_or(1_000);
+    if !(1..=MAX_AUDIT).contains(&limit) {
+        return Err(bad_request(format!("limit={limit}: between 1 and {MAX_AUDIT}")));
+    }
+    let now = crate::time::wall_now();
+    let (from, to) = range(query.from.as_deref(), query.to.as_deref(), now, |to| to.saturating_sub(MICROS_PER_DAY))?;
+    let store = history_store(&state)?;
+    let mut events =
+        store.audit_events((from, to), query.subject.as_deref(), limit + 1).await.map_err(history_unavailable)?;
+    let truncated = events.len() as i64 > limit;
+    events.truncate(limit as usize);
+    Ok(axum::Json(json!({"events": events, "truncated": truncated})).into_response())
 }

@@ -41,6 +41,8 @@ pub struct AppState {
     pub checkpoints: Arc<CheckpointStatus>,
     /// The history store (`None` with `history.store = "off"`).
     pub history: Option<crate::history::store::HistoryStore>,
+    /// Authenticated requests are audit events (§18).
+    pub audit: Arc<crate::audit::Audit>,
     /// The configured targets (§15).
     pub targets: Arc<Vec<crate::history::targets::Target>>,
     pub history_status: Arc<crate::history::writer::Status>,
@@ -203,11 +205,35 @@ pub fn router(state: AppState, more: Router) -> Router {
         .route("/api/v1/history/{channel}", get(history::channel_history))
         .route("/api/v1/compare/{channel}", get(history::compare))
         .route("/api/v1/targets", get(history::targets))
+        .route("/api/v1/audit", get(history::audit))
         .route("/api/v1/alerts", get(alerts))
         .fallback(|| async { ApiError::not_found("route") })
-        .with_state(state)
+        .with_state(state.clone())
         .merge(more)
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn_with_state(state, audit_requests))
+}
+
+/// Records every request made with a valid token as an audit event (§18):
+/// `download` for a CSV answer, else `request`; the target is the method
+/// and path (never the query, which may carry the token); the outcome `ok`
+/// or the error code answered.
+async fn audit_requests(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let token = Query::<TokenQuery>::try_from_uri(req.uri()).map(|Query(q)| q).unwrap_or_default();
+    let presented = bearer(req.headers(), &token).filter(|t| !t.is_empty()).map(str::to_owned);
+    let target = format!("{} {}", req.method(), req.uri().path());
+    let res = next.run(req).await;
+    if let Some(who) = presented.and_then(|t| state.auth.verify(Some(&t)).ok()) {
+        let csv = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/csv"));
+        let status = res.status();
+        let outcome = if status.as_u16() < 400 { "ok" } else { code_for(status) };
+        state.audit.record(&who, if csv { "download" } else { "request" }, target, outcome);
+    }
+    res
 }
 
 async fn index() -> Json<serde_json::Value> {

@@ -102,6 +102,8 @@ impl Entry {
 pub struct PushService {
     shared: Arc<Shared>,
     auth: Arc<Auth>,
+    /// Subscriptions are audit events (§18).
+    audit: Arc<crate::audit::Audit>,
     allowed_origins: Vec<String>,
     history: usize,
     limits: Limits,
@@ -135,6 +137,7 @@ impl PushService {
     pub fn new(
         shared: Arc<Shared>,
         auth: Arc<Auth>,
+        audit: Arc<crate::audit::Audit>,
         allowed_origins: Vec<String>,
         history: usize,
         limits: Limits,
@@ -142,6 +145,7 @@ impl PushService {
         Arc::new(PushService {
             shared,
             auth,
+            audit,
             allowed_origins,
             history,
             limits,
@@ -823,8 +827,13 @@ fn handle(
         Some("subscribe") => {
             let channel = match channel_of(&msg) {
                 Ok(c) => c,
-                Err(e) => return Some(e),
+                Err(e) => {
+                    let asked = msg["channel"].as_str().unwrap_or_default().chars().take(140).collect();
+                    service.audit.record(who, "subscribe", asked, "denied");
+                    return Some(e);
+                }
             };
+            service.audit.record(who, "subscribe", channel.to_string(), "ok");
             if subscribed.contains(&channel) {
                 service.unsubscribe(conn, &channel);
                 subscribed.retain(|c| c != &channel);
