@@ -130,7 +130,11 @@ impl App {
                 shared.clone(),
                 h,
                 history_status,
-                crate::history::store::Retention::of(&config.history.retention),
+                crate::history::writer::Settings {
+                    keep: crate::history::store::Retention::of(&config.history.retention),
+                    spill: config.history.spill.clone().into(),
+                    spill_after: config.history.spill_after,
+                },
                 stop.subscribe(),
             ))
         });

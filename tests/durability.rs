@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use cspulse::auth::Role;
 use cspulse::event::Topic;
+use cspulse::state::log::{Row, ScopeKind, account_object};
 use cspulse::state::view::Channel;
 use cspulse::state::{Engine, Input};
-use cspulse::time::{MICROS_PER_MIN, format_rfc3339, parse_rfc3339};
+use cspulse::time::{MICROS_PER_MIN, Ts, format_rfc3339, parse_rfc3339};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cspulse");
@@ -63,6 +64,8 @@ struct Node {
     config_file: tempfile::NamedTempFile,
     brokers: String,
     store: String,
+    /// `history.store` (`off`, or a store the test reads back).
+    history: String,
     port: u16,
     child: Option<Child>,
     /// The log of the current incarnation.
@@ -70,7 +73,7 @@ struct Node {
 }
 
 impl Node {
-    fn new(brokers: &str, store: String) -> Node {
+    fn new(brokers: &str, store: String, history: String) -> Node {
         let mut config_file = tempfile::NamedTempFile::new().unwrap();
         // Fast group rejoin after a kill (KAFKA-NOTES), fast checkpoints.
         writeln!(
@@ -82,6 +85,7 @@ impl Node {
             config_file,
             brokers: brokers.to_owned(),
             store,
+            history,
             port: free_port(),
             child: None,
             log: tempfile::NamedTempFile::new().unwrap(),
@@ -98,7 +102,9 @@ impl Node {
             .env("CSPULSE__AUTH__JWT_SECRET", SECRET)
             .env("CSPULSE__HTTP__LISTEN", format!("127.0.0.1:{}", self.port))
             .env("CSPULSE__STATE__STORE", &self.store)
-            .env("CSPULSE__HISTORY__STORE", "off")
+            .env("CSPULSE__HISTORY__STORE", &self.history)
+            // History rows depend on the fold order: fold in event time.
+            .env("CSPULSE__TIME__ALIGN_WAIT", "50ms")
             .env("RUST_LOG", "cspulse=info")
             .stdout(Stdio::null())
             .stderr(self.log.reopen().unwrap())
@@ -159,14 +165,14 @@ async fn produce_all(p: &rdkafka::producer::FutureProducer, events: &[(Topic, i3
     }
 }
 
-async fn crash_and_recover(store: String) {
+async fn crash_and_recover(store: String, history: String) {
     let (_cluster, config) = cluster_and_config();
     let events = stream(660);
     let (a, rest) = events.split_at(150);
     let (b, rest) = rest.split_at(200);
     let (c, d) = rest.split_at(160);
     let p = producer(&config.kafka.brokers);
-    let mut node = Node::new(&config.kafka.brokers, store);
+    let mut node = Node::new(&config.kafka.brokers, store, history);
 
     // 1. Killed before its first checkpoint could matter.
     node.start();
@@ -198,11 +204,20 @@ async fn crash_and_recover(store: String) {
 
     // The uninterrupted run, folded in process.
     let mut reference = Engine::new(config.state_config());
+    reference.set_history(true);
+    let mut rows = Vec::new();
     for (i, (topic, partition, _, payload)) in events.iter().enumerate() {
         let input =
             Input { topic: *topic, partition: *partition, offset: i as i64, payload, wall: cspulse::time::wall_now() };
         reference.fold(&input);
+        reference.post_alerts();
+        let made = reference.history_pending(usize::MAX);
+        if let Some(&(last, _)) = made.last() {
+            reference.history_committed(last);
+        }
+        rows.extend(made.into_iter().map(|(_, r)| r));
     }
+    history_equals(&node, &rows).await;
     let exec = token(Role::Executive, None);
     for channel in ["executive", "manager", "analyst", "csm:csm-0", "csm:csm-1", "csm:csm-2"] {
         let (status, got) = get(&node.url(&format!("/api/v1/channels/{channel}")), Some(&exec)).await;
@@ -217,10 +232,78 @@ async fn crash_and_recover(store: String) {
     }
 }
 
+/// The node's history store holds exactly the rows of the uninterrupted run
+/// (none lost, none different, none twice): every portfolio row, and every
+/// account's daily rows, tier log and alert log.
+async fn history_equals(node: &Node, rows: &[Row]) {
+    let exec = token(Role::Executive, None);
+    if node.history == "off" {
+        return;
+    }
+    let portfolio: Vec<(Ts, Value)> = rows
+        .iter()
+        .filter_map(|r| match r {
+            Row::Scope(s) if s.kind == ScopeKind::Portfolio => Some((s.at, s.kpi())),
+            _ => None,
+        })
+        .collect();
+    assert!(portfolio.len() > 500, "the stream crosses many boundaries: {}", portfolio.len());
+    let (from, to) = (format_rfc3339(portfolio[0].0), format_rfc3339(portfolio.last().unwrap().0));
+    // The writer catches up after the last restart: wait until the last
+    // boundary is in, then every row must be there.
+    let url = node.url(&format!("/api/v1/history/executive?from={from}&to={to}&step=5m"));
+    let body = wait_for("the last boundary's row", Duration::from_secs(30), || async {
+        let (status, body) = get(&url, Some(&exec)).await;
+        assert_eq!(status, 200, "{body}");
+        (body["points"].as_array().unwrap().last().is_some_and(|p| p["at"] == to.as_str())).then_some(body)
+    })
+    .await;
+    let points = body["points"].as_array().unwrap();
+    if points.len() != portfolio.len() {
+        let got: std::collections::BTreeSet<&str> = points.iter().map(|p| p["at"].as_str().unwrap()).collect();
+        let missing: Vec<String> =
+            portfolio.iter().map(|(t, _)| format_rfc3339(*t)).filter(|t| !got.contains(t.as_str())).collect();
+        panic!("{} rows missing, from {:?} to {:?}", missing.len(), missing.first(), missing.last());
+    }
+    for (point, (at, kpi)) in points.iter().zip(&portfolio) {
+        assert_eq!(point["at"], format_rfc3339(*at));
+        assert_eq!(&point["data"]["portfolio"], kpi, "portfolio at {}", format_rfc3339(*at));
+    }
+    for a in 0..6 {
+        let id = format!("acct-{a}");
+        let days: Vec<Value> = rows
+            .iter()
+            .filter_map(|r| match r {
+                Row::Account(d) if *d.account_id == *id => {
+                    let values: Vec<Value> = serde_json::from_str(&d.values).unwrap();
+                    Some(json!({"at": format_rfc3339(d.at), "account": account_object(&id, &values)}))
+                }
+                _ => None,
+            })
+            .collect();
+        let tiers: Vec<Value> = rows
+            .iter()
+            .filter_map(|r| match r {
+                Row::Tier(t) if *t.account_id == *id => {
+                    let mut v = t.to_json();
+                    v.as_object_mut().unwrap().remove("account_id");
+                    Some(v)
+                }
+                _ => None,
+            })
+            .collect();
+        let (_, got) = get(&node.url(&format!("/api/v1/accounts/{id}/history")), Some(&exec)).await;
+        assert!(!days.is_empty() && !tiers.is_empty(), "{id} has daily rows and tier changes");
+        assert_eq!(got["days"], json!(days), "{id}'s daily rows");
+        assert_eq!(got["tier_changes"], json!(tiers), "{id}'s tier log");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_nothing_with_the_directory_store() {
     let dir = tempfile::tempdir().unwrap();
-    crash_and_recover(format!("file://{}", dir.path().display())).await;
+    let history = format!("sqlite://{}", dir.path().join("history.db").display());
+    crash_and_recover(format!("file://{}", dir.path().join("state").display()), history).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,5 +314,6 @@ async fn kill_9_loses_nothing_with_redis() {
     {
         panic!("Redis must run at 127.0.0.1:6379 (scripts/test.sh starts one)");
     }
-    crash_and_recover(store.clone()).await;
+    let history = format!("postgres://postgres@127.0.0.1:5432/{}", fresh_postgres_database().await);
+    crash_and_recover(store.clone(), history).await;
 }

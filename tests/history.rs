@@ -401,15 +401,6 @@ async fn postgres_keeps_the_alert_and_tier_logs() {
 }
 
 /// A database of this test's own on the machine's PostgreSQL (trust auth).
-async fn fresh_postgres_database() -> String {
-    use sqlx::Connection;
-    let name = format!("cspulse_history_{}_{}", std::process::id(), cspulse::time::wall_now());
-    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
-        .await
-        .expect("PostgreSQL on 127.0.0.1:5432 (scripts/test.sh starts it)");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
-    name
-}
 
 /// Retention (SPEC §15): 5-minute rows go first, then hourly ones, then
 /// the daily rows, account rows and logs; each kind keeps its own span.
@@ -549,21 +540,13 @@ async fn a_database_outage_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     config.state.store = format!("file://{}", dir.path().join("state").display());
     config.history.store = format!("postgres://postgres@127.0.0.1:{}/{db}", proxy.port);
+    // Beyond 5 rows of the logs in memory, they go to the spill file.
+    let spill = dir.path().join("spill.jsonl");
+    config.history.spill = spill.display().to_string();
+    config.history.spill_after = 5;
     config.time.align_wait = "50ms".parse().unwrap();
-    let target = |name: &str, metric: &str, scope: &str, op: &str, value: f64| cspulse::config::TargetConfig {
-        name: name.into(),
-        metric: metric.into(),
-        scope: scope.into(),
-        period: cspulse::time::CalendarPeriod::Month,
-        op: op.into(),
-        value,
-    };
-    config.targets = vec![
-        target("ARR", "revenue.arr", "portfolio", ">=", 150_000.0),
-        target("csm-1 at risk", "health.at_risk_share", "csm:csm-1", "<=", 0.5),
-    ];
     let events = events();
-    let (want_tiers, want_alerts) = expected(&config, &events, "acct-a");
+    let (want_tiers, want_alerts, _, want_days) = expected_rows(&config, &events, "acct-a");
     let split = events.len() / 2;
     let p = producer(&config.kafka.brokers);
     for (topic, key, payload) in &events[..split] {
@@ -587,6 +570,14 @@ async fn a_database_outage_loses_nothing() {
     })
     .await;
     assert!(ready["history"]["error"].is_string(), "{ready}");
+    let spilled = wait_for("rows spilled to the file", Duration::from_secs(20), || async {
+        let lines = std::fs::read_to_string(&spill).map(|t| t.lines().count()).unwrap_or(0);
+        (lines > 0).then_some(lines)
+    })
+    .await;
+    let (_, ready) = get(&format!("http://{}/readyz", app.addr), Some(&exec)).await;
+    let in_memory = ready["history"]["pending_rows"].as_u64().unwrap();
+    assert!(spilled >= 10, "the outage's account rows and logs beyond 5 spill: {spilled} lines, {ready}");
     // The fold did not wait: the account shows the last event's effects.
     let (status, account) = get(&format!("http://{}/api/v1/accounts/acct-b", app.addr), Some(&exec)).await;
     assert_eq!(status, 200);
@@ -599,10 +590,19 @@ async fn a_database_outage_loses_nothing() {
     let app = App::start(&config).await.expect("engine restarts with the database back");
     let got = wait_for("every row written", Duration::from_secs(30), || async {
         let (status, body) = history_of(&app, "acct-a", &exec).await;
-        (status == 200 && body["tier_changes"] == want_tiers && body["alerts"] == want_alerts).then_some(body)
+        (status == 200
+            && body["tier_changes"] == want_tiers
+            && body["alerts"] == want_alerts
+            && body["days"] == want_days)
+            .then_some(body)
     })
     .await;
     assert!(!got["tier_changes"].as_array().unwrap().is_empty());
+    assert!(in_memory > 0, "scope rows stayed in memory (and in the checkpoint)");
+    wait_for("the spill file written and removed", Duration::from_secs(10), || async {
+        (!spill.exists()).then_some(())
+    })
+    .await;
     app.shutdown().await;
     drop(proxy);
 }

@@ -175,6 +175,12 @@ pub struct HistoryConfig {
     /// Rows kept for the store while it cannot take them; beyond, the
     /// oldest scope rows are dropped (listed as gaps).
     pub buffer: usize,
+    /// The file the rows that are never dropped spill to while the store
+    /// is unreachable.
+    #[serde(deserialize_with = "text")]
+    pub spill: String,
+    /// Spill once more than this many of them wait in memory.
+    pub spill_after: usize,
     pub retention: RetentionConfig,
 }
 
@@ -497,6 +503,12 @@ impl Config {
         }
         if self.history.buffer < 1000 {
             return bad("history.buffer", "must be at least 1000 rows");
+        }
+        if self.history.spill.trim().is_empty() {
+            return bad("history.spill", "must be a file path");
+        }
+        if self.history.spill_after == 0 {
+            return bad("history.spill_after", "must be > 0");
         }
         let r = &self.history.retention;
         let hour = 60 * MICROS_PER_MIN;

@@ -92,6 +92,7 @@ pub async fn run(mut config: Config, opts: DemoOptions) -> anyhow::Result<()> {
         // The demo's broker and portfolio are new each run: so is its history.
         let dir = std::env::temp_dir().join(format!("cspulse-demo-{}", std::process::id()));
         config.history.store = format!("sqlite://{}/history.db", dir.display());
+        config.history.spill = format!("{}/history-spill.jsonl", dir.display());
         tracing::info!(store = %config.history.store, "the demo keeps its history in its own data folder");
     }
     if config.targets.is_empty() {

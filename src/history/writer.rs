@@ -8,7 +8,16 @@
 //! checkpoints carry it. Stopping, it finishes the batch it is writing (or
 //! writes one more), and the final checkpoint carries the rest: a stop never
 //! waits for a long backlog.
+//!
+//! While writes fail, the rows that are never dropped (account rows, the
+//! alert and tier logs, gaps) beyond `history.spill_after` in memory are
+//! appended to the spill file (`history.spill`, fsynced) and only then
+//! leave the log, so memory stays bounded through a long outage and the
+//! checkpoint no longer needs to carry them. When writes succeed again the
+//! spill file is written to the store first, then removed. A crash while
+//! it is drained writes some of its rows again, which changes nothing.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -19,6 +28,7 @@ use tracing::{info, warn};
 
 use super::store::{HistoryStore, Retention};
 use crate::ingest::Shared;
+use crate::state::log::Row;
 
 /// Rows written per transaction at most.
 pub const BATCH: usize = 2_000;
@@ -46,24 +56,41 @@ impl Status {
 /// How often rows past their retention are deleted (wall time).
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
+/// Rows moved to the spill file at a time.
+const SPILL_CHUNK: usize = 10_000;
+
+/// The writer's settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub keep: Retention,
+    pub spill: PathBuf,
+    pub spill_after: usize,
+}
+
 /// Writes the history log to `store` until `stop`, then once more; every
 /// [`PRUNE_EVERY`] (and at start) deletes the rows `keep` no longer keeps.
 pub async fn run(
     shared: Arc<Shared>,
     store: HistoryStore,
     status: Arc<Status>,
-    keep: Retention,
+    settings: Settings,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(250);
     let mut pruned: Option<Instant> = None;
+    let mut spill = Spill { path: settings.spill.clone(), read: 0 };
     loop {
         let stopping = *stop.borrow();
         if !stopping && pruned.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
-            prune(&shared, &store, keep).await;
+            prune(&shared, &store, settings.keep).await;
             pruned = Some(Instant::now());
         }
-        match write_once(&shared, &store, &status).await {
+        let drained = if stopping { Ok(()) } else { spill.drain(&store).await };
+        let written = match drained {
+            Ok(()) => write_once(&shared, &store, &status).await,
+            Err(e) => Err(e),
+        };
+        match written {
             // Stopping, one batch is enough: the final checkpoint holds the rest.
             Ok(n) if n == BATCH && !stopping => {
                 backoff = Duration::from_millis(250);
@@ -79,6 +106,9 @@ pub async fn run(
                 if stopping {
                     return;
                 }
+                if let Err(e) = spill.spill_from(&shared, settings.spill_after).await {
+                    warn!(file = %spill.path.display(), error = %e, "cannot spill history rows; they stay in memory");
+                }
                 let _ = tokio::time::timeout(backoff, stop.changed()).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
@@ -89,6 +119,119 @@ pub async fn run(
         }
         let _ = tokio::time::timeout(IDLE, stop.changed()).await;
     }
+}
+
+/// The spill file: JSON lines of rows, appended while the store fails,
+/// written to the store (from `read` on) once it works.
+struct Spill {
+    path: PathBuf,
+    /// Bytes of the file already written to the store.
+    read: u64,
+}
+
+impl Spill {
+    /// Moves the oldest rows that are never dropped beyond `after` in
+    /// memory to the file (appended, fsynced, then dropped from the log).
+    async fn spill_from(&mut self, shared: &Arc<Shared>, after: usize) -> std::io::Result<()> {
+        loop {
+            let rows = {
+                let shared = shared.clone();
+                tokio::task::spawn_blocking(move || {
+                    let engine = shared.engine();
+                    let over = engine.history_logs_len().saturating_sub(after);
+                    engine.history_oldest_logs(over.min(SPILL_CHUNK))
+                })
+                .await
+                .unwrap_or_default()
+            };
+            let Some(&(last, _)) = rows.last() else { return Ok(()) };
+            let path = self.path.clone();
+            let n = rows.len();
+            tokio::task::spawn_blocking(move || append(&path, &rows)).await.map_err(std::io::Error::other)??;
+            let left = {
+                let shared = shared.clone();
+                tokio::task::spawn_blocking(move || shared.engine().history_spilled(last)).await.unwrap_or_default()
+            };
+            counter!("cspulse_history_spilled_rows_total").increment(n as u64);
+            info!(rows = n, file = %self.path.display(), in_memory = left, "history rows spilled to disk");
+            if n < SPILL_CHUNK {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes what the file holds to the store, a batch at a time, and
+    /// removes the file once all of it is in.
+    async fn drain(&mut self, store: &HistoryStore) -> Result<(), sqlx::Error> {
+        loop {
+            let (path, from) = (self.path.clone(), self.read);
+            let read = tokio::task::spawn_blocking(move || read_from(&path, from, BATCH)).await;
+            let (rows, next) = match read {
+                Ok(Ok(Some(r))) => r,
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Err(e)) => {
+                    warn!(file = %self.path.display(), error = %e, "cannot read the history spill file");
+                    return Ok(());
+                }
+                Err(_) => return Ok(()),
+            };
+            if !rows.is_empty() {
+                store.write(&rows).await?;
+                counter!("cspulse_history_rows_written_total").increment(rows.len() as u64);
+            }
+            self.read = next;
+            if rows.len() < BATCH {
+                info!(file = %self.path.display(), "history spill file written to the store");
+                let _ = std::fs::remove_file(&self.path);
+                self.read = 0;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Appends `rows` to the file at `path` as JSON lines and syncs it.
+fn append(path: &Path, rows: &[(u64, Row)]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut text = Vec::new();
+    for (_, row) in rows {
+        serde_json::to_writer(&mut text, row)?;
+        text.push(b'\n');
+    }
+    file.write_all(&text)?;
+    file.sync_data()
+}
+
+/// Up to `max` rows of the spill file from byte `from`, and the byte after
+/// them; `None` if there is no file. A line that does not parse (a write
+/// cut short by a crash) is skipped.
+fn read_from(path: &Path, from: u64, max: usize) -> std::io::Result<Option<(Vec<(u64, Row)>, u64)>> {
+    use std::io::{BufRead, Seek};
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut reader = std::io::BufReader::new(file);
+    reader.seek(std::io::SeekFrom::Start(from))?;
+    let (mut rows, mut at, mut line) = (Vec::new(), from, String::new());
+    while rows.len() < max {
+        line.clear();
+        let n = reader.read_line(&mut line)?;
+        if n == 0 {
+            break;
+        }
+        at += n as u64;
+        match serde_json::from_str::<Row>(&line) {
+            Ok(row) => rows.push((0, row)),
+            Err(e) => warn!(error = %e, "skipping a line of the history spill file that does not parse"),
+        }
+    }
+    Ok(Some((rows, at)))
 }
 
 /// Deletes the rows past their retention as of the watermark (a failure is

@@ -317,6 +317,27 @@ impl Log {
         }
     }
 
+    /// Up to `max` of the oldest rows that are never dropped (to spill).
+    pub fn oldest_logs(&self, max: usize) -> Vec<(u64, Row)> {
+        self.logs.iter().take(max).cloned().collect()
+    }
+
+    /// The rows that are never dropped numbered up to `n` are safe in the
+    /// spill file: they leave the log (and the checkpoint).
+    pub fn spilled_through(&mut self, n: u64) {
+        while self.logs.front().is_some_and(|(k, _)| *k <= n) {
+            self.logs.pop_front();
+        }
+        if self.open_gap.is_some_and(|g| g <= n) {
+            self.open_gap = None;
+        }
+    }
+
+    /// How many rows that are never dropped wait.
+    pub fn logs_len(&self) -> usize {
+        self.logs.len()
+    }
+
     pub fn len(&self) -> usize {
         self.scopes.len() + self.logs.len()
     }

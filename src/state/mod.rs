@@ -447,6 +447,23 @@ impl Engine {
         self.history.len()
     }
 
+    /// Up to `max` of the oldest history rows that are never dropped (the
+    /// alert and tier logs, account rows, gaps), for the spill file.
+    pub fn history_oldest_logs(&self, max: usize) -> Vec<(u64, log::Row)> {
+        self.history.oldest_logs(max)
+    }
+
+    /// Those rows numbered up to `n` are in the spill file; returns how
+    /// many rows that are never dropped still wait in the log.
+    pub fn history_spilled(&mut self, n: u64) -> usize {
+        self.history.spilled_through(n);
+        self.history.logs_len()
+    }
+
+    pub fn history_logs_len(&self) -> usize {
+        self.history.logs_len()
+    }
+
     pub fn history_len(&self) -> usize {
         self.history.len()
     }

@@ -111,3 +111,15 @@ pub fn test_logging() {
             tracing_subscriber::fmt().with_env_filter(std::env::var("TEST_LOG").unwrap()).with_test_writer().try_init();
     }
 }
+
+/// A new, empty database on the machine's PostgreSQL (127.0.0.1:5432,
+/// trust auth; `scripts/test.sh` starts it), by name.
+pub async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let name = format!("cspulse_history_{}_{}", std::process::id(), cspulse::time::wall_now());
+    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432 (scripts/test.sh starts it)");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
+    name
+}
