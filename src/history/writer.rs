@@ -206,10 +206,13 @@ fn append(path: &Path, rows: &[(u64, Row)]) -> std::io::Result<()> {
     file.sync_data()
 }
 
+/// Rows read from the spill file, and the byte after them.
+type SpillRead = (Vec<(u64, Row)>, u64);
+
 /// Up to `max` rows of the spill file from byte `from`, and the byte after
 /// them; `None` if there is no file. A line that does not parse (a write
 /// cut short by a crash) is skipped.
-fn read_from(path: &Path, from: u64, max: usize) -> std::io::Result<Option<(Vec<(u64, Row)>, u64)>> {
+fn read_from(path: &Path, from: u64, max: usize) -> std::io::Result<Option<SpillRead>> {
     use std::io::{BufRead, Seek};
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
