@@ -400,8 +400,6 @@ async fn postgres_keeps_the_alert_and_tier_logs() {
     scenario(&format!("postgres://postgres@127.0.0.1:5432/{db}")).await;
 }
 
-/// A database of this test's own on the machine's PostgreSQL (trust auth).
-
 /// Retention (SPEC §15): 5-minute rows go first, then hourly ones, then
 /// the daily rows, account rows and logs; each kind keeps its own span.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
