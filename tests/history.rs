@@ -74,14 +74,8 @@ fn events() -> Vec<(Topic, String, Vec<u8>)> {
 }
 
 /// What an engine fed `events` in order records for `account`: its tier
-/// changes and alert transitions, as the API shows them.
-fn expected(config: &cspulse::config::Config, events: &[(Topic, String, Vec<u8>)], account: &str) -> (Value, Value) {
-    let (tiers, alerts, _, _) = expected_rows(config, events, account);
-    (tiers, alerts)
-}
-
-/// `expected`, the portfolio's KPI object at each boundary, and the
-/// account's daily rows as the API shows them.
+/// changes and alert transitions as the API shows them, the portfolio's KPI
+/// object at each boundary, and the account's daily rows.
 fn expected_rows(
     config: &cspulse::config::Config,
     events: &[(Topic, String, Vec<u8>)],
