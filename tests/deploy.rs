@@ -545,9 +545,11 @@ fn the_configuration_reference_lists_exactly_the_config_structs_keys_defaults_an
     assert_eq!(struct_keys.keys().cloned().collect::<BTreeSet<_>>(), default_keys(), "default.toml is the struct");
 
     let mut reference = readme_reference();
-    // Optional in the struct (absent = the §5.1 rules), so not serialized.
+    // Optional in the struct (absent = the §5.1 rules; no targets), so not serialized.
     let alerts = reference.remove("[[alerts.rules]]").expect("the reference documents [[alerts.rules]]");
     assert!(alerts.1.contains("file only"));
+    let targets = reference.remove("[[targets]]").expect("the reference documents [[targets]]");
+    assert!(targets.1.contains("file only"));
     assert_eq!(
         reference.keys().cloned().collect::<BTreeSet<_>>(),
         struct_keys.keys().cloned().collect::<BTreeSet<_>>(),

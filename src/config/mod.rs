@@ -79,8 +79,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub history: HistoryConfig,
     pub audit: AuditConfig,
-    /// Targets against actuals (§15); none by default.
-    #[serde(default)]
+    /// Targets against actuals (§15); none by default (then not serialized,
+    /// like `[[alerts.rules]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<TargetConfig>,
     /// Alert rules (§5; the default rule set applies when absent) and the
     /// delivery outbox's bound (§5.3 additions).
