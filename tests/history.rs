@@ -467,6 +467,24 @@ async fn retention_keeps_each_kind_of_row_for_its_span() {
         // Forever (0) keeps everything.
         let forever = Retention { fine: 0, hourly: 0, daily: 0 };
         assert_eq!(store.prune(now + 1000 * 24 * hour, forever).await.unwrap(), 0);
+        // A rebuild's swap: the rows in [from, through] are the staged ones.
+        store.begin_rebuild().await.unwrap();
+        let staged = TierChange {
+            account_id: "a".into(),
+            ts: now - 12 * hour,
+            seq: 9,
+            from: None,
+            to: cspulse::state::health::Tier::Green,
+            score: 90.0,
+            cause: Cause::Time,
+        };
+        store.write_staging(&[(0, Row::Tier(std::sync::Arc::new(staged)))]).await.unwrap();
+        store.finish_rebuild(now - 2 * 24 * hour, now).await.unwrap();
+        let tiers = store.tier_changes("a", i64::MIN, i64::MAX).await.unwrap();
+        assert_eq!(tiers.iter().map(|t| t["to"].clone()).collect::<Vec<_>>(), [json!("green")], "{spec}");
+        let rows = store.scope_rows(ScopeKind::Portfolio, None, (i64::MIN, i64::MAX, 1)).await.unwrap();
+        assert!(rows.iter().all(|r| r.1 < now - 2 * 24 * hour), "the swapped range held no staged scope rows");
+        assert!(!rows.is_empty());
     }
 }
 
@@ -597,4 +615,130 @@ async fn a_database_outage_loses_nothing() {
     .await;
     app.shutdown().await;
     drop(proxy);
+}
+
+/// The rows of `store` that the API shows for acct-a (daily rows, tier
+/// changes, alerts) and the portfolio's rows by boundary.
+async fn stored(store: &cspulse::history::store::HistoryStore) -> (Value, Value, Value, Vec<(i64, Value)>) {
+    let all = (i64::MIN, i64::MAX);
+    let days: Vec<Value> = store
+        .account_days("acct-a", all.0, all.1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(at, account)| json!({"at": format_rfc3339(at), "account": account}))
+        .collect();
+    let tiers = store.tier_changes("acct-a", all.0, all.1).await.unwrap();
+    let alerts = store.account_alerts("acct-a", all.0, all.1).await.unwrap();
+    let portfolio = store
+        .scope_rows(cspulse::state::log::ScopeKind::Portfolio, None, (all.0, all.1, 1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, at, kpi)| (at, kpi))
+        .collect();
+    (Value::Array(days), Value::Array(tiers), Value::Array(alerts), portfolio)
+}
+
+/// `cspulse history …` with the test's broker, secret and store.
+fn history_command(brokers: &str, store: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cspulse"))
+        .arg("history")
+        .args(args)
+        .env("CSPULSE__KAFKA__BROKERS", brokers)
+        .env("CSPULSE__AUTH__JWT_SECRET", SECRET)
+        .env("CSPULSE__HISTORY__STORE", store)
+        .env("CSPULSE__LOG__LEVEL", "warn")
+        .output()
+        .expect("run cspulse history");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "cspulse history {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `history rebuild` restates what was lost or changed from `--from` on (and
+/// everything without it), beside the running engine; `history import`
+/// writes the same history from a file of the same events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_and_import_restate_the_history() {
+    use cspulse::history::store::HistoryStore;
+    let (_cluster, mut config) = cluster_and_config();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = format!("sqlite://{}", dir.path().join("history.db").display());
+    config.history.store = spec.clone();
+    config.time.align_wait = "50ms".parse().unwrap();
+    let events = events();
+    let (want_tiers, want_alerts, portfolio, want_days) = expected_rows(&config, &events, "acct-a");
+    let want_portfolio: Vec<(i64, Value)> = portfolio.into_iter().collect();
+    let p = producer(&config.kafka.brokers);
+    for (topic, key, payload) in &events {
+        produce(&p, topic.default_name(), 0, key, payload).await;
+    }
+    let app = App::start(&config).await.expect("engine starts");
+    let store = HistoryStore::open(&spec).await.unwrap();
+    wait_for("the engine's history", Duration::from_secs(30), || async {
+        let (days, tiers, alerts, rows) = stored(&store).await;
+        (days == want_days && tiers == want_tiers && alerts == want_alerts && rows == want_portfolio).then_some(())
+    })
+    .await;
+
+    // Damage: a day row before Nov 5 and one after, a boundary after it gone.
+    let pool = sqlx::SqlitePool::connect(&spec).await.unwrap();
+    let (nov4, nov8) = (parse_rfc3339("2026-11-04T00:00:00Z").unwrap(), parse_rfc3339("2026-11-08T00:00:00Z").unwrap());
+    for at in [nov4, nov8] {
+        sqlx::query("UPDATE account_rows SET vals = '[1, 1]' WHERE at = $1").bind(at).execute(&pool).await.unwrap();
+    }
+    sqlx::query("DELETE FROM scope_rows WHERE at = $1").bind(nov8 + 3_600_000_000).execute(&pool).await.unwrap();
+    let damaged = stored(&store).await;
+    assert_ne!(damaged.0, want_days);
+    assert_eq!(damaged.3.len(), want_portfolio.len() - 1);
+
+    let out = history_command(&config.kafka.brokers, &spec, &["rebuild", "--from", "2026-11-05T00:00:00Z"]);
+    assert!(out.contains("history restated"), "{out}");
+    let (days, tiers, alerts, rows) = stored(&store).await;
+    assert_eq!((&tiers, &alerts), (&want_tiers, &want_alerts));
+    assert_eq!(rows, want_portfolio, "the lost boundary is back");
+    let at = |d: &Value, t: i64| d.as_array().unwrap().iter().find(|r| r["at"] == format_rfc3339(t)).cloned();
+    assert_eq!(at(&days, nov8), at(&want_days, nov8), "restated after --from");
+    assert_ne!(at(&days, nov4), at(&want_days, nov4), "before --from, untouched");
+    // Without --from, everything; the running engine still serves.
+    history_command(&config.kafka.brokers, &spec, &["rebuild"]);
+    assert_eq!(
+        stored(&store).await,
+        (want_days.clone(), want_tiers.clone(), want_alerts.clone(), want_portfolio.clone())
+    );
+    let (status, _) =
+        get(&format!("http://{}/api/v1/channels/executive", app.addr), Some(&token(Role::Executive, None))).await;
+    assert_eq!(status, 200);
+    app.shutdown().await;
+
+    // Import: the same events from a file (a topic field added), into a new store.
+    let file = dir.path().join("events.jsonl");
+    let mut lines = String::new();
+    for (topic, _, payload) in &events {
+        let mut v: Value = serde_json::from_slice(payload).unwrap();
+        v["topic"] = json!(topic.default_name());
+        lines.push_str(&format!("{v}\n"));
+    }
+    std::fs::write(&file, lines).unwrap();
+    let fresh = format!("sqlite://{}", dir.path().join("imported.db").display());
+    let out = history_command(&config.kafka.brokers, &fresh, &["import", file.to_str().unwrap()]);
+    assert!(out.contains(&format!("{} events folded", events.len())), "{out}");
+    let imported = HistoryStore::open(&fresh).await.unwrap();
+    assert_eq!(stored(&imported).await, (want_days, want_tiers, want_alerts, want_portfolio));
+    // A bad line is named.
+    std::fs::write(&file, "{\"event_id\": \"x\"}\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cspulse"))
+        .args(["history", "import", file.to_str().unwrap()])
+        .env("CSPULSE__AUTH__JWT_SECRET", SECRET)
+        .env("CSPULSE__HISTORY__STORE", &fresh)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("events.jsonl:1") && err.contains("topic"), "{err}");
 }

@@ -30,6 +30,10 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "audit log", include_str!("migrations/0004_audit_log.sql")),
 ];
 
+/// The tables a rebuild restates (in the order `finish_rebuild` lists
+/// their time columns).
+const REBUILT: [&str; 5] = ["scope_rows", "account_rows", "tier_log", "alert_log", "history_gaps"];
+
 /// Rows per multi-row `INSERT` statement (at most 7 parameters each: well
 /// within both back ends' limits on parameters).
 const ROWS_PER_INSERT: usize = 250;
@@ -176,12 +180,52 @@ impl HistoryStore {
     /// Writes `rows` in one transaction (all or none); rows already there
     /// are left as they are.
     pub async fn write(&self, rows: &[(u64, Row)]) -> Result<(), sqlx::Error> {
+        self.write_into("", rows).await
+    }
+
+    /// Starts a rebuild: empty staging tables (`rebuild_` and the name of
+    /// each table of rows), a previous rebuild's left-overs dropped.
+    pub async fn begin_rebuild(&self) -> Result<(), sqlx::Error> {
+        for table in REBUILT {
+            query(&format!("DROP TABLE IF EXISTS rebuild_{table}")).execute(&self.pool).await?;
+            query(&format!("CREATE TABLE rebuild_{table} AS SELECT * FROM {table} WHERE 1 = 0"))
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes rows of a rebuild to the staging tables.
+    pub async fn write_staging(&self, rows: &[(u64, Row)]) -> Result<(), sqlx::Error> {
+        self.write_into("rebuild_", rows).await
+    }
+
+    /// Ends a rebuild: in one transaction the rows from `from` through
+    /// `through` are replaced by the staging tables' and those are dropped.
+    pub async fn finish_rebuild(&self, from: Ts, through: Ts) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for (table, at) in REBUILT.iter().zip(["at", "at", "ts", "ts", "from_at"]) {
+            query(&format!("DELETE FROM {table} WHERE {at} >= $1 AND {at} <= $2"))
+                .bind(from)
+                .bind(through)
+                .execute(&mut *tx)
+                .await?;
+            // `WHERE true` lets SQLite parse the upsert clause after a SELECT.
+            query(&format!("INSERT INTO {table} SELECT * FROM rebuild_{table} WHERE true ON CONFLICT DO NOTHING"))
+                .execute(&mut *tx)
+                .await?;
+            query(&format!("DROP TABLE rebuild_{table}")).execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn write_into(&self, prefix: &str, rows: &[(u64, Row)]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         // Scope and account rows, the bulk, go many to a statement.
         let scopes: Vec<&ScopeRow> =
             rows.iter().filter_map(|(_, r)| if let Row::Scope(s) = r { Some(&**s) } else { None }).collect();
         for chunk in scopes.chunks(ROWS_PER_INSERT) {
-            let sql = multi_insert("scope_rows (kind, id, at, vals)", chunk.len(), 4);
+            let sql = multi_insert(&format!("{prefix}scope_rows (kind, id, at, vals)"), chunk.len(), 4);
             let mut q = query(&sql);
             for r in chunk {
                 q = q
@@ -195,8 +239,11 @@ impl HistoryStore {
         let accounts: Vec<&AccountRow> =
             rows.iter().filter_map(|(_, r)| if let Row::Account(a) = r { Some(&**a) } else { None }).collect();
         for chunk in accounts.chunks(ROWS_PER_INSERT) {
-            let sql =
-                multi_insert("account_rows (account_id, at, csm_id, segment, region, tier, vals)", chunk.len(), 7);
+            let sql = multi_insert(
+                &format!("{prefix}account_rows (account_id, at, csm_id, segment, region, tier, vals)"),
+                chunk.len(),
+                7,
+            );
             let mut q = query(&sql);
             for r in chunk {
                 q = q
@@ -215,11 +262,11 @@ impl HistoryStore {
                 Row::Alert(a) => {
                     let body = serde_json::to_string(&a.to_json()).unwrap_or_default();
                     let account = a.account.as_ref();
-                    query(
-                        "INSERT INTO alert_log (alert_id, state, version, ts, rule, severity, scope, scope_id, \
-                         account_id, csm_id, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                         ON CONFLICT DO NOTHING",
-                    )
+                    query(&format!(
+                        "INSERT INTO {prefix}alert_log (alert_id, state, version, ts, rule, severity, scope, \
+                         scope_id, account_id, csm_id, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                         ON CONFLICT DO NOTHING"
+                    ))
                     .bind(a.alert_id.as_str())
                     .bind(a.state.as_str())
                     .bind(i64::from(a.version))
@@ -236,17 +283,19 @@ impl HistoryStore {
                 }
                 Row::Scope(_) | Row::Account(_) => {}
                 Row::Gap { from, to } => {
-                    query("INSERT INTO history_gaps (from_at, to_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                        .bind(*from)
-                        .bind(*to)
-                        .execute(&mut *tx)
-                        .await?;
+                    query(&format!(
+                        "INSERT INTO {prefix}history_gaps (from_at, to_at) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+                    ))
+                    .bind(*from)
+                    .bind(*to)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 Row::Tier(t) => {
-                    query(
-                        "INSERT INTO tier_log (account_id, ts, seq, from_tier, to_tier, score, cause) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                    )
+                    query(&format!(
+                        "INSERT INTO {prefix}tier_log (account_id, ts, seq, from_tier, to_tier, score, cause) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"
+                    ))
                     .bind(&*t.account_id)
                     .bind(t.ts)
                     .bind(t.seq as i64)

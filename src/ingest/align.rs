@@ -74,6 +74,11 @@ impl<T> Aligner<T> {
         self.len == 0
     }
 
+    /// Messages of `part` buffered.
+    pub fn queued(&self, part: Part) -> usize {
+        self.queues.get(&part).map_or(0, VecDeque::len)
+    }
+
     fn holds(&self, part: Part) -> bool {
         self.queues.contains_key(&part)
     }
