@@ -11,7 +11,7 @@
 use serde_json::{Value, json};
 
 use crate::config::TargetConfig;
-use crate::metric::{KPI, Kind};
+use crate::metric::{KPI, Kind, Unit};
 use crate::state::log::ScopeKind;
 use crate::time::{CalendarPeriod, Ts, format_rfc3339};
 
@@ -110,6 +110,19 @@ impl Target {
         KPI[self.metric].path
     }
 
+    /// The values the figure can take, which bound a projection: scores
+    /// 0–100, CSAT means 1–5, shares and gross retention 0–1, everything
+    /// else (counts, money, net retention, minutes) at least 0.
+    fn range(&self) -> (f64, f64) {
+        let path = self.path();
+        match KPI[self.metric].unit {
+            Unit::Score => (0.0, 100.0),
+            _ if path.starts_with("tickets.csat_avg") => (1.0, 5.0),
+            _ if path.ends_with("_share") || path.ends_with("_rate") || path.starts_with("revenue.grr") => (0.0, 1.0),
+            _ => (0.0, f64::INFINITY),
+        }
+    }
+
     /// The target's standing at `now` (the watermark): `actual` is the
     /// figure now, `start` the figure at the latest boundary at or before
     /// the period's start, `last_end` the figure at the latest boundary at
@@ -117,7 +130,10 @@ impl Target {
     pub fn report(&self, now: Ts, actual: Option<f64>, start: Option<f64>, last_end: Option<f64>) -> Value {
         let (from, to) = self.period.around(now);
         let projected = match (actual, start) {
-            (Some(a), Some(s)) if now > from => Some(s + (a - s) * (to - from) as f64 / (now - from) as f64),
+            (Some(a), Some(s)) if now > from => {
+                let (lo, hi) = self.range();
+                Some((s + (a - s) * (to - from) as f64 / (now - from) as f64).clamp(lo, hi))
+            }
             (a, _) => a,
         };
         let status = projected.map(|p| if self.op.holds(p, self.value) { "on_track" } else { "off_track" });
@@ -198,5 +214,21 @@ mod tests {
         assert_eq!(r["previous"]["status"], Value::Null);
         let at_most = Target { op: Op::AtMost, ..t };
         assert_eq!(at_most.report(now, Some(1.06), None, None)["status"], "off_track");
+    }
+
+    #[test]
+    fn a_projection_stays_within_the_figures_range() {
+        let share = Target::parse(&config("health.at_risk_share", "portfolio", "<=")).unwrap();
+        let from = parse_rfc3339("2026-10-01T00:00:00Z").unwrap();
+        let now = from + 86_400_000_000;
+        // From 0.1 to 0.5 in a day: the line would leave [0, 1] long before January.
+        assert_eq!(share.report(now, Some(0.5), Some(0.1), None)["projected"], 1.0);
+        assert_eq!(share.report(now, Some(0.1), Some(0.5), None)["projected"], 0.0);
+        let score = Target::parse(&config("health.avg_score", "portfolio", ">=")).unwrap();
+        assert_eq!(score.report(now, Some(90.0), Some(60.0), None)["projected"], 100.0);
+        let arr = Target::parse(&config("revenue.arr", "portfolio", ">=")).unwrap();
+        assert_eq!(arr.report(now, Some(100.0), Some(1000.0), None)["projected"], 0.0);
+        let nrr = Target::parse(&config("revenue.nrr_qtd", "portfolio", ">=")).unwrap();
+        assert!(nrr.report(now, Some(1.1), Some(1.0), None)["projected"].as_f64().unwrap() > 1.5);
     }
 }
