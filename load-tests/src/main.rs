@@ -25,6 +25,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 mod broker;
+mod history;
 mod produce;
 mod push;
 mod rest;
@@ -97,6 +98,9 @@ enum Scenario {
         #[arg(long)]
         store: Option<String>,
     },
+    /// The history store: rows/s, storage per row and a year's worth, and the
+    /// latency of the history and compare queries (SQLite and PostgreSQL).
+    History(history::HistoryArgs),
     /// Restart-to-ready of the cspulse binary holding a large state (directory store).
     Restart(restart::RestartArgs),
     /// Fan-out: N subscribed WebSocket clients (separate process), cspulse vs Node `ws`.
@@ -150,6 +154,9 @@ fn main() -> anyhow::Result<()> {
         ),
         Scenario::Kafka { events, accounts, partitions, brokers } => kafka(events, accounts, partitions, brokers, runs),
         Scenario::Memory { accounts, users, store } => memory(accounts, users, store, runs),
+        Scenario::History(a) => {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(history::history(a))
+        }
         Scenario::Restart(a) => {
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(restart::restart(a, runs))
         }

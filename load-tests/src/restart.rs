@@ -46,9 +46,9 @@ pub struct RestartArgs {
 /// Produced but not yet folded, at most (well inside the mock's retention).
 const AHEAD: u64 = 400_000;
 
-struct Instance {
-    child: Child,
-    port: u16,
+pub(crate) struct Instance {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
 }
 
 struct Setup {
@@ -95,7 +95,7 @@ impl Setup {
 
 impl Instance {
     /// Time until `/readyz` answers 200.
-    async fn ready(&mut self, started: Instant, limit: Duration) -> anyhow::Result<Duration> {
+    pub(crate) async fn ready(&mut self, started: Instant, limit: Duration) -> anyhow::Result<Duration> {
         let token = token(Role::Executive, None);
         while started.elapsed() < limit {
             if http_status(self.port, "/readyz", &token).await == Some(200) {
@@ -176,11 +176,11 @@ impl Instance {
 /// Account upserts and opening revenue (unless `upserts` is false), then
 /// two usage events per distinct user (two features each) spread over the
 /// accounts, all within the last 7 days.
-struct Portfolio {
-    accounts: usize,
-    users: usize,
-    upserts: bool,
-    base: i64,
+pub(crate) struct Portfolio {
+    pub(crate) accounts: usize,
+    pub(crate) users: usize,
+    pub(crate) upserts: bool,
+    pub(crate) base: i64,
 }
 
 impl Portfolio {
@@ -236,7 +236,7 @@ fn producer(brokers: &str) -> anyhow::Result<ThreadedProducer<DefaultProducerCon
 
 /// Produces `count` messages from `first`, never more than `AHEAD` beyond
 /// what the engine has taken; returns when the engine has taken them all.
-async fn stream(
+pub(crate) async fn stream(
     engine: &Instance,
     producer: &ThreadedProducer<DefaultProducerContext>,
     topics: &[String; 4],
