@@ -343,6 +343,20 @@ try {
   const comps = await csmPage.$$eval('[data-detail] .comp', (c) => c.length);
   check(comps === 4, 'account detail shows the four health components');
   await accountHistoryMatches(csmPage, TOKENS.csm, `csm:${CSM}`, first);
+  // And an account whose tier changed in these weeks (the log then has rows and causes).
+  let changed = null;
+  for (const id of byRank) {
+    if ((await rest(`/api/v1/accounts/${id}/history?from=${new Date(Date.now() - 126 * DAY).toISOString()}`, TOKENS.csm)).tier_changes.length > 0) {
+      changed = id;
+      break;
+    }
+  }
+  check(changed !== null, `an account of the book changed tier in the last 18 weeks (${changed})`);
+  if (changed && changed !== first) {
+    await csmPage.click(`tr[data-account="${changed}"]`);
+    await accountHistoryMatches(csmPage, TOKENS.csm, `csm:${CSM}`, changed);
+    await csmPage.click(`tr[data-account="${first}"]`);
+  }
   await changesMatchCompare(csmPage, `csm:${CSM}`, TOKENS.csm, 'csm book', 2);
   const csmTargets = await targetsMatch(csmPage, TOKENS.csm, 'csm book', (await rest('/api/v1/targets', TOKENS.csm)).targets.map((t) => t.name));
   check(csmTargets.length > 0 && csmTargets.every((t) => t.scope === `csm:${CSM}`), `a csm is shown only its own book's targets (${csmTargets.map((t) => t.name).join(', ')})`);

@@ -82,7 +82,22 @@ export class TrendChart {
           },
         },
         axes: [
-          { stroke: axis, grid: { show: false }, ticks: { show: false }, size: 28 },
+          {
+            stroke: axis,
+            grid: { show: false },
+            ticks: { show: false },
+            size: 28,
+            // One line per tick (UTC, as history's boundaries are): hours within two days, else month/day.
+            values: (u, splits) => {
+              const span = (u.scales.x.max ?? 0) - (u.scales.x.min ?? 0);
+              return splits.map((v) => {
+                const d = new Date(v * 1000);
+                return span <= 2 * 86400
+                  ? `${String(d.getUTCHours()).padStart(2, '0')}:00`
+                  : `${d.getUTCMonth() + 1}/${d.getUTCDate()}${span > 200 * 86400 ? `/${String(d.getUTCFullYear()).slice(2)}` : ''}`;
+              });
+            },
+          },
           {
             stroke: axis,
             size: 76,
@@ -107,7 +122,9 @@ export class TrendChart {
                 ctx.moveTo(u.bbox.left, y);
                 ctx.lineTo(u.bbox.left + u.bbox.width, y);
                 ctx.stroke();
-                ctx.fillText(g.label, u.bbox.left + 4 * devicePixelRatio, y - 4 * devicePixelRatio);
+                // The label right-aligned inside the plot, clear of the y axis.
+                const w = ctx.measureText(g.label).width;
+                ctx.fillText(g.label, u.bbox.left + u.bbox.width - w - 4 * devicePixelRatio, y - 4 * devicePixelRatio);
               }
               ctx.restore();
             },

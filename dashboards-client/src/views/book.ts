@@ -308,13 +308,13 @@ export class BookView {
       .join('')}</div><div class="weeks-axis muted"><span>${esc(bars[0].start.slice(0, 10))}</span><span>this week</span></div>`;
     const changes = [...r.tier_changes].reverse();
     const log = changes.length
-      ? `<table class="data tierlog"><thead><tr><th scope="col">When</th><th scope="col">Change</th><th scope="col" class="n">Score</th><th scope="col">Cause</th></tr></thead><tbody>${changes
+      ? `<table class="data tierlog"><thead><tr><th scope="col">When (UTC)</th><th scope="col">Change, score and cause</th></tr></thead><tbody>${changes
           .map(
             (c) => `<tr data-tier-change="${esc(c.ts)}" data-from="${esc(JSON.stringify(c.from))}" data-to="${esc(c.to)}" data-score="${esc(JSON.stringify(c.score))}" data-cause="${esc(
               JSON.stringify(c.cause),
-            )}"><td>${esc(instant(c.ts))}</td><td>${c.from ? tierBadge(tierOf(c.from)) : '<span class="muted">new</span>'} → ${tierBadge(tierOf(c.to))}</td><td class="n">${esc(
-              dec1(c.score),
-            )}</td><td>${esc(causeText(c.cause))}</td></tr>`,
+            )}"><td>${esc(instant(c.ts).replace(' UTC', ''))}</td><td>${c.from ? tierBadge(tierOf(c.from)) : '<span class="muted">new</span>'} → ${tierBadge(
+              tierOf(c.to),
+            )} <span class="muted">${esc(dec1(c.score))}</span><div class="cause muted">${esc(causeText(c.cause))}</div></td></tr>`,
           )
           .join('')}</tbody></table>`
       : `<p class="muted">No tier changes in these ${WEEKS} weeks.</p>`;
