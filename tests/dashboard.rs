@@ -5,6 +5,11 @@
 //! cluster and the engine; the script asks it, on stdout, to produce an alert
 //! trigger and to restart the engine, and gets `ok` on stdin.
 //!
+//! The engine runs with history (SPEC §15): an SQLite store in a fresh
+//! temporary directory, hourly scope rows, event-time alignment, and a few
+//! `[[targets]]` from a configuration file, so the trend charts, KPI changes,
+//! goal lines, account histories and improvement rates have rows to show.
+//!
 //! Needs Node.js, `npm ci` in `dashboards-client/` and `/usr/bin/chromium`;
 //! `scripts/test.sh` installs them. A missing piece fails the test loudly.
 
@@ -31,15 +36,66 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// The engine as a child process (memory store: a restart replays the topics).
-fn spawn_engine(brokers: &str, port: u16) -> Child {
+/// The targets the engine is configured with (file only, SPEC §15): the
+/// executive's portfolio goals, one for csm-1's book and one for csm-2's
+/// (which a csm-1 page must never see).
+const TARGETS_TOML: &str = r#"
+[[targets]]
+name = "NRR this quarter"
+metric = "revenue.nrr_qtd"
+scope = "portfolio"
+period = "quarter"
+op = ">="
+value = 1.05
+
+[[targets]]
+name = "At-risk share this month"
+metric = "health.at_risk_share"
+scope = "portfolio"
+period = "month"
+op = "<="
+value = 0.2
+
+[[targets]]
+name = "ARR this year"
+metric = "revenue.arr"
+scope = "portfolio"
+period = "year"
+op = ">="
+value = 1500000.0
+
+[[targets]]
+name = "Book at risk csm-1"
+metric = "health.at_risk_arr"
+scope = "csm:csm-1"
+period = "month"
+op = "<="
+value = 20000.0
+
+[[targets]]
+name = "Book ARR csm-2"
+metric = "revenue.arr"
+scope = "csm:csm-2"
+period = "quarter"
+op = ">="
+value = 400000.0
+"#;
+
+/// The engine as a child process (memory state: a restart replays the
+/// topics; the history store in `data` outlives it, rows rewritten alike).
+fn spawn_engine(brokers: &str, port: u16, data: &std::path::Path) -> Child {
     Command::new(BIN)
         .arg("serve")
+        .arg("--config")
+        .arg(data.join("cspulse.toml"))
         .env("CSPULSE__KAFKA__BROKERS", brokers)
         .env("CSPULSE__AUTH__JWT_SECRET", SECRET)
         .env("CSPULSE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("CSPULSE__STATE__STORE", "memory")
-        .env("CSPULSE__HISTORY__STORE", "off")
+        .env("CSPULSE__HISTORY__STORE", format!("sqlite://{}", data.join("history.db").display()))
+        .env("CSPULSE__HISTORY__SPILL", data.join("history-spill.jsonl"))
+        .env("CSPULSE__HISTORY__RESOLUTION", "1h")
+        .env("CSPULSE__TIME__ALIGN_WAIT", "50ms")
         .env("CSPULSE__KAFKA__GROUP_ID", "dashboard-test")
         .env("CSPULSE__CADENCE__HEALTH", "300ms")
         .env("CSPULSE__CADENCE__USAGE", "300ms")
@@ -94,6 +150,9 @@ fn portfolio(now: i64) -> Script {
     for &(id, _, _, _, _, _, _, arr) in ACCOUNTS {
         s.push("cs.revenue", id, now - 200 * MICROS_PER_DAY, json!({"kind": "new", "arr": arr}));
     }
+    // 120 days ago, then nothing until the upserts 40 days ago: a jump of more
+    // than 35 days, so history holds a gap (listed by the API) between them.
+    s.push("cs.revenue", "globex", now - 120 * MICROS_PER_DAY, json!({"kind": "expansion", "arr": 95_000.0}));
     s.push("cs.revenue", "acme", now - 10 * MICROS_PER_DAY, json!({"kind": "expansion", "arr": 275_000.0}));
     s.push("cs.revenue", "hooli", now - 5 * MICROS_PER_DAY, json!({"kind": "contraction", "arr": 60_000.25}));
     s.push("cs.revenue", "vandelay", now - 3 * MICROS_PER_DAY, json!({"kind": "churn"}));
@@ -159,7 +218,9 @@ async fn dashboards_in_headless_chromium() {
     let brokers = config.kafka.brokers.clone();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut engine = spawn_engine(&brokers, port);
+    let data = tempfile::tempdir().expect("a temporary directory for the history store");
+    std::fs::write(data.path().join("cspulse.toml"), TARGETS_TOML).expect("write the configuration");
+    let mut engine = spawn_engine(&brokers, port, data.path());
 
     // Event times sit an hour behind the wall clock so later events stay in the past.
     let now = wall_now() - 60 * MICROS_PER_MIN;
@@ -176,6 +237,14 @@ async fn dashboards_in_headless_chromium() {
                 && v["portfolio"]["health"]["accounts"] == json!(ACCOUNTS.len())
                 && v["as_of"] == json!(last_ts))
             .then_some(())
+        }
+    })
+    .await;
+    wait_for("the history writer to commit every row", Duration::from_secs(60), || {
+        let (url, exec) = (format!("{base}/readyz"), exec.clone());
+        async move {
+            let (_, v) = reqwest_get(&url, &exec).await?;
+            (v["history"]["pending_rows"] == json!(0)).then_some(())
         }
     })
     .await;
@@ -200,6 +269,7 @@ async fn dashboards_in_headless_chromium() {
         .env("CSPULSE_TOKENS", tokens.to_string())
         .env("CSPULSE_CSM", "csm-1")
         .env("CSPULSE_OTHER_CSM", "csm-2")
+        .env("CSPULSE_FOREIGN_TARGETS", json!(["Book ARR csm-2"]).to_string())
         .env("CSPULSE_FOREIGN", serde_json::to_string(&foreign).unwrap())
         .env("CSPULSE_ALERT_ACCOUNT", json!({"id": "globex", "name": "Globex Corporation"}).to_string())
         .env("CSPULSE_E2E_REPORT", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-e2e.json"))
@@ -248,7 +318,7 @@ async fn dashboards_in_headless_chromium() {
                 engine.wait().expect("reap the engine");
                 // Long enough for the pages to notice the outage.
                 tokio::time::sleep(Duration::from_millis(1500)).await;
-                engine = spawn_engine(&brokers, port);
+                engine = spawn_engine(&brokers, port, data.path());
                 step += 1;
                 let body = json!({"event_id": format!("e2e-restart-{step}"), "ts": format_rfc3339(now + 2 * MICROS_PER_MIN),
                     "account_id": "acme", "kind": "expansion", "arr": 300_000.0});

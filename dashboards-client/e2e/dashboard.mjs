@@ -13,6 +13,15 @@
 // receives another book (frames, responses, DOM), and after the restart the
 // pages reconnect and catch up by themselves. Load and interaction times are
 // measured in the page and checked against 3 s and 200 ms.
+//
+// History (SPEC §15): the executive trend charts draw exactly the REST
+// history rows (a missing row is a null, i.e. a gap, for the 30-day and the
+// 1-year range), the KPI cards' changes are the REST compare's for the
+// chosen period (kept in the URL and localStorage), the goal lines and card
+// target lines are the REST targets, the account detail's 18 weekly bars and
+// tier log follow the REST account history, the manager's improvement column
+// is the REST compare's improvement rate, and a csm page reads only its own
+// book's history, compare and targets.
 import { createInterface } from 'node:readline';
 import { writeFileSync } from 'node:fs';
 import { launch, DESKTOP } from './browser.mjs';
@@ -29,6 +38,7 @@ const CSM = env('CSPULSE_CSM'); // the csm of TOKENS.csm
 const OTHER_CSM = env('CSPULSE_OTHER_CSM');
 const FOREIGN = JSON.parse(env('CSPULSE_FOREIGN')); // ids and names of accounts outside CSM's book
 const ALERT_ACCOUNT = JSON.parse(env('CSPULSE_ALERT_ACCOUNT')); // {id, name}: a csm-1 account that gets a P1
+const FOREIGN_TARGETS = JSON.parse(env('CSPULSE_FOREIGN_TARGETS')); // names of targets of other books
 const LOAD_LIMIT_MS = 3000;
 const INTERACTION_LIMIT_MS = 200;
 const ALERT_LIMIT_MS = 1000;
@@ -160,6 +170,136 @@ async function waitFor(what, fn, limitMs) {
   }
 }
 
+
+// --- history checks -------------------------------------------------------------
+const DAY = 86_400_000;
+const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+
+/**
+ * The executive charts against the REST history they were read from: at
+ * every boundary up to the last row, a row's figure where there is one, null
+ * (a gap in the line) where there is none. Returns the REST answer.
+ */
+async function chartsMatchHistory(page, token, label) {
+  const got = await waitFor(`${label}: trend charts loaded from history`, () => page.evaluate(() => {
+    const t = window.__cspulse.trends();
+    return t.url && Object.values(t.charts).every((c) => c.times.length > 0) ? t : null;
+  }), 10_000);
+  if (!got) return null;
+  const answer = await rest(got.url, token);
+  const problems = [];
+  let compared = 0;
+  let nulls = 0;
+  const lastAt = Math.max(...answer.points.map((p) => Date.parse(p.at)));
+  for (const [key, chart] of Object.entries(got.charts)) {
+    const rows = new Map(answer.points.map((p) => [Date.parse(p.at), lookup(p.data, `portfolio.${key}`)]));
+    const onChart = new Set(chart.times.map((t) => t * 1000));
+    for (const t of rows.keys()) if (!onChart.has(t)) problems.push(`${key}: REST row at ${new Date(t).toISOString()} not on the chart`);
+    chart.times.forEach((ts, i) => {
+      const t = ts * 1000;
+      if (t > lastAt) return; // the live tail
+      const want = rows.has(t) ? rows.get(t) : null;
+      if (!same(want, chart.values[i])) problems.push(`${key} at ${new Date(t).toISOString()}: chart ${chart.values[i]}, REST ${want}`);
+      compared += 1;
+      if (want === null) nulls += 1;
+    });
+    for (const g of answer.gaps) {
+      const [a, b] = [Date.parse(g.from), Date.parse(g.to)];
+      const inside = chart.times.map((ts, i) => [ts * 1000, chart.values[i]]).filter(([t]) => t > a && t < b);
+      if (inside.some(([, v]) => v !== null)) problems.push(`${key}: a value inside the gap ${g.from}–${g.to}`);
+    }
+  }
+  check(problems.length === 0 && answer.points.length > 0, `${label}: ${compared} chart values equal the ${answer.points.length} REST history rows per chart (${nulls} gap boundaries null) ${problems.slice(0, 5).join('; ')}`);
+  return { answer, charts: got.charts };
+}
+
+/** Every KPI change on the page equals the REST compare of `channel` for the page's period. */
+async function changesMatchCompare(page, channel, token, label, minimum) {
+  let last = '';
+  const ok = await waitFor(`${label}: KPI changes equal REST compare`, async () => {
+    const period = await page.evaluate(() => window.__cspulse.period());
+    const cmp = await rest(`/api/v1/compare/${channel}?period=${period}`, token);
+    const shownChanges = await page.$$eval('main#view [data-cmp]', (els) =>
+      els.map((e) => ({ path: e.dataset.cmp, change: JSON.parse(e.dataset.change), ratio: JSON.parse(e.dataset.ratio), cls: e.className, text: e.textContent })),
+    );
+    const bad = [];
+    for (const c of shownChanges) {
+      const want = lookup(cmp.data, c.path);
+      if (!want || !same(want.change, c.change) || !same(want.change_ratio, c.ratio)) bad.push(`${c.path}: page ${c.change}/${c.ratio}, REST ${want?.change}/${want?.change_ratio}`);
+      const lowerBetter = /at_risk|tickets\.|alerts\.|tiers\.(red|yellow)/.test(c.path);
+      const tone = c.change === null ? 'tone-none' : c.change === 0 ? 'tone-flat' : (c.change > 0) !== lowerBetter ? 'tone-good' : 'tone-bad';
+      if (!/health\.accounts$/.test(c.path) && !c.cls.includes(tone)) bad.push(`${c.path}: change ${c.change} coloured ${c.cls}, want ${tone}`);
+      const arrow = c.change === null ? '' : c.change > 0 ? '▲' : c.change < 0 ? '▼' : '◆';
+      if (arrow && !c.text.includes(arrow)) bad.push(`${c.path}: no ${arrow}`);
+    }
+    last = `${shownChanges.length} changes (${period}) ${bad.slice(0, 4).join('; ')}`;
+    return shownChanges.length >= minimum && bad.length === 0 ? last : null;
+  }, 10_000);
+  check(ok, `${label}: ${last}`);
+}
+
+/** The target lines on the page are the REST targets (goal, actual, projection, status). */
+async function targetsMatch(page, token, label, expectNames) {
+  const { targets } = await rest('/api/v1/targets', token);
+  let last = '';
+  const ok = await waitFor(`${label}: target lines`, async () => {
+    const lines = await page.$$eval('main#view [data-target]', (els) =>
+      els.map((e) => ({ name: e.dataset.target, goal: JSON.parse(e.dataset.goal), actual: JSON.parse(e.dataset.actual), projected: JSON.parse(e.dataset.projected), status: JSON.parse(e.dataset.status) })),
+    );
+    const bad = lines.filter((l) => {
+      const t = targets.find((x) => x.name === l.name);
+      return !t || !same([t.value, t.actual, t.projected, t.status], [l.goal, l.actual, l.projected, l.status]);
+    });
+    last = `${lines.map((l) => `${l.name} ${l.status}`).join(', ')}${bad.length ? ` mismatched: ${bad.map((b) => b.name).join(', ')}` : ''}`;
+    return same([...new Set(lines.map((l) => l.name))].sort(), [...expectNames].sort()) && bad.length === 0 ? last : null;
+  }, 10_000);
+  check(ok, `${label}: target lines equal REST targets (${last})`);
+  return targets;
+}
+
+/** The account detail's 18 weekly bars and tier log against REST. */
+async function accountHistoryMatches(page, token, channel, account) {
+  const weeks = await waitFor('the account detail shows 18 weekly bars', () => page.$$eval(`[data-weeks="${account}"] .week`, (w) => (w.length ? w.map((x) => ({ start: x.dataset.week, score: JSON.parse(x.dataset.score) })) : null)), 10_000);
+  if (!weeks) return;
+  const asOf = Date.parse((await rest(`/api/v1/channels/${channel}`, token)).as_of);
+  const end = Math.floor(asOf / DAY) * DAY + DAY;
+  const from = new Date(end - 18 * 7 * DAY).toISOString();
+  const h = await rest(`/api/v1/accounts/${account}/history?from=${encodeURIComponent(from)}`, token);
+  const want = [];
+  for (let w = 0; w < 18; w++) {
+    const start = end - (18 - w) * 7 * DAY;
+    const scores = h.days.filter((d) => Date.parse(d.at) >= start && Date.parse(d.at) < start + 7 * DAY).map((d) => d.account.health.score).filter((x) => typeof x === 'number');
+    want.push({ start: new Date(start).toISOString(), score: scores.length ? Math.round((scores.reduce((a, b) => a + b, 0) / scores.length) * 10) / 10 : null });
+  }
+  const filled = want.filter((w) => w.score !== null).length;
+  check(weeks.length === 18 && same(weeks, want) && filled > 0, `account detail: 18 weekly health values from ${h.days.length} daily rows equal REST (${filled} weeks with rows): ${weeks.map((w) => w.score ?? '·').join(' ')}`);
+  const log = await page.$$eval(`[data-detail] ~ * [data-tier-change], [data-tier-change]`, (r) =>
+    r.map((x) => ({ ts: x.dataset.tierChange, from: JSON.parse(x.dataset.from), to: x.dataset.to, score: JSON.parse(x.dataset.score), cause: JSON.parse(x.dataset.cause) })),
+  );
+  const wantLog = [...h.tier_changes].reverse().map((c) => ({ ts: c.ts, from: c.from, to: c.to, score: c.score, cause: c.cause }));
+  check(same(log, wantLog), `account detail: tier log with causes equals REST (${log.length} changes${log[0] ? `, latest ${log[0].from}→${log[0].to} by ${JSON.stringify(log[0].cause)}` : ''})`);
+  const alerts = await page.$$eval('[data-alert-log]', (a) => a.length);
+  check(alerts === h.alerts.length, `account detail: alert log (${alerts} of ${h.alerts.length})`);
+}
+
+/** The manager's improvement column against REST compare. */
+async function improvementMatches(page, token, label) {
+  let last = '';
+  const ok = await waitFor(`${label}: improvement column`, async () => {
+    const period = await page.evaluate(() => window.__cspulse.period());
+    const cmp = await rest(`/api/v1/compare/manager?period=${period}&fields=health.improvement_rate`, token);
+    const cells = await page.$$eval('[data-imp]', (c) => c.map((x) => ({ scope: x.dataset.imp, rate: JSON.parse(x.dataset.rate), accounts: Number(x.dataset.accounts), improved: Number(x.dataset.improved) })));
+    const want = [...Object.entries(cmp.data.csms).map(([id, v]) => [`csms.${id}`, v.health.improvement_rate]), ['unassigned', cmp.data.unassigned.health.improvement_rate]];
+    const bad = want.filter(([scope, w]) => {
+      const c = cells.find((x) => x.scope === scope);
+      return !c || !same([c.rate, c.accounts, c.improved], [w.rate, w.accounts, w.improved]);
+    });
+    last = `${period}: ${cells.map((c) => `${c.scope} ${c.rate === null ? '—' : pct(c.rate)} (${c.improved}/${c.accounts})`).join(', ')}`;
+    return bad.length === 0 && cells.length === want.length ? last : null;
+  }, 10_000);
+  check(ok, `${label}: improvement rate per CSM equals REST compare (${last})`);
+}
+
 // --- the run ------------------------------------------------------------------
 const browser = await launch();
 try {
@@ -173,8 +313,11 @@ try {
     ws.on('framereceived', (f) => received.push(String(f.payload)));
     ws.on('framesent', (f) => subscribed.push(String(f.payload)));
   });
+  const csmRequests = [];
   csmPage.on('response', async (r) => {
-    if (r.url().includes('/api/')) received.push(await r.text().catch(() => ''));
+    if (!r.url().includes('/api/')) return;
+    csmRequests.push({ url: decodeURIComponent(new URL(r.url()).pathname), status: r.status() });
+    received.push(await r.text().catch(() => ''));
   });
   await csmPage.goto(`${BASE}/?token=${TOKENS.csm}`);
   await csmPage.waitForSelector('body[data-ready="1"]');
@@ -199,6 +342,24 @@ try {
   await matchesRest(csmPage, `csm:${CSM}`, TOKENS.csm, { detailOf: first });
   const comps = await csmPage.$$eval('[data-detail] .comp', (c) => c.length);
   check(comps === 4, 'account detail shows the four health components');
+  await accountHistoryMatches(csmPage, TOKENS.csm, `csm:${CSM}`, first);
+  // And an account whose tier changed in these weeks (the log then has rows and causes).
+  let changed = null;
+  for (const id of byRank) {
+    if ((await rest(`/api/v1/accounts/${id}/history?from=${new Date(Date.now() - 126 * DAY).toISOString()}`, TOKENS.csm)).tier_changes.length > 0) {
+      changed = id;
+      break;
+    }
+  }
+  check(changed !== null, `an account of the book changed tier in the last 18 weeks (${changed})`);
+  if (changed && changed !== first) {
+    await csmPage.click(`tr[data-account="${changed}"]`);
+    await accountHistoryMatches(csmPage, TOKENS.csm, `csm:${CSM}`, changed);
+    await csmPage.click(`tr[data-account="${first}"]`);
+  }
+  await changesMatchCompare(csmPage, `csm:${CSM}`, TOKENS.csm, 'csm book', 2);
+  const csmTargets = await targetsMatch(csmPage, TOKENS.csm, 'csm book', (await rest('/api/v1/targets', TOKENS.csm)).targets.map((t) => t.name));
+  check(csmTargets.length > 0 && csmTargets.every((t) => t.scope === `csm:${CSM}`), `a csm is shown only its own book's targets (${csmTargets.map((t) => t.name).join(', ')})`);
   // A csm is offered no other view, even by URL.
   await csmPage.evaluate((o) => (location.hash = `#manager/${o}`), OTHER_CSM);
   await csmPage.waitForTimeout(300);
@@ -233,8 +394,33 @@ try {
   const critical = (await rest('/api/v1/alerts?state=firing', TOKENS.executive)).alerts.filter((a) => a.severity === 'critical');
   const critShown = await exec.$$eval('[data-part="alerts"] .alert-critical', (a) => a.length);
   check(critShown === Math.min(8, critical.length), `firing critical alerts listed (${critShown} of ${critical.length})`);
+  const h30 = await chartsMatchHistory(exec, TOKENS.executive, 'executive 30 days');
+  check(h30 && (await exec.evaluate(() => window.__cspulse.trends().url)).includes('step=1h'), 'the 30-day range reads hourly rows');
+  const allTargets = (await rest('/api/v1/targets', TOKENS.executive)).targets;
+  if (h30) {
+    const bad = Object.entries(h30.charts).filter(([key, c]) => !same(c.goals, allTargets.filter((t) => t.scope === 'portfolio' && t.metric === key).map((t) => t.value)));
+    const drawn = Object.values(h30.charts).reduce((n, c) => n + c.goals.length, 0);
+    check(bad.length === 0 && drawn >= 3, `goal lines equal the portfolio targets of each charted figure (${drawn} drawn) ${bad.map(([k]) => k).join(', ')}`);
+  }
+  await targetsMatch(exec, TOKENS.executive, 'executive cards', allTargets.filter((t) => t.scope === 'portfolio').map((t) => t.name));
+  await changesMatchCompare(exec, 'executive', TOKENS.executive, 'executive cards (week)', 9);
+  await exec.selectOption('[data-period]', 'month');
+  check((await exec.evaluate(() => [new URL(location.href).searchParams.get('period'), localStorage.getItem('cspulse.period')])).every((p) => p === 'month'), 'the period is kept in ?period= and localStorage');
+  await changesMatchCompare(exec, 'executive', TOKENS.executive, 'executive cards (month)', 9);
+  await exec.click('[data-range="1y"]');
+  await waitFor('the 1-year range to load', () => exec.evaluate(() => (window.__cspulse.trends().url ?? '').includes('step=1d')), 10_000);
+  const h1y = await chartsMatchHistory(exec, TOKENS.executive, 'executive 1 year');
+  if (h1y) {
+    const arr = h1y.charts['revenue.arr'].values;
+    const firstV = arr.findIndex((v) => v !== null);
+    const lastV = arr.findLastIndex((v) => v !== null);
+    const inner = arr.slice(firstV, lastV).filter((v) => v === null).length;
+    check(h1y.answer.gaps.length > 0 && inner > 0, `history gaps are gaps on the chart (${h1y.answer.gaps.length} listed by REST, ${inner} null days inside the line)`);
+  }
+  await exec.click('[data-range="30d"]');
   await interaction(exec, 'switch to manager view', '[data-view="manager"]', 'main#view[data-showing="manager"] table.team tbody tr');
   await matchesRest(exec, 'manager', TOKENS.executive);
+  await improvementMatches(exec, TOKENS.executive, 'manager view (month)');
   await interaction(exec, 'sort team by ARR', 'th[data-sort="arr"]', 'th[data-sort="arr"][aria-sort="descending"]');
   const order = await exec.$$eval('tr[data-csm]', (r) => r.map((x) => x.dataset.csm));
   const mgr = await rest('/api/v1/channels/manager', TOKENS.executive);
@@ -247,8 +433,10 @@ try {
   await interaction(exec, 'switch to executive view', '[data-view="executive"]', 'main#view[data-showing="executive"] .tile');
   check(exec.errors.length === 0, `no errors in the executive page ${exec.errors.join('; ')}`);
 
-  const manager = await openRole(context, 'manager', '#manager');
+  const manager = await openRole(context, 'manager', '#manager', '&period=quarter');
   await matchesRest(manager, 'manager', TOKENS.manager);
+  check((await manager.evaluate(() => window.__cspulse.period())) === 'quarter', '?period= chooses the period');
+  await improvementMatches(manager, TOKENS.manager, 'manager role (quarter)');
   const analyst = await openRole(context, 'analyst', '#analyst');
   await matchesRest(analyst, 'analyst', TOKENS.analyst, { minFields: 40 });
   const offered = await analyst.$$eval('[data-view]', (b) => b.map((x) => x.dataset.view));
@@ -302,11 +490,22 @@ try {
 
   // Privacy: nothing about another book ever reached the csm page.
   const html = await csmPage.content();
-  const leaks = FOREIGN.filter((s) => received.some((r) => r.includes(s)) || html.includes(s));
+  const leaks = [...FOREIGN, ...FOREIGN_TARGETS].filter((s) => received.some((r) => r.includes(s)) || html.includes(s));
   check(leaks.length === 0, `csm page never received another book (checked ${received.length} frames/responses)`);
   const channels = [...new Set(subscribed.map((s) => JSON.parse(s)).filter((m) => m.op === 'subscribe').map((m) => m.channel))];
   check(JSON.stringify(channels) === JSON.stringify([`csm:${CSM}`]), `csm page subscribed only to its book (${channels.join(', ')})`);
   check(csmPage.errors === undefined || csmPage.errors.length === 0, 'no errors in the csm page');
+  const own = new Set(ids);
+  const allowed = (u) =>
+    u === '/api/v1/alerts' ||
+    u === '/api/v1/targets' ||
+    u === `/api/v1/compare/csm:${CSM}` ||
+    u === `/api/v1/history/csm:${CSM}` ||
+    (/^\/api\/v1\/accounts\/([^/]+)\/history$/.test(u) && own.has(u.split('/')[4]));
+  const stray = csmRequests.filter((r) => !allowed(r.url));
+  check(stray.length === 0, `csm page read only its own book (${[...new Set(csmRequests.map((r) => r.url))].join(', ')}) ${stray.map((r) => r.url).join(', ')}`);
+  const failed = csmRequests.filter((r) => r.status >= 400);
+  check(failed.length === 0, `no refused reads on the csm page ${failed.map((r) => `${r.url} ${r.status}`).join(', ')}`);
 } catch (err) {
   failures.push(String(err?.stack ?? err));
   log(`FAIL ${err?.stack ?? err}`);

@@ -3,7 +3,9 @@
 //
 //   cargo build --release && npm run screenshots
 //
-// CSPULSE_BIN overrides the binary (default ../target/release/cspulse).
+// CSPULSE_BIN overrides the binary (default ../target/release/cspulse);
+// CSPULSE_HISTORY_DAYS the days of history the demo makes first (default 126:
+// the 18 weeks an account's detail shows).
 import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -16,8 +18,11 @@ const out = resolve(here, '../screenshots');
 const port = 18000 + Math.floor(Math.random() * 1000);
 mkdirSync(out, { recursive: true });
 
-const demo = spawn(bin, ['demo', '--listen', `127.0.0.1:${port}`, '--accounts', '600', '--csms', '12', '--rate', '40'], {
+const historyDays = process.env.CSPULSE_HISTORY_DAYS || '126';
+const demo = spawn(bin, ['demo', '--listen', `127.0.0.1:${port}`, '--accounts', '600', '--csms', '12', '--rate', '40', '--history-days', historyDays], {
   stdio: ['ignore', 'pipe', 'inherit'],
+  // Event-time alignment, so the history the demo makes first is folded in event-time order.
+  env: { ...process.env, CSPULSE__TIME__ALIGN_WAIT: process.env.CSPULSE__TIME__ALIGN_WAIT || '50ms' },
 });
 const urls = await new Promise((ok, fail) => {
   let text = '';
@@ -37,8 +42,19 @@ const urls = await new Promise((ok, fail) => {
 
 const browser = await launch();
 try {
-  // Let the history load and a few cadence ticks pass.
-  await new Promise((r) => setTimeout(r, 15_000));
+  // Wait until the demo's history is folded and written, then a few cadence ticks.
+  // (The demo produces its history after the banner: wait to see rows pending first.)
+  const started = Date.now();
+  let written = false;
+  for (;;) {
+    const ready = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.json()).catch(() => null);
+    written ||= (ready?.history?.pending_rows ?? 0) > 0 || (ready?.lag ?? 0) > 0;
+    if (written && ready?.ready && ready.lag === 0 && ready.history?.pending_rows === 0) break;
+    if (Date.now() - started > 600_000) throw new Error(`the demo is not ready after 10 min: ${JSON.stringify(ready)}`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  console.log(`demo ready after ${Math.round((Date.now() - started) / 1000)} s`);
+  await new Promise((r) => setTimeout(r, 5000));
   const shots = [
     ['executive', urls.executive, '#executive'],
     ['manager', urls.manager, '#manager'],
@@ -57,6 +73,10 @@ try {
       if (name === 'csm') {
         await page.waitForTimeout(500);
         await page.click('tr[data-account]');
+        await page.waitForSelector('[data-weeks] .week', { timeout: 30_000 });
+      }
+      if (name === 'executive' || name === 'wall') {
+        await page.waitForFunction(() => window.__cspulse.trends().url !== null, null, { timeout: 30_000 });
       }
       await page.waitForTimeout(name === 'executive' || name === 'wall' ? 6000 : 1500);
       const file = join(out, `${name}-${size}.png`);

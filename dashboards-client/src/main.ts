@@ -8,9 +8,12 @@ import { mayDrill, parseToken, remember, tokenFromPage, viewsFor, type Identity,
 import { PushConnection, type ConnectionState, type ProbeResult } from './connection';
 import { ago, instant } from './format.js';
 import type { Alert } from './protocol';
+import { makeFetcher } from './api';
+import { choosePeriod, COMPARE_PERIODS, type ComparePeriod } from './history';
 import { AnalystView } from './views/analyst';
 import { BookView } from './views/book';
 import { esc } from './views/common';
+import type { ViewContext } from './views/context';
 import { ExecutiveView } from './views/executive';
 import { ManagerView } from './views/manager';
 
@@ -25,7 +28,14 @@ interface Perf {
 
 declare global {
   interface Window {
-    __cspulse: { perf: Perf; state: () => string; view: () => string };
+    __cspulse: {
+      perf: Perf;
+      state: () => string;
+      view: () => string;
+      period: () => ComparePeriod;
+      /** What the executive trend charts draw, and the history query behind them. */
+      trends: () => { url: string | null; charts: Record<string, { times: number[]; values: (number | null)[]; goals: number[] }> };
+    };
   }
 }
 
@@ -33,6 +43,15 @@ const params = new URLSearchParams(location.search);
 const wall = params.get('wall') === '1';
 const cycleSeconds = Math.max(5, Number(params.get('cycle')) || 30);
 const perf: Perf = { firstData: null, renders: 0, lastRenderMs: 0 };
+const PERIOD_KEY = 'cspulse.period';
+
+function storedPeriod(): string | null {
+  try {
+    return localStorage.getItem(PERIOD_KEY);
+  } catch {
+    return null;
+  }
+}
 
 function authHeaders(identity: Identity): HeadersInit {
   return identity.token ? { Authorization: `Bearer ${identity.token}` } : {};
@@ -55,10 +74,17 @@ class App {
   private retryAt: number | undefined;
   private attempt = 0;
   private renderQueued = false;
-  private readonly executive = new ExecutiveView();
+  private period: ComparePeriod = choosePeriod(params.get('period'), storedPeriod());
+  private readonly ctx: ViewContext = {
+    // Read at call time: field initializers run before the constructor's parameter properties.
+    fetch: (path) => makeFetcher(this.identity.token)(path),
+    period: () => this.period,
+    changed: () => this.scheduleRender(),
+  };
+  private readonly executive = new ExecutiveView(this.ctx);
   private readonly manager: ManagerView;
   private readonly analyst = new AnalystView();
-  private readonly bookView = new BookView(() => this.scheduleRender());
+  private readonly bookView = new BookView(() => this.scheduleRender(), this.ctx);
   private mounted: string | null = null;
   private build: string | null = null;
 
@@ -70,6 +96,7 @@ class App {
     this.manager = new ManagerView(
       () => this.scheduleRender(),
       mayDrill(identity.role) && !wall ? (id) => this.go('manager', id) : null,
+      this.ctx,
     );
     const [hashView, hashDrill] = decodeURIComponent(location.hash.slice(1)).split('/');
     this.view = this.views.includes(hashView as ViewName) ? (hashView as ViewName) : this.views[0];
@@ -92,7 +119,7 @@ class App {
           this.renderStatus();
         },
         applied: (channel, copy, applied) => {
-          if (applied.kind === 'data' && channel === 'executive' && copy.data) this.executive.sample(copy.data, Date.now());
+          if (applied.kind === 'data' && channel === 'executive' && copy.data) this.executive.sample(copy.data);
           if (applied.kind === 'alert' && this.book.apply(applied.alert)) this.toast(applied.alert);
           if (applied.kind !== 'ignored' && applied.kind !== 'none') this.scheduleRender();
         },
@@ -110,7 +137,13 @@ class App {
     });
     setInterval(() => this.renderStatus(), 1000);
     if (wall && this.views.length > 1) setInterval(() => this.cycle(), cycleSeconds * 1000);
-    window.__cspulse = { perf, state: () => this.connState, view: () => this.view + (this.drill ? `/${this.drill}` : '') };
+    window.__cspulse = {
+      perf,
+      state: () => this.connState,
+      view: () => this.view + (this.drill ? `/${this.drill}` : ''),
+      period: () => this.period,
+      trends: () => ({ url: this.executive.history?.url ?? null, charts: this.executive.chartData() }),
+    };
   }
 
   /** Before each connect: is the server up, is the token good, which process is it. */
@@ -186,6 +219,20 @@ class App {
     this.scheduleRender();
   }
 
+  /** The comparison period: kept for the browser (localStorage) and in the URL (`?period=`). */
+  setPeriod(period: ComparePeriod): void {
+    this.period = period;
+    try {
+      localStorage.setItem(PERIOD_KEY, period);
+    } catch {
+      /* storage disabled: the URL keeps it */
+    }
+    const url = new URL(location.href);
+    url.searchParams.set('period', period);
+    history.replaceState(null, '', url);
+    this.scheduleRender();
+  }
+
   private cycle(): void {
     const i = this.views.indexOf(this.view);
     this.go(this.views[(i + 1) % this.views.length]);
@@ -200,6 +247,9 @@ class App {
         <nav class="tabs" aria-label="Views">${this.views
           .map((v) => `<button type="button" class="tab" data-view="${v}">${VIEW_LABEL[v]}</button>`)
           .join('')}</nav>
+        ${wall ? '' : `<label class="period">Change vs <select data-period aria-label="Compare with">${COMPARE_PERIODS.map(
+          (p) => `<option value="${p}"${p === this.period ? ' selected' : ''}>${p === 'day' ? '1 day' : `1 ${p}`} ago</option>`,
+        ).join('')}</select></label>`}
         <div class="status" role="status" aria-live="polite"><span data-part="conn" class="conn"></span><span data-part="fresh" class="fresh"></span></div>
         <div class="who"><span class="role role-${this.identity.role}">${esc(who)}</span>${wall ? '' : ' <button type="button" class="link" data-signout>Sign out</button>'}</div>
       </header>
@@ -218,6 +268,7 @@ class App {
       const toast = t.closest('.toast') as HTMLElement | null;
       if (toast) toast.remove();
     });
+    this.shell.querySelector('[data-period]')?.addEventListener('change', (ev) => this.setPeriod((ev.target as HTMLSelectElement).value as ComparePeriod));
   }
 
   private scheduleRender(): void {
@@ -273,7 +324,7 @@ class App {
         now,
         (a) => (a.csm_id === csm && (a.scope !== 'account' || a.scope_id in held)) || (a.scope === 'csm' && a.scope_id === csm),
       );
-      this.bookView.update(data, alerts, now, this.view === 'csm' ? 'My book' : `Book of ${csm}`);
+      this.bookView.update(data, alerts, now, this.view === 'csm' ? 'My book' : `Book of ${csm}`, `csm:${csm}`);
     }
     this.renderStatus();
     perf.renders += 1;

@@ -1,12 +1,37 @@
 //! A CSM's book (channel `csm:<id>`): accounts in priority order (§3.4, the
 //! server's `health.rank`), seven columns, paged to fit one screen, and the
-//! detail of one account (health components) beside it. Used by the CSM
-//! view and by the manager's drill-down.
+//! detail of one account beside it: health components, its health over the
+//! last 18 weeks (weekly bars from its daily rows), its tier log with the
+//! causes and its alert log (`GET /api/v1/accounts/{id}/history`). The
+//! book's KPIs show their change against the chosen period
+//! (`GET /api/v1/compare/csm:<id>`) and the book's targets. Used by the CSM
+//! view and by the manager's drill-down; everything it reads is the one
+//! book's (a csm token reads nothing else).
 
 import { ago, count, date, dec1, instant, money, pct } from '../format.js';
 import type { Json, JsonObject } from '../mergePatch';
 import type { Alert } from '../protocol';
+import type { Compared, Target } from '../api';
+import { DAY_MS, endOfUtcDay, weeklyBars, type AccountDay, type ComparePeriod } from '../history';
 import { at, esc, num, obj, tierBadge, tierOf, tile, val } from './common';
+import { changeLine, targetLine, type ViewContext } from './context';
+
+/** `GET /api/v1/accounts/{id}/history`. */
+interface AccountHistory {
+  account_id: string;
+  days: AccountDay[];
+  tier_changes: { ts: string; from: string | null; to: string; score: number | null; cause: { topic?: string; event_id?: string; time?: boolean } }[];
+  alerts: Alert[];
+}
+
+const WEEKS = 18;
+const BOOK_FIELDS = ['health.accounts', 'revenue.arr', 'health.at_risk_arr'];
+
+function causeText(c: AccountHistory['tier_changes'][number]['cause']): string {
+  if (c?.time) return 'time passing (window, SLA clock or renewal)';
+  if (c?.topic) return `${c.topic} ${c.event_id ?? ''}`.trim();
+  return '—';
+}
 
 const COMPONENTS: [string, string][] = [
   ['adoption', 'Adoption'],
@@ -31,8 +56,57 @@ export class BookView {
   selected: string | null = null;
   private pageSize = 12;
   private data: JsonObject | null = null;
+  /** The channel shown (`csm:<id>`): every read below is of this book only. */
+  channel: string | null = null;
+  /** Account histories read, by account id (kept a minute). */
+  private readonly histories = new Map<string, { at: number; result: AccountHistory | null; error: string | null; loading: boolean }>();
+  compare: { channel: string; period: ComparePeriod; data: JsonObject } | null = null;
+  private compareAt = 0;
+  private compareLoading = false;
+  targets: { channel: string; list: Target[] } | null = null;
+  private targetsAt = 0;
 
-  constructor(private readonly onChange: () => void) {}
+  constructor(
+    private readonly onChange: () => void,
+    private readonly ctx: ViewContext,
+  ) {}
+
+  /** The book's compare and targets, when due. */
+  private loadBook(channel: string): void {
+    const now = Date.now();
+    const period = this.ctx.period();
+    if (!this.compareLoading && (this.compare?.channel !== channel || this.compare.period !== period || now - this.compareAt > 60_000) && now - this.compareAt > 1000) {
+      this.compareLoading = true;
+      this.compareAt = now;
+      void this.ctx.fetch<{ data: JsonObject }>(`/api/v1/compare/${encodeURIComponent(channel)}?period=${period}&fields=${BOOK_FIELDS.join(',')}`).then((r) => {
+        this.compareLoading = false;
+        this.compare = r.ok && r.body ? { channel, period, data: r.body.data } : null;
+        this.onChange();
+      });
+    }
+    if (this.targets?.channel !== channel || now - this.targetsAt > 60_000) {
+      this.targetsAt = now;
+      this.targets = { channel, list: this.targets?.channel === channel ? this.targets.list : [] };
+      void this.ctx.fetch<{ targets: Target[] }>('/api/v1/targets').then((r) => {
+        // Only this book's targets (the server lists a csm nothing else anyway).
+        if (r.ok && r.body) this.targets = { channel, list: r.body.targets.filter((t) => t.scope === channel) };
+        this.onChange();
+      });
+    }
+  }
+
+  /** The selected account's history, read once a minute at most. */
+  private loadHistory(id: string, asOfMs: number): void {
+    const now = Date.now();
+    const had = this.histories.get(id);
+    if (had && (had.loading || now - had.at < 60_000)) return;
+    const from = new Date(endOfUtcDay(asOfMs) - WEEKS * 7 * DAY_MS).toISOString();
+    this.histories.set(id, { at: now, result: had?.result ?? null, error: null, loading: true });
+    void this.ctx.fetch<AccountHistory>(`/api/v1/accounts/${encodeURIComponent(id)}/history?from=${encodeURIComponent(from)}`).then((r) => {
+      this.histories.set(id, { at: now, result: r.ok ? r.body : null, error: r.ok ? null : r.error, loading: false });
+      this.onChange();
+    });
+  }
 
   mount(root: HTMLElement): void {
     this.root = root;
@@ -40,6 +114,7 @@ export class BookView {
       <div class="book-layout">
         <section class="book-main panel" aria-labelledby="h-book">
           <div class="book-head"><h2 id="h-book">Book</h2><div data-part="kpis" class="mini-kpis"></div><div data-part="pager" class="pager"></div></div>
+          <div data-part="targets" class="book-targets"></div>
           <div class="book-table" data-part="table"></div>
         </section>
         <aside class="book-side">
@@ -85,22 +160,29 @@ export class BookView {
     return Math.max(3, Math.floor((el.clientHeight - head - 2) / Math.max(row, 20)));
   }
 
-  update(data: JsonObject | null, alerts: Alert[], nowMs: number, title: string): void {
+  update(data: JsonObject | null, alerts: Alert[], nowMs: number, title: string, channel: string): void {
     const root = this.root;
     if (!root) return;
     this.data = data;
+    this.channel = channel;
     const part = (name: string) => root.querySelector(`[data-part="${name}"]`) as HTMLElement;
     (root.querySelector('#h-book') as HTMLElement).textContent = title;
     if (!data) {
       part('table').innerHTML = `<p class="empty">Waiting for data…</p>`;
       return;
     }
+    this.loadBook(channel);
     const k = obj(data.kpis);
+    const cmp = (path: string) => {
+      const c = this.compare?.channel === channel ? (at(this.compare.data, `kpis.${path}`) as unknown as Compared | undefined) : undefined;
+      return c && typeof c === 'object' ? changeLine('kpis', path, c, this.compare!.period) : '';
+    };
     part('kpis').innerHTML = [
       `<span>${val('kpis.health.accounts', at(k, 'health.accounts'), count(at(k, 'health.accounts')))} accounts</span>`,
-      `<span>${val('kpis.revenue.arr', at(k, 'revenue.arr'), money(at(k, 'revenue.arr')))} ARR</span>`,
-      `<span class="risk-text">${val('kpis.health.at_risk_arr', at(k, 'health.at_risk_arr'), money(at(k, 'health.at_risk_arr')))} at risk</span>`,
+      `<span>${val('kpis.revenue.arr', at(k, 'revenue.arr'), money(at(k, 'revenue.arr')))} ARR ${cmp('revenue.arr')}</span>`,
+      `<span class="risk-text">${val('kpis.health.at_risk_arr', at(k, 'health.at_risk_arr'), money(at(k, 'health.at_risk_arr')))} at risk ${cmp('health.at_risk_arr')}</span>`,
     ].join('');
+    part('targets').innerHTML = (this.targets?.channel === channel ? this.targets.list : []).map(targetLine).join('');
 
     const rows = bookOrder(obj(data.accounts));
     const table = part('table');
@@ -124,7 +206,11 @@ export class BookView {
     }
 
     const selected = this.selected ? obj(data.accounts)[this.selected] : undefined;
-    part('detail').innerHTML = selected ? this.detail(obj(selected)) : `<p class="muted">Select an account for its health components.</p>`;
+    const asOfMs = typeof data.as_of === 'string' ? Date.parse(data.as_of) : nowMs;
+    if (selected !== undefined && this.selected) this.loadHistory(this.selected, asOfMs);
+    part('detail').innerHTML = selected
+      ? this.detail(obj(selected)) + this.historyPart(this.selected!, asOfMs)
+      : `<p class="muted">Select an account for its health components.</p>`;
     part('detail-panel').classList.toggle('has-detail', selected !== undefined);
 
     part('alerts').innerHTML = alerts.length
@@ -202,6 +288,47 @@ export class BookView {
       <h4>Health components</h4><div class="comps">${comps}</div>
       <dl class="facts">${lines.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${v}</dd>`).join('')}</dl>
     </div>`;
+  }
+
+  /** The account's 18 weekly bars, tier log and alert log. */
+  private historyPart(id: string, asOfMs: number): string {
+    const h = this.histories.get(id);
+    if (!h || (h.loading && !h.result)) return `<h4>Health, last ${WEEKS} weeks</h4><p class="muted">Loading history…</p>`;
+    if (!h.result) return `<h4>Health, last ${WEEKS} weeks</h4><p class="muted">History unavailable (${esc(h.error ?? 'error')}).</p>`;
+    const r = h.result;
+    const bars = weeklyBars(r.days, endOfUtcDay(asOfMs), WEEKS);
+    const weeks = `<div class="weeks" data-weeks="${esc(id)}" role="img" aria-label="Average health score per week, last ${WEEKS} weeks">${bars
+      .map(
+        (b) => `<div class="week" data-week="${esc(b.start)}" data-score="${esc(JSON.stringify(b.score))}" data-days="${b.days}" title="week of ${esc(
+          b.start.slice(0, 10),
+        )}: ${b.score === null ? 'no daily rows' : `${dec1(b.score)} average over ${b.days} day(s)`}"><div class="week-col">${
+          b.score === null ? '<div class="week-gap"></div>' : `<div class="week-fill tier-bg-${b.tier ?? 'none'}" style="height:${Math.max(2, b.score).toFixed(1)}%"></div>`
+        }</div></div>`,
+      )
+      .join('')}</div><div class="weeks-axis muted"><span>${esc(bars[0].start.slice(0, 10))}</span><span>this week</span></div>`;
+    const changes = [...r.tier_changes].reverse();
+    const log = changes.length
+      ? `<table class="data tierlog"><thead><tr><th scope="col">When (UTC)</th><th scope="col">Change, score and cause</th></tr></thead><tbody>${changes
+          .map(
+            (c) => `<tr data-tier-change="${esc(c.ts)}" data-from="${esc(JSON.stringify(c.from))}" data-to="${esc(c.to)}" data-score="${esc(JSON.stringify(c.score))}" data-cause="${esc(
+              JSON.stringify(c.cause),
+            )}"><td>${esc(instant(c.ts).replace(' UTC', ''))}</td><td>${c.from ? tierBadge(tierOf(c.from)) : '<span class="muted">new</span>'} → ${tierBadge(
+              tierOf(c.to),
+            )} <span class="muted">${esc(dec1(c.score))}</span><div class="cause muted">${esc(causeText(c.cause))}</div></td></tr>`,
+          )
+          .join('')}</tbody></table>`
+      : `<p class="muted">No tier changes in these ${WEEKS} weeks.</p>`;
+    const alerts = r.alerts.length
+      ? `<ul class="alert-list alert-log">${[...r.alerts]
+          .reverse()
+          .map(
+            (a) => `<li class="alert alert-${esc(a.severity)}" data-alert-log="${esc(a.alert_id)}" data-state="${esc(a.state)}"><span class="sev">${
+              a.state === 'resolved' ? '✓ Resolved' : a.severity === 'critical' ? '■ Critical' : '▲ Warning'
+            }</span> ${esc(a.message)} <time>${esc(instant(a.ts))}</time></li>`,
+          )
+          .join('')}</ul>`
+      : `<p class="muted">No alerts in these ${WEEKS} weeks.</p>`;
+    return `<h4>Health, last ${WEEKS} weeks</h4>${weeks}<h4>Tier log</h4>${log}<h4>Alert log</h4>${alerts}`;
   }
 
   get current(): JsonObject | null {

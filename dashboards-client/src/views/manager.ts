@@ -1,11 +1,21 @@
 //! Manager view: one row per CSM (and the unassigned accounts), sortable by
 //! any column; a CSM's row opens their book. Channel `manager`:
-//! `{as_of, csms: {csm_id: KPI}, unassigned: KPI}`.
+//! `{as_of, csms: {csm_id: KPI}, unassigned: KPI}`. The improvement column
+//! is each CSM's `health.improvement_rate` over the chosen period, from
+//! `GET /api/v1/compare/manager` (one read for the whole team).
 
 import { count, money, pct } from '../format.js';
 import type { Json, JsonObject } from '../mergePatch';
 import { at, esc, num, obj, TIERS, val } from './common';
 import { TIER_ICON } from '../format.js';
+import type { ViewContext } from './context';
+
+/** `health.improvement_rate` of a scope (SPEC §15). */
+interface Improvement {
+  rate: number | null;
+  accounts: number;
+  improved: number;
+}
 
 interface Column {
   key: string;
@@ -24,6 +34,7 @@ const COLUMNS: Column[] = [
   { key: 'nrr', label: 'NRR QTD', sort: (k) => num(at(k, 'revenue.nrr_qtd')), numeric: true },
   { key: 'tickets', label: 'Open tickets', sort: (k) => num(at(k, 'tickets.open.total')), numeric: true },
   { key: 'sla', label: 'SLA breaches', sort: (k) => num(at(k, 'tickets.sla_breached')), numeric: true },
+  { key: 'improvement', label: 'Improvement', sort: () => null, numeric: true },
   { key: 'alerts', label: 'Alerts firing', sort: (k) => (num(at(k, 'alerts.critical')) ?? 0) * 1e6 + (num(at(k, 'alerts.warning')) ?? 0), numeric: true },
 ];
 
@@ -31,16 +42,49 @@ export class ManagerView {
   private root: HTMLElement | null = null;
   sortKey = 'at_risk';
   sortDesc = true;
+  /** The improvement rates by scope (`csms.<id>`, `unassigned`) for `period`. */
+  improvement: { period: string; scopes: Map<string, Improvement> } | null = null;
+  improvementError: string | null = null;
+  private improvementAt = 0;
+  private improvementLoading = false;
 
   constructor(
     private readonly onChange: () => void,
     private readonly onDrill: ((csmId: string) => void) | null,
+    private readonly ctx: ViewContext,
   ) {}
+
+  private loadImprovement(): void {
+    const period = this.ctx.period();
+    const now = Date.now();
+    if (this.improvementLoading || (this.improvement?.period === period && now - this.improvementAt < 60_000) || now - this.improvementAt < 1000) return;
+    this.improvementLoading = true;
+    this.improvementAt = now;
+    void this.ctx.fetch<{ data: JsonObject }>(`/api/v1/compare/manager?period=${period}&fields=health.improvement_rate`).then((r) => {
+      this.improvementLoading = false;
+      if (r.ok && r.body) {
+        const scopes = new Map<string, Improvement>();
+        for (const [id, v] of Object.entries(obj(r.body.data.csms))) scopes.set(`csms.${id}`, at(v, 'health.improvement_rate') as unknown as Improvement);
+        scopes.set('unassigned', at(r.body.data.unassigned, 'health.improvement_rate') as unknown as Improvement);
+        this.improvement = { period, scopes };
+        this.improvementError = null;
+      } else this.improvementError = r.error;
+      this.onChange();
+    });
+  }
+
+  private improvementCell(scope: string): string {
+    if (this.improvementError) return `<span class="muted" title="${esc(this.improvementError)}">n/a</span>`;
+    const imp = this.improvement?.scopes.get(scope);
+    if (!imp) return `<span class="muted">…</span>`;
+    const text = imp.rate === null ? '—' : pct(imp.rate);
+    return `<span data-imp="${esc(scope)}" data-rate="${esc(JSON.stringify(imp.rate))}" data-accounts="${imp.accounts}" data-improved="${imp.improved}" title="${imp.improved} of ${imp.accounts} yellow or red accounts at the period start are in a better tier now">${esc(text)}</span> <span class="muted">(${imp.improved}/${imp.accounts})</span>`;
+  }
 
   mount(root: HTMLElement): void {
     this.root = root;
     root.innerHTML = `<section class="panel" aria-labelledby="h-team"><h2 id="h-team">Team</h2><div class="table-wrap" data-part="team"></div>
-      <p class="muted hint">${this.onDrill ? 'Click a CSM to open their book. ' : ''}Click a column to sort.</p></section>`;
+      <p class="muted hint">${this.onDrill ? 'Click a CSM to open their book. ' : ''}Click a column to sort. Improvement: the share of the accounts that were yellow or red at the start of the chosen period that are in a better tier now.</p></section>`;
     root.addEventListener('click', (ev) => {
       const t = ev.target as HTMLElement;
       const th = t.closest('[data-sort]') as HTMLElement | null;
@@ -77,9 +121,11 @@ export class ManagerView {
     const csms = obj(data.csms);
     const col = COLUMNS.find((c) => c.key === this.sortKey) ?? COLUMNS[0];
     const dir = this.sortDesc ? -1 : 1;
+    const rate = (id: string) => this.improvement?.scopes.get(`csms.${id}`)?.rate ?? null;
+    const key = (id: string) => (col.key === 'csm' ? id : col.key === 'improvement' ? rate(id) : col.sort(csms[id]));
     return Object.keys(csms).sort((a, b) => {
-      const va = col.key === 'csm' ? a : col.sort(csms[a]);
-      const vb = col.key === 'csm' ? b : col.sort(csms[b]);
+      const va = key(a);
+      const vb = key(b);
       if (va === vb) return a.localeCompare(b);
       if (va === null) return 1;
       if (vb === null) return -1;
@@ -95,6 +141,7 @@ export class ManagerView {
       el.innerHTML = `<p class="empty">Waiting for data…</p>`;
       return;
     }
+    this.loadImprovement();
     const row = (id: string, k: Json, label: string, drill: boolean) => {
       const F = (p: string) => (drill ? `csms.${id}.${p}` : `unassigned.${p}`);
       const crit = num(at(k, 'alerts.critical')) ?? 0;
@@ -114,6 +161,7 @@ export class ManagerView {
         <td class="n">${val(F('revenue.nrr_qtd'), at(k, 'revenue.nrr_qtd'), pct(at(k, 'revenue.nrr_qtd')))}</td>
         <td class="n">${val(F('tickets.open.total'), at(k, 'tickets.open.total'), count(at(k, 'tickets.open.total')))}</td>
         <td class="n">${val(F('tickets.sla_breached'), at(k, 'tickets.sla_breached'), count(at(k, 'tickets.sla_breached')))}</td>
+        <td class="n">${this.improvementCell(drill ? `csms.${id}` : 'unassigned')}</td>
         <td class="n">${crit ? `<span class="crit">■ ${val(F('alerts.critical'), crit, count(crit))}</span>` : val(F('alerts.critical'), crit, '')}${
           warn ? ` <span class="warn">▲ ${val(F('alerts.warning'), warn, count(warn))}</span>` : val(F('alerts.warning'), warn, '')
         }${crit + warn === 0 ? '<span class="muted">0</span>' : ''}</td>
