@@ -72,6 +72,10 @@ pub struct HistoryArgs {
     /// Write and measure the rows only (no `cspulse serve`, no queries).
     #[arg(long)]
     pub skip_queries: bool,
+    /// Only time the queries, against a store an earlier run filled with
+    /// these arguments (`sqlite://PATH` or `postgres://…/DB`; kept as it is).
+    #[arg(long, conflicts_with = "skip_queries")]
+    pub existing: Option<String>,
     /// The cspulse binary (default: next to this one).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
@@ -254,6 +258,11 @@ async fn drop_database(server: &str, name: &str) -> anyhow::Result<()> {
 }
 
 pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
+    if let Some(spec) = &args.existing {
+        let out = json!({"scenario": "history", "existing": spec, "queries": queries(&args, spec).await?});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
     eprintln!("folding a 2,000-account portfolio for template rows…");
     let (scope_values, account_templates) = templates();
     eprintln!("  {} CSM rows, {} account rows to cycle", scope_values.len(), account_templates.len());
@@ -430,7 +439,7 @@ async fn queries(args: &HistoryArgs, spec: &str) -> anyhow::Result<serde_json::V
         let mut bytes = 0;
         for _ in 0..args.queries {
             let started = Instant::now();
-            let response = http_get(port, &path, token).await.with_context(|| format!("GET {path}"))?;
+            let response = http_get(port, &path, token).await.with_context(|| format!("GET {path}: no answer"))?;
             h.record(started.elapsed().as_micros() as u64)?;
             if !response.starts_with("HTTP/1.1 200") {
                 bail!("GET {path}: {}", response.lines().next().unwrap_or(""));

@@ -9,7 +9,8 @@
 //! (after a restart) changes nothing.
 
 use std::borrow::Cow;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sqlx::AnyPool;
@@ -37,6 +38,11 @@ const REBUILT: [&str; 5] = ["scope_rows", "account_rows", "tier_log", "alert_log
 /// Rows per multi-row `INSERT` statement (at most 7 parameters each: well
 /// within both back ends' limits on parameters).
 const ROWS_PER_INSERT: usize = 250;
+
+/// How long `not_green_at` keeps a day's answer (a rebuild or import that
+/// restates that day shows after at most this long), and for how many days.
+const DAY_TIERS_TTL: Duration = Duration::from_secs(600);
+const DAY_TIERS_KEPT: usize = 4;
 
 /// Set on every SQLite connection: in WAL mode `synchronous = NORMAL` syncs
 /// at checkpoints, not at every commit (a committed transaction survives a
@@ -138,6 +144,8 @@ pub struct DayTier {
 #[derive(Clone, Debug)]
 pub struct HistoryStore {
     pool: AnyPool,
+    /// The accounts not green at recent day boundaries (`not_green_at`).
+    day_tiers: Arc<Mutex<Vec<(Ts, Instant, Arc<Vec<DayTier>>)>>>,
     /// The store as configured, with any password masked (logs, `/readyz`).
     describe: String,
 }
@@ -188,7 +196,7 @@ impl HistoryStore {
             .await
             .map_err(|source| HistoryError::Migrate { store: describe.clone(), source })?;
         migrator.run(&pool).await.map_err(|source| HistoryError::Migrate { store: describe.clone(), source })?;
-        Ok(HistoryStore { pool, describe })
+        Ok(HistoryStore { pool, day_tiers: Arc::default(), describe })
     }
 
     pub fn describe(&self) -> &str {
@@ -401,27 +409,57 @@ impl HistoryStore {
         &self,
         kind: ScopeKind,
         id: Option<&str>,
-        (from, to, step): (Ts, Ts, i64),
+        range: (Ts, Ts, i64),
     ) -> Result<Vec<(String, Ts, Value)>, sqlx::Error> {
-        let mut sql = String::from(
-            "SELECT id, at, vals FROM scope_rows WHERE kind = $1 AND at >= $2 AND at <= $3 AND at % $4 = 0",
-        );
-        if id.is_some() {
-            sql.push_str(" AND id = $5");
-        }
-        sql.push_str(" ORDER BY at, id");
-        let mut q = query(&sql).bind(kind.as_str()).bind(from).bind(to).bind(step);
-        if let Some(id) = id {
-            q = q.bind(id);
-        }
-        let rows = q.fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
+        let rows = self.scope_values(kind, id, range).await?;
+        Ok(rows.into_iter().map(|(id, at, values)| (id, at, kpi_object(&values))).collect())
+    }
+
+    /// `scope_rows` with each row's figures as stored (`kpi_object` or
+    /// `write_kpi_json` makes the object).
+    pub async fn scope_values(
+        &self,
+        kind: ScopeKind,
+        id: Option<&str>,
+        (from, to, step): (Ts, Ts, i64),
+    ) -> Result<Vec<(String, Ts, Vec<Option<f64>>)>, sqlx::Error> {
+        // One range of the key (kind, id, at) per scope: the rows of a scope
+        // are a contiguous run of the key, while the rows of a kind are
+        // interleaved with every other scope's (one row each per boundary).
+        let ids = match id {
+            Some(id) => vec![id.to_owned()],
+            None => self.scope_ids(kind).await?,
+        };
+        let sql = "SELECT at, vals FROM scope_rows WHERE kind = $1 AND id = $2 AND at >= $3 AND at <= $4 \
+                   AND at % $5 = 0 ORDER BY at";
+        let mut out = Vec::new();
+        for id in ids {
+            let q = query(sql).bind(kind.as_str()).bind(id.clone()).bind(from).bind(to).bind(step);
+            for r in q.fetch_all(&self.pool).await? {
                 let vals: String = r.try_get("vals")?;
                 let values: Vec<Option<f64>> = serde_json::from_str(&vals).unwrap_or_default();
-                Ok((r.try_get("id")?, r.try_get("at")?, kpi_object(&values)))
-            })
-            .collect()
+                out.push((id.clone(), r.try_get("at")?, values));
+            }
+        }
+        out.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        Ok(out)
+    }
+
+    /// The ids of a kind of scope with rows, by a loose scan of the key
+    /// (one index seek per id, whatever the number of rows).
+    async fn scope_ids(&self, kind: ScopeKind) -> Result<Vec<String>, sqlx::Error> {
+        let rows = query(
+            "WITH RECURSIVE ids(id) AS ( \
+                 SELECT MIN(id) FROM scope_rows WHERE kind = $1 \
+                 UNION ALL \
+                 SELECT (SELECT MIN(s.id) FROM scope_rows s WHERE s.kind = $1 AND s.id > ids.id) \
+                 FROM ids WHERE ids.id IS NOT NULL \
+             ) SELECT id FROM ids WHERE id IS NOT NULL",
+        )
+        .bind(kind.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| r.try_get("id")).collect()
     }
 
     /// The latest boundary at or before `at` with rows (the portfolio has
@@ -457,15 +495,26 @@ impl HistoryStore {
     }
 
     /// The accounts not green at the day boundary `at`, with their scopes
-    /// and tier then.
-    pub async fn not_green_at(&self, at: Ts) -> Result<Vec<DayTier>, sqlx::Error> {
+    /// and tier then. A past day's rows do not change, so the answer is
+    /// kept for [`DAY_TIERS_TTL`] (the last [`DAY_TIERS_KEPT`] days asked
+    /// for): `compare` reads one day per period, over 100,000 accounts.
+    pub async fn not_green_at(&self, at: Ts) -> Result<Arc<Vec<DayTier>>, sqlx::Error> {
+        let now = Instant::now();
+        {
+            let mut kept = self.day_tiers.lock().expect("day tiers lock");
+            kept.retain(|(_, read, _)| now.duration_since(*read) < DAY_TIERS_TTL);
+            if let Some((_, _, tiers)) = kept.iter().find(|(day, _, _)| *day == at) {
+                return Ok(tiers.clone());
+            }
+        }
         let rows = query(
             "SELECT account_id, csm_id, segment, region, tier FROM account_rows WHERE at = $1 AND tier <> 'green'",
         )
         .bind(at)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
+        let tiers: Vec<DayTier> = rows
+            .iter()
             .map(|r| {
                 Ok(DayTier {
                     account_id: r.try_get("account_id")?,
@@ -475,7 +524,14 @@ impl HistoryStore {
                     tier: r.try_get("tier")?,
                 })
             })
-            .collect()
+            .collect::<Result<_, sqlx::Error>>()?;
+        let tiers = Arc::new(tiers);
+        let mut kept = self.day_tiers.lock().expect("day tiers lock");
+        if kept.len() >= DAY_TIERS_KEPT {
+            kept.remove(0);
+        }
+        kept.push((at, now, tiers.clone()));
+        Ok(tiers)
     }
 
     /// Deletes what `keep` no longer keeps as of the watermark `now`;

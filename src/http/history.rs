@@ -4,7 +4,7 @@
 //! csm reads only its own book, now. `Accept: text/csv` on the two history
 //! endpoints answers one row per point and scope (or per day).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -17,7 +17,7 @@ use super::{ApiError, AppState, TokenQuery, principal, readable_channel};
 use crate::history::store::{DayTier, HistoryStore};
 use crate::metric::{KPI, Unit, insert_at};
 use crate::state::health::Tier;
-use crate::state::log::{DAY_FIELDS, ScopeKind as K};
+use crate::state::log::{DAY_FIELDS, ScopeKind as K, write_kpi_json};
 use crate::state::snapshot::Snapshot;
 use crate::state::view::Channel;
 use crate::time::{MICROS_PER_DAY, MICROS_PER_MIN, Ts, format_rfc3339, months_back, parse_rfc3339};
@@ -263,6 +263,27 @@ pub async fn channel_history(
     let paths = selected(fields.as_deref());
     let store = history_store(&state)?;
     let csv = wants_csv(&headers);
+    let gaps: Vec<Value> = store
+        .gaps(from, to)
+        .await
+        .map_err(history_unavailable)?
+        .into_iter()
+        .map(|(a, b)| json!({"from": format_rfc3339(a), "to": format_rfc3339(b)}))
+        .collect();
+    if !csv && fields.is_none() {
+        // Whole KPI objects: written as text from the stored figures (a
+        // 90-day hourly answer of the executive channel holds 8,640).
+        let mut by_at: BTreeMap<Ts, Vec<(&str, Option<String>, Vec<Option<f64>>)>> = BTreeMap::new();
+        for (key, kind, one) in parts(&channel) {
+            for (scope_id, at, values) in
+                store.scope_values(kind, one, (from, to, step)).await.map_err(history_unavailable)?
+            {
+                by_at.entry(at).or_default().push((key, one.is_none().then_some(scope_id), values));
+            }
+        }
+        let text = history_text(&channel.to_string(), step_name, by_at, &Value::Array(gaps));
+        return Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response());
+    }
     let mut by_at: BTreeMap<Ts, Map<String, Value>> = BTreeMap::new();
     let mut csv_rows: Vec<Vec<Value>> = Vec::new();
     for (key, kind, one) in parts(&channel) {
@@ -292,15 +313,68 @@ pub async fn channel_history(
     }
     let points: Vec<Value> =
         by_at.into_iter().map(|(at, data)| json!({"at": format_rfc3339(at), "data": data})).collect();
-    let gaps: Vec<Value> = store
-        .gaps(from, to)
-        .await
-        .map_err(history_unavailable)?
-        .into_iter()
-        .map(|(a, b)| json!({"from": format_rfc3339(a), "to": format_rfc3339(b)}))
-        .collect();
     Ok(axum::Json(json!({"channel": channel.to_string(), "step": step_name, "points": points, "gaps": gaps}))
         .into_response())
+}
+
+/// The text of a history answer (the shape `channel_history` builds as
+/// JSON with `fields`): per boundary, each part's KPI object, or its
+/// objects by scope id.
+fn history_text(
+    channel: &str,
+    step: &str,
+    by_at: BTreeMap<Ts, Vec<(&str, Option<String>, Vec<Option<f64>>)>>,
+    gaps: &Value,
+) -> String {
+    let quoted = |s: &str| Value::from(s).to_string();
+    let mut out = String::with_capacity(by_at.len() * 1024);
+    out.push_str(&format!("{{\"channel\":{},\"step\":{},\"points\":[", quoted(channel), quoted(step)));
+    for (n, (at, mut scopes)) in by_at.into_iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!("{{\"at\":\"{}\",\"data\":{{", format_rfc3339(at)));
+        scopes.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let mut open: Option<&str> = None;
+        for (i, (key, scope_id, values)) in scopes.iter().enumerate() {
+            match scope_id {
+                None => {
+                    if open.take().is_some() {
+                        out.push('}');
+                    }
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&quoted(key));
+                    out.push(':');
+                }
+                Some(id) => {
+                    if open == Some(*key) {
+                        out.push(',');
+                    } else {
+                        if open.take().is_some() {
+                            out.push('}');
+                        }
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(&quoted(key));
+                        out.push_str(":{");
+                        open = Some(key);
+                    }
+                    out.push_str(&quoted(id));
+                    out.push(':');
+                }
+            }
+            write_kpi_json(values, &mut out);
+        }
+        if open.is_some() {
+            out.push('}');
+        }
+        out.push_str("}}");
+    }
+    out.push_str(&format!("],\"gaps\":{gaps}}}"));
+    out
 }
 
 /// The live KPI objects of a kind of scope (or of the one scope `one`), by id.
@@ -360,25 +434,37 @@ fn tier_rank(tier: &str) -> Option<Tier> {
     Tier::ALL.into_iter().find(|t| t.as_str() == tier)
 }
 
-/// SPEC §15 `health.improvement_rate` of one scope: among `start` (the
-/// accounts yellow or red at the period's start, with their scopes then)
-/// those in the scope, the share whose tier now is higher.
-fn improvement(snapshot: &Snapshot, start: &[DayTier], kind: K, id: &str) -> Value {
-    let in_scope = |a: &&DayTier| match kind {
-        K::Portfolio => true,
-        K::Segment => a.segment == id,
-        K::Region => a.region == id,
-        K::Csm => a.csm_id.as_deref() == Some(id),
-        K::Unassigned => a.csm_id.is_none(),
-    };
-    let (mut accounts, mut improved) = (0u64, 0u64);
-    for a in start.iter().filter(in_scope) {
-        accounts += 1;
+/// SPEC §15 `health.improvement_rate` of every scope of a kind: among
+/// `start` (the accounts yellow or red at the period's start, with their
+/// scopes then) those in the scope, the share whose tier now is higher.
+/// One pass over `start`, whatever the number of scopes.
+fn improvements(snapshot: &Snapshot, start: &[DayTier], kind: K) -> HashMap<String, (u64, u64)> {
+    let mut tally: HashMap<String, (u64, u64)> = HashMap::new();
+    for a in start {
+        let id = match kind {
+            K::Portfolio => "portfolio",
+            K::Segment => a.segment.as_str(),
+            K::Region => a.region.as_str(),
+            K::Csm => match a.csm_id.as_deref() {
+                Some(id) => id,
+                None => continue,
+            },
+            K::Unassigned if a.csm_id.is_none() => "unassigned",
+            K::Unassigned => continue,
+        };
         let now = snapshot.record(&a.account_id).map(|r| r.metrics.tier());
-        if now.zip(tier_rank(&a.tier)).is_some_and(|(now, then)| now > then) {
-            improved += 1;
-        }
+        let up = now.zip(tier_rank(&a.tier)).is_some_and(|(now, then)| now > then);
+        let entry = match tally.get_mut(id) {
+            Some(entry) => entry,
+            None => tally.entry(id.to_owned()).or_default(),
+        };
+        entry.0 += 1;
+        entry.1 += u64::from(up);
     }
+    tally
+}
+
+fn improvement_json((accounts, improved): (u64, u64)) -> Value {
     let rate = (accounts > 0).then(|| improved as f64 / accounts as f64);
     json!({"rate": rate, "accounts": accounts, "improved": improved})
 }
@@ -411,9 +497,9 @@ pub async fn compare(
     let start = match (earlier, with_rate) {
         (Some(t), true) => match store.latest_day(t).await.map_err(history_unavailable)? {
             Some(day) => store.not_green_at(day).await.map_err(history_unavailable)?,
-            None => Vec::new(),
+            None => Default::default(),
         },
-        _ => Vec::new(),
+        _ => Default::default(),
     };
     let mut data = Map::new();
     for (key, kind, one) in parts(&channel) {
@@ -426,6 +512,7 @@ pub async fn compare(
                 scopes.entry(id).or_insert((Value::Null, Value::Null)).1 = kpi;
             }
         }
+        let rates = if with_rate { improvements(&snapshot, &start, kind) } else { HashMap::new() };
         let mut objects = Map::new();
         for (id, (now_kpi, then_kpi)) in scopes {
             let mut object = Map::new();
@@ -433,7 +520,8 @@ pub async fn compare(
                 insert_at(&mut object, path, change(at_path(&now_kpi, path), at_path(&then_kpi, path), *unit));
             }
             if with_rate {
-                insert_at(&mut object, IMPROVEMENT_RATE, improvement(&snapshot, &start, kind, &id));
+                let tally = rates.get(&id).copied().unwrap_or_default();
+                insert_at(&mut object, IMPROVEMENT_RATE, improvement_json(tally));
             }
             objects.insert(id, Value::Object(object));
         }

@@ -125,6 +125,54 @@ pub fn kpi_object(values: &[Option<f64>]) -> Value {
     Value::Object(object)
 }
 
+/// The KPI object's JSON text, cut at each figure: `(text before, figure
+/// index)` pieces and the text after the last. Made once from
+/// [`kpi_object`] itself, so the text has its keys, nesting and order.
+struct KpiText {
+    pieces: Vec<(String, usize)>,
+    tail: String,
+}
+
+static KPI_TEXT: std::sync::LazyLock<KpiText> = std::sync::LazyLock::new(|| {
+    let mut object = serde_json::Map::new();
+    for (i, m) in crate::metric::KPI.iter().enumerate() {
+        crate::metric::insert_at(&mut object, m.path, json!(format!("\u{1}{i}\u{1}")));
+    }
+    let text = Value::Object(object).to_string();
+    let (open, close) = ("\"\\u0001", "\\u0001\"");
+    let (mut pieces, mut rest) = (Vec::new(), text.as_str());
+    while let Some(start) = rest.find(open) {
+        let after = &rest[start + open.len()..];
+        let end = after.find(close).expect("a closed marker");
+        pieces.push((rest[..start].to_owned(), after[..end].parse().expect("a figure index")));
+        rest = &after[end + close.len()..];
+    }
+    KpiText { pieces, tail: rest.to_owned() }
+});
+
+/// Appends the JSON text of [`kpi_object`]`(values)` to `out`, without
+/// building the object (history answers hold thousands of them).
+pub fn write_kpi_json(values: &[Option<f64>], out: &mut String) {
+    use std::fmt::Write as _;
+    if values.len() < crate::metric::KPI.len() {
+        // A row older than some figures lacks them: the object omits them.
+        let _ = write!(out, "{}", kpi_object(values));
+        return;
+    }
+    let t = &*KPI_TEXT;
+    for (before, i) in &t.pieces {
+        out.push_str(before);
+        let m = &crate::metric::KPI[*i];
+        match values[*i] {
+            None => out.push_str("null"),
+            Some(x) => {
+                let _ = write!(out, "{}", crate::metric::shown(x, m.unit, false));
+            }
+        }
+    }
+    out.push_str(&t.tail);
+}
+
 /// One account's object as of a UTC day boundary (SPEC §15 "account
 /// snapshots"): every figure of `metric::ACCOUNT` as the account object
 /// shows it, then the closed day's usage events and distinct users.
@@ -350,6 +398,26 @@ impl Log {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kpi_text_is_the_kpi_objects_text() {
+        let n = crate::metric::KPI.len();
+        for seed in 0..50u64 {
+            let values: Vec<Option<f64>> = (0..n as u64)
+                .map(|i| {
+                    let x = (seed * 31 + i * 17) % 11;
+                    (x != 0).then(|| (x as f64 - 3.5) * 1234.567 / (seed + 1) as f64)
+                })
+                .collect();
+            let mut text = String::new();
+            write_kpi_json(&values, &mut text);
+            assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), kpi_object(&values), "{text}");
+            // An old row with fewer figures: they are absent, as in the object.
+            let mut text = String::new();
+            write_kpi_json(&values[..n - 2], &mut text);
+            assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), kpi_object(&values[..n - 2]));
+        }
+    }
 
     fn tier(n: u64) -> Row {
         Row::Tier(Arc::new(TierChange {
