@@ -434,32 +434,54 @@ fn tier_rank(tier: &str) -> Option<Tier> {
     Tier::ALL.into_iter().find(|t| t.as_str() == tier)
 }
 
-/// SPEC §15 `health.improvement_rate` of every scope of a kind: among
-/// `start` (the accounts yellow or red at the period's start, with their
-/// scopes then) those in the scope, the share whose tier now is higher.
-/// One pass over `start`, whatever the number of scopes.
-fn improvements(snapshot: &Snapshot, start: &[DayTier], kind: K) -> HashMap<String, (u64, u64)> {
-    let mut tally: HashMap<String, (u64, u64)> = HashMap::new();
-    for a in start {
-        let id = match kind {
-            K::Portfolio => "portfolio",
-            K::Segment => a.segment.as_str(),
-            K::Region => a.region.as_str(),
-            K::Csm => match a.csm_id.as_deref() {
-                Some(id) => id,
-                None => continue,
-            },
-            K::Unassigned if a.csm_id.is_none() => "unassigned",
-            K::Unassigned => continue,
-        };
+/// SPEC §15 `health.improvement_rate` of the scopes of a kind (of the one
+/// scope `one`): among `start` (the accounts yellow or red at the period's
+/// start, with their scopes then) those in the scope, the share whose tier
+/// now is higher. `ups` holds, once computed, whether each of `start` is
+/// higher now, for the parts of a channel that read them all.
+fn improvements(
+    snapshot: &Snapshot,
+    start: &[DayTier],
+    (kind, one): (K, Option<&str>),
+    ups: &mut Option<Vec<bool>>,
+) -> HashMap<String, (u64, u64)> {
+    fn scope_of(kind: K, a: &DayTier) -> Option<&str> {
+        match kind {
+            K::Portfolio => Some("portfolio"),
+            K::Segment => Some(a.segment.as_str()),
+            K::Region => Some(a.region.as_str()),
+            K::Csm => a.csm_id.as_deref(),
+            K::Unassigned => a.csm_id.is_none().then_some("unassigned"),
+        }
+    }
+    let up = |a: &DayTier| {
         let now = snapshot.record(&a.account_id).map(|r| r.metrics.tier());
-        let up = now.zip(tier_rank(&a.tier)).is_some_and(|(now, then)| now > then);
+        now.zip(tier_rank(&a.tier)).is_some_and(|(now, then)| now > then)
+    };
+    let mut tally: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut count = |id: &str, up: bool| {
         let entry = match tally.get_mut(id) {
             Some(entry) => entry,
             None => tally.entry(id.to_owned()).or_default(),
         };
         entry.0 += 1;
         entry.1 += u64::from(up);
+    };
+    match one {
+        // One scope of many (a CSM's channel): only its accounts are looked up.
+        Some(id) if kind != K::Portfolio && kind != K::Unassigned => {
+            for a in start.iter().filter(|a| scope_of(kind, a) == Some(id)) {
+                count(id, up(a));
+            }
+        }
+        _ => {
+            let ups = ups.get_or_insert_with(|| start.iter().map(up).collect());
+            for (a, &up) in start.iter().zip(ups.iter()) {
+                if let Some(id) = scope_of(kind, a) {
+                    count(id, up);
+                }
+            }
+        }
     }
     tally
 }
@@ -502,6 +524,7 @@ pub async fn compare(
         _ => Default::default(),
     };
     let mut data = Map::new();
+    let mut ups = None;
     for (key, kind, one) in parts(&channel) {
         let mut scopes: BTreeMap<String, (Value, Value)> = BTreeMap::new();
         for (id, kpi) in live_scopes(&snapshot, kind, one) {
@@ -512,7 +535,7 @@ pub async fn compare(
                 scopes.entry(id).or_insert((Value::Null, Value::Null)).1 = kpi;
             }
         }
-        let rates = if with_rate { improvements(&snapshot, &start, kind) } else { HashMap::new() };
+        let rates = if with_rate { improvements(&snapshot, &start, (kind, one), &mut ups) } else { HashMap::new() };
         let mut objects = Map::new();
         for (id, (now_kpi, then_kpi)) in scopes {
             let mut object = Map::new();
