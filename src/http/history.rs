@@ -475,7 +475,20 @@ fn improvements(
             }
         }
         _ => {
-            let ups = ups.get_or_insert_with(|| start.iter().map(up).collect());
+            let ups = ups.get_or_insert_with(|| {
+                // All of them: one walk of the accounts now instead of a
+                // lookup each (the snapshot's map is persistent, a lookup
+                // costs several pointer chases).
+                let index: crate::fast::FastMap<&str, usize> =
+                    start.iter().enumerate().map(|(i, a)| (a.account_id.as_str(), i)).collect();
+                let mut ups = vec![false; start.len()];
+                for (id, record) in snapshot.records() {
+                    if let Some(&i) = index.get(id) {
+                        ups[i] = tier_rank(&start[i].tier).is_some_and(|then| record.metrics.tier() > then);
+                    }
+                }
+                ups
+            });
             for (a, &up) in start.iter().zip(ups.iter()) {
                 if let Some(id) = scope_of(kind, a) {
                     count(id, up);

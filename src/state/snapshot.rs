@@ -212,6 +212,12 @@ impl Snapshot {
         self.accounts.get(account_id)
     }
 
+    /// Every account's record, in no order (a walk of the whole map is
+    /// cheaper than as many lookups).
+    pub fn records(&self) -> impl Iterator<Item = (&str, &Arc<Record>)> {
+        self.accounts.iter().map(|(id, r)| (id.as_str(), r))
+    }
+
     /// The book of `csm_id` (unordered), if it holds accounts.
     pub fn book(&self, csm_id: &str) -> Option<&Arc<Book>> {
         self.books.get(csm_id)
