@@ -76,6 +76,9 @@ pub struct HistoryArgs {
     /// these arguments (`sqlite://PATH` or `postgres://…/DB`; kept as it is).
     #[arg(long, conflicts_with = "skip_queries")]
     pub existing: Option<String>,
+    /// Only the queries whose name contains this (e.g. `compare`).
+    #[arg(long)]
+    pub only: Option<String>,
     /// The cspulse binary (default: next to this one).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
@@ -435,6 +438,9 @@ async fn queries(args: &HistoryArgs, spec: &str) -> anyhow::Result<serde_json::V
     ];
     let mut out = serde_json::Map::new();
     for (name, path, token) in cases {
+        if args.only.as_deref().is_some_and(|only| !name.contains(only)) {
+            continue;
+        }
         let mut h = histogram();
         let mut bytes = 0;
         for _ in 0..args.queries {

@@ -44,6 +44,9 @@ const ROWS_PER_INSERT: usize = 250;
 const DAY_TIERS_TTL: Duration = Duration::from_secs(600);
 const DAY_TIERS_KEPT: usize = 4;
 
+/// A day `not_green_at` answered, when, and the answer.
+type KeptDay = (Ts, Instant, Arc<Vec<DayTier>>);
+
 /// Set on every SQLite connection: in WAL mode `synchronous = NORMAL` syncs
 /// at checkpoints, not at every commit (a committed transaction survives a
 /// crash of the process, not of the machine's power), and a page cache
@@ -145,7 +148,7 @@ pub struct DayTier {
 pub struct HistoryStore {
     pool: AnyPool,
     /// The accounts not green at recent day boundaries (`not_green_at`).
-    day_tiers: Arc<Mutex<Vec<(Ts, Instant, Arc<Vec<DayTier>>)>>>,
+    day_tiers: Arc<Mutex<Vec<KeptDay>>>,
     /// The store as configured, with any password masked (logs, `/readyz`).
     describe: String,
 }

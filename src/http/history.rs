@@ -273,7 +273,7 @@ pub async fn channel_history(
     if !csv && fields.is_none() {
         // Whole KPI objects: written as text from the stored figures (a
         // 90-day hourly answer of the executive channel holds 8,640).
-        let mut by_at: BTreeMap<Ts, Vec<(&str, Option<String>, Vec<Option<f64>>)>> = BTreeMap::new();
+        let mut by_at: BTreeMap<Ts, Vec<PartRow<'_>>> = BTreeMap::new();
         for (key, kind, one) in parts(&channel) {
             for (scope_id, at, values) in
                 store.scope_values(kind, one, (from, to, step)).await.map_err(history_unavailable)?
@@ -317,15 +317,14 @@ pub async fn channel_history(
         .into_response())
 }
 
+/// A scope row of a channel's part: the part's key, the scope id (for the
+/// parts that list scopes by id) and the figures.
+type PartRow<'a> = (&'a str, Option<String>, Vec<Option<f64>>);
+
 /// The text of a history answer (the shape `channel_history` builds as
 /// JSON with `fields`): per boundary, each part's KPI object, or its
 /// objects by scope id.
-fn history_text(
-    channel: &str,
-    step: &str,
-    by_at: BTreeMap<Ts, Vec<(&str, Option<String>, Vec<Option<f64>>)>>,
-    gaps: &Value,
-) -> String {
+fn history_text(channel: &str, step: &str, by_at: BTreeMap<Ts, Vec<PartRow<'_>>>, gaps: &Value) -> String {
     let quoted = |s: &str| Value::from(s).to_string();
     let mut out = String::with_capacity(by_at.len() * 1024);
     out.push_str(&format!("{{\"channel\":{},\"step\":{},\"points\":[", quoted(channel), quoted(step)));
