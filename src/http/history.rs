@@ -334,36 +334,28 @@ fn history_text(channel: &str, step: &str, by_at: BTreeMap<Ts, Vec<PartRow<'_>>>
         }
         out.push_str(&format!("{{\"at\":\"{}\",\"data\":{{", format_rfc3339(at)));
         scopes.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        // The part whose object of scopes by id is open.
         let mut open: Option<&str> = None;
         for (i, (key, scope_id, values)) in scopes.iter().enumerate() {
-            match scope_id {
-                None => {
-                    if open.take().is_some() {
-                        out.push('}');
-                    }
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&quoted(key));
-                    out.push(':');
+            if scope_id.is_some() && open == Some(*key) {
+                out.push(',');
+            } else {
+                if open.take().is_some() {
+                    out.push('}');
                 }
-                Some(id) => {
-                    if open == Some(*key) {
-                        out.push(',');
-                    } else {
-                        if open.take().is_some() {
-                            out.push('}');
-                        }
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        out.push_str(&quoted(key));
-                        out.push_str(":{");
-                        open = Some(key);
-                    }
-                    out.push_str(&quoted(id));
-                    out.push(':');
+                if i > 0 {
+                    out.push(',');
                 }
+                out.push_str(&quoted(key));
+                out.push(':');
+                if scope_id.is_some() {
+                    out.push('{');
+                    open = Some(key);
+                }
+            }
+            if let Some(id) = scope_id {
+                out.push_str(&quoted(id));
+                out.push(':');
             }
             write_kpi_json(values, &mut out);
         }
