@@ -9,6 +9,7 @@
 //! (after a restart) changes nothing.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use sqlx::any::AnyRow;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{Row as _, query};
 
+use crate::state::health::Tier;
 use crate::state::log::{AccountRow, Row, ScopeKind, ScopeRow, account_object, kpi_object};
 use crate::time::Ts;
 
@@ -49,7 +51,7 @@ const DAY_TIERS_KEPT: usize = 4;
 const MAX_LISTED_BOUNDARIES: i64 = 10_000;
 
 /// A day `not_green_at` answered, when, and the answer.
-type KeptDay = (Ts, Instant, Arc<Vec<DayTier>>);
+type KeptDay = (Ts, Instant, Arc<DayStart>);
 
 /// Set on every SQLite connection: in WAL mode `synchronous = NORMAL` syncs
 /// at checkpoints, not at every commit (a committed transaction survives a
@@ -137,15 +139,75 @@ impl Retention {
     }
 }
 
-/// An account's scopes and tier at a day boundary (a daily row's columns).
-#[derive(Clone, Debug)]
-pub struct DayTier {
-    pub account_id: String,
-    pub csm_id: Option<String>,
-    pub segment: String,
-    pub region: String,
-    pub tier: String,
+/// The accounts not green at a day boundary, with their scopes and tier
+/// then (a daily row's columns), the scopes' names interned.
+#[derive(Debug, Default)]
+pub struct DayStart {
+    pub accounts: Vec<StartAccount>,
+    /// Scope names by index, as `StartAccount` refers to them.
+    pub segments: Vec<String>,
+    pub regions: Vec<String>,
+    pub csms: Vec<String>,
+    /// Each account's slot in an engine's numbering (`resolve`), kept for
+    /// the latest numbering asked for.
+    slots: Mutex<Option<(u64, Slots)>>,
 }
+
+/// Each account's slot in an engine numbering (`None`: not in the engine).
+pub type Slots = Arc<[Option<u32>]>;
+
+/// An account of a [`DayStart`].
+#[derive(Clone, Debug)]
+pub struct StartAccount {
+    pub account_id: String,
+    /// `None`: a tier this version does not know (it counts, never improved).
+    pub tier: Option<Tier>,
+    pub segment: u32,
+    pub region: u32,
+    pub csm: Option<u32>,
+}
+
+impl DayStart {
+    /// The accounts of `rows`, in their order, their scope names interned.
+    pub fn from_rows(rows: impl IntoIterator<Item = DayTierRow>) -> DayStart {
+        fn intern(names: &mut Vec<String>, index: &mut HashMap<String, u32>, name: String) -> u32 {
+            *index.entry(name).or_insert_with_key(|name| {
+                names.push(name.clone());
+                names.len() as u32 - 1
+            })
+        }
+        let mut start = DayStart::default();
+        let mut index: [HashMap<String, u32>; 3] = Default::default();
+        for (account_id, csm_id, segment, region, tier) in rows {
+            let [segments, regions, csms] = &mut index;
+            start.accounts.push(StartAccount {
+                account_id,
+                tier: Tier::ALL.into_iter().find(|t| t.as_str() == tier),
+                segment: intern(&mut start.segments, segments, segment),
+                region: intern(&mut start.regions, regions, region),
+                csm: csm_id.map(|c| intern(&mut start.csms, csms, c)),
+            });
+        }
+        start
+    }
+
+    /// Each account's slot in the engine numbering `numbering`, `resolve`d
+    /// once per numbering (`None`: the account is not in that engine).
+    pub fn slots(&self, numbering: u64, resolve: impl Fn(&str) -> Option<u32>) -> Slots {
+        let mut kept = self.slots.lock().expect("start slots lock");
+        match &*kept {
+            Some((n, slots)) if *n == numbering => slots.clone(),
+            _ => {
+                let slots: Slots = self.accounts.iter().map(|a| resolve(&a.account_id)).collect();
+                *kept = Some((numbering, slots.clone()));
+                slots
+            }
+        }
+    }
+}
+
+/// `account_id, csm_id, segment, region, tier` of a daily row.
+pub type DayTierRow = (String, Option<String>, String, String, String);
 
 /// An open, migrated history store.
 #[derive(Clone, Debug)]
@@ -519,7 +581,7 @@ impl HistoryStore {
     /// and tier then. A past day's rows do not change, so the answer is
     /// kept for [`DAY_TIERS_TTL`] (the last [`DAY_TIERS_KEPT`] days asked
     /// for): `compare` reads one day per period, over 100,000 accounts.
-    pub async fn not_green_at(&self, at: Ts) -> Result<Arc<Vec<DayTier>>, sqlx::Error> {
+    pub async fn not_green_at(&self, at: Ts) -> Result<Arc<DayStart>, sqlx::Error> {
         let now = Instant::now();
         {
             let mut kept = self.day_tiers.lock().expect("day tiers lock");
@@ -534,19 +596,19 @@ impl HistoryStore {
         .bind(at)
         .fetch_all(&self.pool)
         .await?;
-        let tiers: Vec<DayTier> = rows
+        let rows: Vec<DayTierRow> = rows
             .iter()
             .map(|r| {
-                Ok(DayTier {
-                    account_id: r.try_get("account_id")?,
-                    csm_id: r.try_get("csm_id")?,
-                    segment: r.try_get("segment")?,
-                    region: r.try_get("region")?,
-                    tier: r.try_get("tier")?,
-                })
+                Ok((
+                    r.try_get("account_id")?,
+                    r.try_get("csm_id")?,
+                    r.try_get("segment")?,
+                    r.try_get("region")?,
+                    r.try_get("tier")?,
+                ))
             })
             .collect::<Result<_, sqlx::Error>>()?;
-        let tiers = Arc::new(tiers);
+        let tiers = Arc::new(DayStart::from_rows(rows));
         let mut kept = self.day_tiers.lock().expect("day tiers lock");
         if kept.len() >= DAY_TIERS_KEPT {
             kept.remove(0);

@@ -14,9 +14,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, AppState, TokenQuery, principal, readable_channel};
-use crate::history::store::{DayTier, HistoryStore};
+use crate::history::store::{DayStart, HistoryStore, StartAccount};
 use crate::metric::{KPI, Unit, insert_at};
-use crate::state::health::Tier;
 use crate::state::log::{DAY_FIELDS, ScopeKind as K, write_kpi_json};
 use crate::state::snapshot::Snapshot;
 use crate::state::view::Channel;
@@ -421,73 +420,69 @@ fn period_before(period: &str, now: Ts) -> Result<Ts, ApiError> {
 }
 
 /// The tiers ordered worst to best (`red` < `yellow` < `green`).
-fn tier_rank(tier: &str) -> Option<Tier> {
-    Tier::ALL.into_iter().find(|t| t.as_str() == tier)
-}
-
 /// SPEC §15 `health.improvement_rate` of the scopes of a kind (of the one
 /// scope `one`): among `start` (the accounts yellow or red at the period's
 /// start, with their scopes then) those in the scope, the share whose tier
 /// now is higher. `ups` holds, once computed, whether each of `start` is
-/// higher now, for the parts of a channel that read them all.
+/// higher now, for every part of a channel; each account's tier now is read
+/// by its slot in the snapshot's numbering (resolved once per day and
+/// numbering), not looked up by id.
 fn improvements(
     snapshot: &Snapshot,
-    start: &[DayTier],
+    start: &DayStart,
     (kind, one): (K, Option<&str>),
     ups: &mut Option<Vec<bool>>,
 ) -> HashMap<String, (u64, u64)> {
-    fn scope_of(kind: K, a: &DayTier) -> Option<&str> {
-        match kind {
-            K::Portfolio => Some("portfolio"),
-            K::Segment => Some(a.segment.as_str()),
-            K::Region => Some(a.region.as_str()),
-            K::Csm => a.csm_id.as_deref(),
-            K::Unassigned => a.csm_id.is_none().then_some("unassigned"),
+    let ups = ups.get_or_insert_with(|| {
+        let slots = start.slots(snapshot.numbering(), |id| snapshot.record(id).map(|r| r.slot));
+        start
+            .accounts
+            .iter()
+            .zip(slots.iter())
+            .map(|(a, slot)| {
+                let now = match slot {
+                    Some(slot) => snapshot.slot_tier(*slot),
+                    // Not in the engine when resolved: perhaps since.
+                    None => snapshot.record(&a.account_id).map(|r| r.metrics.tier()),
+                };
+                now.zip(a.tier).is_some_and(|(now, then)| now > then)
+            })
+            .collect()
+    });
+    let names: &[String] = match kind {
+        K::Segment => &start.segments,
+        K::Region => &start.regions,
+        K::Csm => &start.csms,
+        K::Portfolio | K::Unassigned => &[],
+    };
+    // The scope index of each account (`None`: not in a scope of the kind).
+    let scope_of = |a: &StartAccount| match kind {
+        K::Portfolio => Some(0),
+        K::Unassigned => a.csm.is_none().then_some(0),
+        K::Segment => Some(a.segment as usize),
+        K::Region => Some(a.region as usize),
+        K::Csm => a.csm.map(|c| c as usize),
+    };
+    let wanted = match (kind, one) {
+        (K::Portfolio | K::Unassigned, _) | (_, None) => None,
+        (_, Some(id)) => match names.iter().position(|n| n == id) {
+            Some(i) => Some(i),
+            None => return HashMap::new(),
+        },
+    };
+    let mut tally = vec![(0u64, 0u64); names.len().max(1)];
+    for (a, &up) in start.accounts.iter().zip(ups.iter()) {
+        if let Some(i) = scope_of(a).filter(|&i| wanted.is_none_or(|w| w == i)) {
+            tally[i].0 += 1;
+            tally[i].1 += u64::from(up);
         }
     }
-    let up = |a: &DayTier| {
-        let now = snapshot.record(&a.account_id).map(|r| r.metrics.tier());
-        now.zip(tier_rank(&a.tier)).is_some_and(|(now, then)| now > then)
+    let name = |i: usize| match kind {
+        K::Portfolio => "portfolio",
+        K::Unassigned => "unassigned",
+        _ => names[i].as_str(),
     };
-    let mut tally: HashMap<String, (u64, u64)> = HashMap::new();
-    let mut count = |id: &str, up: bool| {
-        let entry = match tally.get_mut(id) {
-            Some(entry) => entry,
-            None => tally.entry(id.to_owned()).or_default(),
-        };
-        entry.0 += 1;
-        entry.1 += u64::from(up);
-    };
-    match one {
-        // One scope of many (a CSM's channel): only its accounts are looked up.
-        Some(id) if kind != K::Portfolio && kind != K::Unassigned => {
-            for a in start.iter().filter(|a| scope_of(kind, a) == Some(id)) {
-                count(id, up(a));
-            }
-        }
-        _ => {
-            let ups = ups.get_or_insert_with(|| {
-                // All of them: one walk of the accounts now instead of a
-                // lookup each (the snapshot's map is persistent, a lookup
-                // costs several pointer chases).
-                let index: crate::fast::FastMap<&str, usize> =
-                    start.iter().enumerate().map(|(i, a)| (a.account_id.as_str(), i)).collect();
-                let mut ups = vec![false; start.len()];
-                for (id, record) in snapshot.records() {
-                    if let Some(&i) = index.get(id) {
-                        ups[i] = tier_rank(&start[i].tier).is_some_and(|then| record.metrics.tier() > then);
-                    }
-                }
-                ups
-            });
-            for (a, &up) in start.iter().zip(ups.iter()) {
-                if let Some(id) = scope_of(kind, a) {
-                    count(id, up);
-                }
-            }
-        }
-    }
-    tally
+    tally.into_iter().enumerate().filter(|(_, t)| t.0 > 0).map(|(i, t)| (name(i).to_owned(), t)).collect()
 }
 
 fn improvement_json((accounts, improved): (u64, u64)) -> Value {
@@ -644,4 +639,107 @@ pub async fn audit(
     let truncated = events.len() as i64 > limit;
     events.truncate(limit as usize);
     Ok(axum::Json(json!({"events": events, "truncated": truncated})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::generator::{Generator, Message, PortfolioSpec};
+    use crate::history::store::DayTierRow;
+    use crate::state::{Engine, Input, StateConfig};
+    use crate::time::days;
+
+    fn fold(engine: &mut Engine, msgs: &[Message], offset: &mut i64) {
+        for m in msgs {
+            engine.fold(&Input { topic: m.topic, partition: 0, offset: *offset, payload: &m.payload, wall: m.ts });
+            *offset += 1;
+        }
+    }
+
+    /// SPEC §15's definition, account by account, each looked up by id.
+    fn by_definition(
+        snapshot: &Snapshot,
+        rows: &[DayTierRow],
+        kind: K,
+        one: Option<&str>,
+    ) -> HashMap<String, (u64, u64)> {
+        let mut tally: HashMap<String, (u64, u64)> = HashMap::new();
+        for (id, csm, segment, region, tier) in rows {
+            let scope = match kind {
+                K::Portfolio => Some("portfolio"),
+                K::Segment => Some(segment.as_str()),
+                K::Region => Some(region.as_str()),
+                K::Csm => csm.as_deref(),
+                K::Unassigned => csm.is_none().then_some("unassigned"),
+            };
+            let Some(scope) = scope else { continue };
+            if matches!(kind, K::Segment | K::Region | K::Csm) && one.is_some_and(|one| one != scope) {
+                continue;
+            }
+            let then = ["red", "yellow", "green"].iter().position(|t| t == tier);
+            let now = snapshot.record(id).map(|r| r.metrics.tier() as usize);
+            let entry = tally.entry(scope.to_owned()).or_default();
+            entry.0 += 1;
+            entry.1 += u64::from(now.zip(then).is_some_and(|(now, then)| now > then));
+        }
+        tally
+    }
+
+    fn check(snapshot: &Snapshot, start: &DayStart, rows: &[DayTierRow]) {
+        let mut ups = None;
+        let cases = [
+            (K::Portfolio, Some("portfolio")),
+            (K::Segment, None),
+            (K::Segment, Some("smb")),
+            (K::Region, None),
+            (K::Csm, None),
+            (K::Csm, Some("csm-2")),
+            (K::Csm, Some("csm-none")),
+            (K::Unassigned, Some("unassigned")),
+        ];
+        for (kind, one) in cases {
+            let got = improvements(snapshot, start, (kind, one), &mut ups);
+            assert_eq!(got, by_definition(snapshot, rows, kind, one), "{kind:?} {one:?}");
+        }
+    }
+
+    /// The rate read through slots and interned scopes equals the definition,
+    /// on a full snapshot, on an incremental one after more events (the
+    /// slots resolved once), and on another engine's numbering.
+    #[test]
+    fn improvement_by_slot_equals_the_definition() {
+        let start_ts = crate::time::parse_rfc3339("2026-11-02T00:00:00Z").unwrap();
+        let mut generator = Generator::new(PortfolioSpec { accounts: 120, csms: 6, users_per_account: 5, seed: 11 });
+        let mut engine = Engine::new(StateConfig::default());
+        let mut offset = 0;
+        fold(&mut engine, &generator.backfill(start_ts, 2), &mut offset);
+        let first = engine.publish();
+        let tiers = ["red", "yellow", "blue"];
+        let mut rows: Vec<DayTierRow> = first
+            .records()
+            .enumerate()
+            .map(|(i, (id, _))| {
+                let csm = (i % 5 != 0).then(|| format!("csm-{}", i % 4));
+                let segment = ["enterprise", "smb"][i % 2].to_owned();
+                (id.to_owned(), csm, segment, ["na", "emea", "apac"][i % 3].to_owned(), tiers[i % 3].to_owned())
+            })
+            .collect();
+        rows.push(("not-in-the-engine".to_owned(), None, "smb".to_owned(), "na".to_owned(), "red".to_owned()));
+        let start = DayStart::from_rows(rows.clone());
+        check(&first, &start, &rows);
+
+        fold(&mut engine, &generator.tick(start_ts, start_ts + days(3), 0.05), &mut offset);
+        let later = engine.publish();
+        for (_, r) in later.records() {
+            assert_eq!(later.slot_tier(r.slot), Some(r.metrics.tier()), "{}", r.id);
+        }
+        let changed = first.records().filter(|(id, r)| later.record(id).unwrap().metrics.tier() != r.metrics.tier());
+        assert!(changed.count() > 0, "three days move some tiers");
+        check(&later, &start, &rows);
+
+        let mut other = engine.clone();
+        let theirs = other.publish();
+        assert_ne!(theirs.numbering(), later.numbering());
+        check(&theirs, &start, &rows);
+    }
 }

@@ -330,6 +330,28 @@ pub struct Engine {
     leadership: crate::lead::Leadership,
     /// Rows for the history store not yet committed (SPEC §15).
     history: log::Log,
+    /// This engine's numbering of account slots, distinct in the process
+    /// (published in each snapshot, see `Snapshot::numbering`).
+    #[serde(skip)]
+    numbering: Numbering,
+}
+
+/// A numbering of account slots not handed out before in this process: a
+/// restored engine and a clone (whose slots may then diverge) get new ones.
+#[derive(Debug)]
+struct Numbering(u64);
+
+impl Default for Numbering {
+    fn default() -> Self {
+        static NUMBERINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Numbering(NUMBERINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
+    }
+}
+
+impl Clone for Numbering {
+    fn clone(&self) -> Self {
+        Numbering::default()
+    }
 }
 
 /// Work held back while one event is folded: the accounts that time alone
@@ -396,6 +418,7 @@ impl Engine {
             alerts_published: 0,
             leadership: crate::lead::Leadership::sole(),
             history: log::Log::default(),
+            numbering: Numbering::default(),
         }
     }
 

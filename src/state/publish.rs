@@ -80,7 +80,7 @@ impl Engine {
     /// The account's record as of the watermark, for barrier `version`.
     fn record_of(&self, idx: u32, version: u64) -> Arc<Record> {
         let a = &self.slots[idx as usize].account;
-        Arc::new(Record::of(a, a.metrics(self.watermark.unwrap_or(0), &self.cfg), version))
+        Arc::new(Record::of(a, idx, a.metrics(self.watermark.unwrap_or(0), &self.cfg), version))
     }
 
     fn book_of(&self, csm: &str, version: u64) -> Option<Arc<Book>> {
@@ -124,6 +124,8 @@ impl Engine {
             parts.into_iter().flat_map(|p| p.join().expect("record threads do not panic")).collect()
         });
         copy.accounts = records.iter().map(|r| (smol_str::SmolStr::new(&*r.id), r.clone())).collect();
+        copy.numbering = self.numbering.0;
+        copy.tiers = Arc::new(records.iter().map(|r| Some(r.metrics.tier())).collect());
         copy.books = self
             .books
             .iter()
@@ -178,12 +180,20 @@ impl Engine {
         let mut dirty = std::mem::replace(&mut self.dirty, Dirty::clean());
         let mut s = std::mem::take(&mut self.published);
         let version = s.barrier + 1;
+        s.numbering = self.numbering.0;
         self.records.resize(self.slots.len(), None);
         let mut books = std::mem::take(&mut dirty.books);
         for &idx in distinct(&mut dirty.accounts) {
             let record = self.record_of(idx, version);
             s.accounts.insert(smol_str::SmolStr::new(&*record.id), record.clone());
             books.extend(record.info.csm_id.clone());
+            let tier = Some(record.metrics.tier());
+            // The tiers are copied only when one changed (or an account is new).
+            if s.tiers.get(idx as usize) != Some(&tier) {
+                let tiers = Arc::make_mut(&mut s.tiers);
+                tiers.resize(tiers.len().max(idx as usize + 1), None);
+                tiers[idx as usize] = tier;
+            }
             self.records[idx as usize] = Some(record);
         }
         for csm in distinct_names(&mut books) {

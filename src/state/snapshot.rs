@@ -38,6 +38,8 @@ pub struct Record {
     /// The barrier it was taken at: a record with the same id and version
     /// is the same record (readers tell what changed by it).
     pub version: u64,
+    /// The engine's slot of the account (see [`Snapshot::numbering`]).
+    pub slot: u32,
     pub id: Arc<str>,
     pub info: Info,
     pub metrics: Metrics,
@@ -52,9 +54,10 @@ pub struct Record {
 type PriorityKey<'a> = (bool, Tier, &'a Exact, Reverse<i64>, &'a str);
 
 impl Record {
-    pub fn of(a: &Account, metrics: Metrics, version: u64) -> Record {
+    pub fn of(a: &Account, slot: u32, metrics: Metrics, version: u64) -> Record {
         Record {
             version,
+            slot,
             id: a.id.clone(),
             info: a.info.clone(),
             metrics,
@@ -164,6 +167,13 @@ pub struct Snapshot {
     pub barrier: u64,
     pub now: Option<Ts>,
     pub(super) accounts: imbl::HashMap<SmolStr, Arc<Record>>,
+    /// Which engine numbered the slots (a restore numbers them anew): a
+    /// slot of a record stays that account's while this is the same.
+    pub(super) numbering: u64,
+    /// Each slot's tier (`None`: no record yet), for readers that compare
+    /// many accounts' tiers (SPEC §15 improvement rate) without a map
+    /// lookup each.
+    pub(super) tiers: Arc<Vec<Option<Tier>>>,
     pub(super) books: imbl::OrdMap<Arc<str>, Arc<Book>>,
     pub(super) portfolio: Arc<Rendered>,
     pub(super) unassigned: Arc<Rendered>,
@@ -210,6 +220,16 @@ impl Snapshot {
 
     pub fn record(&self, account_id: &str) -> Option<&Arc<Record>> {
         self.accounts.get(account_id)
+    }
+
+    /// The engine numbering of the slots in this snapshot's records.
+    pub fn numbering(&self) -> u64 {
+        self.numbering
+    }
+
+    /// The tier of the account in `slot` (of this snapshot's numbering).
+    pub fn slot_tier(&self, slot: u32) -> Option<Tier> {
+        self.tiers.get(slot as usize).copied().flatten()
     }
 
     /// Every account's record, in no order (a walk of the whole map is
