@@ -33,6 +33,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "audit log", include_str!("migrations/0004_audit_log.sql")),
 ];
 
+/// Migrations whose statements differ by back end: (SQLite, PostgreSQL).
+const MIGRATIONS_BY_BACKEND: &[(i64, &str, &str, &str)] = &[(
+    5,
+    "planner statistics",
+    include_str!("migrations/0005_planner_statistics.sqlite.sql"),
+    include_str!("migrations/0005_planner_statistics.postgres.sql"),
+)];
+
 /// The tables a rebuild restates (in the order `finish_rebuild` lists
 /// their time columns).
 const REBUILT: [&str; 5] = ["scope_rows", "account_rows", "tier_log", "alert_log", "history_gaps"];
@@ -83,26 +91,26 @@ fn multi_values(head: &str, rows: usize, columns: usize) -> String {
     sql
 }
 
-/// The embedded migrations, as `sqlx` runs them.
+/// The embedded migrations of a back end, as `sqlx` runs them.
 #[derive(Debug)]
-struct Embedded;
+struct Embedded {
+    postgres: bool,
+}
 
 impl MigrationSource<'static> for Embedded {
     fn resolve(self) -> futures_util::future::BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
-        Box::pin(async {
-            Ok(MIGRATIONS
-                .iter()
-                .map(|&(version, description, sql)| {
-                    Migration::new(
-                        version,
-                        Cow::Borrowed(description),
-                        MigrationType::Simple,
-                        Cow::Borrowed(sql),
-                        false,
-                    )
-                })
-                .collect())
-        })
+        let by_backend = MIGRATIONS_BY_BACKEND.iter().map(move |&(version, description, sqlite, postgres)| {
+            (version, description, if self.postgres { postgres } else { sqlite })
+        });
+        let migrations = MIGRATIONS
+            .iter()
+            .copied()
+            .chain(by_backend)
+            .map(|(version, description, sql)| {
+                Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
+            })
+            .collect();
+        Box::pin(async { Ok(migrations) })
     }
 }
 
@@ -261,7 +269,7 @@ impl HistoryStore {
             // Readers do not block the writer, nor it them.
             query("PRAGMA journal_mode=WAL").execute(&pool).await.map_err(open)?;
         }
-        let migrator = Migrator::new(Embedded)
+        let migrator = Migrator::new(Embedded { postgres: !spec.starts_with("sqlite://") })
             .await
             .map_err(|source| HistoryError::Migrate { store: describe.clone(), source })?;
         migrator.run(&pool).await.map_err(|source| HistoryError::Migrate { store: describe.clone(), source })?;
