@@ -249,8 +249,15 @@ async fn spawn_cspulse(common: &Common, brokers: &str, tag: &str, extra: &[(&str
         .env("CSPULSE__AUTH__JWT_SECRET", SECRET)
         .env("CSPULSE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("CSPULSE__STATE__STORE", "memory")
-        // History on, as `serve` runs by default, in a database of the run's own.
-        .env("CSPULSE__HISTORY__STORE", format!("sqlite://{}", dir.join(format!("{tag}-{}.db", now_us())).display()))
+        // History on, as `serve` runs by default, in a database of the run's
+        // own (`CSPULSE_LOAD_HISTORY=off`: without, for comparison).
+        .env(
+            "CSPULSE__HISTORY__STORE",
+            match std::env::var("CSPULSE_LOAD_HISTORY").as_deref() {
+                Ok("off") => "off".to_owned(),
+                _ => format!("sqlite://{}", dir.join(format!("{tag}-{}.db", now_us())).display()),
+            },
+        )
         .env("CSPULSE__LOG__LEVEL", "warn")
         // The swarm's clients share one token (one subject) and may exceed
         // the default connection caps of §18.
