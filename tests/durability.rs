@@ -267,7 +267,14 @@ async fn history_equals(node: &Node, rows: &[Row]) {
     }
     for (point, (at, kpi)) in points.iter().zip(&portfolio) {
         assert_eq!(point["at"], format_rfc3339(*at));
-        assert_eq!(&point["data"]["portfolio"], kpi, "portfolio at {}", format_rfc3339(*at));
+        assert_eq!(
+            &point["data"]["portfolio"],
+            kpi,
+            "portfolio at {} (the point holds {:?}; gaps {})",
+            format_rfc3339(*at),
+            point["data"].as_object().map(|d| d.keys().collect::<Vec<_>>()),
+            body["gaps"]
+        );
     }
     for a in 0..6 {
         let id = format!("acct-{a}");
