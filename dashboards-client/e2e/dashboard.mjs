@@ -183,7 +183,10 @@ const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 async function chartsMatchHistory(page, token, label) {
   const got = await waitFor(`${label}: trend charts loaded from history`, () => page.evaluate(() => {
     const t = window.__cspulse.trends();
-    return t.url && Object.values(t.charts).every((c) => c.times.length > 0) ? t : null;
+    // History loaded, not only the live tail (which alone spans seconds):
+    // under load the live points can arrive before the history answer.
+    const spansDays = (c) => c.times.length > 0 && Math.max(...c.times) - Math.min(...c.times) > 86_400;
+    return t.url && Object.values(t.charts).every(spansDays) ? t : null;
   }), 10_000);
   if (!got) return null;
   const answer = await rest(got.url, token);
