@@ -251,13 +251,7 @@ async fn spawn_cspulse(common: &Common, brokers: &str, tag: &str, extra: &[(&str
         .env("CSPULSE__STATE__STORE", "memory")
         // History on, as `serve` runs by default, in a database of the run's
         // own (`CSPULSE_LOAD_HISTORY=off`: without, for comparison).
-        .env(
-            "CSPULSE__HISTORY__STORE",
-            match std::env::var("CSPULSE_LOAD_HISTORY").as_deref() {
-                Ok("off") => "off".to_owned(),
-                _ => format!("sqlite://{}", dir.join(format!("{tag}-{}.db", now_us())).display()),
-            },
-        )
+        .env("CSPULSE__HISTORY__STORE", history_store(&dir.join(format!("{tag}-{}.db", now_us()))))
         .env("CSPULSE__LOG__LEVEL", "warn")
         // The swarm's clients share one token (one subject) and may exceed
         // the default connection caps of §18.
@@ -277,6 +271,16 @@ async fn spawn_cspulse(common: &Common, brokers: &str, tag: &str, extra: &[(&str
         .await
         .with_context(|| format!("cspulse did not become ready; log in {}", dir.display()))?;
     Ok(server)
+}
+
+/// The `history.store` of a spawned `cspulse serve`: SQLite at `path`, as
+/// `serve` runs by default, or `off` with `CSPULSE_LOAD_HISTORY=off` (to
+/// measure without it, for comparison).
+pub(crate) fn history_store(path: &std::path::Path) -> String {
+    match std::env::var("CSPULSE_LOAD_HISTORY").as_deref() {
+        Ok("off") => "off".to_owned(),
+        _ => format!("sqlite://{}", path.display()),
+    }
 }
 
 async fn spawn_node(common: &Common) -> anyhow::Result<Server> {

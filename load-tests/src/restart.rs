@@ -75,13 +75,7 @@ impl Setup {
             // History on, as `serve` runs by default: the checkpoint carries
             // the rows the store has not committed yet.
             // (`CSPULSE_LOAD_HISTORY=off` measures without it, for comparison.)
-            .env(
-                "CSPULSE__HISTORY__STORE",
-                match std::env::var("CSPULSE_LOAD_HISTORY").as_deref() {
-                    Ok("off") => "off".to_owned(),
-                    _ => format!("sqlite://{}", self.logs.join("history.db").display()),
-                },
-            )
+            .env("CSPULSE__HISTORY__STORE", crate::push::history_store(&self.logs.join("history.db")))
             .env("CSPULSE__LOG__LEVEL", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
