@@ -36,6 +36,8 @@ pub struct App {
     history: Option<JoinHandle<()>>,
     /// The audit trail's writer (none with `history.store = "off"`).
     audit_writer: Option<JoinHandle<()>>,
+    /// The delivery sender (none with `history.store = "off"`).
+    sender: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
 
@@ -83,6 +85,19 @@ impl App {
                 ..Limits::default()
             },
         );
+        let routing = crate::delivery::routing::Routing::parse(&config.delivery, addr, |v| std::env::var(v).ok())
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        if routing.is_active() && history_store.is_none() {
+            anyhow::bail!(
+                "invalid configuration: delivery.alert_routes: delivery needs a history store (the ledger lives there; history.store is \"off\")"
+            );
+        }
+        let delivery = history_store.as_ref().map(|_| {
+            crate::delivery::DeliveryService::new(
+                routing,
+                &format!("{}\n{}", config.auth.jwt_secret, config.kafka.group_id),
+            )
+        });
         let state = AppState {
             shared: shared.clone(),
             auth,
@@ -92,6 +107,7 @@ impl App {
             history: history_store.clone(),
             history_status: history_status.clone(),
             audit,
+            delivery: delivery.clone(),
             targets: Arc::new(
                 crate::history::targets::Target::parse_all(&config.targets)
                     .map_err(|(i, e)| anyhow::anyhow!("target {}: {e}", i + 1))?,
@@ -124,6 +140,10 @@ impl App {
             .clone()
             .zip(audit_events)
             .map(|(h, rx)| tokio::spawn(crate::audit::run(rx, h, config.audit.retention.0, stop.subscribe())));
+        let sender = history_store
+            .clone()
+            .zip(delivery.clone())
+            .map(|(h, d)| tokio::spawn(crate::delivery::run(shared.clone(), h, d, stop.subscribe())));
         let history = history_store.map(|h| {
             info!(store = h.describe(), "history store open");
             tokio::spawn(crate::history::writer::run(
@@ -134,6 +154,9 @@ impl App {
                     keep: crate::history::store::Retention::of(&config.history.retention),
                     spill: config.history.spill.clone().into(),
                     spill_after: config.history.spill_after,
+                    deliveries: delivery
+                        .as_ref()
+                        .map(|d| crate::history::writer::Deliveries { planner: d.planner(), planned: d.wake.clone() }),
                 },
                 stop.subscribe(),
             ))
@@ -162,6 +185,7 @@ impl App {
             checkpoint_status,
             history,
             audit_writer,
+            sender,
             stop,
         })
     }
@@ -179,6 +203,9 @@ impl App {
         // history store could not take.
         if let Some(history) = self.history.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), history).await;
+        }
+        if let Some(sender) = self.sender.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), sender).await;
         }
         if let Some(audit) = self.audit_writer.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), audit).await;

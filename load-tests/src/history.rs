@@ -76,6 +76,10 @@ pub struct HistoryArgs {
     /// these arguments (`sqlite://PATH` or `postgres://…/DB`; kept as it is).
     #[arg(long, conflicts_with = "skip_queries")]
     pub existing: Option<String>,
+    /// Keep the filled stores (their specs are printed) for later runs with
+    /// `--existing`; by default they are removed at the end.
+    #[arg(long)]
+    pub keep: bool,
     /// Only the queries whose name contains this (e.g. `compare`).
     #[arg(long)]
     pub only: Option<String>,
@@ -286,12 +290,16 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for backend in &backends {
         let result = run_backend(&args, backend, &at, &scope_values, &account_templates).await;
-        if let Backend::Postgres { server, database } = backend {
+        if args.keep {
+            eprintln!("kept: {}", backend.spec());
+        } else if let Backend::Postgres { server, database } = backend {
             drop_database(server, database).await?;
         }
         results.push(result?);
     }
-    std::fs::remove_dir_all(&dir)?;
+    if !args.keep {
+        std::fs::remove_dir_all(&dir)?;
+    }
     let out = json!({"scenario": "history", "scopes": args.scopes, "fine_days": args.fine_days,
         "hourly_days": args.hourly_days, "accounts": args.accounts, "account_days": args.account_days,
         "results": results});

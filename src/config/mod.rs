@@ -3,6 +3,7 @@
 //! environment variables. Errors name the key and where its value came from.
 //! Secrets are masked when printed and can come from `*_env` keys ([`secrets`]).
 
+pub mod delivery;
 pub mod secrets;
 
 use std::collections::BTreeMap;
@@ -87,6 +88,9 @@ pub struct Config {
     /// delivery outbox's bound (§5.3 additions).
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// Email, Slack and webhooks (§16); nothing is sent by default.
+    #[serde(default)]
+    pub delivery: delivery::DeliveryConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

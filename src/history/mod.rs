@@ -2,6 +2,7 @@
 //! writer that fills it from the fold's history log (`state::log`) without
 //! ever making the fold wait.
 
+pub mod ledger;
 pub mod rebuild;
 pub mod store;
 pub mod targets;

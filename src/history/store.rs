@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "scope rows", include_str!("migrations/0002_scope_rows.sql")),
     (3, "account rows", include_str!("migrations/0003_account_rows.sql")),
     (4, "audit log", include_str!("migrations/0004_audit_log.sql")),
+    (6, "delivery ledger", include_str!("migrations/0006_deliveries.sql")),
 ];
 
 /// Migrations whose statements differ by back end: (SQLite, PostgreSQL).
@@ -102,7 +103,7 @@ impl MigrationSource<'static> for Embedded {
         let by_backend = MIGRATIONS_BY_BACKEND.iter().map(move |&(version, description, sqlite, postgres)| {
             (version, description, if self.postgres { postgres } else { sqlite })
         });
-        let migrations = MIGRATIONS
+        let mut migrations: Vec<Migration> = MIGRATIONS
             .iter()
             .copied()
             .chain(by_backend)
@@ -110,6 +111,7 @@ impl MigrationSource<'static> for Embedded {
                 Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
             })
             .collect();
+        migrations.sort_by_key(|m| m.version);
         Box::pin(async { Ok(migrations) })
     }
 }
@@ -280,10 +282,26 @@ impl HistoryStore {
         &self.describe
     }
 
+    pub(super) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// Writes `rows` in one transaction (all or none); rows already there
     /// are left as they are.
     pub async fn write(&self, rows: &[(u64, Row)]) -> Result<(), sqlx::Error> {
-        self.write_into("", rows).await
+        self.write_into("", rows, None).await
+    }
+
+    /// As `write`, recording in the same transaction the messages
+    /// `planner` makes of each alert (SPEC §16: an alert in the log always
+    /// has its messages, and writing it again plans nothing twice).
+    pub async fn write_planned(
+        &self,
+        rows: &[(u64, Row)],
+        planner: &dyn super::ledger::Planner,
+        now: Ts,
+    ) -> Result<(), sqlx::Error> {
+        self.write_into("", rows, Some((planner, now))).await
     }
 
     /// Starts a rebuild: empty staging tables (`rebuild_` and the name of
@@ -300,7 +318,7 @@ impl HistoryStore {
 
     /// Writes rows of a rebuild to the staging tables.
     pub async fn write_staging(&self, rows: &[(u64, Row)]) -> Result<(), sqlx::Error> {
-        self.write_into("rebuild_", rows).await
+        self.write_into("rebuild_", rows, None).await
     }
 
     /// Ends a rebuild: in one transaction the rows from `from` through
@@ -322,7 +340,12 @@ impl HistoryStore {
         tx.commit().await
     }
 
-    async fn write_into(&self, prefix: &str, rows: &[(u64, Row)]) -> Result<(), sqlx::Error> {
+    async fn write_into(
+        &self,
+        prefix: &str,
+        rows: &[(u64, Row)],
+        planner: Option<(&dyn super::ledger::Planner, Ts)>,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         // Scope and account rows, the bulk, go many to a statement.
         let scopes: Vec<&ScopeRow> =
@@ -383,6 +406,11 @@ impl HistoryStore {
                     .bind(body)
                     .execute(&mut *tx)
                     .await?;
+                    if let Some((planner, now)) = planner {
+                        for p in planner.plan(a, now) {
+                            super::ledger::record(&mut tx, &p).await?;
+                        }
+                    }
                 }
                 Row::Scope(_) | Row::Account(_) => {}
                 Row::Gap { from, to } => {

@@ -26,6 +26,7 @@ use metrics::{counter, gauge, histogram};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::ledger::Planner;
 use super::store::{HistoryStore, Retention};
 use crate::ingest::Shared;
 use crate::state::log::Row;
@@ -60,11 +61,37 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 const SPILL_CHUNK: usize = 10_000;
 
 /// The writer's settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Settings {
     pub keep: Retention,
     pub spill: PathBuf,
     pub spill_after: usize,
+    /// Delivery (SPEC §16): plans each alert's messages in the transaction
+    /// that records it, then wakes the sender.
+    pub deliveries: Option<Deliveries>,
+}
+
+/// The delivery planner and the sender's wake-up.
+#[derive(Clone)]
+pub struct Deliveries {
+    pub planner: Arc<dyn Planner>,
+    pub planned: Arc<tokio::sync::Notify>,
+}
+
+/// Writes `rows`, planning their alerts' messages if delivery is on.
+async fn write_rows(
+    store: &HistoryStore,
+    rows: &[(u64, Row)],
+    deliveries: Option<&Deliveries>,
+) -> Result<(), sqlx::Error> {
+    match deliveries {
+        Some(d) if rows.iter().any(|(_, r)| matches!(r, Row::Alert(_))) => {
+            store.write_planned(rows, &*d.planner, crate::time::wall_now()).await?;
+            d.planned.notify_one();
+            Ok(())
+        }
+        _ => store.write(rows).await,
+    }
 }
 
 /// Writes the history log to `store` until `stop`, then once more; every
@@ -85,9 +112,10 @@ pub async fn run(
             prune(&shared, &store, settings.keep).await;
             pruned = Some(Instant::now());
         }
-        let drained = if stopping { Ok(()) } else { spill.drain(&store).await };
+        let deliveries = settings.deliveries.as_ref();
+        let drained = if stopping { Ok(()) } else { spill.drain(&store, deliveries).await };
         let written = match drained {
-            Ok(()) => write_once(&shared, &store, &status).await,
+            Ok(()) => write_once(&shared, &store, &status, deliveries).await,
             Err(e) => Err(e),
         };
         match written {
@@ -162,7 +190,7 @@ impl Spill {
 
     /// Writes what the file holds to the store, a batch at a time, and
     /// removes the file once all of it is in.
-    async fn drain(&mut self, store: &HistoryStore) -> Result<(), sqlx::Error> {
+    async fn drain(&mut self, store: &HistoryStore, deliveries: Option<&Deliveries>) -> Result<(), sqlx::Error> {
         loop {
             let (path, from) = (self.path.clone(), self.read);
             let read = tokio::task::spawn_blocking(move || read_from(&path, from, BATCH)).await;
@@ -176,7 +204,7 @@ impl Spill {
                 Err(_) => return Ok(()),
             };
             if !rows.is_empty() {
-                store.write(&rows).await?;
+                write_rows(store, &rows, deliveries).await?;
                 counter!("cspulse_history_rows_written_total").increment(rows.len() as u64);
             }
             self.read = next;
@@ -253,7 +281,12 @@ async fn prune(shared: &Shared, store: &HistoryStore, keep: Retention) {
 }
 
 /// One batch: take, write, commit. Returns how many rows it wrote.
-async fn write_once(shared: &Arc<Shared>, store: &HistoryStore, status: &Status) -> Result<usize, sqlx::Error> {
+async fn write_once(
+    shared: &Arc<Shared>,
+    store: &HistoryStore,
+    status: &Status,
+    deliveries: Option<&Deliveries>,
+) -> Result<usize, sqlx::Error> {
     let (taken, pending) = {
         let shared = shared.clone();
         tokio::task::spawn_blocking(move || {
@@ -268,7 +301,7 @@ async fn write_once(shared: &Arc<Shared>, store: &HistoryStore, status: &Status)
     gauge!("cspulse_history_pending_rows").set(pending as f64);
     let Some(&(last, _)) = taken.last() else { return Ok(0) };
     let started = Instant::now();
-    store.write(&taken).await?;
+    write_rows(store, &taken, deliveries).await?;
     histogram!("cspulse_history_write_seconds").record(started.elapsed().as_secs_f64());
     counter!("cspulse_history_rows_written_total").increment(taken.len() as u64);
     let left = {

@@ -54,7 +54,7 @@ const MAX_POINTS: i64 = 10_000;
 /// The compare field that is not a KPI figure.
 const IMPROVEMENT_RATE: &str = "health.improvement_rate";
 
-fn bad_request(message: String) -> ApiError {
+pub(super) fn bad_request(message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 
@@ -65,7 +65,7 @@ fn instant(name: &'static str, v: &str) -> Result<Ts, ApiError> {
 
 /// `from`/`to` of a history request, `from` not after `to`: an absent
 /// `to` is `default_to`, an absent `from` is `default_from(to)`.
-fn range(
+pub(super) fn range(
     from: Option<&str>,
     to: Option<&str>,
     default_to: Ts,
@@ -80,14 +80,14 @@ fn range(
 }
 
 /// The history store, or the answer that history is off.
-fn history_store(state: &AppState) -> Result<&HistoryStore, ApiError> {
+pub(super) fn history_store(state: &AppState) -> Result<&HistoryStore, ApiError> {
     state.history.as_ref().ok_or_else(|| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "history_off", "history is off (history.store = \"off\")")
     })
 }
 
 /// A history query that failed: logged, answered without internals.
-fn history_unavailable(e: sqlx::Error) -> ApiError {
+pub(super) fn history_unavailable(e: sqlx::Error) -> ApiError {
     tracing::warn!(error = %e, "history query failed");
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "history_unavailable", "the history store cannot be read now")
 }

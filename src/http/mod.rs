@@ -26,6 +26,7 @@ use crate::state::view::Channel;
 use crate::telemetry;
 
 pub mod assets;
+mod deliveries;
 mod history;
 pub mod serve;
 
@@ -46,6 +47,8 @@ pub struct AppState {
     /// The configured targets (§15).
     pub targets: Arc<Vec<crate::history::targets::Target>>,
     pub history_status: Arc<crate::history::writer::Status>,
+    /// Delivery (§16; `None` with history off).
+    pub delivery: Option<Arc<crate::delivery::DeliveryService>>,
 }
 
 /// An error answered as `{"error": code, "message": …}`; never carries internals.
@@ -207,6 +210,9 @@ pub fn router(state: AppState, more: Router) -> Router {
         .route("/api/v1/targets", get(history::targets))
         .route("/api/v1/audit", get(history::audit))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/deliveries", get(deliveries::list))
+        .route("/api/v1/deliveries/{id}/resend", axum::routing::post(deliveries::resend))
+        .route("/api/v1/unsubscribe", get(deliveries::unsubscribe_page).post(deliveries::unsubscribe))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state.clone())
         .merge(more)
