@@ -45,6 +45,18 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && break; sleep 0.1; done
 fi
 
+# The delivery tests (tests/delivery.rs) run real peers in Python: an SMTP
+# server (aiosmtpd, from PyPI) and a webhook receiver (the standard library).
+if ! command -v python3 >/dev/null; then
+  step "installing python3"
+  apt-get update -qq && apt-get install -y -qq python3 python3-pip
+fi
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+  step "installing aiosmtpd (the delivery tests' SMTP server)"
+  python3 -m pip install --quiet 'aiosmtpd==1.4.6' 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages 'aiosmtpd==1.4.6'
+fi
+
 # The dashboard client is built by build.rs (Node.js >= 20.19 with npm) and
 # tested in headless Chromium (the Debian package, driven by playwright-core;
 # no browser is ever downloaded).

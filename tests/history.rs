@@ -121,21 +121,6 @@ fn expected_rows(
 }
 
 /// `schemas/<name>.schema.json`, with the alert schema it may refer to.
-fn schema(name: &str) -> jsonschema::Validator {
-    let read = |name: &str| -> Value {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas").join(name);
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-    };
-    let alert = read("alert.schema.json");
-    let id = alert["$id"].as_str().unwrap().to_owned();
-    jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft202012)
-        .should_validate_formats(true)
-        .with_resource(id, jsonschema::Resource::from_contents(alert).unwrap())
-        .build(&read(&format!("{name}.schema.json")))
-        .unwrap()
-}
-
 async fn history_of(app: &App, account: &str, token: &str) -> (u16, Value) {
     get(&format!("http://{}/api/v1/accounts/{account}/history", app.addr), Some(token)).await
 }

@@ -20,7 +20,7 @@ use jsonschema::{Draft, Keyword, Resource, ValidationError, ValidationOptions, V
 use serde_json::{Map, Value};
 
 /// Every schema, by the name used for its file and its examples directory.
-const SCHEMAS: [&str; 13] = [
+const SCHEMAS: [&str; 15] = [
     "account",
     "usage",
     "ticket",
@@ -34,6 +34,8 @@ const SCHEMAS: [&str; 13] = [
     "compare",
     "targets",
     "audit",
+    "deliveries",
+    "webhook",
 ];
 
 const MAX_BYTES: usize = 1 << 20;

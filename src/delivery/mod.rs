@@ -520,7 +520,7 @@ async fn attempt(shared: &Shared, store: &HistoryStore, delivery: &DeliveryServi
     let (route, alerts) = parse_payload(&d.payload);
     let unsubscribe = match (person, &route, &dest.channel) {
         (Some(p), Some(route), Channel::Email { .. }) => {
-            Some(format!("{}/api/v1/unsubscribe?token={}", routing.base_url, delivery.unsubscribe_token(&p.id, route)))
+            Some(format!("{}/api/v1/unsubscribe?link={}", routing.base_url, delivery.unsubscribe_token(&p.id, route)))
         }
         _ => None,
     };

@@ -144,13 +144,23 @@ fn page(status: StatusCode, title: &str, text: &str, form: Option<&str>) -> Resp
     (status, Html(body)).into_response()
 }
 
-fn link_of(state: &AppState, q: &UnsubscribeQuery) -> Result<(String, String), Response> {
-    let service = state
-        .delivery
-        .as_ref()
-        .ok_or_else(|| page(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "Delivery is off on this server.", None))?;
+/// The (person, route) of a request's link, or the page saying why not.
+fn link_of(state: &AppState, q: &UnsubscribeQuery) -> Result<(String, String), Box<Response>> {
+    let Some(service) = state.delivery.as_ref() else {
+        return Err(Box::new(page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "Delivery is off on this server.",
+            None,
+        )));
+    };
     q.link.as_deref().and_then(|l| service.check_unsubscribe_token(l)).ok_or_else(|| {
-        page(StatusCode::BAD_REQUEST, "Invalid link", "This unsubscribe link is not valid (it may be cut short).", None)
+        Box::new(page(
+            StatusCode::BAD_REQUEST,
+            "Invalid link",
+            "This unsubscribe link is not valid (it may be cut short).",
+            None,
+        ))
     })
 }
 
@@ -170,7 +180,7 @@ pub async fn unsubscribe_page(
             &format!("Stop the messages of route {route} to {person}?"),
             q.link.as_deref(),
         ),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -186,7 +196,7 @@ pub async fn unsubscribe(
     };
     let (person, route) = match link_of(&state, &q) {
         Ok(pair) => pair,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (Some(store), Some(service)) = (state.history.as_ref(), state.delivery.as_ref()) else {
         return page(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "Delivery is off on this server.", None);
