@@ -438,7 +438,16 @@ pub async fn run(
                     let (in_flight, finished) = (in_flight.clone(), finished.clone());
                     tokio::spawn(async move {
                         let id = d.id.clone();
-                        attempt(&shared, &store, &delivery, d).await;
+                        // Read again now that no other attempt is in flight:
+                        // the page may predate the last attempt's outcome.
+                        let now = wall_now();
+                        match store.delivery(&id).await {
+                            Ok(Some(d)) if matches!(d.status.as_str(), "pending" | "failed") && d.next_at <= now => {
+                                attempt(&shared, &store, &delivery, d).await;
+                            }
+                            Ok(_) => {}
+                            Err(e) => warn!(id, error = %e, "cannot read a delivery before its attempt; it is tried again"),
+                        }
                         in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                         drop(permit);
                         finished.notify_one();
