@@ -87,11 +87,6 @@ impl App {
         );
         let routing = crate::delivery::routing::Routing::parse(&config.delivery, addr, |v| std::env::var(v).ok())
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-        if routing.is_active() && history_store.is_none() {
-            anyhow::bail!(
-                "invalid configuration: delivery.alert_routes: delivery needs a history store (the ledger lives there; history.store is \"off\")"
-            );
-        }
         let delivery = history_store.as_ref().map(|_| {
             crate::delivery::DeliveryService::new(
                 routing,

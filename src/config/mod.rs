@@ -469,6 +469,17 @@ impl Config {
         if self.push.max_connections == 0 {
             return bad("push.max_connections", "must be > 0");
         }
+        // [delivery] (§16): checked whole here, so check-config refuses what
+        // serve would (the names of environment variables are read now).
+        let routing =
+            crate::delivery::routing::Routing::parse(&self.delivery, self.http.listen, |v| std::env::var(v).ok())
+                .map_err(|e| ConfigError::Invalid { key: "delivery", problem: e.to_string() })?;
+        if routing.is_active() && !self.history.enabled() {
+            return bad(
+                "delivery.alert_routes",
+                "delivery needs a history store (the ledger lives there), and history.store is \"off\"",
+            );
+        }
         if self.push.max_connections_per_subject == 0 {
             return bad("push.max_connections_per_subject", "must be > 0");
         }

@@ -446,7 +446,9 @@ pub async fn run(
                                 attempt(&shared, &store, &delivery, d).await;
                             }
                             Ok(_) => {}
-                            Err(e) => warn!(id, error = %e, "cannot read a delivery before its attempt; it is tried again"),
+                            Err(e) => {
+                                warn!(id, error = %e, "cannot read a delivery before its attempt; it is tried again")
+                            }
                         }
                         in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                         drop(permit);
