@@ -632,36 +632,31 @@ states = ["firing"]
     }
 }
 
-#[test]
-fn check_config_refuses_a_bad_delivery_section_and_names_the_key() {
+/// `cspulse check-config` on a config holding one webhook destination
+/// with `secret`.
+fn check_config_with_secret(secret: &str) -> std::process::Output {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     write!(
         file,
-        "[[delivery.destinations]]\nname = \"crm\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"not-a-whsec\"\n"
+        "[[delivery.destinations]]\nname = \"crm\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"{secret}\"\n"
     )
     .unwrap();
-    let out = Command::new(BIN)
+    Command::new(BIN)
         .args(["check-config", "--config"])
         .arg(file.path())
         .env("CSPULSE__AUTH__JWT_SECRET", SECRET)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn check_config_refuses_a_bad_delivery_section_and_names_the_key() {
+    let out = check_config_with_secret("not-a-whsec");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("delivery.destinations[0] (\"crm\")") && err.contains("whsec_"), "{err}");
     // A valid one is shown with its secret masked.
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    write!(
-        file,
-        "[[delivery.destinations]]\nname = \"crm\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"{WHSEC}\"\n"
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(file.path())
-        .env("CSPULSE__AUTH__JWT_SECRET", SECRET)
-        .output()
-        .unwrap();
+    let out = check_config_with_secret(WHSEC);
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(shown.contains("[[delivery.destinations]]") && !shown.contains(WHSEC), "{shown}");
