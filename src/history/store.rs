@@ -42,12 +42,6 @@ const MIGRATIONS_BY_BACKEND: &[(i64, &str, &str, &str)] = &[
         include_str!("migrations/0005_planner_statistics.sqlite.sql"),
         include_str!("migrations/0005_planner_statistics.postgres.sql"),
     ),
-    (
-        7,
-        "clustered scope rows",
-        include_str!("migrations/0007_clustered_scope_rows.sqlite.sql"),
-        include_str!("migrations/0007_clustered_scope_rows.postgres.sql"),
-    ),
 ];
 
 /// The tables a rebuild restates (in the order `finish_rebuild` lists
