@@ -35,14 +35,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 /// Migrations whose statements differ by back end: (SQLite, PostgreSQL).
-const MIGRATIONS_BY_BACKEND: &[(i64, &str, &str, &str)] = &[
-    (
-        5,
-        "planner statistics",
-        include_str!("migrations/0005_planner_statistics.sqlite.sql"),
-        include_str!("migrations/0005_planner_statistics.postgres.sql"),
-    ),
-];
+const MIGRATIONS_BY_BACKEND: &[(i64, &str, &str, &str)] = &[(
+    5,
+    "planner statistics",
+    include_str!("migrations/0005_planner_statistics.sqlite.sql"),
+    include_str!("migrations/0005_planner_statistics.postgres.sql"),
+)];
 
 /// The tables a rebuild restates (in the order `finish_rebuild` lists
 /// their time columns).
