@@ -25,6 +25,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 mod broker;
+mod delivery;
 mod history;
 mod produce;
 mod push;
@@ -109,6 +110,8 @@ enum Scenario {
     Slow(push::SlowArgs),
     /// Event → `alert` frame latency at a constant produce rate.
     Alerts(push::AlertsArgs),
+    /// Event → email accepted by an SMTP server and webhook received (§16).
+    Delivery(delivery::DeliveryArgs),
     /// In-process: push tick cost with every CSM channel subscribed while
     /// a share of the accounts changes, change-driven vs whole data.
     Tick(tick::TickArgs),
@@ -163,6 +166,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Fanout(a) => push::fanout(a, runs),
         Scenario::Slow(a) => push::slow(a, runs),
         Scenario::Alerts(a) => push::alerts(a, runs),
+        Scenario::Delivery(a) => delivery::delivery(a),
         Scenario::Tick(a) => tick::tick(a),
         Scenario::Rest(a) => {
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(rest::rest(a))

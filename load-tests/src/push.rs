@@ -177,7 +177,7 @@ pub(crate) async fn http_status(port: u16, path: &str, token: &str) -> Option<u1
     std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(1)?.parse().ok()
 }
 
-async fn wait_http(port: u16, path: &str, token: &str, limit: Duration) -> anyhow::Result<()> {
+pub(crate) async fn wait_http(port: u16, path: &str, token: &str, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if http_status(port, path, token).await == Some(200) {
@@ -189,16 +189,16 @@ async fn wait_http(port: u16, path: &str, token: &str, limit: Duration) -> anyho
 }
 
 /// A server under test.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     pid: u32,
-    port: u16,
+    pub(crate) port: u16,
     stdin: Option<ChildStdin>,
     stdout: Option<Lines<BufReader<ChildStdout>>>,
 }
 
 impl Server {
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         drop(self.stdin.take());
         // SAFETY: signalling our own child by pid.
         unsafe {
@@ -229,6 +229,18 @@ pub(crate) fn server_bin_at(given: Option<&PathBuf>) -> anyhow::Result<PathBuf> 
 /// `taskset -c CORE cspulse serve` against `brokers`, with env configuration
 /// and a small config file for the librdkafka properties (dotted keys).
 async fn spawn_cspulse(common: &Common, brokers: &str, tag: &str, extra: &[(&str, &str)]) -> anyhow::Result<Server> {
+    spawn_cspulse_with(common, brokers, tag, extra, "").await
+}
+
+/// As `spawn_cspulse`, with `toml` appended to its config file (tables the
+/// environment cannot express, like `[[delivery.destinations]]`).
+pub(crate) async fn spawn_cspulse_with(
+    common: &Common,
+    brokers: &str,
+    tag: &str,
+    extra: &[(&str, &str)],
+    toml: &str,
+) -> anyhow::Result<Server> {
     let bin = server_bin(common)?;
     let port = free_port()?;
     let dir = std::env::temp_dir().join(format!("cspulse-load-{}", std::process::id()));
@@ -236,8 +248,10 @@ async fn spawn_cspulse(common: &Common, brokers: &str, tag: &str, extra: &[(&str
     let config = dir.join(format!("{tag}.toml"));
     std::fs::write(
         &config,
-        "[kafka.properties]\n\"fetch.wait.max.ms\" = \"1\"\n\"socket.nagle.disable\" = \"true\"\n\
-         \"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+        format!(
+            "[kafka.properties]\n\"fetch.wait.max.ms\" = \"1\"\n\"socket.nagle.disable\" = \"true\"\n\
+             \"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n{toml}"
+        ),
     )?;
     let log = std::fs::File::create(dir.join(format!("{tag}.log")))?;
     let mut cmd = pinned(common, common.server_core);
@@ -367,7 +381,10 @@ impl Swarm {
     }
 }
 
-fn ticket_producer(brokers: &str, linger_ms: u32) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
+pub(crate) fn ticket_producer(
+    brokers: &str,
+    linger_ms: u32,
+) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", linger_ms.to_string())
@@ -376,7 +393,7 @@ fn ticket_producer(brokers: &str, linger_ms: u32) -> anyhow::Result<ThreadedProd
         .create()?)
 }
 
-fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, body: &[u8]) {
+pub(crate) fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, body: &[u8]) {
     let mut record = BaseRecord::to(topic).key(key).payload(body);
     for _ in 0..10_000 {
         match p.send(record) {
@@ -742,11 +759,11 @@ const FIGURES: [(&str, &str, usize); 16] = [
     ("message bytes", "avg_measured_bytes", 0),
 ];
 
-fn machine() -> Value {
+pub(crate) fn machine() -> Value {
     crate::machine()
 }
 
-fn write(name: &str, v: &Value) -> anyhow::Result<()> {
+pub(crate) fn write(name: &str, v: &Value) -> anyhow::Result<()> {
     let dir = results_dir();
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{name}.json"));
@@ -755,7 +772,7 @@ fn write(name: &str, v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
 

@@ -419,25 +419,26 @@ pub async fn run(
                     );
                 }
             }
-            let due = store.due_deliveries(now, 500).await?;
-            Ok::<_, sqlx::Error>(due)
+            // As many as there are free slots: each attempt reads its row.
+            let free = slots.available_permits().max(1) as i64;
+            let due = store.due_ids(now, free).await?;
+            Ok::<_, sqlx::Error>((due, free))
         };
         match round.await {
-            Ok(due) => {
+            Ok((due, free)) => {
                 if failing {
                     info!("delivery reads the ledger again");
                     failing = false;
                 }
-                let more = due.len() == 500;
-                for d in due {
-                    if !in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(d.id.clone()) {
+                let more = due.len() as i64 == free;
+                for id in due {
+                    if !in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone()) {
                         continue;
                     }
                     let Ok(permit) = slots.clone().acquire_owned().await else { return };
                     let (shared, store, delivery) = (shared.clone(), store.clone(), delivery.clone());
                     let (in_flight, finished) = (in_flight.clone(), finished.clone());
                     tokio::spawn(async move {
-                        let id = d.id.clone();
                         // Read again now that no other attempt is in flight:
                         // the page may predate the last attempt's outcome.
                         let now = wall_now();
@@ -456,9 +457,10 @@ pub async fn run(
                     });
                 }
                 // Rows due now are in flight (their attempt's end wakes
-                // this loop), unless a full page of them was read.
+                // this loop), unless a full page of them was read: then the
+                // next page once a slot is free.
                 if more {
-                    wait = Duration::ZERO;
+                    wait = Duration::from_millis(50);
                 } else if let Ok(Some(next)) = store.next_due().await {
                     let ahead = next.saturating_sub(wall_now());
                     if ahead > 0 {

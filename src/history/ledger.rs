@@ -172,16 +172,16 @@ async fn insert_message(conn: &mut sqlx::AnyConnection, p: &Planned, status: &st
 }
 
 impl HistoryStore {
-    /// Messages to try now: pending or failed, due by `now`, oldest due first.
-    pub async fn due_deliveries(&self, now: Ts, limit: i64) -> Result<Vec<Delivery>, sqlx::Error> {
+    /// The ids of up to `limit` messages to try now, oldest due first.
+    pub async fn due_ids(&self, now: Ts, limit: i64) -> Result<Vec<String>, sqlx::Error> {
         let rows = query(&format!(
-            "SELECT {COLUMNS} FROM deliveries WHERE status IN ('pending', 'failed') AND next_at <= $1 \
+            "SELECT id FROM deliveries WHERE status IN ('pending', 'failed') AND next_at <= $1 \
              ORDER BY next_at LIMIT {limit}"
         ))
         .bind(now)
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(delivery).collect()
+        rows.iter().map(|r| r.try_get("id")).collect()
     }
 
     /// The earliest instant a pending or failed message or a group is due.
