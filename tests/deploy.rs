@@ -513,6 +513,8 @@ fn same_default(readme: &str, value: &toml::Value) -> bool {
     match value {
         toml::Value::String(v) => {
             v == text
+                // An empty default is written `""`.
+                || (v.is_empty() && text == "\"\"")
                 || humantime::parse_duration(v).ok().is_some_and(|d| humantime::parse_duration(text).ok() == Some(d))
         }
         toml::Value::Integer(v) => text.parse() == Ok(*v),
