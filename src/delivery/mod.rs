@@ -330,6 +330,15 @@ fn left_book(shared: &Shared, account_id: Option<&str>, book: Option<&str>) -> b
     }
 }
 
+/// A stored destination kind as the ledger's static name.
+fn dest_kind_of(stored: &str) -> &'static str {
+    match stored {
+        "email" => "email",
+        "slack" => "slack",
+        _ => "webhook",
+    }
+}
+
 /// One message from a due group's members (those still in the
 /// recipient's book); `None` if none are.
 fn group_message(shared: &Shared, members: Vec<Member>, now: Ts) -> Option<Planned> {
@@ -365,11 +374,7 @@ fn group_message(shared: &Shared, members: Vec<Member>, now: Ts) -> Option<Plann
         kind: if first.kind == "digest" { "digest" } else { "alert" },
         refs,
         destination: first.destination.clone(),
-        dest_kind: match first.dest_kind.as_str() {
-            "email" => "email",
-            "slack" => "slack",
-            _ => "webhook",
-        },
+        dest_kind: dest_kind_of(&first.dest_kind),
         recipient: first.recipient.clone(),
         account_id: if single_account { first.account_id.clone() } else { None },
         book: if single_account { first.book.clone() } else { None },
@@ -591,11 +596,7 @@ pub fn resend_of(d: &Delivery, n: u32, now: Ts) -> Planned {
         },
         refs: d.refs.clone(),
         destination: d.destination.clone(),
-        dest_kind: match d.dest_kind.as_str() {
-            "email" => "email",
-            "slack" => "slack",
-            _ => "webhook",
-        },
+        dest_kind: dest_kind_of(&d.dest_kind),
         recipient: d.recipient.clone(),
         account_id: d.account_id.clone(),
         book: d.book.clone(),
