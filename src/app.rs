@@ -39,6 +39,32 @@ pub struct App {
     /// The delivery sender (none with `history.store = "off"`).
     sender: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
+    /// What a reload replaces, and the configuration in force.
+    reloadable: Reloadable,
+}
+
+/// The parts of the running service a reload (SIGHUP) replaces.
+struct Reloadable {
+    /// The configuration in force: as started, with what reloads took.
+    config: std::sync::Mutex<Config>,
+    targets: Arc<arc_swap::ArcSwap<Vec<crate::history::targets::Target>>>,
+    delivery: Option<Arc<crate::delivery::DeliveryService>>,
+    audit: Arc<crate::audit::Audit>,
+}
+
+/// What a reload took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Condition and event rules in force.
+    pub rules: usize,
+    /// Firing alerts resolved because their rule was removed.
+    pub resolved: usize,
+    pub targets: usize,
+    pub destinations: usize,
+    pub people: usize,
+    pub routes: usize,
+    /// Changed settings a reload does not take (they need a restart).
+    pub restart_needed: Vec<String>,
 }
 
 impl App {
@@ -93,6 +119,16 @@ impl App {
                 &format!("{}\n{}", config.auth.jwt_secret, config.kafka.group_id),
             )
         });
+        let targets = Arc::new(arc_swap::ArcSwap::from_pointee(
+            crate::history::targets::Target::parse_all(&config.targets)
+                .map_err(|(i, e)| anyhow::anyhow!("target {}: {e}", i + 1))?,
+        ));
+        let reloadable = Reloadable {
+            config: std::sync::Mutex::new(config.clone()),
+            targets: targets.clone(),
+            delivery: delivery.clone(),
+            audit: audit.clone(),
+        };
         let state = AppState {
             shared: shared.clone(),
             auth,
@@ -101,12 +137,9 @@ impl App {
             checkpoints: checkpoint_status.clone(),
             history: history_store.clone(),
             history_status: history_status.clone(),
-            audit,
+            audit: audit.clone(),
             delivery: delivery.clone(),
-            targets: Arc::new(
-                crate::history::targets::Target::parse_all(&config.targets)
-                    .map_err(|(i, e)| anyhow::anyhow!("target {}: {e}", i + 1))?,
-            ),
+            targets: targets.clone(),
         };
         if config.auth.insecure {
             warn!("auth.insecure is set: every request is served without a token");
@@ -182,7 +215,87 @@ impl App {
             audit_writer,
             sender,
             stop,
+            reloadable,
         })
+    }
+
+    /// Takes the alert rules, targets and delivery settings (destinations,
+    /// people, routes) of `new`, a validated configuration (see
+    /// [`Config::load`]). Everything is checked before anything changes: if
+    /// one part cannot be taken, nothing is, and the running configuration
+    /// stays. Changed settings a reload does not take are listed (they need
+    /// a restart). Not audited: see [`App::reload_file`].
+    pub fn reload(&self, new: &Config) -> anyhow::Result<Reloaded> {
+        let rules = new.rules().map_err(|e| anyhow::anyhow!("alerts.rules: {e}"))?;
+        let targets = crate::history::targets::Target::parse_all(&new.targets)
+            .map_err(|(i, e)| anyhow::anyhow!("targets: target {}: {e}", i + 1))?;
+        let routing = crate::delivery::routing::Routing::parse(&new.delivery, self.addr, |v| std::env::var(v).ok())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let r = &self.reloadable;
+        if r.delivery.is_none() && routing.is_active() {
+            anyhow::bail!(
+                "delivery: this process runs without a history store (history.store = \"off\"), which holds the ledger; routes need a restart with one"
+            );
+        }
+        let mut running = r.config.lock().unwrap_or_else(|p| p.into_inner());
+        let restart_needed = running.restart_needed(new);
+        let reloaded = Reloaded {
+            rules: rules.conditions.len() + rules.events.len(),
+            resolved: 0,
+            targets: targets.len(),
+            destinations: routing.destinations.len(),
+            people: routing.people.len(),
+            routes: routing.routes.len(),
+            restart_needed,
+        };
+        let resolved = self.shared.engine().replace_rules(rules);
+        r.targets.store(Arc::new(targets));
+        if let Some(d) = &r.delivery {
+            d.replace(routing);
+        }
+        running.alerts.rules = new.alerts.rules.clone();
+        running.targets = new.targets.clone();
+        let concurrency = running.delivery.concurrency;
+        running.delivery = crate::config::delivery::DeliveryConfig { concurrency, ..new.delivery.clone() };
+        Ok(Reloaded { resolved, ..reloaded })
+    }
+
+    /// Re-reads the configuration (`file`, then the environment) and takes
+    /// it (see [`App::reload`]); a file that does not load or validate is
+    /// refused whole. Logged, and audited as `reload` with outcome `ok` or
+    /// `invalid`.
+    pub fn reload_file(&self, file: Option<&std::path::Path>, subject: &str) -> anyhow::Result<Reloaded> {
+        let target = match file {
+            Some(f) => format!("config {}", f.display()),
+            None => "config (defaults and environment)".to_owned(),
+        };
+        let result = Config::load(file).map_err(anyhow::Error::from).and_then(|new| self.reload(&new));
+        let audit = &self.reloadable.audit;
+        match &result {
+            Ok(r) => {
+                info!(
+                    rules = r.rules,
+                    resolved = r.resolved,
+                    targets = r.targets,
+                    destinations = r.destinations,
+                    people = r.people,
+                    routes = r.routes,
+                    "configuration reloaded"
+                );
+                if !r.restart_needed.is_empty() {
+                    warn!(
+                        settings = r.restart_needed.join(", "),
+                        "changed settings a reload does not take: they apply after a restart"
+                    );
+                }
+                audit.record_system(subject, "reload", target, "ok");
+            }
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "reload refused: the running configuration stays");
+                audit.record_system(subject, "reload", target, "invalid");
+            }
+        }
+        result
     }
 
     /// Stops consuming, writes a final checkpoint, then stops serving.
@@ -260,6 +373,36 @@ async fn restore(shared: &Arc<Shared>, store: &Arc<Store>, config: &Config) -> a
     }
     shared.restored.store(true, Ordering::SeqCst);
     Ok(())
+}
+
+/// Runs until SIGINT or SIGTERM, re-reading the configuration (`file`, then
+/// the environment) on each SIGHUP (see [`App::reload_file`]).
+pub async fn until_shutdown(app: &App, file: Option<&std::path::Path>) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| warn!(error = %e, "cannot listen for SIGHUP: no reloads"))
+        .ok();
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        let reload = async {
+            #[cfg(unix)]
+            if let Some(h) = hangup.as_mut() {
+                h.recv().await;
+                return;
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = reload => {
+                info!("SIGHUP received: reloading the configuration");
+                // Re-evaluating every account under new rules holds the
+                // engine for a moment: off the async workers' duty.
+                let _ = tokio::task::block_in_place(|| app.reload_file(file, "SIGHUP"));
+            }
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,5 +1,5 @@
 //! The audit trail (SPEC §18): every authenticated request, WebSocket
-//! subscription and download (later: resend and reload) is an event
+//! subscription, download, resend, unsubscribe and reload is an event
 //! `{at, subject, role, csm_id, action, target, outcome}`, logged with the
 //! tracing target `audit` and kept in the history store for
 //! `audit.retention`.
@@ -76,7 +76,7 @@ impl Audit {
 
     /// Records that `who` did `action` on `target` with `outcome`.
     pub fn record(&self, who: &Principal, action: &'static str, target: String, outcome: &str) {
-        let event = Event {
+        self.write(Event {
             at: wall_now(),
             subject: who.sub.clone(),
             role: who.role.as_str(),
@@ -84,7 +84,24 @@ impl Audit {
             action,
             target,
             outcome: outcome.to_owned(),
-        };
+        });
+    }
+
+    /// Records what the process did on an operator's signal (a reload on
+    /// SIGHUP): role `system`, the signal as the subject.
+    pub fn record_system(&self, subject: &str, action: &'static str, target: String, outcome: &str) {
+        self.write(Event {
+            at: wall_now(),
+            subject: subject.to_owned(),
+            role: "system",
+            csm_id: None,
+            action,
+            target,
+            outcome: outcome.to_owned(),
+        });
+    }
+
+    fn write(&self, event: Event) {
         info!(
             target: "audit",
             subject = %event.subject,

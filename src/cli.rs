@@ -145,6 +145,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config } => {
+            let file = config.clone();
             let config = match load(config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
@@ -153,7 +154,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             crate::telemetry::prometheus();
             runtime()?.block_on(async {
                 let app = crate::app::App::start(&config).await?;
-                crate::app::shutdown_signal().await;
+                crate::app::until_shutdown(&app, file.as_deref()).await;
                 app.shutdown().await;
                 anyhow::Ok(())
             })?;

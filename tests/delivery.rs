@@ -661,3 +661,167 @@ fn check_config_refuses_a_bad_delivery_section_and_names_the_key() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(shown.contains("[[delivery.destinations]]") && !shown.contains(WHSEC), "{shown}");
 }
+
+/// The file a reload test writes: `rules` and `rest` after the node's
+/// Kafka settings and its one webhook destination.
+fn reload_toml(hook_port: u16, rules: &str, rest: &str) -> String {
+    format!(
+        r#"[kafka.properties]
+"fetch.wait.max.ms" = "1"
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+{rules}
+[[delivery.destinations]]
+name = "crm"
+kind = "webhook"
+url = "http://127.0.0.1:{hook_port}/hook"
+secret = "{WHSEC}"
+{rest}
+"#
+    )
+}
+
+const HAS_P1: &str = r#"[[alerts.rules]]
+name = "has_p1"
+scope = "account"
+severity = "warning"
+when = [{ metric = "tickets.open_p1", op = ">=", value = 1 }]
+"#;
+
+fn hangup(node: &Node) {
+    let pid = node.child.as_ref().expect("running").id().to_string();
+    let status = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(status.success(), "kill -HUP {pid}");
+}
+
+/// The webhook messages about `rule` and `account` the receiver took.
+fn hooks_about(hooks: &Peer, rule: &str, account: &str) -> Vec<Value> {
+    hooks
+        .records()
+        .into_iter()
+        .filter(|h| h["status"] == 200)
+        .filter_map(|h| serde_json::from_str::<Value>(h["body"].as_str()?).ok())
+        .filter(|b| {
+            b["data"]["alerts"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["rule"] == rule && x["account_id"] == account))
+        })
+        .collect()
+}
+
+/// SIGHUP re-reads the file (SPEC §16 Reload): new rules are evaluated at
+/// once (an alert fires without a new event, a removed rule's alert
+/// resolves), targets and routes are replaced, an invalid file is refused
+/// whole while the running configuration keeps working, and each reload is
+/// an audit event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_rules_targets_and_routes_and_refuses_an_invalid_file_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook_port = free_port();
+    let hooks = Peer::receiver(dir.path(), hook_port);
+    let (cluster, _) = cluster_and_config();
+    let mut config = tempfile::NamedTempFile::new().unwrap();
+    // As started: the default rules, no targets, no routes.
+    write!(config, "{}", reload_toml(hook_port, "", "")).unwrap();
+    let mut node = Node {
+        config,
+        brokers: cluster.bootstrap_servers(),
+        dir: dir.path().to_owned(),
+        port: free_port(),
+        child: None,
+    };
+    node.start();
+    let base = format!("http://127.0.0.1:{}", node.port);
+    let p = producer(&node.brokers);
+    let t0 = wall_now();
+    produce(&p, "cs.accounts", 0, "a1", &upsert("a1", "Acme", "csm-1", t0)).await;
+    produce(&p, "cs.accounts", 0, "a2", &upsert("a2", "Beta", "csm-1", t0 + 1)).await;
+    produce(&p, "cs.tickets", 0, "a1", &ticket("a1", "T1", "opened", t0 + 1_000)).await;
+    let manager = token(Role::Manager, None);
+    let executive = token(Role::Executive, None);
+    let firing = |base: String, token: String| async move {
+        let res = reqwest::Client::new()
+            .get(format!("{base}/api/v1/alerts"))
+            .bearer_auth(&token)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        let body: Value = res.json().await.ok()?;
+        let mut rules: Vec<(String, String)> = body["alerts"]
+            .as_array()?
+            .iter()
+            .map(|a| (a["rule"].as_str().unwrap_or("").to_owned(), a["scope_id"].as_str().unwrap_or("").to_owned()))
+            .collect();
+        rules.sort();
+        Some(rules)
+    };
+    let p1 = ("p1_ticket_open".to_owned(), "a1".to_owned());
+    wait_for("the default P1 rule fires for a1", Duration::from_secs(60), || async {
+        firing(base.clone(), manager.clone()).await.filter(|f| f.contains(&p1))
+    })
+    .await;
+    assert!(hooks.records().is_empty(), "no route, no message");
+
+    // Reload: one rule in place of the defaults, a target, a route.
+    let target = "[[targets]]\nname = \"nrr\"\nmetric = \"revenue.nrr_qtd\"\nscope = \"portfolio\"\nperiod = \"quarter\"\nop = \">=\"\nvalue = 1.05\n";
+    let route = "[[delivery.alert_routes]]\nmatch = { rule = \"has_p1\" }\nto = [\"crm\"]\nstates = [\"firing\"]\n";
+    std::fs::write(node.config.path(), reload_toml(hook_port, HAS_P1, &format!("{target}{route}"))).unwrap();
+    hangup(&node);
+    let has_p1 = ("has_p1".to_owned(), "a1".to_owned());
+    wait_for("the new rule fires for a1 with no new event", Duration::from_secs(30), || async {
+        firing(base.clone(), manager.clone()).await.filter(|f| f == &vec![has_p1.clone()])
+    })
+    .await;
+    wait_for("its message reaches the new route's webhook", Duration::from_secs(30), || async {
+        (!hooks_about(&hooks, "has_p1", "a1").is_empty()).then_some(())
+    })
+    .await;
+    let (status, targets) = get(&format!("{base}/api/v1/targets"), Some(&executive)).await;
+    assert_eq!(status, 200, "{targets}");
+    assert_eq!(targets["targets"].as_array().map(|t| t.len()), Some(1), "{targets:#}");
+    assert_eq!(targets["targets"][0]["name"], "nrr");
+    let brokers = node.brokers.clone();
+    let removed = tokio::task::spawn_blocking(move || consume_all(&brokers, "cs.alerts", 100, Duration::from_secs(8)))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, a)| a)
+        .find(|a| a["rule"] == "p1_ticket_open" && a["state"] == "resolved")
+        .expect("the removed rule's alert resolved on the alert topic");
+    assert!(removed["message"].as_str().unwrap().starts_with("Resolved (rule removed)"), "{removed:#}");
+
+    // An invalid file is refused whole: neither its (valid) empty target
+    // list nor anything else is taken.
+    let bad_rule = HAS_P1.replace("tickets.open_p1", "tickets.open_p9");
+    std::fs::write(node.config.path(), reload_toml(hook_port, &bad_rule, "")).unwrap();
+    hangup(&node);
+    let audit = wait_for("two reloads audited", Duration::from_secs(30), || async {
+        let (status, body) = get(&format!("{base}/api/v1/audit?subject=SIGHUP"), Some(&executive)).await;
+        (status == 200 && body["events"].as_array()?.len() == 2).then_some(body)
+    })
+    .await;
+    assert_eq!(schema_errors("audit", &audit), Vec::<String>::new(), "{audit:#}");
+    let events = audit["events"].as_array().unwrap();
+    let outcomes: Vec<&str> = events.iter().rev().map(|e| e["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["ok", "invalid"], "{audit:#}");
+    for e in events {
+        assert_eq!((e["action"].as_str(), e["role"].as_str()), (Some("reload"), Some("system")), "{e:#}");
+        assert!(e["target"].as_str().unwrap().starts_with("config "), "{e:#}");
+    }
+    let (_, targets) = get(&format!("{base}/api/v1/targets"), Some(&executive)).await;
+    assert_eq!(targets["targets"].as_array().map(|t| t.len()), Some(1), "the running targets stay: {targets:#}");
+    // The running rules and routes keep working: a2's P1 goes out.
+    produce(&p, "cs.tickets", 0, "a2", &ticket("a2", "T2", "opened", wall_now())).await;
+    wait_for("a2's alert under the running rule reaches the webhook", Duration::from_secs(30), || async {
+        (!hooks_about(&hooks, "has_p1", "a2").is_empty()).then_some(())
+    })
+    .await;
+    let log = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("node-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(log.contains("reload refused") && log.contains("tickets.open_p9"), "the refusal is logged, naming the key");
+}

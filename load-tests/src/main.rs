@@ -29,6 +29,7 @@ mod delivery;
 mod history;
 mod produce;
 mod push;
+mod reload;
 mod rest;
 mod restart;
 mod swarm;
@@ -115,6 +116,8 @@ enum Scenario {
     /// In-process: push tick cost with every CSM channel subscribed while
     /// a share of the accounts changes, change-driven vs whole data.
     Tick(tick::TickArgs),
+    /// In-process: how long a rule reload (SIGHUP) holds the engine.
+    Reload(reload::ReloadArgs),
     /// REST snapshot latency while `cspulse demo` folds a live stream.
     Rest(rest::RestArgs),
     /// A mock cluster in a process of its own, for `--brokers`: prints its
@@ -168,6 +171,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Alerts(a) => push::alerts(a, runs),
         Scenario::Delivery(a) => delivery::delivery(a),
         Scenario::Tick(a) => tick::tick(a),
+        Scenario::Reload(a) => reload::reload(a, runs),
         Scenario::Rest(a) => {
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(rest::rest(a))
         }

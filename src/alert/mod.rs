@@ -471,6 +471,64 @@ impl Alerting {
         a
     }
 
+    /// Takes a new rule set (a reload): each scope keeps the lifecycle state
+    /// of the rules that keep their name and scope (a changed condition is
+    /// judged at the scope's next evaluation); a firing alert of a rule that
+    /// is gone resolves at `now`, so no receiver keeps an incident open for
+    /// a rule nobody runs. The outbox and its numbering are untouched.
+    /// Returns how many alerts resolved so.
+    pub fn replace_rules(&mut self, rules: Rules, now: Ts) -> usize {
+        let old = std::mem::replace(self, Alerting::new(rules));
+        let n = self.rules.conditions.len();
+        let mut resolved = 0;
+        for (table, old_table) in self.states.iter_mut().zip(old.states) {
+            for (id, old_state) in old_table {
+                let mut st = ScopeAlerts::new(n);
+                for (i, rule) in old.rules.conditions.iter().enumerate() {
+                    let (firing, cooldown) = (old_state.firing[i].clone(), old_state.cooldown_until[i]);
+                    match self.rules.conditions.iter().position(|r| r.name == rule.name && r.scope == rule.scope) {
+                        Some(j) => {
+                            st.firing[j] = firing;
+                            st.cooldown_until[j] = cooldown;
+                        }
+                        None => {
+                            if let Some(alert) = firing {
+                                let mut gone = alert;
+                                gone.state = AlertState::Resolved;
+                                gone.ts = now;
+                                gone.message = format!("Resolved (rule removed): {}", gone.message);
+                                self.outbox.push(gone);
+                                resolved += 1;
+                            }
+                        }
+                    }
+                }
+                if !st.is_idle() {
+                    table.insert(id, st);
+                }
+            }
+        }
+        let Alerting { scope_wakes, outbox, unacked, next_post, generation, .. } = old;
+        self.scope_wakes = scope_wakes;
+        // Transitions not yet posted come first: the order emitted.
+        let removed = std::mem::replace(&mut self.outbox, outbox);
+        self.outbox.extend(removed);
+        self.unacked = unacked;
+        self.next_post = next_post;
+        self.generation = generation + resolved as u64 + 1;
+        resolved
+    }
+
+    /// Whether the scope has lifecycle state (a firing alert or a cooldown).
+    pub fn has_state(&self, scope: ScopeKind, id: &str) -> bool {
+        self.states[scope as usize].contains_key(id)
+    }
+
+    /// Whether transitions wait to be posted.
+    pub fn has_unposted(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
     /// Currently firing condition alerts.
     pub fn firing(&self) -> impl Iterator<Item = &Alert> {
         self.states.iter().flat_map(|t| t.values()).flat_map(|st| st.firing.iter().flatten())
@@ -650,6 +708,47 @@ mod tests {
             idle: false,
         };
         a.evaluate(&s, now);
+    }
+
+    /// A reload keeps the outbox and its numbering (the ingest loop acks by
+    /// number), keeps the state of rules that stay, and resolves the firing
+    /// alerts of a rule that is gone.
+    #[test]
+    fn replacing_rules_keeps_the_outbox_numbering_and_resolves_removed_rules() {
+        let names = crate::event::Topic::ALL.map(|t| t.default_name().to_owned());
+        let mut raw = default_rules();
+        raw.truncate(1);
+        let mut a = Alerting::new(Rules::parse(&raw, &names).unwrap());
+        firing_red(&mut a, None, "red", 100);
+        let posted = a.post();
+        assert_eq!(posted.len(), 1);
+        // The same rule, now second, under another rule's name first.
+        let mut moved = vec![json!({"name": "other", "scope": "account", "severity": "warning",
+            "when": [{"metric": "tickets.open_p1", "op": ">=", "value": 1}]})];
+        moved.push(raw[0].clone());
+        assert_eq!(a.replace_rules(Rules::parse(&moved, &names).unwrap(), 150), 0);
+        assert_eq!(a.firing().count(), 1, "the kept rule's alert stays firing");
+        assert!(a.take_outbox().is_empty(), "nothing transitions");
+        assert_eq!(a.unacked().map(|(n, _)| n).collect::<Vec<_>>(), vec![posted[0].0]);
+        firing_red(&mut a, None, "green", 160);
+        let resolved = a.take_outbox();
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(
+            (resolved[0].alert_id.as_str(), resolved[0].state),
+            (posted[0].1.alert_id.as_str(), AlertState::Resolved)
+        );
+        firing_red(&mut a, None, "red", 170);
+        assert_eq!(a.take_outbox().len(), 1);
+        let before = a.generation();
+        assert_eq!(a.replace_rules(Rules::parse(&moved[..1], &names).unwrap(), 200), 1);
+        assert!(a.generation() > before, "readers see the firing set change");
+        assert_eq!(a.firing().count(), 0);
+        let gone = a.post();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].0, posted[0].0 + 1, "numbering continues");
+        assert_eq!((gone[0].1.state, gone[0].1.ts, gone[0].1.started_at), (AlertState::Resolved, 200, 170));
+        assert!(gone[0].1.message.starts_with("Resolved (rule removed): "), "{}", gone[0].1.message);
+        assert!(!a.has_state(ScopeKind::Account, "acme"));
     }
 
     #[test]

@@ -595,6 +595,53 @@ impl Config {
         }
     }
 
+    /// The settings that differ between `self` and `new` and that a reload
+    /// (SIGHUP) does not take, as dotted keys (`kafka.brokers`): they need a
+    /// restart. A reload takes `[[alerts.rules]]`, `[[targets]]` and
+    /// `[delivery]` but for `delivery.concurrency`.
+    pub fn restart_needed(&self, new: &Config) -> Vec<String> {
+        fn reloadable(v: &mut serde_json::Value) {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("targets");
+                if let Some(alerts) = o.get_mut("alerts").and_then(serde_json::Value::as_object_mut) {
+                    alerts.remove("rules");
+                }
+                if let Some(delivery) = o.get_mut("delivery").and_then(serde_json::Value::as_object_mut) {
+                    delivery.retain(|k, _| k == "concurrency");
+                }
+            }
+        }
+        let as_value = |c: &Config| {
+            let mut v = serde_json::to_value(c).unwrap_or_default();
+            reloadable(&mut v);
+            v
+        };
+        let (old, new) = (as_value(self), as_value(new));
+        let empty = serde_json::Map::new();
+        let (old, new) = (old.as_object().unwrap_or(&empty), new.as_object().unwrap_or(&empty));
+        let mut changed = Vec::new();
+        let mut sections: Vec<&String> = old.keys().chain(new.keys()).collect();
+        sections.sort();
+        sections.dedup();
+        for section in sections {
+            let (a, b) = (old.get(section), new.get(section));
+            if a == b {
+                continue;
+            }
+            match (a.and_then(|v| v.as_object()), b.and_then(|v| v.as_object())) {
+                (Some(a), Some(b)) => {
+                    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+                    keys.sort();
+                    keys.dedup();
+                    changed
+                        .extend(keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).map(|k| format!("{section}.{k}")));
+                }
+                _ => changed.push(section.clone()),
+            }
+        }
+        changed
+    }
+
     /// The alert rules: the configured ones, or the defaults of §5.1.
     pub fn rules(&self) -> Result<crate::alert::Rules, crate::alert::rules::RuleError> {
         let t = &self.kafka.topics;
@@ -663,6 +710,23 @@ mod tests {
         let mut out = Vec::new();
         walk("", &DEFAULT_TOML.parse::<toml::Table>().unwrap(), &mut out);
         out
+    }
+
+    /// A reload takes rules, targets and delivery (but its concurrency);
+    /// every other change is named as needing a restart.
+    #[test]
+    fn restart_needed_names_the_changed_settings_a_reload_does_not_take() {
+        let old = Config::from_toml(SECRET).unwrap();
+        let rule = "[[alerts.rules]]\nname = \"red\"\nscope = \"account\"\nseverity = \"critical\"\nwhen = [{ metric = \"health.tier\", op = \"==\", value = \"red\" }]\n";
+        let target = "[[targets]]\nname = \"nrr\"\nmetric = \"revenue.nrr_qtd\"\nscope = \"portfolio\"\nperiod = \"quarter\"\nop = \">=\"\nvalue = 1.05\n";
+        let people = "[delivery]\ngive_up_after = \"1h\"\n[[delivery.destinations]]\nname = \"mail\"\nkind = \"email\"\nsmtp_url = \"smtp://127.0.0.1:25\"\nfrom = \"a@x.test\"\n[[delivery.people]]\nid = \"ana\"\nemail = \"ana@x.test\"\nrole = \"manager\"\n";
+        let reloadable = Config::from_toml(&format!("{SECRET}{rule}{target}{people}")).unwrap();
+        assert_eq!(old.restart_needed(&reloadable), Vec::<String>::new());
+        let other = Config::from_toml(&format!(
+            "{SECRET}[kafka]\nbrokers = \"elsewhere:9092\"\n[push]\nqueue = 7\n[delivery]\nconcurrency = 3\n"
+        ))
+        .unwrap();
+        assert_eq!(old.restart_needed(&other), ["delivery.concurrency", "kafka.brokers", "push.queue"]);
     }
 
     #[test]

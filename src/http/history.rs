@@ -590,7 +590,8 @@ pub async fn targets(
     let store = history_store(&state)?;
     let snapshot = state.shared.snapshot();
     let mut out = Vec::new();
-    for t in state.targets.iter().filter(|t| who.may_read(&channel_of(t.kind, &t.id))) {
+    let targets = state.targets.load_full();
+    for t in targets.iter().filter(|t| who.may_read(&channel_of(t.kind, &t.id))) {
         let Some(now) = snapshot.now else {
             out.push(json!({"name": t.name, "metric": t.path(), "scope": t.scope(), "period": t.period.as_str(),
                 "op": t.op.as_str(), "value": t.value, "actual": null, "projected": null, "status": null}));

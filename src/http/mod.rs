@@ -44,8 +44,8 @@ pub struct AppState {
     pub history: Option<crate::history::store::HistoryStore>,
     /// Authenticated requests are audit events (§18).
     pub audit: Arc<crate::audit::Audit>,
-    /// The configured targets (§15).
-    pub targets: Arc<Vec<crate::history::targets::Target>>,
+    /// The configured targets (§15), replaced whole by a reload.
+    pub targets: Arc<arc_swap::ArcSwap<Vec<crate::history::targets::Target>>>,
     pub history_status: Arc<crate::history::writer::Status>,
     /// Delivery (§16; `None` with history off).
     pub delivery: Option<Arc<crate::delivery::DeliveryService>>,

@@ -60,6 +60,8 @@ pub const DEADLETTER_PAYLOAD_LIMIT: usize = 64 * 1024;
 /// The longest a busy fold goes without publishing a barrier (SPEC §12:
 /// at most 250 ms apart); an idle one publishes at once.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// How often an idle fold thread looks for transitions to post.
+const IDLE_CHECK: Duration = Duration::from_millis(100);
 
 /// Messages folded under one hold of the engine lock.
 pub const BATCH: usize = 1024;
@@ -584,9 +586,15 @@ fn poll_loop(
                         }
                     }
                     published = Instant::now();
-                    match received.recv() {
+                    match received.recv_timeout(IDLE_CHECK) {
                         Ok(batch) => batch,
-                        Err(_) => break,
+                        // Transitions raised without an event (a rule
+                        // reload) are posted by folding nothing.
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) if shared.engine().has_unposted_alerts() => {
+                            Batch::with_capacity(0)
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                     }
                 }
             };

@@ -520,6 +520,45 @@ impl Engine {
         self.alerting.firing()
     }
 
+    /// Takes a new rule set (SIGHUP): lifecycle state follows the rules by
+    /// name, a removed rule's firing alerts resolve, and every account and
+    /// scope is evaluated under the new rules at once, so an alert a new
+    /// rule raises does not wait for the account's next event (unless the
+    /// rules are the ones in force: then nothing happens). Returns how many
+    /// alerts the removed rules resolved.
+    pub fn replace_rules(&mut self, rules: crate::alert::Rules) -> usize {
+        if &rules == self.alerting.rules() {
+            // A reload for people or routes: nothing to evaluate again.
+            return 0;
+        }
+        self.renewal_rules = rules.uses_account_metric("revenue.days_to_renewal");
+        self.cfg.rules = rules.clone();
+        let now = self.watermark.unwrap_or(0);
+        let resolved = self.alerting.replace_rules(rules, now);
+        let account_rules = self.alerting.has_rules_for(ScopeKind::Account);
+        for slot in &mut self.slots {
+            slot.alerts_idle = !self.alerting.has_state(ScopeKind::Account, &slot.account.id);
+            if !account_rules {
+                slot.account.alerts = [0; 2];
+            }
+        }
+        if self.watermark.is_some() {
+            self.pending.accounts.extend(0..self.slots.len() as u32);
+            self.pending.portfolio = true;
+            self.pending.segments.extend(0..self.scopes.segments.interned());
+            self.pending.csms.extend(0..self.scopes.csms.interned());
+            self.evaluate_pending(None);
+        }
+        // Alert counts may have moved anywhere: the next barrier publishes all.
+        self.dirty = publish::Dirty::default();
+        resolved
+    }
+
+    /// Whether alert transitions wait to be posted (a reload raised some).
+    pub fn has_unposted_alerts(&self) -> bool {
+        self.alerting.has_unposted()
+    }
+
     /// The handle scope-level rules ask before they are evaluated: while
     /// this instance does not lead, portfolio, segment and CSM rules are
     /// not evaluated (account rules, which belong to the partition's owner,

@@ -218,6 +218,11 @@ impl ScopeTable {
         &self.scopes[i as usize]
     }
 
+    /// Scopes ever interned (empty ones included): indices `0..interned`.
+    pub fn interned(&self) -> u32 {
+        self.names.len() as u32
+    }
+
     /// Scopes holding at least one account.
     pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Scope)> {
         self.names.iter().zip(&self.scopes).filter(|(_, s)| !s.is_empty())

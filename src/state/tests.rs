@@ -859,3 +859,85 @@ fn scope_rules_wait_for_leadership() {
     leadership.lost();
     assert_eq!(leadership.term(), None);
 }
+
+/// The rules a reload puts in force in `rules_reload_*`: the defaults but
+/// `p1_ticket_open` and `usage_drop` (removed), plus a renamed P1 rule and
+/// a new CSM-scope rule.
+fn reloaded_rules() -> crate::alert::Rules {
+    let mut raw: Vec<Value> = crate::alert::rules::default_rules()
+        .into_iter()
+        .filter(|r| !["p1_ticket_open", "usage_drop"].contains(&r["name"].as_str().unwrap_or("")))
+        .collect();
+    raw.push(json!({"name": "p1_any", "scope": "account", "severity": "warning",
+        "when": [{"metric": "tickets.open_p1", "op": ">=", "value": 1}]}));
+    raw.push(json!({"name": "book_at_risk", "scope": "csm", "severity": "warning",
+        "when": [{"metric": "health.at_risk_share", "op": ">", "value": 0.1}]}));
+    crate::alert::Rules::parse(&raw, &Topic::ALL.map(|t| t.default_name().to_owned())).unwrap()
+}
+
+fn firing_set(engine: &Engine) -> std::collections::BTreeSet<(String, String)> {
+    engine.firing_alerts().map(|a| (a.rule.clone(), a.scope_id.clone())).collect()
+}
+
+/// The views without their lists of firing alerts (whose `started_at`
+/// tells when a rule began to run, which a reload changes by design).
+fn without_alert_lists(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            o.retain(|k, v| !(k == "alerts" && v.is_array()));
+            o.values_mut().for_each(without_alert_lists);
+        }
+        Value::Array(a) => a.iter_mut().for_each(without_alert_lists),
+        _ => {}
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// A rule reload mid-stream (SIGHUP): at once, the firing alerts and
+    /// the alert counts are those of an engine that ran the new rules all
+    /// along; each firing alert of a removed rule resolves; alerts of the
+    /// rules kept are untouched; and the rest of the stream folds alike.
+    #[test]
+    fn rules_reload_equals_a_run_under_the_new_rules(
+        specs in proptest::collection::vec(spec(), 2..120),
+        cut in 0.0f64..1.0,
+    ) {
+        let msgs = render(&specs);
+        let k = ((msgs.len() as f64 * cut) as usize).min(msgs.len());
+        let new_rules = reloaded_rules();
+        let mut reloaded = Engine::new(StateConfig::default());
+        let mut fresh = Engine::new(StateConfig { rules: new_rules.clone(), ..StateConfig::default() });
+        fold_collecting(&mut reloaded, &msgs[..k], 0, &mut Vec::new());
+        fold_collecting(&mut fresh, &msgs[..k], 0, &mut Vec::new());
+        reloaded.take_alerts();
+        let before: Vec<crate::alert::Alert> = reloaded.firing_alerts().cloned().collect();
+        let resolved = reloaded.replace_rules(new_rules);
+        let transitions = reloaded.take_alerts();
+        let removed: Vec<&crate::alert::Alert> =
+            before.iter().filter(|a| ["p1_ticket_open", "usage_drop"].contains(&a.rule.as_str())).collect();
+        prop_assert_eq!(resolved, removed.len());
+        for a in &removed {
+            prop_assert!(
+                transitions.iter().any(|t| t.alert_id == a.alert_id && t.state == crate::alert::AlertState::Resolved),
+                "{} resolves", a.alert_id
+            );
+        }
+        for a in before.iter().filter(|a| !["p1_ticket_open", "usage_drop"].contains(&a.rule.as_str())) {
+            prop_assert!(reloaded.firing_alerts().any(|b| b == a), "kept as it was: {}", a.alert_id);
+        }
+        prop_assert_eq!(firing_set(&reloaded), firing_set(&fresh));
+        let (mut got, mut want) = (reloaded.all_views(), fresh.all_views());
+        without_alert_lists(&mut got);
+        without_alert_lists(&mut want);
+        prop_assert_eq!(&got, &want);
+        fold_collecting(&mut reloaded, &msgs[k..], k, &mut Vec::new());
+        fold_collecting(&mut fresh, &msgs[k..], k, &mut Vec::new());
+        prop_assert_eq!(firing_set(&reloaded), firing_set(&fresh));
+        let (mut got, mut want) = (reloaded.all_views(), fresh.all_views());
+        without_alert_lists(&mut got);
+        without_alert_lists(&mut want);
+        prop_assert_eq!(got, want);
+    }
+}
