@@ -56,6 +56,11 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
   python3 -m pip install --quiet 'aiosmtpd==1.4.6' 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages 'aiosmtpd==1.4.6'
 fi
+# Its TLS test signs the SMTP servers' certificates with a private CA.
+if ! command -v openssl >/dev/null; then
+  step "installing openssl (the delivery TLS test's certificates)"
+  apt-get update -qq && apt-get install -y -qq openssl
+fi
 
 # The dashboard client is built by build.rs (Node.js >= 20.19 with npm) and
 # tested in headless Chromium (the Debian package, driven by playwright-core;

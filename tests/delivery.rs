@@ -38,10 +38,15 @@ struct Peer {
 
 impl Peer {
     fn start(script: &str, port: u16, args: &[&str], out: PathBuf) -> Peer {
+        Peer::start_with(script, port, args, out, &[])
+    }
+
+    fn start_with(script: &str, port: u16, args: &[&str], out: PathBuf, env: &[(&str, String)]) -> Peer {
         let mut child = Command::new("python3")
             .arg(peer(script))
             .arg(port.to_string())
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -824,4 +829,106 @@ async fn sighup_reloads_rules_targets_and_routes_and_refuses_an_invalid_file_who
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
         .collect::<String>();
     assert!(log.contains("reload refused") && log.contains("tickets.open_p9"), "the refusal is logged, naming the key");
+}
+
+/// A private CA and a server certificate it signed for 127.0.0.1 (by the
+/// `openssl` command): (CA PEM, server certificate, server key).
+fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let f = |name: &str| dir.join(name).display().to_string();
+    std::fs::write(
+        f("srv.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    for args in [
+        format!("req -x509 -days 2 -subj /CN=cspulse-test-ca {ec} -keyout {} -out {}", f("ca.key"), f("ca.pem")),
+        format!("req -subj /CN=127.0.0.1 {ec} -keyout {} -out {}", f("srv.key"), f("srv.csr")),
+        format!(
+            "x509 -req -days 2 -in {} -CA {} -CAkey {} -CAcreateserial -extfile {} -out {}",
+            f("srv.csr"),
+            f("ca.pem"),
+            f("ca.key"),
+            f("srv.ext"),
+            f("srv.pem")
+        ),
+    ] {
+        let out = Command::new("openssl")
+            .args(args.split_whitespace())
+            .output()
+            .expect("openssl (scripts/test.sh installs it)");
+        assert!(out.status.success(), "openssl {args}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
+}
+
+/// Email over STARTTLS and over implicit TLS (`smtps://`), each with AUTH,
+/// to servers whose certificate a private CA signed: sent when the
+/// destination trusts that CA (`ca_file`), refused (and retried) when it
+/// does not, as the certificate is verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_over_starttls_and_implicit_tls_with_auth_verifies_the_server() {
+    test_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = private_ca(dir.path());
+    let sink = |name: &str, tls: &str| {
+        let out = dir.path().join(format!("{name}.jsonl"));
+        let env = [
+            ("SMTP_SINK_TLS", tls.to_owned()),
+            ("SMTP_SINK_CERT", cert.display().to_string()),
+            ("SMTP_SINK_KEY", key.display().to_string()),
+            ("SMTP_SINK_AUTH", "cspulse:s3cret".to_owned()),
+        ];
+        Peer::start_with("smtp_sink.py", free_port(), &[&out.display().to_string()], out.clone(), &env)
+    };
+    let (starttls, implicit) = (sink("starttls", "starttls"), sink("implicit", "implicit"));
+    // SAFETY: set before the engine starts, read once when it parses the routes.
+    unsafe { std::env::set_var("CSPULSE_TEST_SMTP_PASSWORD", "s3cret") };
+    let dest = |name: &str, url: String, starttls: bool, ca_file: Option<&Path>| {
+        let ca = ca_file.map(|p| format!("ca_file = \"{}\"\n", p.display())).unwrap_or_default();
+        format!(
+            "[[delivery.destinations]]\nname = \"{name}\"\nkind = \"email\"\nsmtp_url = \"{url}\"\nstarttls = {starttls}\n\
+             from = \"cspulse <alerts@cspulse.test>\"\nto = [\"ops-{name}@cspulse.test\"]\nusername = \"cspulse\"\n\
+             password_env = \"CSPULSE_TEST_SMTP_PASSWORD\"\n{ca}"
+        )
+    };
+    let toml = [
+        "[delivery]\ngive_up_after = \"1h\"\n".to_owned(),
+        dest("relay", format!("smtp://127.0.0.1:{}", starttls.port), true, Some(&ca)),
+        dest("smtps", format!("smtps://127.0.0.1:{}", implicit.port), false, Some(&ca)),
+        dest("untrusted", format!("smtp://127.0.0.1:{}", starttls.port), true, None),
+        "[[delivery.alert_routes]]\nmatch = { rule = \"p1_ticket_open\" }\nto = [\"relay\", \"smtps\", \"untrusted\"]\nstates = [\"firing\"]\n"
+            .to_owned(),
+    ]
+    .concat();
+    let (cluster, _) = cluster_and_config();
+    let config = config_with(&toml, dir.path(), cluster.bootstrap_servers());
+    let app = App::start(&config).await.expect("engine starts");
+    let base = format!("http://{}", app.addr);
+    let p = producer(&config.kafka.brokers);
+    let t0 = wall_now();
+    produce(&p, "cs.accounts", 0, "acme", &upsert("acme", "Acme Corp", "csm-1", t0)).await;
+    produce(&p, "cs.tickets", 0, "acme", &ticket("acme", "T1", "opened", t0 + 1_000)).await;
+    let manager = token(Role::Manager, None);
+    let rows = wait_for("two sent, one failing", Duration::from_secs(40), || async {
+        let rows = deliveries(&base, &manager).await;
+        let status = |d: &str| rows.iter().find(|r| r["destination"] == d).map(|r| r["status"].clone());
+        (status("relay") == Some(json!("sent"))
+            && status("smtps") == Some(json!("sent"))
+            && status("untrusted") == Some(json!("failed")))
+        .then_some(rows)
+    })
+    .await;
+    for (peer, name) in [(&starttls, "relay"), (&implicit, "smtps")] {
+        let got = peer.records();
+        let mine: Vec<&Value> = got.iter().filter(|m| m["to"] == json!([format!("ops-{name}@cspulse.test")])).collect();
+        assert_eq!(mine.len(), 1, "{name}: {got:#?}");
+        assert_eq!((mine[0]["tls"].as_bool(), mine[0]["auth_user"].as_str()), (Some(true), Some("cspulse")), "{name}");
+        assert!(mine[0]["subject"].as_str().unwrap().contains("Acme Corp"), "{:#}", mine[0]);
+    }
+    let untrusted = rows.iter().find(|r| r["destination"] == "untrusted").unwrap();
+    let error = untrusted["last_error"].as_str().unwrap_or("");
+    assert!(error.to_lowercase().contains("certificate"), "the unknown CA is named: {untrusted:#}");
+    assert!(starttls.records().iter().all(|m| m["to"] != json!(["ops-untrusted@cspulse.test"])), "nothing sent");
+    app.shutdown().await;
 }

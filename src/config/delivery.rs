@@ -60,6 +60,10 @@ pub struct DestinationConfig {
     /// email: the environment variable holding the SMTP password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
+    /// email over TLS (`smtps://`, or STARTTLS): a PEM file of CA
+    /// certificates trusted besides the webpki roots (an internal relay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
     /// slack: the incoming webhook; webhook: the receiver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,

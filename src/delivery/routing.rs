@@ -27,9 +27,22 @@ fn bad<T>(key: impl Into<String>, problem: impl Into<String>) -> Result<T, Routi
 
 #[derive(Clone, Debug)]
 pub enum Channel {
-    Email { smtp_url: String, starttls: bool, from: Mailbox, to: Vec<Mailbox>, credentials: Option<(String, String)> },
-    Slack { url: String },
-    Webhook { url: String, key: Vec<u8> },
+    Email {
+        smtp_url: String,
+        starttls: bool,
+        from: Mailbox,
+        to: Vec<Mailbox>,
+        credentials: Option<(String, String)>,
+        /// `ca_file`'s certificates, PEM (checked when parsed).
+        ca_pem: Option<Vec<u8>>,
+    },
+    Slack {
+        url: String,
+    },
+    Webhook {
+        url: String,
+        key: Vec<u8>,
+    },
 }
 
 impl Channel {
@@ -196,6 +209,20 @@ impl Routing {
     }
 }
 
+/// The PEM text of a CA file holding at least one certificate.
+fn ca_file(path: &str) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not PEM certificates ({e})"))?;
+    if certs.is_empty() {
+        return Err("holds no certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(pem)
+}
+
 fn destination(
     d: &DestinationConfig,
     key: &str,
@@ -239,7 +266,14 @@ fn destination(
                 (None, None) => None,
                 _ => return bad(key, "username and password_env go together"),
             };
-            Ok(Channel::Email { smtp_url, starttls: d.starttls, from, to, credentials })
+            let ca_pem = match &d.ca_file {
+                None => None,
+                Some(_) if !(d.starttls || smtp_url.starts_with("smtps://")) => {
+                    return bad(key, "ca_file applies to TLS: smtps://, or smtp:// with starttls = true");
+                }
+                Some(path) => Some(ca_file(path).or_else(|problem| bad(key, format!("ca_file {path:?}: {problem}")))?),
+            };
+            Ok(Channel::Email { smtp_url, starttls: d.starttls, from, to, credentials, ca_pem })
         }
         "slack" | "webhook" => {
             unexpected(&[
@@ -248,6 +282,7 @@ fn destination(
                 ("to", !d.to.is_empty()),
                 ("username", d.username.is_some()),
                 ("password_env", d.password_env.is_some()),
+                ("ca_file", d.ca_file.is_some()),
                 ("starttls", d.starttls),
             ])?;
             let Some(url) = d.url.clone() else { return bad(key, format!("url is required for kind = {:?}", d.kind)) };

@@ -14,7 +14,7 @@ use lettre::Message;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -102,9 +102,16 @@ impl AsyncTokioStream for Tls {
     }
 }
 
-/// The TLS client of `smtps://` destinations: the webpki roots, as for STARTTLS.
-fn tls_connector() -> Result<tokio_rustls::TlsConnector, SendError> {
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+/// The TLS client of `smtps://` destinations: the webpki roots, as for
+/// STARTTLS, and the certificates of `ca_pem`.
+fn tls_connector(ca_pem: Option<&[u8]>) -> Result<tokio_rustls::TlsConnector, SendError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    for cert in ca_pem.map(CertificateDer::pem_slice_iter).into_iter().flatten() {
+        let cert = cert.map_err(|e| SendError::Build(format!("ca_file: {e}")))?;
+        roots.add(cert).map_err(|e| SendError::Build(format!("ca_file: {e}")))?;
+    }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| SendError::Build(format!("TLS: {e}")))?
@@ -115,7 +122,7 @@ fn tls_connector() -> Result<tokio_rustls::TlsConnector, SendError> {
 
 /// Opens an SMTP session to `d` (TLS, STARTTLS and AUTH as configured).
 async fn smtp_connect(d: &Destination) -> Result<AsyncSmtpConnection, SendError> {
-    let Channel::Email { smtp_url, starttls, credentials, .. } = &d.channel else {
+    let Channel::Email { smtp_url, starttls, credentials, ca_pem, .. } = &d.channel else {
         return Err(SendError::Build(format!("{} is not an email destination", d.name)));
     };
     let url = reqwest::Url::parse(smtp_url).map_err(|e| SendError::Build(format!("smtp_url {smtp_url:?}: {e}")))?;
@@ -129,13 +136,17 @@ async fn smtp_connect(d: &Destination) -> Result<AsyncSmtpConnection, SendError>
     let mut conn = if tls {
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|e| SendError::Build(format!("smtp_url {smtp_url:?}: {e}")))?;
-        let stream = tls_connector()?.connect(name, tcp).await.map_err(|e| io("TLS with", e))?;
+        let stream = tls_connector(ca_pem.as_deref())?.connect(name, tcp).await.map_err(|e| io("TLS with", e))?;
         AsyncSmtpConnection::connect_with_transport(Box::new(Tls(stream)), &hello).await?
     } else {
         AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello).await?
     };
     if !tls && *starttls {
-        conn.starttls(TlsParameters::new(host.clone())?, &hello).await?;
+        let mut params = TlsParameters::builder(host.clone());
+        if let Some(pem) = ca_pem {
+            params = params.add_root_certificate(Certificate::from_pem(pem)?);
+        }
+        conn.starttls(params.build()?, &hello).await?;
     }
     if let Some((user, password)) = credentials {
         conn.auth(&[Mechanism::Plain, Mechanism::Login], &Credentials::new(user.clone(), password.clone())).await?;

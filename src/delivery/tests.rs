@@ -107,6 +107,9 @@ to = ["owner", "managers", "crm"]
 #[test]
 fn a_bad_entry_is_named_with_its_key() {
     assert!(parse(BASE).is_ok());
+    let not_pem = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(not_pem.path(), "not a certificate\n").unwrap();
+    let not_pem = not_pem.path().display().to_string();
     let cases = [
         (
             BASE.replace("kind = \"webhook\"", "kind = \"pager\""),
@@ -131,6 +134,21 @@ fn a_bad_entry_is_named_with_its_key() {
             BASE.replace("id = \"ben\"", "id = \"ben\"\nquiet_hours = \"25:00-07:00\""),
             "delivery.people[1]",
             "quiet_hours",
+        ),
+        (
+            BASE.replace("smtp://127.0.0.1:2525\"", &format!("smtp://127.0.0.1:2525\"\nca_file = \"{not_pem}\"")),
+            "delivery.destinations[0]",
+            "ca_file applies to TLS",
+        ),
+        (
+            BASE.replace("smtp://127.0.0.1:2525\"", "smtps://127.0.0.1:2525\"\nca_file = \"/nonexistent/ca.pem\""),
+            "delivery.destinations[0]",
+            "ca_file \"/nonexistent/ca.pem\"",
+        ),
+        (
+            BASE.replace("smtp://127.0.0.1:2525\"", &format!("smtps://127.0.0.1:2525\"\nca_file = \"{not_pem}\"")),
+            "delivery.destinations[0]",
+            "holds no certificate",
         ),
     ];
     for (text, key, problem) in cases {
