@@ -517,6 +517,13 @@ struct Node {
 }
 
 impl Node {
+    /// A node serving `config` (its file), started.
+    fn started(config: tempfile::NamedTempFile, brokers: String, dir: &Path) -> Node {
+        let mut node = Node { config, brokers, dir: dir.to_owned(), port: free_port(), child: None };
+        node.start();
+        node
+    }
+
     fn start(&mut self) {
         let log = std::fs::File::create(self.dir.join(format!("node-{}.log", wall_now()))).unwrap();
         let child = Command::new(BIN)
@@ -578,14 +585,7 @@ states = ["firing"]
 "#
     )
     .unwrap();
-    let mut node = Node {
-        config,
-        brokers: cluster.bootstrap_servers(),
-        dir: dir.path().to_owned(),
-        port: free_port(),
-        child: None,
-    };
-    node.start();
+    let mut node = Node::started(config, cluster.bootstrap_servers(), dir.path());
     let base = format!("http://127.0.0.1:{}", node.port);
     let p = producer(&node.brokers);
     let t0 = wall_now();
@@ -728,14 +728,7 @@ async fn sighup_reloads_rules_targets_and_routes_and_refuses_an_invalid_file_who
     let mut config = tempfile::NamedTempFile::new().unwrap();
     // As started: the default rules, no targets, no routes.
     write!(config, "{}", reload_toml(hook_port, "", "")).unwrap();
-    let mut node = Node {
-        config,
-        brokers: cluster.bootstrap_servers(),
-        dir: dir.path().to_owned(),
-        port: free_port(),
-        child: None,
-    };
-    node.start();
+    let node = Node::started(config, cluster.bootstrap_servers(), dir.path());
     let base = format!("http://127.0.0.1:{}", node.port);
     let p = producer(&node.brokers);
     let t0 = wall_now();

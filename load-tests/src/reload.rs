@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use cspulse::alert::Rules;
 use cspulse::event::Topic;
-use cspulse::state::{Engine, Input, StateConfig};
-use cspulse::time::{days, format_rfc3339, parse_rfc3339};
+use cspulse::state::{Engine, StateConfig};
+use cspulse::time::format_rfc3339;
 use serde_json::json;
 
 #[derive(clap::Args)]
@@ -38,15 +38,8 @@ fn rule_sets() -> [Rules; 2] {
 
 pub fn reload(args: ReloadArgs, runs: usize) -> anyhow::Result<()> {
     crate::push::pin_self(0);
-    let start = parse_rfc3339("2026-11-01T00:00:00Z").expect("fixed date");
-    let wall = start + days(400);
+    let (start, mut fold) = crate::tick::in_process();
     let mut engine = Engine::new(StateConfig::default());
-    let mut offset = 0i64;
-    let mut fold = |engine: &mut Engine, topic: Topic, body: serde_json::Value| {
-        let payload = serde_json::to_vec(&body).expect("json");
-        engine.fold(&Input { topic, partition: 0, offset, payload: &payload, wall });
-        offset += 1;
-    };
     let ts = format_rfc3339(start);
     let (segments, regions) = (["enterprise", "mid-market", "smb"], ["na", "emea", "apac", "latam"]);
     let built = Instant::now();

@@ -89,17 +89,25 @@ fn csm_id(c: usize) -> String {
     format!("csm-{c:04}")
 }
 
-pub fn tick(args: TickArgs) -> anyhow::Result<()> {
-    crate::push::pin_self(0);
+/// The in-process scenarios' start instant, and a fold of JSON bodies into
+/// an engine at consecutive offsets of partition 0 (a wall clock well past
+/// the events: none is future-dated).
+pub(crate) fn in_process() -> (cspulse::time::Ts, impl FnMut(&mut Engine, Topic, serde_json::Value)) {
     let start = parse_rfc3339("2026-11-01T00:00:00Z").expect("fixed date");
     let wall = start + days(400);
-    let mut engine = Engine::new(StateConfig::default());
     let mut offset = 0i64;
-    let mut fold = |engine: &mut Engine, topic: Topic, body: serde_json::Value| {
+    let fold = move |engine: &mut Engine, topic: Topic, body: serde_json::Value| {
         let payload = serde_json::to_vec(&body).expect("json");
         engine.fold(&Input { topic, partition: 0, offset, payload: &payload, wall });
         offset += 1;
     };
+    (start, fold)
+}
+
+pub fn tick(args: TickArgs) -> anyhow::Result<()> {
+    crate::push::pin_self(0);
+    let (start, mut fold) = in_process();
+    let mut engine = Engine::new(StateConfig::default());
     let built = Instant::now();
     let ts = format_rfc3339(start);
     let (segments, regions) = (["enterprise", "mid-market", "smb"], ["na", "emea", "apac", "latam"]);
