@@ -140,6 +140,7 @@ impl App {
             audit: audit.clone(),
             delivery: delivery.clone(),
             targets: targets.clone(),
+            cursors: Arc::default(),
         };
         if config.auth.insecure {
             warn!("auth.insecure is set: every request is served without a token");

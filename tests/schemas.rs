@@ -20,7 +20,7 @@ use jsonschema::{Draft, Keyword, Resource, ValidationError, ValidationOptions, V
 use serde_json::{Map, Value};
 
 /// Every schema, by the name used for its file and its examples directory.
-const SCHEMAS: [&str; 15] = [
+const SCHEMAS: [&str; 16] = [
     "account",
     "usage",
     "ticket",
@@ -36,6 +36,7 @@ const SCHEMAS: [&str; 15] = [
     "audit",
     "deliveries",
     "webhook",
+    "accounts",
 ];
 
 const MAX_BYTES: usize = 1 << 20;

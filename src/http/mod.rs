@@ -25,6 +25,7 @@ use crate::ingest::Shared;
 use crate::state::view::Channel;
 use crate::telemetry;
 
+mod accounts;
 pub mod assets;
 mod deliveries;
 mod history;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub history_status: Arc<crate::history::writer::Status>,
     /// Delivery (§16; `None` with history off).
     pub delivery: Option<Arc<crate::delivery::DeliveryService>>,
+    /// The sorted lists the accounts list's cursors page over (§19).
+    pub cursors: Arc<accounts::Cursors>,
 }
 
 /// An error answered as `{"error": code, "message": …}`; never carries internals.
@@ -203,6 +206,7 @@ pub fn router(state: AppState, more: Router) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/channels/{channel}", get(channel))
+        .route("/api/v1/accounts", get(accounts::list))
         .route("/api/v1/accounts/{account_id}", get(account))
         .route("/api/v1/accounts/{account_id}/history", get(history::account_history))
         .route("/api/v1/history/{channel}", get(history::channel_history))

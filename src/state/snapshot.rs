@@ -76,6 +76,23 @@ impl Record {
         (!renewing, m.tier(), &m.health.exact, Reverse(m.arr), &self.id)
     }
 
+    /// One figure of the account at `now` (from the catalogue).
+    pub fn value(&self, id: crate::metric::AccountMetric, now: Ts) -> crate::metric::MetricValue {
+        let facts = Facts {
+            info: &self.info,
+            metrics: &self.metrics,
+            last_activity: self.last_activity,
+            alerts: self.alerts,
+            now,
+        };
+        account_value(id, &facts)
+    }
+
+    /// The §3.4 order between two accounts at `now` (whatever their books).
+    pub fn priority_cmp(&self, other: &Record, now: Ts) -> std::cmp::Ordering {
+        self.priority_key(now).cmp(&other.priority_key(now))
+    }
+
     /// The account object of §3.1 at `now`, with its rank in its book.
     pub fn object(&self, rank: Option<usize>, now: Ts) -> Value {
         let mut object = Map::new();
@@ -256,6 +273,11 @@ impl Snapshot {
             book.members.iter().map(|r| (r.priority_key(now), r)).collect();
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
         keyed.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// The instant the snapshot's figures are as of (0 before any event).
+    pub fn now_or_zero(&self) -> Ts {
+        self.at()
     }
 
     fn rank_of(&self, r: &Record) -> Option<usize> {

@@ -125,18 +125,20 @@ pub async fn fresh_postgres_database() -> String {
 }
 
 /// The schema `schemas/<name>.schema.json`, formats asserted, with the alert
-/// schema it may refer to registered.
+/// and WebSocket schemas it may refer to registered.
 pub fn schema(name: &str) -> jsonschema::Validator {
     let read = |name: &str| -> serde_json::Value {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas").join(name);
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
     };
-    let alert = read("alert.schema.json");
-    let id = alert["$id"].as_str().unwrap().to_owned();
+    let resource = |name: &str| {
+        let s = read(name);
+        (s["$id"].as_str().unwrap().to_owned(), jsonschema::Resource::from_contents(s).unwrap())
+    };
     jsonschema::options()
         .with_draft(jsonschema::Draft::Draft202012)
         .should_validate_formats(true)
-        .with_resource(id, jsonschema::Resource::from_contents(alert).unwrap())
+        .with_resources([resource("alert.schema.json"), resource("ws-server.schema.json")].into_iter())
         .build(&read(&format!("{name}.schema.json")))
         .unwrap()
 }

@@ -1,0 +1,508 @@
+//! `GET /api/v1/accounts` (SPEC §19): the accounts of the published state,
+//! filtered, sorted and paged.
+//!
+//! A request reads one snapshot (the channels' barrier, so at one `as_of`
+//! the listed figures agree with the channels'). When more rows match than
+//! the page holds, the sorted list is kept for 60 s under a cursor bound to
+//! the caller and the query: the next pages come from the same `as_of`,
+//! unmoved by later changes. A csm token lists its own book only, whatever
+//! the filters say; a wall token lists nothing (403).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, TokenQuery, principal};
+use crate::auth::{Principal, Role};
+use crate::exact::Exact;
+use crate::metric::{ACCOUNT, AccountMetric, MetricValue};
+use crate::state::health::Tier;
+use crate::state::snapshot::{Record, Snapshot};
+use crate::time::{MICROS_PER_DAY, Ts, format_rfc3339};
+
+/// Rows per page at most, and by default.
+pub const MAX_LIMIT: usize = 1_000;
+const DEFAULT_LIMIT: usize = 100;
+/// How long a cursor pages over its first page's state.
+const CURSOR_TTL: Duration = Duration::from_secs(60);
+/// Sorted lists kept for cursors at most, and per subject (each holds a
+/// pointer per matching account: ≤ 800 KB at 100,000 accounts).
+const MAX_LISTINGS: usize = 64;
+const MAX_LISTINGS_PER_SUBJECT: usize = 8;
+
+/// The query parameters, as given.
+const PARAMS: &[&str] = &[
+    "segment",
+    "region",
+    "csm_id",
+    "tier",
+    "arr_min",
+    "arr_max",
+    "renewal_within",
+    "alert",
+    "q",
+    "sort",
+    "limit",
+    "cursor",
+    "token",
+];
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+/// Which alerts an `alert=` value asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AlertFilter {
+    Critical,
+    Warning,
+    Any,
+}
+
+/// A bound on ARR: `cents · 10^scale` against the account's cents · 10^scale
+/// (exact for any number of decimals given).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Money {
+    scaled: i128,
+    scale: u32,
+}
+
+impl Money {
+    fn parse(key: &str, text: &str) -> Result<Money, ApiError> {
+        let err = || bad(format!("{key}={text}: a number of dollars (e.g. 25000 or 1234.50)"));
+        let (neg, digits) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        if int.is_empty() && frac.is_empty()
+            || !int.bytes().all(|b| b.is_ascii_digit())
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+            || int.len() + frac.len() > 30
+        {
+            return Err(err());
+        }
+        let whole: i128 = format!("0{int}{frac}").parse().map_err(|_| err())?;
+        // dollars · 10^frac → cents · 10^frac: × 100.
+        let scaled = whole.checked_mul(100).ok_or_else(err)?;
+        Ok(Money { scaled: if neg { -scaled } else { scaled }, scale: frac.len() as u32 })
+    }
+
+    /// `arr_cents` compared with this bound.
+    fn cmp_cents(self, arr_cents: i64) -> std::cmp::Ordering {
+        let arr = i128::from(arr_cents).saturating_mul(10i128.saturating_pow(self.scale));
+        arr.cmp(&self.scaled)
+    }
+}
+
+/// The sort: a catalogue figure (or the id), and the direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SortBy {
+    /// §3.4's order (red renewing within 90 days, tier, score, ARR desc, id).
+    Priority,
+    Id {
+        descending: bool,
+    },
+    Field {
+        metric: AccountMetric,
+        descending: bool,
+    },
+}
+
+/// A parsed `GET /api/v1/accounts` query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Filters {
+    segment: Option<String>,
+    region: Option<String>,
+    csm_id: Option<String>,
+    tiers: Vec<Tier>,
+    arr_min: Option<Money>,
+    arr_max: Option<Money>,
+    renewal_within: Option<i64>,
+    alerts: Vec<AlertFilter>,
+    q: Option<String>,
+    sort: SortBy,
+}
+
+struct Query {
+    filters: Filters,
+    /// The filters and sort as written, in a fixed order (a cursor belongs to one).
+    key: String,
+    limit: usize,
+    cursor: Option<String>,
+}
+
+fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if !PARAMS.contains(&k.as_ref()) {
+            return Err(bad(format!("unknown parameter {k:?} (known: {})", PARAMS[..PARAMS.len() - 1].join(", "))));
+        }
+        pairs.push((k.into_owned(), v.into_owned()));
+    }
+    let single = |key: &str| -> Result<Option<String>, ApiError> {
+        let mut values = pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(bad(format!("{key} is given more than once (only tier and alert may repeat)")));
+        }
+        Ok(first)
+    };
+    let many = |key: &str| pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+    let mut tiers = Vec::new();
+    for t in many("tier") {
+        tiers.push(match t {
+            "red" => Tier::Red,
+            "yellow" => Tier::Yellow,
+            "green" => Tier::Green,
+            other => return Err(bad(format!("tier={other}: red, yellow or green"))),
+        });
+    }
+    let mut alerts = Vec::new();
+    for a in many("alert") {
+        alerts.push(match a {
+            "critical" => AlertFilter::Critical,
+            "warning" => AlertFilter::Warning,
+            "any" => AlertFilter::Any,
+            other => return Err(bad(format!("alert={other}: critical, warning or any"))),
+        });
+    }
+    let renewal_within = match single("renewal_within")? {
+        None => None,
+        Some(text) => {
+            let span: crate::time::Span =
+                text.parse().map_err(|e| bad(format!("renewal_within={text}: a duration in days, e.g. 90d ({e})")))?;
+            let micros = span.micros();
+            if micros % MICROS_PER_DAY != 0 {
+                return Err(bad(format!("renewal_within={text}: a whole number of days, e.g. 90d")));
+            }
+            Some(micros / MICROS_PER_DAY)
+        }
+    };
+    let sort = match single("sort")?.as_deref() {
+        None | Some("") => SortBy::Priority,
+        Some(text) => {
+            let (descending, path) = match text.strip_prefix('-') {
+                Some(p) => (true, p),
+                None => (false, text),
+            };
+            if path == "account_id" {
+                SortBy::Id { descending }
+            } else {
+                let metric = ACCOUNT.iter().find(|m| m.path == path).ok_or_else(|| {
+                    bad(format!(
+                        "sort={text}: a field path of the account object with - for descending (account_id, {})",
+                        ACCOUNT.iter().map(|m| m.path).collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+                SortBy::Field { metric: metric.id, descending }
+            }
+        }
+    };
+    let limit = match single("limit")? {
+        None => DEFAULT_LIMIT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => return Err(bad(format!("limit={text}: between 1 and {MAX_LIMIT}"))),
+        },
+    };
+    let money = |key: &str| single(key)?.map(|t| Money::parse(key, &t)).transpose();
+    let filters = Filters {
+        segment: single("segment")?,
+        region: single("region")?,
+        csm_id: single("csm_id")?,
+        tiers,
+        arr_min: money("arr_min")?,
+        arr_max: money("arr_max")?,
+        renewal_within,
+        alerts,
+        q: single("q")?.map(|q| q.to_lowercase()),
+        sort,
+    };
+    let mut written: Vec<&(String, String)> =
+        pairs.iter().filter(|(k, _)| !matches!(k.as_str(), "limit" | "cursor" | "token")).collect();
+    written.sort();
+    let key = written.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+    Ok(Query { filters, key, limit, cursor: single("cursor")? })
+}
+
+impl Filters {
+    fn matches(&self, r: &Record, now: Ts) -> bool {
+        let info = &r.info;
+        if self.segment.as_deref().is_some_and(|s| s != &*info.segment)
+            || self.region.as_deref().is_some_and(|s| s != &*info.region)
+            || self.csm_id.as_deref().is_some_and(|c| info.csm_id.as_deref() != Some(c))
+        {
+            return false;
+        }
+        if !self.tiers.is_empty() && !self.tiers.contains(&r.metrics.tier()) {
+            return false;
+        }
+        let arr = r.metrics.arr;
+        if self.arr_min.is_some_and(|m| m.cmp_cents(arr).is_lt())
+            || self.arr_max.is_some_and(|m| m.cmp_cents(arr).is_gt())
+        {
+            return false;
+        }
+        if let Some(days) = self.renewal_within
+            && !r.days_to_renewal(now).is_some_and(|d| (0..=days).contains(&d))
+        {
+            return false;
+        }
+        if !self.alerts.is_empty()
+            && !self.alerts.iter().any(|a| match a {
+                AlertFilter::Critical => r.alerts[0] > 0,
+                AlertFilter::Warning => r.alerts[1] > 0,
+                AlertFilter::Any => r.alerts[0] + r.alerts[1] > 0,
+            })
+        {
+            return false;
+        }
+        if let Some(q) = &self.q
+            && !r.id.to_lowercase().contains(q.as_str())
+            && !info.name.as_deref().is_some_and(|n| n.to_lowercase().contains(q.as_str()))
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// A sort key: numbers exactly, text as written, the tier worst first;
+/// nulls after everything in either direction.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Num(Exact),
+    Text(String),
+}
+
+fn key_of(metric: AccountMetric, r: &Record, now: Ts) -> Option<Key> {
+    if metric == AccountMetric::Tier {
+        return Some(Key::Num(Exact::from(crate::exact::Ratio::int(r.metrics.tier() as i128))));
+    }
+    match r.value(metric, now) {
+        MetricValue::Num(n) => Some(Key::Num(n.exact)),
+        MetricValue::Str(s) => Some(Key::Text(s.into_owned())),
+        MetricValue::Null => None,
+    }
+}
+
+/// The matching records of `snapshot` that `who` may see, in `sort` order.
+fn select(snapshot: &Snapshot, who: &Principal, filters: &Filters) -> Vec<Arc<Record>> {
+    let now = snapshot.now_or_zero();
+    let own = (who.role == Role::Csm).then(|| who.csm_id.clone().unwrap_or_default());
+    let visible = |r: &&Arc<Record>| filters.matches(r, now) && who.may_see_account(r.info.csm_id.as_deref());
+    let mut rows: Vec<Arc<Record>> = match &own {
+        // A csm's own book: no walk of every account.
+        Some(csm) => {
+            snapshot.book(csm).map(|b| b.members.iter().filter(visible).cloned().collect()).unwrap_or_default()
+        }
+        None => snapshot.records().map(|(_, r)| r).filter(visible).cloned().collect(),
+    };
+    match filters.sort {
+        SortBy::Priority => rows.sort_by(|a, b| a.priority_cmp(b, now)),
+        SortBy::Id { descending } => {
+            rows.sort_by(|a, b| if descending { b.id.cmp(&a.id) } else { a.id.cmp(&b.id) });
+        }
+        SortBy::Field { metric, descending } => {
+            let mut keyed: Vec<(Option<Key>, Arc<Record>)> =
+                rows.into_iter().map(|r| (key_of(metric, &r, now), r)).collect();
+            keyed.sort_by(|(ka, a), (kb, b)| {
+                let by_key = match (ka, kb) {
+                    (Some(x), Some(y)) if descending => y.cmp(x),
+                    (Some(x), Some(y)) => x.cmp(y),
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (None, None) => std::cmp::Ordering::Equal,
+                };
+                by_key.then_with(|| a.id.cmp(&b.id))
+            });
+            rows = keyed.into_iter().map(|(_, r)| r).collect();
+        }
+    }
+    rows
+}
+
+/// Who listed (subject, role, book): a cursor pages only for them.
+type Owner = (String, Role, Option<String>);
+
+/// A sorted list kept for its cursor.
+#[derive(Clone)]
+struct Listing {
+    made: Instant,
+    owner: Owner,
+    key: String,
+    snapshot: Arc<Snapshot>,
+    rows: Arc<Vec<Arc<Record>>>,
+}
+
+/// The lists cursors page over.
+#[derive(Default)]
+pub struct Cursors {
+    listings: Mutex<HashMap<u64, Listing>>,
+    next: AtomicU64,
+}
+
+impl Cursors {
+    fn keep(&self, listing: Listing) -> u64 {
+        let id = self.next.fetch_add(1, AtomicOrdering::Relaxed) + 1;
+        let mut all = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|_, l| l.made.elapsed() < CURSOR_TTL);
+        let evict = |all: &mut HashMap<u64, Listing>, of: Option<&Owner>| {
+            let oldest = all.iter().filter(|(_, l)| of.is_none_or(|o| &l.owner == o)).min_by_key(|(_, l)| l.made);
+            if let Some((&k, _)) = oldest {
+                all.remove(&k);
+            }
+        };
+        while all.values().filter(|l| l.owner == listing.owner).count() >= MAX_LISTINGS_PER_SUBJECT {
+            evict(&mut all, Some(&listing.owner));
+        }
+        while all.len() >= MAX_LISTINGS {
+            evict(&mut all, None);
+        }
+        all.insert(id, listing);
+        id
+    }
+
+    fn get(&self, id: u64) -> Option<Listing> {
+        let all = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(&id).filter(|l| l.made.elapsed() < CURSOR_TTL).cloned()
+    }
+}
+
+fn owner_of(who: &Principal) -> Owner {
+    (who.sub.clone(), who.role, who.csm_id.clone())
+}
+
+/// The account objects of `rows`, each with its rank in its book.
+fn objects(snapshot: &Snapshot, rows: &[Arc<Record>]) -> Vec<Value> {
+    let now = snapshot.now_or_zero();
+    let mut ranks: HashMap<&str, HashMap<&str, usize>> = HashMap::new();
+    rows.iter()
+        .map(|r| {
+            let rank = r.info.csm_id.as_deref().and_then(|csm| {
+                let book = ranks.entry(csm).or_insert_with(|| {
+                    snapshot.book_order(csm).iter().enumerate().map(|(i, m)| (&*m.id, i + 1)).collect()
+                });
+                book.get(&*r.id).copied()
+            });
+            r.object(rank, now)
+        })
+        .collect()
+}
+
+/// `GET /api/v1/accounts?segment=&region=&csm_id=&tier=&arr_min=&arr_max=&renewal_within=&alert=&q=&sort=&limit=&cursor=`
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<axum::Json<Value>, ApiError> {
+    let token = raw
+        .as_deref()
+        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned()));
+    let who = principal(&state, &headers, &TokenQuery { token })?;
+    if who.role == Role::Wall {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "role wall may not list accounts"));
+    }
+    let query = parse_query(raw.as_deref())?;
+    let (snapshot, rows, offset) = match &query.cursor {
+        None => {
+            let snapshot = state.shared.snapshot();
+            let rows = select(&snapshot, &who, &query.filters);
+            (snapshot, Arc::new(rows), 0)
+        }
+        Some(cursor) => {
+            let invalid = || {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_cursor",
+                    format!(
+                        "cursor={cursor}: unknown or expired (a cursor pages for 60 s); list again from the first page"
+                    ),
+                )
+            };
+            let (id, offset) = cursor.split_once('.').ok_or_else(invalid)?;
+            let (id, offset): (u64, usize) =
+                (id.parse().map_err(|_| invalid())?, offset.parse().map_err(|_| invalid())?);
+            let listing = state.cursors.get(id).ok_or_else(invalid)?;
+            if listing.owner != owner_of(&who) {
+                return Err(invalid());
+            }
+            if listing.key != query.key {
+                return Err(bad(format!(
+                    "cursor={cursor} pages over another query: give the filters and sort of its first page ({})",
+                    listing.key
+                )));
+            }
+            let offset = offset.min(listing.rows.len());
+            (listing.snapshot, listing.rows, offset)
+        }
+    };
+    let end = (offset + query.limit).min(rows.len());
+    let next_cursor = if end < rows.len() {
+        let id = match &query.cursor {
+            Some(c) => c.split_once('.').and_then(|(id, _)| id.parse().ok()).unwrap_or(0),
+            None => state.cursors.keep(Listing {
+                made: Instant::now(),
+                owner: owner_of(&who),
+                key: query.key.clone(),
+                snapshot: snapshot.clone(),
+                rows: rows.clone(),
+            }),
+        };
+        Some(format!("{id}.{end}"))
+    } else {
+        None
+    };
+    Ok(axum::Json(json!({
+        "as_of": snapshot.now.map(format_rfc3339),
+        "accounts": objects(&snapshot, &rows[offset..end]),
+        "total": rows.len(),
+        "next_cursor": next_cursor,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_bounds_compare_exactly_at_any_precision() {
+        let m = Money::parse("arr_min", "1234.5").unwrap();
+        assert!(m.cmp_cents(123_450).is_eq());
+        assert!(m.cmp_cents(123_449).is_lt());
+        let m = Money::parse("arr_min", "0.001").unwrap();
+        assert!(m.cmp_cents(0).is_lt() && m.cmp_cents(1).is_gt());
+        assert!(Money::parse("arr_min", "25000").unwrap().cmp_cents(2_500_000).is_eq());
+        for bad in ["", ".", "1e5", "12,5", "abc", "--1"] {
+            assert!(Money::parse("arr_min", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bad_parameter_is_named() {
+        let msg = |q: &str| match parse_query(Some(q)) {
+            Ok(_) => panic!("accepted {q}"),
+            Err(e) => e.message,
+        };
+        assert!(msg("colour=red").contains("\"colour\""));
+        assert!(msg("tier=purple").contains("tier=purple"));
+        assert!(msg("alert=loud").contains("alert=loud"));
+        assert!(msg("segment=a&segment=b").contains("more than once"));
+        assert!(msg("renewal_within=12h").contains("whole number of days"));
+        assert!(msg("sort=-health.nope").contains("sort=-health.nope"));
+        assert!(msg("limit=0").contains("between 1 and 1000"));
+        assert!(msg("limit=1001").contains("between 1 and 1000"));
+        let q =
+            parse_query(Some("tier=red&tier=yellow&alert=any&renewal_within=90d&sort=-revenue.arr&limit=5")).unwrap();
+        assert_eq!(q.filters.tiers, [Tier::Red, Tier::Yellow]);
+        assert_eq!(q.filters.renewal_within, Some(90));
+        assert_eq!(q.limit, 5);
+        assert_eq!(q.key, "alert=any&renewal_within=90d&sort=-revenue.arr&tier=red&tier=yellow");
+    }
+}
