@@ -24,6 +24,7 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use serde::Deserialize;
 use serde_json::json;
 
+mod accounts;
 mod broker;
 mod delivery;
 mod history;
@@ -118,6 +119,8 @@ enum Scenario {
     Tick(tick::TickArgs),
     /// In-process: how long a rule reload (SIGHUP) holds the engine.
     Reload(reload::ReloadArgs),
+    /// In-process: one accounts-list page (§19) beside a raw loop over the snapshot.
+    Accounts(accounts::AccountsArgs),
     /// REST snapshot latency while `cspulse demo` folds a live stream.
     Rest(rest::RestArgs),
     /// A mock cluster in a process of its own, for `--brokers`: prints its
@@ -172,6 +175,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Delivery(a) => delivery::delivery(a),
         Scenario::Tick(a) => tick::tick(a),
         Scenario::Reload(a) => reload::reload(a, runs),
+        Scenario::Accounts(a) => accounts::accounts(a, runs),
         Scenario::Rest(a) => {
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(rest::rest(a))
         }

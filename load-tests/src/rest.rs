@@ -42,8 +42,8 @@ pub struct RestArgs {
     goal_ms: f64,
 }
 
-/// One HTTP/1.1 GET on a kept-alive connection; returns the body length.
-async fn get(stream: &mut BufReader<TcpStream>, path: &str, token: &str) -> anyhow::Result<usize> {
+/// One HTTP/1.1 GET on a kept-alive connection; returns the body.
+async fn get(stream: &mut BufReader<TcpStream>, path: &str, token: &str) -> anyhow::Result<Vec<u8>> {
     let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n");
     stream.get_mut().write_all(request.as_bytes()).await?;
     let mut line = String::new();
@@ -68,7 +68,7 @@ async fn get(stream: &mut BufReader<TcpStream>, path: &str, token: &str) -> anyh
     let n = length.context("no content-length")?;
     let mut body = vec![0; n];
     stream.read_exact(&mut body).await?;
-    Ok(n)
+    Ok(body)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -104,19 +104,43 @@ pub async fn rest(args: RestArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         args.settle
     );
-    tokio::time::sleep(Duration::from_secs(args.settle)).await;
     let mut stream = BufReader::new(TcpStream::connect(("127.0.0.1", port)).await?);
     stream.get_mut().set_nodelay(true)?;
+    // Every account of the portfolio in the state first (the backfill folds
+    // for a while at 100,000 accounts), then the live stream alone.
+    let loading = Instant::now();
+    loop {
+        let body: serde_json::Value =
+            serde_json::from_slice(&get(&mut stream, "/api/v1/accounts?limit=1", &token).await?)?;
+        let n = body["total"].as_u64().unwrap_or(0) as usize;
+        if n >= args.accounts {
+            eprintln!("{n} accounts in the state after {:.0} s", loading.elapsed().as_secs_f64());
+            break;
+        }
+        if loading.elapsed() > Duration::from_secs(900) {
+            bail!("only {n} of {} accounts in the state after 15 minutes", args.accounts);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
     let (mut reads, mut floor) = (Vec::new(), Vec::new());
-    let mut bytes = 0;
+    let (mut bytes, mut last) = (0, Vec::new());
     for _ in 0..args.requests {
         let t = Instant::now();
-        bytes = get(&mut stream, &args.path, &token).await?;
+        last = get(&mut stream, &args.path, &token).await?;
+        bytes = last.len();
         reads.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
         get(&mut stream, "/healthz", &token).await?;
         floor.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    // What the state held at the end (an accounts list says how many matched).
+    let accounts_in_state = {
+        let body: serde_json::Value =
+            serde_json::from_slice(&get(&mut stream, "/api/v1/accounts?limit=1", &token).await?)?;
+        body["total"].as_u64()
+    };
+    let matched = serde_json::from_slice::<serde_json::Value>(&last).ok().and_then(|b| b["total"].as_u64());
     let _ = child.kill().await;
     for v in [&mut reads, &mut floor] {
         v.sort_by(f64::total_cmp);
@@ -125,6 +149,7 @@ pub async fn rest(args: RestArgs) -> anyhow::Result<()> {
     let result = json!({
         "accounts": args.accounts, "csms": args.csms, "rate": args.rate, "requests": args.requests,
         "path": args.path, "history_days": args.history_days,
+        "accounts_in_state": accounts_in_state, "matched": matched,
         "bytes": bytes, "read_ms": stat(&reads), "healthz_ms": stat(&floor),
     });
     println!(
@@ -140,6 +165,7 @@ pub async fn rest(args: RestArgs) -> anyhow::Result<()> {
         reads[reads.len() - 1],
         args.goal_ms
     );
+    println!("  accounts in the state at the end: {accounts_in_state:?}; the read matched {matched:?}");
     println!(
         "  GET /healthz (floor):              p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         percentile(&floor, 0.5),

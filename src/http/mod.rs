@@ -25,7 +25,7 @@ use crate::ingest::Shared;
 use crate::state::view::Channel;
 use crate::telemetry;
 
-mod accounts;
+pub mod accounts;
 pub mod assets;
 mod deliveries;
 mod history;

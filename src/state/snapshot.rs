@@ -51,7 +51,7 @@ pub struct Record {
 /// The priority key of §3.4: red renewing within 90 days, tier, score,
 /// ARR descending, account id. Scores compare exactly (§4): equal scores
 /// fall through to ARR and id.
-type PriorityKey<'a> = (bool, Tier, &'a Exact, Reverse<i64>, &'a str);
+pub type PriorityKey<'a> = (bool, Tier, &'a Exact, Reverse<i64>, &'a str);
 
 impl Record {
     pub fn of(a: &Account, slot: u32, metrics: Metrics, version: u64) -> Record {
@@ -70,7 +70,8 @@ impl Record {
         self.info.days_to_renewal(now)
     }
 
-    fn priority_key(&self, now: Ts) -> PriorityKey<'_> {
+    /// The account's place in the §3.4 order at `now` (unique: it ends with the id).
+    pub fn priority_key(&self, now: Ts) -> PriorityKey<'_> {
         let m = &self.metrics;
         let renewing = m.tier() == Tier::Red && self.days_to_renewal(now).is_some_and(|d| (0..=90).contains(&d));
         (!renewing, m.tier(), &m.health.exact, Reverse(m.arr), &self.id)
@@ -86,11 +87,6 @@ impl Record {
             now,
         };
         account_value(id, &facts)
-    }
-
-    /// The §3.4 order between two accounts at `now` (whatever their books).
-    pub fn priority_cmp(&self, other: &Record, now: Ts) -> std::cmp::Ordering {
-        self.priority_key(now).cmp(&other.priority_key(now))
     }
 
     /// The account object of §3.1 at `now`, with its rank in its book.
