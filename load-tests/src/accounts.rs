@@ -13,10 +13,6 @@
 use std::time::Instant;
 
 use cspulse::auth::{Principal, Role};
-use cspulse::event::Topic;
-use cspulse::state::{Engine, StateConfig};
-use cspulse::time::format_rfc3339;
-use serde_json::json;
 
 #[derive(clap::Args)]
 pub struct AccountsArgs {
@@ -37,36 +33,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 pub fn accounts(args: AccountsArgs, runs: usize) -> anyhow::Result<()> {
     crate::push::pin_self(0);
-    let (start, mut fold) = crate::tick::in_process();
-    let mut engine = Engine::new(StateConfig::default());
-    let ts = format_rfc3339(start);
-    let (segments, regions) = (["enterprise", "mid-market", "smb"], ["na", "emea", "apac", "latam"]);
-    let built = Instant::now();
-    for a in 0..args.accounts {
-        let id = format!("acc-{a:06}");
-        fold(
-            &mut engine,
-            Topic::Accounts,
-            json!({"event_id": format!("a{a}"), "ts": ts, "account_id": id, "name": format!("Account {a}"),
-                "csm_id": format!("csm-{:04}", a % args.csms), "segment": segments[a % 3],
-                "region": regions[a % 4], "seats": 50, "renewal_date": format!("2027-{:02}-15", 1 + a % 12)}),
-        );
-        fold(
-            &mut engine,
-            Topic::Revenue,
-            json!({"event_id": format!("r{a}"), "ts": ts, "account_id": id, "kind": "new", "arr": 1000 + (a * 7919) % 250_000}),
-        );
-        if a % 10 == 0 {
-            fold(
-                &mut engine,
-                Topic::Tickets,
-                json!({"event_id": format!("t{a}"), "ts": ts, "account_id": id, "ticket_id": format!("T{a}"),
-                    "action": "opened", "priority": "p1"}),
-            );
-        }
-    }
+    let (mut engine, _, _) = crate::reload::portfolio(
+        args.accounts,
+        args.csms,
+        |a| format!("2027-{:02}-15", 1 + a % 12),
+        |a| 1000 + (a as u64 * 7919) % 250_000,
+    );
     let snapshot = engine.publish();
-    eprintln!("state: {} accounts built in {:.1} s", args.accounts, built.elapsed().as_secs_f64());
     let who = Principal { sub: "bench".into(), role: Role::Manager, csm_id: None };
     let limit = 100;
     let (mut pages, mut floors) = (Vec::new(), Vec::new());

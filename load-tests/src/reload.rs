@@ -36,26 +36,34 @@ fn rule_sets() -> [Rules; 2] {
     [Rules::parse(&defaults, &names).expect("defaults"), Rules::parse(&other, &names).expect("valid rules")]
 }
 
-pub fn reload(args: ReloadArgs, runs: usize) -> anyhow::Result<()> {
-    crate::push::pin_self(0);
+/// The in-process scenarios' portfolio: `accounts` accounts in `csms`
+/// books across 3 segments and 4 regions, each with an upsert (renewal date
+/// `renewal(a)`) and a new-business ARR of `arr(a)` dollars, every tenth
+/// with an open P1 ticket; the engine, its fold, and the events' instant.
+pub(crate) fn portfolio(
+    accounts: usize,
+    csms: usize,
+    renewal: impl Fn(usize) -> String,
+    arr: impl Fn(usize) -> u64,
+) -> (Engine, impl FnMut(&mut Engine, Topic, serde_json::Value), cspulse::time::Ts) {
     let (start, mut fold) = crate::tick::in_process();
     let mut engine = Engine::new(StateConfig::default());
     let ts = format_rfc3339(start);
     let (segments, regions) = (["enterprise", "mid-market", "smb"], ["na", "emea", "apac", "latam"]);
     let built = Instant::now();
-    for a in 0..args.accounts {
+    for a in 0..accounts {
         let id = format!("acc-{a:06}");
         fold(
             &mut engine,
             Topic::Accounts,
             json!({"event_id": format!("a{a}"), "ts": ts, "account_id": id, "name": format!("Account {a}"),
-                "csm_id": format!("csm-{:04}", a % args.csms), "segment": segments[a % 3],
-                "region": regions[a % 4], "seats": 50, "renewal_date": "2027-03-31"}),
+                "csm_id": format!("csm-{:04}", a % csms), "segment": segments[a % 3],
+                "region": regions[a % 4], "seats": 50, "renewal_date": renewal(a)}),
         );
         fold(
             &mut engine,
             Topic::Revenue,
-            json!({"event_id": format!("r{a}"), "ts": ts, "account_id": id, "kind": "new", "arr": 25000}),
+            json!({"event_id": format!("r{a}"), "ts": ts, "account_id": id, "kind": "new", "arr": arr(a)}),
         );
         if a % 10 == 0 {
             fold(
@@ -66,8 +74,15 @@ pub fn reload(args: ReloadArgs, runs: usize) -> anyhow::Result<()> {
             );
         }
     }
+    eprintln!("state: {accounts} accounts built in {:.1} s", built.elapsed().as_secs_f64());
+    (engine, fold, start)
+}
+
+pub fn reload(args: ReloadArgs, runs: usize) -> anyhow::Result<()> {
+    crate::push::pin_self(0);
+    let (mut engine, mut fold, start) = portfolio(args.accounts, args.csms, |_| "2027-03-31".into(), |_| 25_000);
+    let ts = format_rfc3339(start);
     engine.take_alerts();
-    eprintln!("state: {} accounts built in {:.1} s", args.accounts, built.elapsed().as_secs_f64());
     let sets = rule_sets();
     let (mut reloads, mut floors) = (Vec::new(), Vec::new());
     for run in 0..runs.max(1) * 2 {

@@ -77,16 +77,13 @@ impl Record {
         (!renewing, m.tier(), &m.health.exact, Reverse(m.arr), &self.id)
     }
 
+    fn facts(&self, now: Ts) -> Facts<'_> {
+        Facts { info: &self.info, metrics: &self.metrics, last_activity: self.last_activity, alerts: self.alerts, now }
+    }
+
     /// One figure of the account at `now` (from the catalogue).
     pub fn value(&self, id: crate::metric::AccountMetric, now: Ts) -> crate::metric::MetricValue {
-        let facts = Facts {
-            info: &self.info,
-            metrics: &self.metrics,
-            last_activity: self.last_activity,
-            alerts: self.alerts,
-            now,
-        };
-        account_value(id, &facts)
+        account_value(id, &self.facts(now))
     }
 
     /// The account object of §3.1 at `now`, with its rank in its book.
@@ -103,13 +100,7 @@ impl Record {
     /// `revenue`, `health`, `alerts`): its figures from the catalogue, and
     /// in `health` the account's `rank` in its book.
     pub fn section(&self, name: &str, rank: Option<usize>, now: Ts) -> Value {
-        let facts = Facts {
-            info: &self.info,
-            metrics: &self.metrics,
-            last_activity: self.last_activity,
-            alerts: self.alerts,
-            now,
-        };
+        let facts = self.facts(now);
         let mut section = Map::new();
         for m in ACCOUNT {
             let (of, path) = m.section();
