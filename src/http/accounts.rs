@@ -495,6 +495,50 @@ fn objects(snapshot: &Snapshot, rows: &[&Arc<Record>]) -> Vec<Value> {
         .collect()
 }
 
+/// `GET /api/v1/accounts/export.csv?<the list's filters and sort>`: every
+/// match, in order, one row per account and one column per field of the
+/// account object (`account_id`, every §3.1 path, `health.rank`); the
+/// list's access rules. `limit` caps the rows (default: all); a cursor
+/// does not apply.
+pub async fn export_csv(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<axum::response::Response, ApiError> {
+    let who = caller(&state, &headers, raw.as_deref())?;
+    let query = parse_query(raw.as_deref())?;
+    if query.cursor.is_some() {
+        return Err(bad("cursor: an export lists every match from the start (no cursor)"));
+    }
+    let limit = if raw.as_deref().is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "limit")) {
+        query.limit
+    } else {
+        usize::MAX
+    };
+    let snapshot = state.shared.snapshot();
+    let (_, rows) = page(&snapshot, &who, &query.filters, query.filters.sort, 0, limit);
+    let mut columns: Vec<&str> = vec!["account_id"];
+    columns.extend(ACCOUNT.iter().map(|m| m.path));
+    columns.push("health.rank");
+    let table: Vec<Vec<Value>> = objects(&snapshot, &rows)
+        .iter()
+        .map(|o| columns.iter().map(|c| super::history::at_path(o, c).clone()).collect())
+        .collect();
+    super::history::csv_response("accounts", &columns, &table)
+}
+
+/// The caller of an accounts request (the token may be in the query); a
+/// wall token may not list accounts.
+fn caller(state: &AppState, headers: &HeaderMap, raw: Option<&str>) -> Result<Principal, ApiError> {
+    let token =
+        raw.and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned()));
+    let who = principal(state, headers, &TokenQuery { token })?;
+    if who.role == Role::Wall {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "role wall may not list accounts"));
+    }
+    Ok(who)
+}
+
 /// The first page of the accounts list for `raw_query` (no cursor kept):
 /// `(total, accounts on the page)`. For benchmarks, in-process.
 pub fn first_page(snapshot: &Snapshot, who: &Principal, raw_query: &str) -> Result<(usize, usize), String> {
@@ -509,13 +553,7 @@ pub async fn list(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let token = raw
-        .as_deref()
-        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned()));
-    let who = principal(&state, &headers, &TokenQuery { token })?;
-    if who.role == Role::Wall {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "role wall may not list accounts"));
-    }
+    let who = caller(&state, &headers, raw.as_deref())?;
     let query = parse_query(raw.as_deref())?;
     let (snapshot, offset, listing) = match &query.cursor {
         None => (state.shared.snapshot(), 0, None),

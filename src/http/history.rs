@@ -97,7 +97,7 @@ fn wants_csv(headers: &HeaderMap) -> bool {
 }
 
 /// `rows` as a CSV answer (RFC 4180) named `name`.
-fn csv_response(name: &str, header_row: &[&str], rows: &[Vec<Value>]) -> Result<Response, ApiError> {
+pub(super) fn csv_response(name: &str, header_row: &[&str], rows: &[Vec<Value>]) -> Result<Response, ApiError> {
     let mut out = csv::Writer::from_writer(Vec::new());
     let cell = |v: &Value| match v {
         Value::Null => String::new(),
@@ -119,7 +119,7 @@ fn csv_response(name: &str, header_row: &[&str], rows: &[Vec<Value>]) -> Result<
 }
 
 /// The value at a dotted `path` of `v` (null where absent).
-fn at_path<'a>(v: &'a Value, path: &str) -> &'a Value {
+pub(super) fn at_path<'a>(v: &'a Value, path: &str) -> &'a Value {
     path.split('.').fold(v, |v, k| v.get(k).unwrap_or(&Value::Null))
 }
 

@@ -207,6 +207,7 @@ pub fn router(state: AppState, more: Router) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/api/v1/channels/{channel}", get(channel))
         .route("/api/v1/accounts", get(accounts::list))
+        .route("/api/v1/accounts/export.csv", get(accounts::export_csv))
         .route("/api/v1/accounts/{account_id}", get(account))
         .route("/api/v1/accounts/{account_id}/history", get(history::account_history))
         .route("/api/v1/history/{channel}", get(history::channel_history))
