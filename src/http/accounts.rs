@@ -141,6 +141,14 @@ struct Query {
     cursor: Option<String>,
 }
 
+/// The option named `value` of a parameter `key` (else 400 listing them).
+fn one_of<T: Copy>(key: &str, value: &str, options: &[(&str, T)]) -> Result<T, ApiError> {
+    options.iter().find(|(name, _)| *name == value).map(|(_, t)| *t).ok_or_else(|| {
+        let names: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
+        bad(format!("{key}={value}: {}", names.join(", ")))
+    })
+}
+
 fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
     let mut pairs: Vec<(String, String)> = Vec::new();
     for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
@@ -158,24 +166,18 @@ fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
         Ok(first)
     };
     let many = |key: &str| pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
-    let mut tiers = Vec::new();
-    for t in many("tier") {
-        tiers.push(match t {
-            "red" => Tier::Red,
-            "yellow" => Tier::Yellow,
-            "green" => Tier::Green,
-            other => return Err(bad(format!("tier={other}: red, yellow or green"))),
-        });
-    }
-    let mut alerts = Vec::new();
-    for a in many("alert") {
-        alerts.push(match a {
-            "critical" => AlertFilter::Critical,
-            "warning" => AlertFilter::Warning,
-            "any" => AlertFilter::Any,
-            other => return Err(bad(format!("alert={other}: critical, warning or any"))),
-        });
-    }
+    let tiers = many("tier")
+        .into_iter()
+        .map(|v| one_of("tier", v, &[("red", Tier::Red), ("yellow", Tier::Yellow), ("green", Tier::Green)]))
+        .collect::<Result<Vec<_>, _>>()?;
+    let alerts = many("alert")
+        .into_iter()
+        .map(|v| {
+            let options =
+                [("critical", AlertFilter::Critical), ("warning", AlertFilter::Warning), ("any", AlertFilter::Any)];
+            one_of("alert", v, &options)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let renewal_within = match single("renewal_within")? {
         None => None,
         Some(text) => {
