@@ -190,7 +190,7 @@ impl When {
             }
             ["monthly", "first-business-day", at] => Ok(When::FirstBusinessDay(time_of(at)?)),
             ["quarterly", "first-monday", at] => Ok(When::QuarterlyFirstMonday(time_of(at)?)),
-            [first, ..] if matches!(first, "daily" | "weekly" | "monthly" | "quarterly") => Err(format!(
+            ["daily" | "weekly" | "monthly" | "quarterly", ..] => Err(format!(
                 "{text:?}: \"daily HH:MM\", \"weekly mon HH:MM\", \"monthly first-business-day HH:MM\", \
                  \"quarterly first-monday HH:MM\" or a 5-field cron expression"
             )),
