@@ -4,6 +4,7 @@
 //! Secrets are masked when printed and can come from `*_env` keys ([`secrets`]).
 
 pub mod delivery;
+pub mod reports;
 pub mod secrets;
 
 use std::collections::BTreeMap;
@@ -91,6 +92,12 @@ pub struct Config {
     /// Email, Slack and webhooks (§16); nothing is sent by default.
     #[serde(default)]
     pub delivery: delivery::DeliveryConfig,
+    /// Scheduled reports (§17); none by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<reports::ReportConfig>,
+    /// How report runs wait for data and catch up (§17).
+    #[serde(default)]
+    pub reporting: reports::ReportingConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -539,6 +546,9 @@ impl Config {
         }
         if let Err((i, problem)) = crate::history::targets::Target::parse_all(&self.targets) {
             return Err(ConfigError::Invalid { key: "targets", problem: format!("target {}: {problem}", i + 1) });
+        }
+        if let Err((i, problem)) = crate::report::ReportSpec::parse_all(&self.reports, &self.delivery) {
+            return Err(ConfigError::Invalid { key: "reports", problem: format!("report {}: {problem}", i + 1) });
         }
         if self.alerts.outbox_max == 0 {
             return bad("alerts.outbox_max", "must be > 0");
