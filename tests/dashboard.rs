@@ -10,8 +10,13 @@
 //! `[[targets]]` from a configuration file, so the trend charts, KPI changes,
 //! goal lines, account histories and improvement rates have rows to show.
 //!
-//! Needs Node.js, `npm ci` in `dashboards-client/` and `/usr/bin/chromium`;
-//! `scripts/test.sh` installs them. A missing piece fails the test loudly.
+//! The script also checks SPEC §19 (drill-downs add up to their figure,
+//! the explorer, exports read back by Python, saved views across the
+//! restart): see `dashboards-client/e2e/explore.mjs`.
+//!
+//! Needs Node.js, `npm ci` in `dashboards-client/`, `/usr/bin/chromium` and
+//! Python with openpyxl; `scripts/test.sh` installs them. A missing piece
+//! fails the test loudly.
 
 mod common;
 
@@ -30,6 +35,23 @@ const BIN: &str = env!("CARGO_BIN_EXE_cspulse");
 
 fn client_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dashboards-client")
+}
+
+/// A Python with openpyxl, which reads the downloaded exports (CSV with the
+/// csv module, XLSX with openpyxl): `python3` first, then the system's
+/// (`scripts/test.sh` installs python3-openpyxl). None is a loud failure.
+fn python_with_openpyxl() -> String {
+    for candidate in ["python3", "/usr/bin/python3"] {
+        let ok = Command::new(candidate)
+            .args(["-c", "import csv, zipfile, openpyxl"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return candidate.to_owned();
+        }
+    }
+    panic!("the dashboard test reads exports with Python's openpyxl: apt-get install -y python3-openpyxl (or pip install openpyxl)");
 }
 
 fn free_port() -> u16 {
@@ -273,6 +295,7 @@ async fn dashboards_in_headless_chromium() {
         .env("CSPULSE_FOREIGN", serde_json::to_string(&foreign).unwrap())
         .env("CSPULSE_ALERT_ACCOUNT", json!({"id": "globex", "name": "Globex Corporation"}).to_string())
         .env("CSPULSE_E2E_REPORT", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-e2e.json"))
+        .env("CSPULSE_PYTHON", python_with_openpyxl())
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -46,6 +46,8 @@ export interface ExplorerState {
   /** The numeric field whose distribution is drawn, and the bucket count. */
   dist: string | null;
   buckets: number;
+  /** Rows per page (`rows=`, 1..1000). */
+  rows: number;
   drill: DrillSource | null;
 }
 
@@ -63,6 +65,7 @@ export const DEFAULT_COLUMNS = [
   'alerts.warning',
 ];
 export const DEFAULT_BUCKETS = 20;
+export const DEFAULT_ROWS = 100;
 export const MAX_COLUMNS = 64;
 
 function clean(filters: Filters): Filters {
@@ -87,6 +90,7 @@ export function parseExplorer(query: string): ExplorerState {
   for (const k of MANY_KEYS) if (p.getAll(k).length) filters[k] = p.getAll(k);
   const cols = p.get('cols');
   const buckets = Number(p.get('buckets'));
+  const rows = Number(p.get('rows'));
   const from = p.get('from');
   const scope = p.get('scope');
   const metric = p.get('metric');
@@ -96,6 +100,7 @@ export function parseExplorer(query: string): ExplorerState {
     sort: p.get('sort') || null,
     dist: p.get('dist') || null,
     buckets: Number.isInteger(buckets) && buckets >= 1 && buckets <= 100 ? buckets : DEFAULT_BUCKETS,
+    rows: Number.isInteger(rows) && rows >= 1 && rows <= 1000 ? rows : DEFAULT_ROWS,
     drill: from && scope && metric ? { from, scope, metric } : null,
   };
 }
@@ -117,6 +122,7 @@ export function explorerQuery(s: ExplorerState): string {
   if (!defaultCols) p.set('cols', s.columns.join(','));
   if (s.dist) p.set('dist', s.dist);
   if (s.buckets !== DEFAULT_BUCKETS) p.set('buckets', String(s.buckets));
+  if (s.rows !== DEFAULT_ROWS) p.set('rows', String(s.rows));
   if (s.drill) {
     p.set('from', s.drill.from);
     p.set('scope', s.drill.scope);
@@ -233,7 +239,7 @@ export function drillFor(scope: string, metric: string): Drill | null {
 export function drillState(source: DrillSource): ExplorerState | null {
   const d = drillFor(source.scope, source.metric);
   if (!d) return null;
-  return { filters: d.filters, columns: [...DEFAULT_COLUMNS, ...d.columns], sort: d.sort, dist: null, buckets: DEFAULT_BUCKETS, drill: source };
+  return { filters: d.filters, columns: [...DEFAULT_COLUMNS, ...d.columns], sort: d.sort, dist: null, buckets: DEFAULT_BUCKETS, rows: DEFAULT_ROWS, drill: source };
 }
 
 /** The link (`#accounts?…`) of a figure's drill-down, or null when it has none. */

@@ -18,13 +18,14 @@ import {
 describe('explorer state in the URL', () => {
   it('round-trips filters, repeated tiers and alerts, columns, sort, distribution and the drill source', () => {
     const q =
-      'segment=enterprise&region=emea&tier=red&tier=yellow&alert=critical&arr_min=1000.5&q=ac%26me&sort=-revenue.arr&cols=account_id,revenue.arr&dist=health.score&buckets=10&from=executive&scope=segment%3Aenterprise&metric=health.at_risk_arr';
+      'segment=enterprise&region=emea&tier=red&tier=yellow&alert=critical&arr_min=1000.5&q=ac%26me&sort=-revenue.arr&cols=account_id,revenue.arr&dist=health.score&buckets=10&rows=3&from=executive&scope=segment%3Aenterprise&metric=health.at_risk_arr';
     const s = parseExplorer(q);
     expect(s.filters).toEqual({ segment: 'enterprise', region: 'emea', arr_min: '1000.5', q: 'ac&me', tier: ['red', 'yellow'], alert: ['critical'] });
     expect(s.columns).toEqual(['account_id', 'revenue.arr']);
     expect(s.sort).toBe('-revenue.arr');
     expect(s.dist).toBe('health.score');
     expect(s.buckets).toBe(10);
+    expect(s.rows).toBe(3);
     expect(s.drill).toEqual({ from: 'executive', scope: 'segment:enterprise', metric: 'health.at_risk_arr' });
     expect(parseExplorer(explorerQuery(s))).toEqual(s);
   });

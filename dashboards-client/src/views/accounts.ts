@@ -22,6 +22,7 @@ import {
   ALERT_VALUES,
   cents,
   DEFAULT_COLUMNS,
+  DEFAULT_ROWS,
   drillFor,
   explorerQuery,
   fieldOf,
@@ -139,7 +140,7 @@ export class AccountsView {
     /** A new state chosen on the page: written to the URL by the shell. */
     private readonly onState: (state: ExplorerState) => void,
   ) {
-    this.state = { filters: {}, columns: [...DEFAULT_COLUMNS], sort: null, dist: null, buckets: 20, drill: null };
+    this.state = { filters: {}, columns: [...DEFAULT_COLUMNS], sort: null, dist: null, buckets: 20, rows: DEFAULT_ROWS, drill: null };
   }
 
   /** The state from the URL (a csm's `csm_id` can only be its own). */
@@ -300,11 +301,12 @@ export class AccountsView {
 
   /** The list's first page, when the filters or the sort changed. */
   private load(): void {
-    const key = this.params().toString();
+    const params = this.params().toString();
+    const key = `${params}|${this.state.rows}`;
     if (this.listKey === key) return;
     this.listKey = key;
     this.list = { key, loading: true, error: null, answer: null, more: false };
-    void this.ctx.fetch<ListAnswer>(`/api/v1/accounts?${key}${key ? '&' : ''}limit=100`).then((r) => {
+    void this.ctx.fetch<ListAnswer>(`/api/v1/accounts?${params}${params ? '&' : ''}limit=${this.state.rows}`).then((r) => {
       if (this.list?.key !== key) return;
       this.list = { key, loading: false, error: r.ok ? null : errorText(r), answer: r.ok ? r.body : null, more: false };
       if (r.ok && r.body) this.learn(r.body.accounts);
@@ -319,7 +321,7 @@ export class AccountsView {
     list.more = true;
     this.ctx.changed();
     const p = this.params();
-    p.set('limit', '100');
+    p.set('limit', String(this.state.rows));
     p.set('cursor', cursor);
     const r = await this.ctx.fetch<ListAnswer>(`/api/v1/accounts?${p}`);
     if (this.list !== list || !list.answer) return;
@@ -471,6 +473,7 @@ export class AccountsView {
       const scroll = table.scrollLeft;
       table.innerHTML = this.table(answer);
       table.scrollLeft = scroll;
+      table.dataset.key = list!.key;
     }
     part('more').innerHTML = answer
       ? `${list?.error ? `<p class="error" role="alert">${esc(list.error)}</p>` : ''}${
@@ -571,7 +574,7 @@ export class AccountsView {
     el.innerHTML = `${title}
       <div class="drill-compare" data-drill-check data-scope="${esc(src.scope)}" data-metric="${esc(src.metric)}" data-figure="${esc(JSON.stringify(figure))}" data-figure-as-of="${esc(
         c.figureAsOf ?? '',
-      )}" data-sum="${esc(JSON.stringify(c.sum))}" data-listed="${c.listed}" data-list-as-of="${esc(c.listAsOf ?? '')}" data-money="${isMoneySum}" data-partial="${c.partial}">
+      )}" data-sum="${esc(JSON.stringify(c.sum))}" data-listed="${c.listed}" data-list-as-of="${esc(c.listAsOf ?? '')}" data-money="${isMoneySum}" data-partial="${c.partial}" data-loading="${c.loading}">
         <div><span class="muted">On the page</span> <strong>${esc(fmt(figure))}</strong> <span class="muted">as of ${esc(instant(c.figureAsOf))}</span></div>
         <div><span class="muted">${esc(what)}</span> <strong>${esc(fmt(c.sum))}</strong>${c.partial ? ' <span class="warn">(first pages only)</span>' : ''} <span class="muted">as of ${esc(
           instant(c.listAsOf),
