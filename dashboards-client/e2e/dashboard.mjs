@@ -468,7 +468,7 @@ try {
   const analyst = await openRole(context, 'analyst', '#analyst');
   await matchesRest(analyst, 'analyst', TOKENS.analyst, { minFields: 40 });
   const offered = await analyst.$$eval('[data-view]', (b) => b.map((x) => x.dataset.view));
-  check(JSON.stringify(offered) === '["executive","manager","analyst"]', `analyst is offered ${offered.join(', ')}`);
+  check(JSON.stringify(offered) === '["executive","manager","analyst","accounts"]', `analyst is offered ${offered.join(', ')}`);
 
   // Wall: cycles executive and manager by itself.
   const wall = await openRole(context, 'wall', '', '&wall=1&cycle=5');

@@ -139,6 +139,7 @@ export function exploreChecks({ check, rest, waitFor, BASE, TOKENS, results }) {
     const seen = new Set();
     let additive = 0;
     let ratios = 0;
+    let scopeAlerts = 0;
     const problems = [];
     for (const { href, drill } of links) {
       const [scope, metric] = drill.split('|');
@@ -209,6 +210,7 @@ export function exploreChecks({ check, rest, waitFor, BASE, TOKENS, results }) {
         scopeOwn = alerts.filter((a) => a.severity === sev && a.state === 'firing' && a.scope !== 'account' && a.scope === k && (k === 'portfolio' || a.scope_id === v)).length;
         const pageOwn = await page.evaluate(() => Number(document.querySelector('[data-scope-alerts]')?.dataset.scopeAlerts ?? 0));
         if (pageOwn !== scopeOwn) problems.push(`${drill}: page shows ${pageOwn} scope alerts, REST ${scopeOwn}`);
+        scopeAlerts += scopeOwn;
       }
       if (sum + scopeOwn !== figure) problems.push(`${drill}: listed accounts add up to ${sum} (+${scopeOwn} scope alerts), the figure is ${figure} at ${listed.as_of}`);
       if (shown.figureAsOf !== shown.listAsOf || shown.listAsOf !== listed.as_of) problems.push(`${drill}: page compared at ${shown.figureAsOf} / ${shown.listAsOf}, REST at ${listed.as_of}`);
@@ -218,7 +220,7 @@ export function exploreChecks({ check, rest, waitFor, BASE, TOKENS, results }) {
       additive += 1;
     }
     await goHash(page, sourceHash || '#executive');
-    check(problems.length === 0 && additive > 0, `${label}: ${additive} additive drill-downs add up to their figure at one as_of, ${ratios} ratio drill-downs list their scope ${problems.slice(0, 6).join('; ')}`);
+    check(problems.length === 0 && additive > 0, `${label}: ${additive} additive drill-downs add up to their figure at one as_of, ${ratios} ratio drill-downs list their scope, ${scopeAlerts} scope alerts shown apart ${problems.slice(0, 6).join('; ')}`);
     return { additive, ratios };
   }
 
