@@ -56,6 +56,13 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
   python3 -m pip install --quiet 'aiosmtpd==1.4.6' 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages 'aiosmtpd==1.4.6'
 fi
+# Exports (tests/accounts.rs, the dashboard test) are read back by an
+# independent reader of XLSX: openpyxl, from PyPI for the python3 in use.
+if ! python3 -c 'import openpyxl' 2>/dev/null; then
+  step "installing openpyxl (the exports' independent XLSX reader)"
+  python3 -m pip install --quiet 'openpyxl==3.1.5' 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages 'openpyxl==3.1.5'
+fi
 # Its TLS test signs the SMTP servers' certificates with a private CA.
 if ! command -v openssl >/dev/null; then
   step "installing openssl (the delivery TLS test's certificates)"

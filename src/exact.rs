@@ -228,6 +228,14 @@ impl Exact {
             Exact::Big(b) => b.to_f64(),
         }
     }
+
+    /// The value as a `BigRatio` (for arithmetic no `Ratio` can hold).
+    pub fn to_big(&self) -> BigRatio {
+        match self {
+            Exact::Small(r) => r.big(),
+            Exact::Big(b) => (**b).clone(),
+        }
+    }
 }
 
 impl From<Ratio> for Exact {

@@ -18,6 +18,7 @@ pub mod delivery;
 pub mod demo;
 pub mod event;
 pub mod exact;
+pub mod export;
 pub mod fast;
 pub mod history;
 pub mod http;

@@ -38,8 +38,12 @@ async fn portfolio(brokers: &str) {
             json!(cspulse::time::format_date(day as i32))
         };
         let name = if i % 6 == 0 { format!("Acme {i}") } else { format!("Company {i}") };
-        let upsert = json!({"event_id": format!("u-{i}"), "ts": ts(0), "account_id": id(i), "name": name,
+        let mut upsert = json!({"event_id": format!("u-{i}"), "ts": ts(0), "account_id": id(i), "name": name,
             "csm_id": csm, "segment": SEGMENTS[i % 3], "region": REGIONS[i % 4], "seats": 10, "renewal_date": renewal});
+        // No renewal date: the field left out (a null one is a schema error, §9).
+        if upsert["renewal_date"].is_null() {
+            upsert.as_object_mut().unwrap().remove("renewal_date");
+        }
         produce(&p, "cs.accounts", (i % 2) as i32, &id(i), &serde_json::to_vec(&upsert).unwrap()).await;
         let arr = json!(10_000.0 + 12_500.5 * (i % 5) as f64);
         let revenue =
@@ -356,5 +360,230 @@ async fn every_filter_sort_and_cursor_agrees_with_a_naive_filter_of_the_account_
     )
     .await;
     assert_eq!((status, body["error"].as_str()), (400, Some("bad_cursor")), "another caller's cursor: {body}");
+    app.shutdown().await;
+}
+
+/// What `python3 -c script` prints as JSON, given `input` on stdin.
+fn python(script: &str, input: &[u8]) -> Value {
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "python3 failed on {script}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Reads an XLSX workbook with openpyxl: `{sheet: [[cell…]…]}`.
+const READ_XLSX: &str = "import io, json, sys, openpyxl
+wb = openpyxl.load_workbook(io.BytesIO(sys.stdin.buffer.read()), read_only=True)
+print(json.dumps({ws.title: [list(r) for r in ws.iter_rows(values_only=True)] for ws in wb.worksheets}))";
+
+/// Reads a zip of CSVs with Python's zipfile and csv: `{file: [row…]}`.
+const READ_ZIP: &str = "import csv, io, json, sys, zipfile
+z = zipfile.ZipFile(io.BytesIO(sys.stdin.buffer.read()))
+print(json.dumps({n: list(csv.reader(io.TextIOWrapper(z.open(n), 'utf-8'))) for n in z.namelist()}))";
+
+async fn download(url: &str, token: &str) -> (u16, String, Vec<u8>) {
+    let res = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
+    let status = res.status().as_u16();
+    let kind = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    (status, kind, res.bytes().await.unwrap().to_vec())
+}
+
+/// A KPI table row as the channel shows it: the key, then every column.
+fn kpi_row(key: &str, kpi: &Value, header: &[Value]) -> Vec<Value> {
+    std::iter::once(json!(key)).chain(header[1..].iter().map(|c| at(kpi, c.as_str().unwrap()).clone())).collect()
+}
+
+/// An openpyxl cell as JSON gives it back: whole floats come back as
+/// floats, so numbers are compared as numbers.
+fn same_cell(cell: &Value, want: &Value) -> bool {
+    match (cell, want) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (Value::Null, Value::Null) => true,
+        (a, b) => a == b,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_open_in_independent_readers_and_distributions_count_exactly() {
+    test_logging();
+    let (_cluster, config) = cluster_and_config();
+    let app = App::start(&config).await.expect("engine starts");
+    let base = format!("http://{}", app.addr);
+    portfolio(&config.kafka.brokers).await;
+    let executive = token(Role::Executive, None);
+    let all = wait_for("the portfolio folded", Duration::from_secs(60), || async {
+        let objects = objects(&base, &executive).await?;
+        let (_, list) = get(&format!("{base}/api/v1/accounts?limit=1000"), Some(&executive)).await;
+        let same = objects
+            .iter()
+            .all(|o| list["accounts"].as_array().unwrap().iter().any(|l| l["account_id"] == o["account_id"] && l == o));
+        let settled = objects.iter().all(|o| {
+            o["revenue"]["arr"].as_f64().unwrap() > 0.0 && SEGMENTS.iter().any(|s| o["info"]["segment"] == *s)
+        });
+        (settled && same).then_some(objects)
+    })
+    .await;
+
+    // `csm_id=` (empty) lists the unassigned accounts.
+    let (_, unassigned) = get(&format!("{base}/api/v1/accounts?csm_id=&sort=account_id"), Some(&executive)).await;
+    let want: Vec<&Value> = all.iter().filter(|a| a["info"]["csm_id"].is_null()).collect();
+    assert!(!want.is_empty());
+    assert_eq!(
+        ids(unassigned["accounts"].as_array().unwrap()),
+        want.iter().map(|a| a["account_id"].as_str().unwrap()).collect::<Vec<_>>()
+    );
+
+    // The accounts list as XLSX: the list's rows and figures, as openpyxl reads them.
+    let (status, kind, body) =
+        download(&format!("{base}/api/v1/accounts/export.xlsx?segment=enterprise&sort=-revenue.arr"), &executive).await;
+    assert_eq!(status, 200);
+    assert!(kind.starts_with("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"), "{kind}");
+    let book = python(READ_XLSX, &body);
+    let sheet = book["accounts"].as_array().unwrap();
+    let header = sheet[0].as_array().unwrap();
+    let want = naive(&all, &[("segment", "enterprise"), ("sort", "-revenue.arr")]);
+    assert_eq!(sheet.len(), want.len() + 1);
+    for (row, object) in sheet[1..].iter().zip(&want) {
+        for (cell, column) in row.as_array().unwrap().iter().zip(header) {
+            let path = column.as_str().unwrap();
+            let expected = if path == "account_id" { &object["account_id"] } else { at(object, path) };
+            assert!(same_cell(cell, expected), "{path}: {cell} in the workbook, {expected} in the list");
+        }
+    }
+
+    // Channel exports: the analyst's three tables zipped, the manager's
+    // CSM table as a workbook, a book as one CSV; the channel's access.
+    let (_, analyst) = get(&format!("{base}/api/v1/channels/analyst"), Some(&executive)).await;
+    let (status, kind, body) = download(&format!("{base}/api/v1/channels/analyst/export.csv"), &executive).await;
+    assert_eq!((status, kind.as_str()), (200, "application/zip"));
+    let files = python(READ_ZIP, &body);
+    let mut names: Vec<&String> = files.as_object().unwrap().keys().collect();
+    names.sort();
+    assert_eq!(names, ["features.csv", "regions.csv", "segments.csv"]);
+    let segments = files["segments.csv"].as_array().unwrap();
+    let header = segments[0].as_array().unwrap().clone();
+    assert_eq!(segments.len(), SEGMENTS.len() + 1, "{segments:?}");
+    for row in &segments[1..] {
+        let name = row[0].as_str().unwrap();
+        let want = kpi_row(name, &analyst["segments"][name], &header);
+        for ((cell, want), column) in row.as_array().unwrap().iter().zip(&want).zip(&header) {
+            let shown = match want {
+                Value::Null => String::new(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            assert_eq!(cell.as_str().unwrap(), shown, "segments.csv {name} {column}");
+        }
+    }
+    assert_eq!(
+        files["features.csv"][1],
+        json!([
+            "reports",
+            analyst["features"]["reports"]["accounts_30d"].to_string(),
+            analyst["features"]["reports"]["users_30d"].to_string()
+        ])
+    );
+
+    let (_, manager) = get(&format!("{base}/api/v1/channels/manager"), Some(&executive)).await;
+    let (status, _, body) = download(&format!("{base}/api/v1/channels/manager/export.xlsx"), &executive).await;
+    assert_eq!(status, 200);
+    let book = python(READ_XLSX, &body);
+    let csms = book["csms"].as_array().unwrap();
+    let header = csms[0].as_array().unwrap().clone();
+    let mut want: Vec<Vec<Value>> =
+        manager["csms"].as_object().unwrap().iter().map(|(id, kpi)| kpi_row(id, kpi, &header)).collect();
+    want.sort_by(|a, b| a[0].as_str().cmp(&b[0].as_str()));
+    want.push(kpi_row("", &manager["unassigned"], &header));
+    assert_eq!(csms.len(), want.len() + 1);
+    for (row, want) in csms[1..].iter().zip(&want) {
+        let row = row.as_array().unwrap();
+        // openpyxl reads an empty text cell as None.
+        let key = if row[0].is_null() { json!("") } else { row[0].clone() };
+        assert_eq!(key, want[0]);
+        for ((cell, want), column) in row[1..].iter().zip(&want[1..]).zip(&header[1..]) {
+            assert!(same_cell(cell, want), "{}: {column}: {cell} vs {want}", want[0]);
+        }
+    }
+
+    let own = token(Role::Csm, Some("csm-1"));
+    let (status, kind, body) = download(&format!("{base}/api/v1/channels/csm:csm-1/export.csv"), &own).await;
+    assert_eq!(status, 200);
+    assert!(kind.starts_with("text/csv"), "{kind}");
+    let rows = python("import csv, json, sys; print(json.dumps(list(csv.DictReader(sys.stdin))))", &body);
+    let book: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["account_id"].as_str().unwrap()).collect();
+    assert_eq!(book, ids(&naive(&all, &[("csm_id", "csm-1")])), "the book in its priority order");
+    let (status, _, _) = download(&format!("{base}/api/v1/channels/csm:csm-2/export.xlsx"), &own).await;
+    assert_eq!(status, 403, "another book's export");
+    let (status, _, _) =
+        download(&format!("{base}/api/v1/channels/analyst/export.csv"), &token(Role::Wall, None)).await;
+    assert_eq!(status, 403, "a wall may not read the analyst channel");
+    let (status, kind, _) =
+        download(&format!("{base}/api/v1/channels/analyst/export.csv?table=regions"), &executive).await;
+    assert_eq!((status, kind.starts_with("text/csv")), (200, true), "one table: one CSV");
+    let (status, _, body) =
+        download(&format!("{base}/api/v1/channels/executive/export.csv?table=regions"), &executive).await;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("table=regions"));
+    let (status, _, _) = download(&format!("{base}/api/v1/channels/executive/export.pdf"), &executive).await;
+    assert_eq!(status, 404);
+
+    // Distributions: exact counts of the matches per bucket, a csm's own
+    // book only.
+    for (query, field, buckets) in [
+        ("", "revenue.arr", 4),
+        ("segment=smb", "health.score", 5),
+        ("tier=red&tier=yellow", "usage.active_users_7d", 3),
+        ("", "revenue.days_to_renewal", 10),
+    ] {
+        let (status, d) = get(
+            &format!("{base}/api/v1/accounts/distribution?field={field}&buckets={buckets}&{query}"),
+            Some(&executive),
+        )
+        .await;
+        assert_eq!(status, 200, "{d}");
+        assert!(schema("distribution").is_valid(&d), "{d}");
+        let pairs: Vec<(&str, &str)> =
+            query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap()).collect();
+        let matched = naive(&all, &pairs);
+        let values: Vec<f64> = matched.iter().filter_map(|a| at(a, field).as_f64()).collect();
+        assert_eq!(d["total"], matched.len(), "{field}");
+        assert_eq!(d["nulls"], matched.len() - values.len(), "{field}");
+        let counted: u64 = d["buckets"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).sum();
+        assert_eq!(counted as usize, values.len(), "{field}: every value in one bucket");
+        let bs = d["buckets"].as_array().unwrap();
+        for v in &values {
+            let last = bs.len() - 1;
+            let holding = bs
+                .iter()
+                .enumerate()
+                .filter(|(i, b)| {
+                    let (from, to) = (b["from"].as_f64().unwrap(), b["to"].as_f64().unwrap());
+                    *v >= from && (*v < to || (*i == last && *v <= to))
+                })
+                .count();
+            assert_eq!(holding, 1, "{field}: {v} falls in one bucket of {bs:?}");
+        }
+        for b in bs {
+            let (from, to) = (b["from"].as_f64().unwrap(), b["to"].as_f64().unwrap());
+            let last = std::ptr::eq(b, bs.last().unwrap());
+            let n = values.iter().filter(|v| **v >= from && (**v < to || (last && **v <= to))).count();
+            assert_eq!(b["count"].as_u64().unwrap() as usize, n, "{field} [{from}, {to})");
+        }
+    }
+    let (_, mine) = get(&format!("{base}/api/v1/accounts/distribution?field=revenue.arr"), Some(&own)).await;
+    assert_eq!(mine["total"], naive(&all, &[("csm_id", "csm-1")]).len(), "a csm's distribution is of its book");
+    for (query, named) in
+        [("field=info.name", "field=info.name"), ("", "field"), ("field=revenue.arr&buckets=0", "buckets=0")]
+    {
+        let (status, body) = get(&format!("{base}/api/v1/accounts/distribution?{query}"), Some(&executive)).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body["message"].as_str().unwrap().contains(named), "{query}: {body}");
+    }
     app.shutdown().await;
 }

@@ -20,7 +20,7 @@ use jsonschema::{Draft, Keyword, Resource, ValidationError, ValidationOptions, V
 use serde_json::{Map, Value};
 
 /// Every schema, by the name used for its file and its examples directory.
-const SCHEMAS: [&str; 16] = [
+const SCHEMAS: [&str; 18] = [
     "account",
     "usage",
     "ticket",
@@ -37,6 +37,8 @@ const SCHEMAS: [&str; 16] = [
     "deliveries",
     "webhook",
     "accounts",
+    "views",
+    "distribution",
 ];
 
 const MAX_BYTES: usize = 1 << 20;

@@ -6,4 +6,5 @@ pub mod ledger;
 pub mod rebuild;
 pub mod store;
 pub mod targets;
+pub mod views;
 pub mod writer;

@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "account rows", include_str!("migrations/0003_account_rows.sql")),
     (4, "audit log", include_str!("migrations/0004_audit_log.sql")),
     (6, "delivery ledger", include_str!("migrations/0006_deliveries.sql")),
+    (7, "saved views", include_str!("migrations/0007_saved_views.sql")),
 ];
 
 /// Migrations whose statements differ by back end: (SQLite, PostgreSQL).

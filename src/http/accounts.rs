@@ -20,6 +20,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
+use super::exports::Format;
 use super::{ApiError, AppState, TokenQuery, principal};
 use crate::auth::{Principal, Role};
 use crate::exact::Exact;
@@ -242,7 +243,7 @@ impl Filters {
         let info = &r.info;
         if self.segment.as_deref().is_some_and(|s| s != &*info.segment)
             || self.region.as_deref().is_some_and(|s| s != &*info.region)
-            || self.csm_id.as_deref().is_some_and(|c| info.csm_id.as_deref() != Some(c))
+            || self.csm_id.as_deref().is_some_and(|c| info.csm_id.as_deref() != Some(c).filter(|c| !c.is_empty()))
         {
             return false;
         }
@@ -514,15 +515,32 @@ fn objects(snapshot: &Snapshot, rows: &[&Arc<Record>]) -> Vec<Value> {
         .collect()
 }
 
-/// `GET /api/v1/accounts/export.csv?<the list's filters and sort>`: every
-/// match, in order, one row per account and one column per field of the
-/// account object (`account_id`, every §3.1 path, `health.rank`); the
-/// list's access rules. `limit` caps the rows (default: all); a cursor
-/// does not apply.
+/// `GET /api/v1/accounts/export.csv|export.xlsx?<the list's filters and
+/// sort>`: every match, in order, one row per account and one column per
+/// field of the account object (`account_id`, every §3.1 path,
+/// `health.rank`); the list's access rules. `limit` caps the rows
+/// (default: all); a cursor does not apply.
 pub async fn export_csv(
+    state: State<AppState>,
+    headers: HeaderMap,
+    raw: RawQuery,
+) -> Result<axum::response::Response, ApiError> {
+    export(state, headers, raw, Format::Csv).await
+}
+
+pub async fn export_xlsx(
+    state: State<AppState>,
+    headers: HeaderMap,
+    raw: RawQuery,
+) -> Result<axum::response::Response, ApiError> {
+    export(state, headers, raw, Format::Xlsx).await
+}
+
+async fn export(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
+    format: Format,
 ) -> Result<axum::response::Response, ApiError> {
     let who = caller(&state, &headers, raw.as_deref())?;
     let query = parse_query(raw.as_deref())?;
@@ -536,14 +554,137 @@ pub async fn export_csv(
     };
     let snapshot = state.shared.snapshot();
     let (_, rows) = page(&snapshot, &who, &query.filters, query.filters.sort, 0, limit);
-    let mut columns: Vec<&str> = vec!["account_id"];
-    columns.extend(ACCOUNT.iter().map(|m| m.path));
-    columns.push("health.rank");
-    let table: Vec<Vec<Value>> = objects(&snapshot, &rows)
-        .iter()
-        .map(|o| columns.iter().map(|c| super::history::at_path(o, c).clone()).collect())
+    let objects = objects(&snapshot, &rows);
+    let table = crate::export::Table::of_objects("accounts", super::exports::account_columns(), &objects);
+    let day = snapshot.now.map(|t| format_rfc3339(t).chars().take(10).collect::<String>()).unwrap_or_default();
+    super::exports::respond(format!("cspulse-accounts-{day}"), vec![table], format).await
+}
+
+/// Buckets of a distribution at most, and by default.
+const MAX_BUCKETS: usize = 100;
+const DEFAULT_BUCKETS: usize = 20;
+
+/// `[from, to)` and how many values fall in it.
+#[derive(Debug, PartialEq)]
+struct Bucket {
+    from: f64,
+    to: f64,
+    count: u64,
+}
+
+/// The histogram of `values` in `n` buckets. Whole-number figures (counts,
+/// days) get whole-number buckets `[from, to)` of equal width covering
+/// `min..=max`; the others `n` equal-width buckets over `[min, max]`, each
+/// `[from, to)` but the last, which holds `max`. A value's bucket is decided
+/// exactly (on the rationals, not on rounded edges).
+fn histogram(values: &[Exact], n: usize, whole: bool) -> Vec<Bucket> {
+    use num_bigint::BigInt;
+    let (Some(min), Some(max)) = (values.iter().min(), values.iter().max()) else { return Vec::new() };
+    if whole {
+        let (lo, hi) = (min.floor_i64(), max.floor_i64());
+        let span = (i128::from(hi) - i128::from(lo) + 1) as u128;
+        let width = span.div_ceil(n as u128).max(1);
+        let count = span.div_ceil(width) as usize;
+        let mut buckets: Vec<Bucket> = (0..count)
+            .map(|i| {
+                let from = i128::from(lo) + (i as i128) * width as i128;
+                Bucket { from: from as f64, to: (from + width as i128) as f64, count: 0 }
+            })
+            .collect();
+        for v in values {
+            let i = ((i128::from(v.floor_i64()) - i128::from(lo)) as u128 / width) as usize;
+            buckets[i.min(count - 1)].count += 1;
+        }
+        return buckets;
+    }
+    if min == max {
+        return vec![Bucket { from: min.to_f64(), to: max.to_f64(), count: values.len() as u64 }];
+    }
+    // v = a/b, min = c/d, max = e/f: v's bucket is
+    // floor(n·(v − min)/(max − min)) = floor(n·f·(a·d − c·b) / (b·(e·d − c·f))).
+    let (lo, hi) = (min.to_big(), max.to_big());
+    let (c, d) = (lo.num.clone(), BigInt::from(lo.den.clone()));
+    let (e, f) = (hi.num.clone(), BigInt::from(hi.den.clone()));
+    let span = &e * &d - &c * &f;
+    let nf = BigInt::from(n) * &f;
+    let edge = |i: usize| {
+        // min + i·(max − min)/n = (c·f·n + i·span) / (d·f·n)
+        let num = &c * &f * BigInt::from(n) + BigInt::from(i) * &span;
+        let den = &d * &f * BigInt::from(n);
+        Exact::of_big(num, den.magnitude().clone()).to_f64()
+    };
+    let mut buckets: Vec<Bucket> = (0..n).map(|i| Bucket { from: edge(i), to: edge(i + 1), count: 0 }).collect();
+    for v in values {
+        let x = v.to_big();
+        let b = BigInt::from(x.den);
+        let i = (&nf * (&x.num * &d - &c * &b)) / (&b * &span);
+        let i = usize::try_from(i).unwrap_or(usize::MAX).min(n - 1);
+        buckets[i].count += 1;
+    }
+    buckets
+}
+
+/// `GET /api/v1/accounts/distribution?field=&buckets=&<the list's
+/// filters>`: the distribution of a numeric account figure over the
+/// matches (the list's access rules): `{as_of, field, total, nulls, min,
+/// max, buckets: [{from, to, count}]}`.
+pub async fn distribution(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<axum::Json<Value>, ApiError> {
+    let who = caller(&state, &headers, raw.as_deref())?;
+    let (mut field, mut buckets, mut rest) = (None, None, form_urlencoded::Serializer::new(String::new()));
+    for (k, v) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "field" if field.is_none() => field = Some(v.into_owned()),
+            "buckets" if buckets.is_none() => buckets = Some(v.into_owned()),
+            "field" | "buckets" => return Err(bad(format!("{k} is given more than once"))),
+            "sort" | "limit" | "cursor" => return Err(bad(format!("{k}: a distribution covers every match"))),
+            _ => {
+                rest.append_pair(&k, &v);
+            }
+        }
+    }
+    let numeric = || ACCOUNT.iter().filter(|m| m.kind() == crate::metric::Kind::Num).map(|m| m.path);
+    let field = field.ok_or_else(|| {
+        bad(format!("field: the numeric account figure to distribute ({})", numeric().collect::<Vec<_>>().join(", ")))
+    })?;
+    let metric = ACCOUNT.iter().find(|m| m.path == field && m.kind() == crate::metric::Kind::Num).ok_or_else(|| {
+        bad(format!("field={field}: a numeric account figure ({})", numeric().collect::<Vec<_>>().join(", ")))
+    })?;
+    let n = match buckets {
+        None => DEFAULT_BUCKETS,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=MAX_BUCKETS).contains(&n) => n,
+            _ => return Err(bad(format!("buckets={text}: between 1 and {MAX_BUCKETS}"))),
+        },
+    };
+    let query = parse_query(Some(&rest.finish()))?;
+    let snapshot = state.shared.snapshot();
+    let now = snapshot.now_or_zero();
+    let (mut values, mut nulls) = (Vec::new(), 0u64);
+    for r in matches(&snapshot, &who, &query.filters) {
+        match r.value(metric.id, now) {
+            MetricValue::Num(v) => values.push(v.exact),
+            _ => nulls += 1,
+        }
+    }
+    let whole = matches!(metric.unit, crate::metric::Unit::Count | crate::metric::Unit::Days);
+    let shown = |v: Option<&Exact>| v.map(|v| crate::metric::shown(v.to_f64(), metric.unit, false));
+    let buckets: Vec<Value> = histogram(&values, n, whole)
+        .into_iter()
+        .map(|b| json!({"from": b.from, "to": b.to, "count": b.count}))
         .collect();
-    super::history::csv_response("accounts", &columns, &table)
+    Ok(axum::Json(json!({
+        "as_of": snapshot.now.map(format_rfc3339),
+        "field": field,
+        "total": values.len() as u64 + nulls,
+        "nulls": nulls,
+        "min": shown(values.iter().min()),
+        "max": shown(values.iter().max()),
+        "buckets": buckets,
+    })))
 }
 
 /// The caller of an accounts request (the token may be in the query); a
@@ -556,6 +697,12 @@ fn caller(state: &AppState, headers: &HeaderMap, raw: Option<&str>) -> Result<Pr
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "role wall may not list accounts"));
     }
     Ok(who)
+}
+
+/// Whether `raw_query` is a valid accounts list query (saved views keep
+/// only queries that load).
+pub(super) fn check_query(raw_query: &str) -> Result<(), ApiError> {
+    parse_query(Some(raw_query)).map(drop)
 }
 
 /// The first page of the accounts list for `raw_query` (no cursor kept):
@@ -642,6 +789,28 @@ mod tests {
         for bad in ["", ".", "1e5", "12,5", "abc", "--1"] {
             assert!(Money::parse("arr_min", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn histograms_place_values_exactly() {
+        use crate::exact::Ratio;
+        let cents = |c: &[i64]| c.iter().map(|&c| Exact::from(Ratio::of(c, 100))).collect::<Vec<_>>();
+        // 0.00 .. 3.00 in 3 buckets: 1.00 is the second's first value, 3.00 the last's.
+        let b = histogram(&cents(&[0, 99, 100, 199, 200, 300]), 3, false);
+        assert_eq!(b.iter().map(|b| b.count).collect::<Vec<_>>(), [2, 2, 2]);
+        assert_eq!((b[1].from, b[1].to), (1.0, 2.0));
+        // Thirds are not exact in binary: 1/3 falls in the second of 3 over [0, 1].
+        let thirds = vec![Exact::from(Ratio::new(0, 1)), Exact::from(Ratio::new(1, 3)), Exact::from(Ratio::new(1, 1))];
+        assert_eq!(histogram(&thirds, 3, false).iter().map(|b| b.count).collect::<Vec<_>>(), [1, 1, 1]);
+        // Whole numbers 0..=10 in 4 buckets: width 3, [0,3) [3,6) [6,9) [9,12).
+        let whole: Vec<Exact> = (0..=10).map(|i| Exact::from(Ratio::int(i))).collect();
+        let b = histogram(&whole, 4, true);
+        assert_eq!(
+            b.iter().map(|b| (b.from, b.to, b.count)).collect::<Vec<_>>(),
+            [(0.0, 3.0, 3), (3.0, 6.0, 3), (6.0, 9.0, 3), (9.0, 12.0, 2)]
+        );
+        assert_eq!(histogram(&cents(&[5, 5]), 10, false), [Bucket { from: 0.05, to: 0.05, count: 2 }]);
+        assert!(histogram(&[], 10, false).is_empty());
     }
 
     #[test]

@@ -98,19 +98,14 @@ fn wants_csv(headers: &HeaderMap) -> bool {
 
 /// `rows` as a CSV answer (RFC 4180) named `name`.
 pub(super) fn csv_response(name: &str, header_row: &[&str], rows: &[Vec<Value>]) -> Result<Response, ApiError> {
-    let mut out = csv::Writer::from_writer(Vec::new());
-    let cell = |v: &Value| match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+    let table = crate::export::Table {
+        name: name.to_owned(),
+        columns: header_row.iter().map(|h| crate::export::Column::text(h)).collect(),
+        rows: rows.to_vec(),
     };
-    let written =
-        out.write_record(header_row).and_then(|()| rows.iter().try_for_each(|r| out.write_record(r.iter().map(cell))));
-    let body = written
-        .ok()
-        .and_then(|()| out.into_inner().ok())
-        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the CSV could not be written"))?;
-    let disposition = format!("attachment; filename=\"{name}.csv\"");
+    let body = crate::export::csv(&table)
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the CSV could not be written"))?;
+    let disposition = format!("attachment; filename=\"{}.csv\"", crate::export::file_part(name));
     Ok((
         [(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition)],
         body,
@@ -118,10 +113,7 @@ pub(super) fn csv_response(name: &str, header_row: &[&str], rows: &[Vec<Value>])
         .into_response())
 }
 
-/// The value at a dotted `path` of `v` (null where absent).
-pub(super) fn at_path<'a>(v: &'a Value, path: &str) -> &'a Value {
-    path.split('.').fold(v, |v, k| v.get(k).unwrap_or(&Value::Null))
-}
+pub(super) use crate::export::at_path;
 
 /// `GET /api/v1/accounts/{id}/history` (SPEC §15): the account's daily
 /// rows, tier changes and alert transitions in [from, to] (absent bounds:

@@ -28,8 +28,10 @@ use crate::telemetry;
 pub mod accounts;
 pub mod assets;
 mod deliveries;
+pub mod exports;
 mod history;
 pub mod serve;
+mod views;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -96,6 +98,7 @@ fn code_for(status: StatusCode) -> &'static str {
         404 => "not_found",
         405 => "method_not_allowed",
         408 => "timeout",
+        409 => "conflict",
         413 => "payload_too_large",
         414 => "uri_too_long",
         415 => "unsupported_media_type",
@@ -206,8 +209,11 @@ pub fn router(state: AppState, more: Router) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/channels/{channel}", get(channel))
+        .route("/api/v1/channels/{channel}/{file}", get(exports::channel_export))
         .route("/api/v1/accounts", get(accounts::list))
         .route("/api/v1/accounts/export.csv", get(accounts::export_csv))
+        .route("/api/v1/accounts/export.xlsx", get(accounts::export_xlsx))
+        .route("/api/v1/accounts/distribution", get(accounts::distribution))
         .route("/api/v1/accounts/{account_id}", get(account))
         .route("/api/v1/accounts/{account_id}/history", get(history::account_history))
         .route("/api/v1/history/{channel}", get(history::channel_history))
@@ -215,6 +221,8 @@ pub fn router(state: AppState, more: Router) -> Router {
         .route("/api/v1/targets", get(history::targets))
         .route("/api/v1/audit", get(history::audit))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/views", get(views::list))
+        .route("/api/v1/views/{name}", get(views::get).put(views::put).delete(views::delete))
         .route("/api/v1/deliveries", get(deliveries::list))
         .route("/api/v1/deliveries/{id}/resend", axum::routing::post(deliveries::resend))
         .route("/api/v1/unsubscribe", get(deliveries::unsubscribe_page).post(deliveries::unsubscribe))
@@ -226,7 +234,7 @@ pub fn router(state: AppState, more: Router) -> Router {
 }
 
 /// Records every request made with a valid token as an audit event (§18):
-/// `download` for a CSV answer, else `request`; the target is the method
+/// `download` for a file answer (CSV, zip, XLSX), else `request`; the target is the method
 /// and path (never the query, which may carry the token); the outcome `ok`
 /// or the error code answered.
 async fn audit_requests(
@@ -239,7 +247,7 @@ async fn audit_requests(
     let target = format!("{} {}", req.method(), req.uri().path());
     let res = next.run(req).await;
     if let Some(who) = presented.and_then(|t| state.auth.verify(Some(&t)).ok()) {
-        let csv = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/csv"));
+        let csv = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| exports::is_download(v.as_bytes()));
         let status = res.status();
         let outcome = if status.as_u16() < 400 { "ok" } else { code_for(status) };
         state.audit.record(&who, if csv { "download" } else { "request" }, target, outcome);
