@@ -58,6 +58,77 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The alert rules: the defaults (SPEC §5.1) and two scope rules, so the
+/// segment and CSM scopes have alerts of their own (on no account), which a
+/// drill-down of their alert counts shows apart (SPEC §19).
+const RULES_TOML: &str = r#"
+[[alerts.rules]]
+name = "account_red"
+scope = "account"
+when = [{metric = "health.tier", op = "==", value = "red"}]
+severity = "critical"
+
+[[alerts.rules]]
+name = "red_renewal_90d"
+scope = "account"
+when = [{metric = "health.tier", op = "==", value = "red"}, {metric = "revenue.days_to_renewal", op = ">=", value = 0}, {metric = "revenue.days_to_renewal", op = "<=", value = 90}]
+severity = "critical"
+
+[[alerts.rules]]
+name = "p1_ticket_open"
+scope = "account"
+when = [{metric = "tickets.open_p1", op = ">=", value = 1}]
+severity = "critical"
+
+[[alerts.rules]]
+name = "escalation_open"
+scope = "account"
+when = [{metric = "tickets.escalated_open", op = ">=", value = 1}]
+severity = "warning"
+
+[[alerts.rules]]
+name = "first_response_sla_breach"
+scope = "account"
+when = [{metric = "tickets.sla_breached", op = ">=", value = 1}]
+severity = "warning"
+
+[[alerts.rules]]
+name = "usage_drop"
+scope = "account"
+when = [{metric = "usage.usage_events_prev_7d", op = ">=", value = 20}, {metric = "usage.drop_ratio", op = ">=", value = 0.5}]
+severity = "warning"
+
+[[alerts.rules]]
+name = "portfolio_at_risk"
+scope = "portfolio"
+when = [{metric = "health.at_risk_share", op = ">", value = 0.15}]
+severity = "critical"
+
+[[alerts.rules]]
+name = "churned"
+on = "cs.revenue"
+match = {kind = ["churn"]}
+severity = "critical"
+
+[[alerts.rules]]
+name = "contraction"
+on = "cs.revenue"
+match = {kind = ["contraction"]}
+severity = "warning"
+
+[[alerts.rules]]
+name = "segment_tickets_open"
+scope = "segment"
+when = [{metric = "tickets.open.total", op = ">=", value = 1}]
+severity = "warning"
+
+[[alerts.rules]]
+name = "book_has_red"
+scope = "csm"
+when = [{metric = "health.tiers.red.accounts", op = ">=", value = 1}]
+severity = "critical"
+"#;
+
 /// The targets the engine is configured with (file only, SPEC §15): the
 /// executive's portfolio goals, one for csm-1's book and one for csm-2's
 /// (which a csm-1 page must never see).
@@ -241,7 +312,7 @@ async fn dashboards_in_headless_chromium() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let data = tempfile::tempdir().expect("a temporary directory for the history store");
-    std::fs::write(data.path().join("cspulse.toml"), TARGETS_TOML).expect("write the configuration");
+    std::fs::write(data.path().join("cspulse.toml"), format!("{TARGETS_TOML}{RULES_TOML}")).expect("write the configuration");
     let mut engine = spawn_engine(&brokers, port, data.path());
 
     // Event times sit an hour behind the wall clock so later events stay in the past.

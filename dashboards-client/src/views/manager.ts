@@ -38,17 +38,18 @@ const COLUMNS: Column[] = [
   { key: 'alerts', label: 'Alerts firing', sort: (k) => (num(at(k, 'alerts.critical')) ?? 0) * 1e6 + (num(at(k, 'alerts.warning')) ?? 0), numeric: true },
 ];
 
-/** Each column's figure, as a sort path of a saved view. */
+/**
+ * The columns a saved view can keep as its sort: the server checks a view's
+ * `sort` as an accounts-list sort, so only columns that are the sum of an
+ * account field have one (ARR, open tickets, SLA breaches, critical
+ * alerts, and the CSM's id); the others (at-risk ARR, accounts, tiers,
+ * NRR, improvement) are saved without a sort (the default order).
+ */
 const SORT_PATHS: Record<string, string> = {
-  csm: 'csm_id',
-  accounts: 'health.accounts',
+  csm: 'info.csm_id',
   arr: 'revenue.arr',
-  tiers: 'health.tiers.red.accounts',
-  at_risk: 'health.at_risk_arr',
-  nrr: 'revenue.nrr_qtd',
-  tickets: 'tickets.open.total',
+  tickets: 'tickets.open',
   sla: 'tickets.sla_breached',
-  improvement: 'health.improvement_rate',
   alerts: 'alerts.critical',
 };
 
@@ -124,14 +125,19 @@ export class ManagerView {
   }
 
   /** The sort as a saved view keeps it: the column's KPI path, `-` for descending. */
-  sortPath(): string {
-    const path = SORT_PATHS[this.sortKey] ?? this.sortKey;
-    return `${this.sortDesc ? '-' : ''}${path}`;
+  sortPath(): string | null {
+    const path = SORT_PATHS[this.sortKey];
+    return path ? `${this.sortDesc ? '-' : ''}${path}` : null;
   }
 
-  /** The sort of a saved view (unknown paths keep the current one). */
+  /** The sort of a saved view (none: the default, at-risk ARR descending). */
   applySort(sort: string | null): void {
-    if (!sort) return;
+    if (!sort) {
+      this.sortKey = 'at_risk';
+      this.sortDesc = true;
+      this.onChange();
+      return;
+    }
     const desc = sort.startsWith('-');
     const path = desc ? sort.slice(1) : sort;
     const key = Object.entries(SORT_PATHS).find(([, p]) => p === path)?.[0];

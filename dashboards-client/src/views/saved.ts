@@ -76,6 +76,7 @@ export class SavedViews {
     this.busy = false;
     this.note = r.ok ? done : null;
     this.error = r.ok ? null : `Not saved: ${r.error}`;
+    if (r.ok) (this.root?.querySelector('[data-save-view]') as HTMLFormElement | null)?.reset();
     if (r.ok) await this.refresh();
     else this.render();
   }
@@ -109,15 +110,23 @@ export class SavedViews {
                   <button type="button" class="btn-small" data-view-action="delete" data-name="${esc(v.name)}" aria-label="Delete ${esc(v.name)}">Delete</button></span></li>`,
               )
               .join('')}</ul>`;
-    root.innerHTML = `<h2>Saved views</h2>
+    // The form is written only when the page changes, so a list read
+    // arriving while someone types does not wipe what they typed.
+    const formKey = `${page.page}|${wallable}`;
+    if (root.dataset.form !== formKey) {
+      root.dataset.form = formKey;
+      root.innerHTML = `<h2>Saved views</h2>
       <form class="views-save" data-save-view>
         <label>Save this page (${esc(PAGE_LABEL[page.page])}) as <input name="name" required maxlength="128" placeholder="name"></label>
         <label class="check"><input type="checkbox" name="pinned"> pin</label>
         ${wallable ? '<label class="check" title="Wall displays may load it: ?wall=1&view=<name>"><input type="checkbox" name="wall"> for wall displays</label>' : ''}
         <button type="submit" class="btn">Save</button>
       </form>
-      ${this.error ? `<p class="error" role="alert" data-views-error>${esc(this.error)}</p>` : ''}${this.note ? `<p class="ok" data-views-note>${esc(this.note)}</p>` : ''}
-      ${list}`;
+      <div data-views-body></div>`;
+    }
+    (root.querySelector('[data-views-body]') as HTMLElement).innerHTML = `${this.error ? `<p class="error" role="alert" data-views-error>${esc(this.error)}</p>` : ''}${
+      this.note ? `<p class="ok" data-views-note>${esc(this.note)}</p>` : ''
+    }${list}`;
   }
 }
 
