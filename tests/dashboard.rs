@@ -51,7 +51,9 @@ fn python_with_openpyxl() -> String {
             return candidate.to_owned();
         }
     }
-    panic!("the dashboard test reads exports with Python's openpyxl: apt-get install -y python3-openpyxl (or pip install openpyxl)");
+    panic!(
+        "the dashboard test reads exports with Python's openpyxl: apt-get install -y python3-openpyxl (or pip install openpyxl)"
+    );
 }
 
 fn free_port() -> u16 {
@@ -312,7 +314,8 @@ async fn dashboards_in_headless_chromium() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let data = tempfile::tempdir().expect("a temporary directory for the history store");
-    std::fs::write(data.path().join("cspulse.toml"), format!("{TARGETS_TOML}{RULES_TOML}")).expect("write the configuration");
+    std::fs::write(data.path().join("cspulse.toml"), format!("{TARGETS_TOML}{RULES_TOML}"))
+        .expect("write the configuration");
     let mut engine = spawn_engine(&brokers, port, data.path());
 
     // Event times sit an hour behind the wall clock so later events stay in the past.
