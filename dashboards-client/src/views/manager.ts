@@ -189,7 +189,7 @@ export class ManagerView {
       const crit = num(at(k, 'alerts.critical')) ?? 0;
       const warn = num(at(k, 'alerts.warning')) ?? 0;
       return `<tr ${drill ? `data-csm="${esc(id)}" tabindex="0" class="clickable"` : 'class="unassigned"'}>
-        <th scope="row">${esc(label)} ${drillTo(this.ctx, 'manager', scope, 'health.accounts', '<span class="muted small">accounts ›</span>')}</th>
+        <th scope="row">${esc(label)}${this.ctx.drillable ? ` ${drillTo(this.ctx, 'manager', scope, 'health.accounts', '<span class="muted small">accounts ›</span>')}` : ''}</th>
         <td class="n">${D('health.accounts', at(k, 'health.accounts'), count(at(k, 'health.accounts')))}</td>
         <td class="n">${D('revenue.arr', at(k, 'revenue.arr'), money(at(k, 'revenue.arr')))}</td>
         <td class="tiers-cell">${TIERS.map(
