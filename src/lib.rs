@@ -26,6 +26,7 @@ pub mod ingest;
 pub mod lead;
 pub mod metric;
 pub mod push;
+pub mod report;
 pub mod state;
 pub mod telemetry;
 pub mod time;

@@ -27,6 +27,7 @@ use serde_json::json;
 mod accounts;
 mod broker;
 mod delivery;
+mod exports;
 mod history;
 mod produce;
 mod push;
@@ -121,6 +122,8 @@ enum Scenario {
     Reload(reload::ReloadArgs),
     /// In-process: one accounts-list page (§19) beside a raw loop over the snapshot.
     Accounts(accounts::AccountsArgs),
+    /// In-process: the whole accounts list exported as CSV and XLSX (§19) beside a raw CSV loop.
+    Exports(exports::ExportsArgs),
     /// REST snapshot latency while `cspulse demo` folds a live stream.
     Rest(rest::RestArgs),
     /// A mock cluster in a process of its own, for `--brokers`: prints its
@@ -176,6 +179,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Tick(a) => tick::tick(a),
         Scenario::Reload(a) => reload::reload(a, runs),
         Scenario::Accounts(a) => accounts::accounts(a, runs),
+        Scenario::Exports(a) => exports::exports(a, runs),
         Scenario::Rest(a) => {
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(rest::rest(a))
         }
