@@ -454,7 +454,13 @@ export function exploreChecks({ check, rest, waitFor, BASE, TOKENS, results }) {
     await saveCurrent(page, 'E2E scratch', {});
     await page.click('[data-views-toggle]');
     await goHash(page, '#manager');
-    for (let i = 0; i < 2 && !(await page.$('main#view th[data-sort="arr"][aria-sort="descending"]')); i++) await page.click('main#view th[data-sort="arr"]');
+    await page.waitForSelector('main#view[data-showing="manager"] table.team th[data-sort="arr"]');
+    const arrSort = () => page.$eval('main#view th[data-sort="arr"]', (t) => t.getAttribute('aria-sort'));
+    for (let i = 0; i < 2 && (await arrSort()) !== 'descending'; i++) {
+      const before = await arrSort();
+      await page.click('main#view th[data-sort="arr"]');
+      await page.waitForFunction((b) => document.querySelector('main#view th[data-sort="arr"]')?.getAttribute('aria-sort') !== b, before);
+    }
     await page.waitForSelector('main#view th[data-sort="arr"][aria-sort="descending"]');
     await saveCurrent(page, 'E2E team by ARR', {});
     await page.click('[data-views-toggle]');
