@@ -10,8 +10,13 @@
 //! `[[targets]]` from a configuration file, so the trend charts, KPI changes,
 //! goal lines, account histories and improvement rates have rows to show.
 //!
-//! Needs Node.js, `npm ci` in `dashboards-client/` and `/usr/bin/chromium`;
-//! `scripts/test.sh` installs them. A missing piece fails the test loudly.
+//! The script also checks SPEC §19 (drill-downs add up to their figure,
+//! the explorer, exports read back by Python, saved views across the
+//! restart): see `dashboards-client/e2e/explore.mjs`.
+//!
+//! Needs Node.js, `npm ci` in `dashboards-client/`, `/usr/bin/chromium` and
+//! Python with openpyxl; `scripts/test.sh` installs them. A missing piece
+//! fails the test loudly.
 
 mod common;
 
@@ -32,9 +37,99 @@ fn client_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dashboards-client")
 }
 
+/// A Python with openpyxl, which reads the downloaded exports (CSV with the
+/// csv module, XLSX with openpyxl): `python3` first, then the system's
+/// (`scripts/test.sh` installs python3-openpyxl). None is a loud failure.
+fn python_with_openpyxl() -> String {
+    for candidate in ["python3", "/usr/bin/python3"] {
+        let ok = Command::new(candidate)
+            .args(["-c", "import csv, zipfile, openpyxl"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return candidate.to_owned();
+        }
+    }
+    panic!(
+        "the dashboard test reads exports with Python's openpyxl: apt-get install -y python3-openpyxl (or pip install openpyxl)"
+    );
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// The alert rules: the defaults (SPEC §5.1) and two scope rules, so the
+/// segment and CSM scopes have alerts of their own (on no account), which a
+/// drill-down of their alert counts shows apart (SPEC §19).
+const RULES_TOML: &str = r#"
+[[alerts.rules]]
+name = "account_red"
+scope = "account"
+when = [{metric = "health.tier", op = "==", value = "red"}]
+severity = "critical"
+
+[[alerts.rules]]
+name = "red_renewal_90d"
+scope = "account"
+when = [{metric = "health.tier", op = "==", value = "red"}, {metric = "revenue.days_to_renewal", op = ">=", value = 0}, {metric = "revenue.days_to_renewal", op = "<=", value = 90}]
+severity = "critical"
+
+[[alerts.rules]]
+name = "p1_ticket_open"
+scope = "account"
+when = [{metric = "tickets.open_p1", op = ">=", value = 1}]
+severity = "critical"
+
+[[alerts.rules]]
+name = "escalation_open"
+scope = "account"
+when = [{metric = "tickets.escalated_open", op = ">=", value = 1}]
+severity = "warning"
+
+[[alerts.rules]]
+name = "first_response_sla_breach"
+scope = "account"
+when = [{metric = "tickets.sla_breached", op = ">=", value = 1}]
+severity = "warning"
+
+[[alerts.rules]]
+name = "usage_drop"
+scope = "account"
+when = [{metric = "usage.usage_events_prev_7d", op = ">=", value = 20}, {metric = "usage.drop_ratio", op = ">=", value = 0.5}]
+severity = "warning"
+
+[[alerts.rules]]
+name = "portfolio_at_risk"
+scope = "portfolio"
+when = [{metric = "health.at_risk_share", op = ">", value = 0.15}]
+severity = "critical"
+
+[[alerts.rules]]
+name = "churned"
+on = "cs.revenue"
+match = {kind = ["churn"]}
+severity = "critical"
+
+[[alerts.rules]]
+name = "contraction"
+on = "cs.revenue"
+match = {kind = ["contraction"]}
+severity = "warning"
+
+[[alerts.rules]]
+name = "segment_tickets_open"
+scope = "segment"
+when = [{metric = "tickets.open.total", op = ">=", value = 1}]
+severity = "warning"
+
+[[alerts.rules]]
+name = "book_has_red"
+scope = "csm"
+when = [{metric = "health.tiers.red.accounts", op = ">=", value = 1}]
+severity = "critical"
+"#;
 
 /// The targets the engine is configured with (file only, SPEC §15): the
 /// executive's portfolio goals, one for csm-1's book and one for csm-2's
@@ -219,7 +314,8 @@ async fn dashboards_in_headless_chromium() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let data = tempfile::tempdir().expect("a temporary directory for the history store");
-    std::fs::write(data.path().join("cspulse.toml"), TARGETS_TOML).expect("write the configuration");
+    std::fs::write(data.path().join("cspulse.toml"), format!("{TARGETS_TOML}{RULES_TOML}"))
+        .expect("write the configuration");
     let mut engine = spawn_engine(&brokers, port, data.path());
 
     // Event times sit an hour behind the wall clock so later events stay in the past.
@@ -273,6 +369,7 @@ async fn dashboards_in_headless_chromium() {
         .env("CSPULSE_FOREIGN", serde_json::to_string(&foreign).unwrap())
         .env("CSPULSE_ALERT_ACCOUNT", json!({"id": "globex", "name": "Globex Corporation"}).to_string())
         .env("CSPULSE_E2E_REPORT", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-e2e.json"))
+        .env("CSPULSE_PYTHON", python_with_openpyxl())
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -26,6 +26,7 @@ import { createInterface } from 'node:readline';
 import { writeFileSync } from 'node:fs';
 import { launch, DESKTOP } from './browser.mjs';
 import { count, money, pct } from '../src/format.js';
+import { exploreChecks } from './explore.mjs';
 
 const env = (k) => {
   const v = process.env[k];
@@ -305,6 +306,7 @@ async function improvementMatches(page, token, label) {
 
 // --- the run ------------------------------------------------------------------
 const browser = await launch();
+const X = exploreChecks({ check, rest, waitFor, BASE, TOKENS, results });
 try {
   const { context } = browser;
 
@@ -386,6 +388,9 @@ try {
   );
   check(listed, 'the alert is in the alert list');
 
+  // SPEC §19 for a csm: its explorer, drill-downs and exports are its own book only.
+  await X.csmExplorer(csmPage, TOKENS.csm, CSM, OTHER_CSM, new Set(ids));
+
   // Executive page: all three views and the drill-down.
   const exec = await openRole(context, 'executive');
   const e = await matchesRest(exec, 'executive', TOKENS.executive, { minFields: 30 });
@@ -434,6 +439,26 @@ try {
   await interaction(exec, 'switch to analyst view', '[data-view="analyst"]', 'main#view[data-showing="analyst"] table');
   await matchesRest(exec, 'analyst', TOKENS.executive, { minFields: 40 });
   await interaction(exec, 'switch to executive view', '[data-view="executive"]', 'main#view[data-showing="executive"] .tile');
+
+  // SPEC §19: every figure opens its accounts; the explorer; scrolling tables; exports; saved views.
+  const goTo = async (hash, ready) => {
+    await exec.evaluate((h) => (location.hash = h), hash);
+    await exec.waitForSelector(ready);
+  };
+  await X.clickDrill(exec, 'portfolio|health.at_risk_arr', 'executive');
+  await goTo('#executive', 'main#view[data-showing="executive"] a.drill');
+  await X.drillDowns(exec, TOKENS.executive, 'executive page');
+  await goTo('#manager', 'main#view[data-showing="manager"] a.drill');
+  await X.drillDowns(exec, TOKENS.executive, 'manager page');
+  await goTo('#analyst', 'main#view[data-showing="analyst"] a.drill');
+  await X.drillDowns(exec, TOKENS.executive, 'analyst page');
+  await goTo(`#manager/${OTHER_CSM}`, `main#view[data-showing="book:${OTHER_CSM}"] a.drill`);
+  await X.drillDowns(exec, TOKENS.executive, `book of ${OTHER_CSM}`, { all: true });
+  await X.explorer(exec, TOKENS.executive);
+  await X.tablesScroll(exec);
+  await X.channelExports(exec, TOKENS.executive);
+  await X.saveViews(exec);
+  await goTo('#executive', 'main#view[data-showing="executive"] .tile');
   check(exec.errors.length === 0, `no errors in the executive page ${exec.errors.join('; ')}`);
 
   const manager = await openRole(context, 'manager', '#manager', '&period=quarter');
@@ -443,7 +468,7 @@ try {
   const analyst = await openRole(context, 'analyst', '#analyst');
   await matchesRest(analyst, 'analyst', TOKENS.analyst, { minFields: 40 });
   const offered = await analyst.$$eval('[data-view]', (b) => b.map((x) => x.dataset.view));
-  check(JSON.stringify(offered) === '["executive","manager","analyst"]', `analyst is offered ${offered.join(', ')}`);
+  check(JSON.stringify(offered) === '["executive","manager","analyst","accounts"]', `analyst is offered ${offered.join(', ')}`);
 
   // Wall: cycles executive and manager by itself.
   const wall = await openRole(context, 'wall', '', '&wall=1&cycle=5');
@@ -491,6 +516,17 @@ try {
   check(ex.data.portfolio.revenue.arr === after, `executive page caught up: total ARR ${money(after)}`);
   results.restart_recovery_ms = Date.now() - restartAt;
 
+  // Saved views live on the server: after the restart a fresh page lists and loads them; a wall loads its own.
+  const plainPage = async () => {
+    const p = await context.newPage();
+    await p.setViewportSize(DESKTOP);
+    await p.goto(`${BASE}/?token=${TOKENS.executive}#executive`);
+    await p.waitForSelector('body[data-ready="1"]');
+    return p;
+  };
+  const savedWall = await X.viewsSurvive(context, plainPage, TOKENS.executive, TOKENS.wall);
+  await matchesRest(savedWall, 'executive', TOKENS.wall, { minFields: 30 });
+
   // Privacy: nothing about another book ever reached the csm page.
   const html = await csmPage.content();
   const leaks = [...FOREIGN, ...FOREIGN_TARGETS].filter((s) => received.some((r) => r.includes(s)) || html.includes(s));
@@ -501,6 +537,10 @@ try {
   const own = new Set(ids);
   const allowed = (u) =>
     u === '/api/v1/alerts' ||
+    u === '/api/v1/accounts' ||
+    u === '/api/v1/accounts/export.csv' ||
+    u === `/api/v1/channels/csm:${CSM}` ||
+    u === `/api/v1/channels/csm:${CSM}/export.xlsx` ||
     u === '/api/v1/targets' ||
     u === `/api/v1/compare/csm:${CSM}` ||
     u === `/api/v1/history/csm:${CSM}` ||

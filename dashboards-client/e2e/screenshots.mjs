@@ -61,6 +61,8 @@ try {
     ['manager-drill', urls.manager, '#manager/csm-03'],
     ['analyst', urls.analyst, '#analyst'],
     ['csm', urls.csm, ''],
+    ['explorer', urls.analyst, '#accounts?tier=red&tier=yellow&renewal_within=180d&sort=-revenue.arr&cols=account_id,info.name,info.csm_id,info.segment,health.tier,health.score,revenue.arr,revenue.days_to_renewal,usage.active_users_30d,tickets.open,alerts.critical&dist=health.score&buckets=20'],
+    ['drill', urls.executive, '#accounts?tier=red&sort=-revenue.arr&from=executive&scope=portfolio&metric=health.at_risk_arr'],
     ['wall', urls.wall, ''],
   ];
   for (const [name, url, hash] of shots) {
@@ -74,6 +76,9 @@ try {
         await page.waitForTimeout(500);
         await page.click('tr[data-account]');
         await page.waitForSelector('[data-weeks] .week', { timeout: 30_000 });
+      }
+      if (name === 'explorer' || name === 'drill') {
+        await page.waitForSelector(name === 'drill' ? '[data-drill-check][data-loading="false"]' : '[data-bucket]', { timeout: 30_000 });
       }
       if (name === 'executive' || name === 'wall') {
         await page.waitForFunction(() => window.__cspulse.trends().url !== null, null, { timeout: 30_000 });

@@ -66,18 +66,17 @@ export function remember(storage: Storage | null, token: string | null): void {
   }
 }
 
-/** The channels a role may subscribe to (SPEC §6.2), for choosing views. */
+/** The views of a role: the channels it may subscribe to (SPEC §6.2), and the accounts list (not a wall's). */
 export function viewsFor(role: Role): ViewName[] {
   switch (role) {
     case 'executive':
     case 'manager':
-      return ['executive', 'manager', 'analyst'];
     case 'analyst':
-      return ['executive', 'manager', 'analyst'];
+      return ['executive', 'manager', 'analyst', 'accounts'];
     case 'wall':
       return ['executive', 'manager'];
     case 'csm':
-      return ['csm'];
+      return ['csm', 'accounts'];
   }
 }
 
@@ -86,4 +85,4 @@ export function mayDrill(role: Role): boolean {
   return role === 'executive' || role === 'manager';
 }
 
-export type ViewName = 'executive' | 'manager' | 'analyst' | 'csm';
+export type ViewName = 'executive' | 'manager' | 'analyst' | 'csm' | 'accounts';

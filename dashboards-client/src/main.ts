@@ -1,6 +1,10 @@
 //! The dashboard shell: identity, the push connection, the header with the
 //! connection state and data freshness, view switching (role-dependent),
-//! toasts, and wall mode (`?wall=1`: dark, large, cycling, hands-off).
+//! toasts, and wall mode (`?wall=1`: dark, large, cycling, hands-off; with
+//! `&view=<name>` one saved wall view instead of the cycle). Routes are in
+//! the hash: `#executive`, `#manager/<csm>` (a book), `#accounts?<filters>`
+//! (the explorer, the target of every drill-down). Exports download with
+//! the token in a header; saved views sit behind the header's "Views".
 
 import './styles.css';
 import { AlertBook } from './alerts';
@@ -8,16 +12,34 @@ import { mayDrill, parseToken, remember, tokenFromPage, viewsFor, type Identity,
 import { PushConnection, type ConnectionState, type ProbeResult } from './connection';
 import { ago, instant } from './format.js';
 import type { Alert } from './protocol';
-import { makeFetcher } from './api';
+import { download, makeFetcher, type SavedView } from './api';
+import { explorerQuery, parseExplorer, type ExplorerState } from './explore';
 import { choosePeriod, COMPARE_PERIODS, type ComparePeriod } from './history';
+import { AccountsView } from './views/accounts';
 import { AnalystView } from './views/analyst';
 import { BookView } from './views/book';
 import { esc } from './views/common';
 import type { ViewContext } from './views/context';
 import { ExecutiveView } from './views/executive';
 import { ManagerView } from './views/manager';
+import { SavedViews, type PageState } from './views/saved';
 
-const VIEW_LABEL: Record<ViewName, string> = { executive: 'Executive', manager: 'Manager', analyst: 'Analyst', csm: 'My book' };
+const VIEW_LABEL: Record<ViewName, string> = { executive: 'Executive', manager: 'Manager', analyst: 'Analyst', csm: 'My book', accounts: 'Accounts' };
+
+/** A route of the hash: `#view`, `#manager/<csm>`, `#accounts?<explorer query>`. */
+function parseHash(hash: string): { view: string; drill: string | null; query: string } {
+  const h = hash.replace(/^#/, '');
+  const q = h.indexOf('?');
+  const path = q < 0 ? h : h.slice(0, q);
+  const [view, drill] = path.split('/').map((x) => {
+    try {
+      return decodeURIComponent(x);
+    } catch {
+      return x;
+    }
+  });
+  return { view: view ?? '', drill: drill || null, query: q < 0 ? '' : h.slice(q + 1) };
+}
 
 /** Measurements read by the browser tests (load and interaction times). */
 interface Perf {
@@ -32,6 +54,8 @@ declare global {
       perf: Perf;
       state: () => string;
       view: () => string;
+      /** The explorer's state (the accounts page). */
+      explorer: () => ExplorerState;
       period: () => ComparePeriod;
       /** What the executive trend charts draw, and the history query behind them. */
       trends: () => { url: string | null; charts: Record<string, { times: number[]; values: (number | null)[]; goals: number[] }> };
@@ -41,6 +65,8 @@ declare global {
 
 const params = new URLSearchParams(location.search);
 const wall = params.get('wall') === '1';
+/** A saved view to open (`?view=<name>`; on a wall: the one it shows). */
+const namedView = params.get('view');
 const cycleSeconds = Math.max(5, Number(params.get('cycle')) || 30);
 const perf: Perf = { firstData: null, renders: 0, lastRenderMs: 0 };
 const PERIOD_KEY = 'cspulse.period';
@@ -80,10 +106,16 @@ class App {
     fetch: (path) => makeFetcher(this.identity.token)(path),
     period: () => this.period,
     changed: () => this.scheduleRender(),
+    drillable: false,
+    exportable: !wall,
   };
   private readonly executive = new ExecutiveView(this.ctx);
   private readonly manager: ManagerView;
-  private readonly analyst = new AnalystView();
+  private readonly analyst = new AnalystView(this.ctx);
+  private readonly accounts: AccountsView;
+  private saved: SavedViews | null = null;
+  /** A wall showing one saved view does not cycle. */
+  private pinnedWall = false;
   private readonly bookView = new BookView(() => this.scheduleRender(), this.ctx);
   private mounted: string | null = null;
   private build: string | null = null;
@@ -93,14 +125,20 @@ class App {
     private readonly shell: HTMLElement,
   ) {
     this.views = viewsFor(identity.role);
+    this.ctx.drillable = !wall && this.views.includes('accounts');
+    this.accounts = new AccountsView(this.ctx, identity.role === 'csm' ? identity.csmId : null, (state) => {
+      this.accounts.setState(state);
+      this.go('accounts');
+    });
     this.manager = new ManagerView(
       () => this.scheduleRender(),
       mayDrill(identity.role) && !wall ? (id) => this.go('manager', id) : null,
       this.ctx,
     );
-    const [hashView, hashDrill] = decodeURIComponent(location.hash.slice(1)).split('/');
-    this.view = this.views.includes(hashView as ViewName) ? (hashView as ViewName) : this.views[0];
-    if (this.view === 'manager' && hashDrill && mayDrill(identity.role)) this.drill = hashDrill;
+    const route = parseHash(location.hash);
+    this.view = this.views.includes(route.view as ViewName) ? (route.view as ViewName) : this.views[0];
+    if (this.view === 'manager' && route.drill && mayDrill(identity.role)) this.drill = route.drill;
+    if (this.view === 'accounts') this.accounts.setState(parseExplorer(route.query));
 
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const tokenParam = identity.token ? `?token=${encodeURIComponent(identity.token)}` : '';
@@ -132,15 +170,22 @@ class App {
     this.conn.start();
     window.addEventListener('online', () => this.conn.retryNow());
     window.addEventListener('hashchange', () => {
-      const [v, d] = decodeURIComponent(location.hash.slice(1)).split('/');
-      if (this.views.includes(v as ViewName) && (v !== this.view || (d || null) !== this.drill)) this.go(v as ViewName, d || null, false);
+      const r = parseHash(location.hash);
+      if (!this.views.includes(r.view as ViewName)) return;
+      if (r.view === 'accounts') {
+        const state = parseExplorer(r.query);
+        if (this.view !== 'accounts' || this.accounts.query() !== explorerQuery(state)) this.accounts.setState(state);
+        if (this.view !== 'accounts') this.go('accounts', null, false);
+      } else if (r.view !== this.view || r.drill !== this.drill) this.go(r.view as ViewName, r.drill, false);
     });
     setInterval(() => this.renderStatus(), 1000);
-    if (wall && this.views.length > 1) setInterval(() => this.cycle(), cycleSeconds * 1000);
+    if (wall && this.views.length > 1) setInterval(() => !this.pinnedWall && this.cycle(), cycleSeconds * 1000);
+    if (namedView) void this.openNamed(namedView);
     window.__cspulse = {
       perf,
       state: () => this.connState,
       view: () => this.view + (this.drill ? `/${this.drill}` : ''),
+      explorer: () => this.accounts.state,
       period: () => this.period,
       trends: () => ({ url: this.executive.history?.url ?? null, charts: this.executive.chartData() }),
     };
@@ -196,6 +241,8 @@ class App {
 
   private channelOf(view: ViewName): string {
     if (view === 'csm') return `csm:${this.identity.csmId}`;
+    // The explorer reads REST; the header's freshness follows the role's main channel.
+    if (view === 'accounts') return this.identity.role === 'csm' ? `csm:${this.identity.csmId}` : 'executive';
     if (view === 'manager' && this.drill) return `csm:${this.drill}`;
     return view;
   }
@@ -215,7 +262,10 @@ class App {
     if (before.startsWith('csm:') && before !== after && this.identity.role !== 'csm') this.conn.unsubscribe(before);
     if (before !== after) this.bookView.selected = null;
     this.subscribeFor();
-    if (push && !wall) history.replaceState(null, '', `#${view}${this.drill ? `/${encodeURIComponent(this.drill)}` : ''}`);
+    if (push && !wall) {
+      const hash = view === 'accounts' ? `#accounts?${this.accounts.query()}` : `#${view}${this.drill ? `/${encodeURIComponent(this.drill)}` : ''}`;
+      if (location.hash !== hash) history.replaceState(null, '', hash);
+    }
     this.scheduleRender();
   }
 
@@ -231,6 +281,85 @@ class App {
     url.searchParams.set('period', period);
     history.replaceState(null, '', url);
     this.scheduleRender();
+  }
+
+  /** Downloads a table (CSV or XLSX) with the token in a header, as a file. */
+  private async export(button: HTMLElement): Promise<void> {
+    const path = button.dataset.exportPath!;
+    button.setAttribute('aria-busy', 'true');
+    try {
+      const name = await download(this.identity.token, path, button.dataset.exportName ?? 'export');
+      button.dataset.exported = name;
+    } catch (e) {
+      this.toastText('Export failed', String((e as Error).message ?? e), 'toast-critical');
+    } finally {
+      button.removeAttribute('aria-busy');
+    }
+  }
+
+  private toggleViews(): void {
+    const panel = this.shell.querySelector('[data-part="saved"]') as HTMLElement;
+    const button = this.shell.querySelector('[data-views-toggle]') as HTMLElement;
+    if (!this.saved) {
+      this.saved = new SavedViews(this.ctx.fetch, this.identity.token, () => this.pageState(), (v) => {
+        this.openView(v);
+        panel.hidden = true;
+        button.setAttribute('aria-expanded', 'false');
+      });
+      this.saved.mount(panel);
+    }
+    panel.hidden = !panel.hidden;
+    button.setAttribute('aria-expanded', String(!panel.hidden));
+    if (!panel.hidden) {
+      this.saved.render();
+      void this.saved.refresh();
+    }
+  }
+
+  /** The page on screen as a saved view stores it. */
+  pageState(): PageState {
+    const period = this.period;
+    if (this.view === 'accounts') {
+      const s = this.accounts.state;
+      return { page: 'accounts', filters: { ...(s.filters as Record<string, string | string[]>), period }, columns: s.columns, sort: s.sort };
+    }
+    if (this.view === 'csm') return { page: 'book', filters: { csm_id: this.identity.csmId ?? '', period }, columns: [], sort: null };
+    if (this.view === 'manager' && this.drill) return { page: 'book', filters: { csm_id: this.drill, period }, columns: [], sort: null };
+    if (this.view === 'manager') return { page: 'manager', filters: { period }, columns: [], sort: this.manager.sortPath() };
+    return { page: this.view, filters: { period }, columns: [], sort: null };
+  }
+
+  /** Opens a saved view: its page, period, filters, columns and sort. */
+  openView(v: SavedView): void {
+    const { period, ...filters } = v.filters ?? {};
+    if (typeof period === 'string' && COMPARE_PERIODS.includes(period as ComparePeriod) && period !== this.period) this.setPeriod(period as ComparePeriod);
+    if (v.page === 'accounts') {
+      const cols = Array.isArray(v.columns) && v.columns.length ? v.columns : undefined;
+      const state = parseExplorer('');
+      this.accounts.setState({ ...state, filters, columns: cols ?? state.columns, sort: v.sort ?? null });
+      this.go('accounts');
+    } else if (v.page === 'book') {
+      if (this.identity.role === 'csm') this.go('csm');
+      else if (typeof filters.csm_id === 'string' && mayDrill(this.identity.role)) this.go('manager', filters.csm_id);
+    } else if (this.views.includes(v.page as ViewName)) {
+      if (v.page === 'manager') this.manager.applySort(v.sort);
+      this.go(v.page as ViewName);
+    }
+  }
+
+  /** `?view=<name>`: read the saved view (a wall: one marked for walls) and show it. */
+  private async openNamed(name: string): Promise<void> {
+    const r = await this.ctx.fetch<SavedView>(`/api/v1/views/${encodeURIComponent(name)}`);
+    if (r.ok && r.body) {
+      if (wall) this.pinnedWall = true;
+      this.openView(r.body);
+      document.body.dataset.savedView = name;
+    } else {
+      document.body.dataset.savedView = `error:${r.error}`;
+      const msg = `Saved view “${name}” unavailable (${r.error}${r.message ? `: ${r.message}` : ''})`;
+      if (wall) (this.shell.querySelector('[data-part="notice"]') as HTMLElement).textContent = msg;
+      else this.toastText('Saved view', msg, 'toast-critical');
+    }
   }
 
   private cycle(): void {
@@ -251,9 +380,12 @@ class App {
           (p) => `<option value="${p}"${p === this.period ? ' selected' : ''}>${p === 'day' ? '1 day' : `1 ${p}`} ago</option>`,
         ).join('')}</select></label>`}
         <div class="status" role="status" aria-live="polite"><span data-part="conn" class="conn"></span><span data-part="fresh" class="fresh"></span></div>
+        ${wall || this.identity.role === 'wall' ? '' : '<button type="button" class="btn-small views-toggle" data-views-toggle aria-expanded="false" aria-controls="saved-views">☆ Views</button>'}
         <div class="who"><span class="role role-${this.identity.role}">${esc(who)}</span>${wall ? '' : ' <button type="button" class="link" data-signout>Sign out</button>'}</div>
       </header>
+      <section class="panel views-panel" id="saved-views" data-part="saved" hidden aria-label="Saved views"></section>
       <div class="crumbs" data-part="crumbs"></div>
+      <div class="notice" data-part="notice" role="alert"></div>
       <main id="view" tabindex="-1"></main>
       <div class="toasts" data-part="toasts" aria-live="assertive"></div>`;
     this.shell.addEventListener('click', (ev) => {
@@ -261,6 +393,9 @@ class App {
       const tab = t.closest('[data-view]') as HTMLElement | null;
       if (tab) this.go(tab.dataset.view as ViewName);
       if (t.closest('[data-back]')) this.go('manager');
+      const exp = t.closest('[data-export-path]') as HTMLElement | null;
+      if (exp) void this.export(exp);
+      if (t.closest('[data-views-toggle]')) this.toggleViews();
       if (t.closest('[data-signout]')) {
         remember(sessionStorageSafe(), null);
         location.href = location.pathname;
@@ -289,7 +424,7 @@ class App {
     const main = this.shell.querySelector('#view') as HTMLElement;
     const key = this.view === 'manager' && this.drill ? `book:${this.drill}` : this.view;
     if (this.mounted !== key) {
-      for (const v of [this.executive, this.manager, this.analyst, this.bookView]) v.unmount();
+      for (const v of [this.executive, this.manager, this.analyst, this.bookView, this.accounts]) v.unmount();
       main.innerHTML = '';
       main.dataset.showing = key;
       const host = document.createElement('div');
@@ -298,6 +433,7 @@ class App {
       if (key === 'executive') this.executive.mount(host);
       else if (key === 'manager') this.manager.mount(host);
       else if (key === 'analyst') this.analyst.mount(host);
+      else if (key === 'accounts') this.accounts.mount(host);
       else this.bookView.mount(host);
       this.mounted = key;
       this.bookView.page = 0;
@@ -315,7 +451,11 @@ class App {
     if (key === 'executive') this.executive.update(data, this.book.list(now));
     else if (key === 'manager') this.manager.update(data);
     else if (key === 'analyst') this.analyst.update(data);
-    else {
+    else if (key === 'accounts') {
+      const exec = this.conn.copies.get('executive')?.data;
+      if (exec) this.accounts.setSegments(Object.keys((exec.segments ?? {}) as object).sort());
+      this.accounts.update();
+    } else {
       const csm = this.view === 'csm' ? this.identity.csmId : this.drill;
       // Only the accounts the book holds now: an account that left it takes
       // its alerts along (the old owner is not told of their updates).

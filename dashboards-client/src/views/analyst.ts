@@ -5,41 +5,47 @@
 import { count, dec1, minutes, money, pct } from '../format.js';
 import type { Json, JsonObject } from '../mergePatch';
 import { at, esc, keys, num, obj, val } from './common';
+import { drill, exportButtons, type ViewContext } from './context';
 
-function scopeTable(kind: 'segments' | 'regions', title: string, scopes: JsonObject): string {
+function scopeTable(ctx: ViewContext, kind: 'segments' | 'regions', title: string, scopes: JsonObject): string {
   const names = keys(scopes);
   const F = (n: string, p: string) => `${kind}.${n}.${p}`;
   const g = (n: string, p: string) => at(scopes[n], p);
-  return `<section class="panel" aria-labelledby="h-${kind}"><h2 id="h-${kind}">${title}</h2><div class="table-wrap"><table class="data">
+  const scope = (n: string) => `${kind === 'segments' ? 'segment' : 'region'}:${n}`;
+  const D = (n: string, p: string, fmt: (v: unknown) => string) => drill(ctx, 'analyst', scope(n), p, val(F(n, p), g(n, p), fmt(g(n, p))));
+  return `<section class="panel" aria-labelledby="h-${kind}"><div class="panel-head"><h2 id="h-${kind}">${title}</h2>${exportButtons(ctx, 'analyst', kind)}</div><div class="table-wrap" data-scroll="${kind}"><table class="data">
     <thead><tr><th scope="col">${kind === 'segments' ? 'Segment' : 'Region'}</th><th scope="col" class="n">Accounts</th><th scope="col" class="n">ARR</th>
     <th scope="col" class="n">At risk</th><th scope="col" class="n">Health</th><th scope="col" class="n">NRR QTD</th><th scope="col" class="n">GRR QTD</th>
     <th scope="col" class="n">Adoption</th><th scope="col" class="n">Open</th><th scope="col" class="n">CSAT</th></tr></thead>
     <tbody>${names
       .map(
-        (n) => `<tr><th scope="row">${esc(n)}</th>
-      <td class="n">${val(F(n, 'health.accounts'), g(n, 'health.accounts'), count(g(n, 'health.accounts')))}</td>
-      <td class="n">${val(F(n, 'revenue.arr'), g(n, 'revenue.arr'), money(g(n, 'revenue.arr')))}</td>
-      <td class="n">${val(F(n, 'health.at_risk_share'), g(n, 'health.at_risk_share'), pct(g(n, 'health.at_risk_share')))}</td>
-      <td class="n">${val(F(n, 'health.avg_score'), g(n, 'health.avg_score'), dec1(g(n, 'health.avg_score')))}</td>
-      <td class="n">${val(F(n, 'revenue.nrr_qtd'), g(n, 'revenue.nrr_qtd'), pct(g(n, 'revenue.nrr_qtd')))}</td>
-      <td class="n">${val(F(n, 'revenue.grr_qtd'), g(n, 'revenue.grr_qtd'), pct(g(n, 'revenue.grr_qtd')))}</td>
-      <td class="n">${val(F(n, 'usage.adoption_rate'), g(n, 'usage.adoption_rate'), pct(g(n, 'usage.adoption_rate')))}</td>
-      <td class="n">${val(F(n, 'tickets.open.total'), g(n, 'tickets.open.total'), count(g(n, 'tickets.open.total')))}</td>
-      <td class="n">${val(F(n, 'tickets.csat_avg_90d'), g(n, 'tickets.csat_avg_90d'), dec1(g(n, 'tickets.csat_avg_90d')))}</td></tr>`,
+        (n) => `<tr><th scope="row">${drill(ctx, 'analyst', scope(n), 'health.accounts', esc(n))}</th>
+      <td class="n">${D(n, 'health.accounts', count)}</td>
+      <td class="n">${D(n, 'revenue.arr', money)}</td>
+      <td class="n">${D(n, 'health.at_risk_share', pct)}</td>
+      <td class="n">${D(n, 'health.avg_score', dec1)}</td>
+      <td class="n">${D(n, 'revenue.nrr_qtd', pct)}</td>
+      <td class="n">${D(n, 'revenue.grr_qtd', pct)}</td>
+      <td class="n">${D(n, 'usage.adoption_rate', pct)}</td>
+      <td class="n">${D(n, 'tickets.open.total', count)}</td>
+      <td class="n">${D(n, 'tickets.csat_avg_90d', dec1)}</td></tr>`,
       )
       .join('')}</tbody></table></div></section>`;
 }
 
-function percentiles(label: string, field: string, frm: Json | undefined): string {
+function percentiles(ctx: ViewContext, scope: string, label: string, field: string, frm: Json | undefined): string {
+  const D = (p: string, text: string) => drill(ctx, 'analyst', scope, `tickets.first_response_minutes.${p}`, val(`${field}.${p}`, at(frm, p) ?? null, text));
   return `<tr><th scope="row">${esc(label)}</th>
-    <td class="n">${val(`${field}.count`, at(frm, 'count'), count(at(frm, 'count')))}</td>
-    <td class="n">${val(`${field}.p50`, at(frm, 'p50') ?? null, minutes(at(frm, 'p50')))}</td>
-    <td class="n">${val(`${field}.p90`, at(frm, 'p90') ?? null, minutes(at(frm, 'p90')))}</td>
-    <td class="n">${val(`${field}.p99`, at(frm, 'p99') ?? null, minutes(at(frm, 'p99')))}</td></tr>`;
+    <td class="n">${D('count', count(at(frm, 'count')))}</td>
+    <td class="n">${D('p50', minutes(at(frm, 'p50')))}</td>
+    <td class="n">${D('p90', minutes(at(frm, 'p90')))}</td>
+    <td class="n">${D('p99', minutes(at(frm, 'p99')))}</td></tr>`;
 }
 
 export class AnalystView {
   private root: HTMLElement | null = null;
+
+  constructor(private readonly ctx: ViewContext) {}
 
   mount(root: HTMLElement): void {
     this.root = root;
@@ -67,9 +73,9 @@ export class AnalystView {
     const maxBucket = Math.max(1, ...hist.map((n) => num(n) ?? 0));
     const segs = obj(data.segments);
     body.innerHTML = `
-      <div class="grid-2">${scopeTable('segments', 'Segments', segs)}${scopeTable('regions', 'Regions', obj(data.regions))}</div>
+      <div class="grid-2">${scopeTable(this.ctx, 'segments', 'Segments', segs)}${scopeTable(this.ctx, 'regions', 'Regions', obj(data.regions))}</div>
       <div class="grid-2">
-        <section class="panel" aria-labelledby="h-features"><h2 id="h-features">Feature adoption (30 days)</h2><div class="table-wrap"><table class="data features">
+        <section class="panel" aria-labelledby="h-features"><div class="panel-head"><h2 id="h-features">Feature adoption (30 days)</h2>${exportButtons(this.ctx, 'analyst', 'features')}</div><div class="table-wrap"><table class="data features">
           <thead><tr><th scope="col">Feature</th><th scope="col">Accounts</th><th scope="col" class="n">Users</th></tr></thead>
           <tbody>${names
             .map((n) => {
@@ -88,10 +94,10 @@ export class AnalystView {
             })
             .join('')}</div>
           <p class="muted">Accounts by health score, buckets of 10 (0–9 … 90–100); colour follows the default tier thresholds.</p>
-          <h2 id="h-frt">First-response time (30 days)</h2>
+          <div class="panel-head"><h2 id="h-frt">First-response time (30 days)</h2>${exportButtons(this.ctx, 'analyst', 'segments')}</div>
           <div class="table-wrap"><table class="data"><thead><tr><th scope="col">Scope</th><th scope="col" class="n">Tickets</th><th scope="col" class="n">p50</th><th scope="col" class="n">p90</th><th scope="col" class="n">p99</th></tr></thead>
-          <tbody>${percentiles('Portfolio', 'portfolio.tickets.first_response_minutes', at(data.portfolio, 'tickets.first_response_minutes'))}${keys(segs)
-            .map((s) => percentiles(s, `segments.${s}.tickets.first_response_minutes`, at(segs[s], 'tickets.first_response_minutes')))
+          <tbody>${percentiles(this.ctx, 'portfolio', 'Portfolio', 'portfolio.tickets.first_response_minutes', at(data.portfolio, 'tickets.first_response_minutes'))}${keys(segs)
+            .map((s) => percentiles(this.ctx, `segment:${s}`, s, `segments.${s}.tickets.first_response_minutes`, at(segs[s], 'tickets.first_response_minutes')))
             .join('')}</tbody></table></div>
         </section>
       </div>`;

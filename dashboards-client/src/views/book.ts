@@ -14,7 +14,7 @@ import type { Alert } from '../protocol';
 import type { Compared, Target } from '../api';
 import { DAY_MS, endOfUtcDay, weeklyBars, type AccountDay, type ComparePeriod } from '../history';
 import { at, esc, num, obj, tierBadge, tierOf, tile, val } from './common';
-import { changeLine, targetLine, type ViewContext } from './context';
+import { changeLine, drill, exportButtons, targetLine, type ViewContext } from './context';
 
 /** `GET /api/v1/accounts/{id}/history`. */
 interface AccountHistory {
@@ -113,7 +113,7 @@ export class BookView {
     root.innerHTML = `
       <div class="book-layout">
         <section class="book-main panel" aria-labelledby="h-book">
-          <div class="book-head"><h2 id="h-book">Book</h2><div data-part="kpis" class="mini-kpis"></div><div data-part="pager" class="pager"></div></div>
+          <div class="book-head"><h2 id="h-book">Book</h2><div data-part="kpis" class="mini-kpis"></div><div data-part="exports"></div><div data-part="pager" class="pager"></div></div>
           <div data-part="targets" class="book-targets"></div>
           <div class="book-table" data-part="table"></div>
         </section>
@@ -124,6 +124,7 @@ export class BookView {
       </div>`;
     root.addEventListener('click', (ev) => {
       const t = ev.target as HTMLElement;
+      if (t.closest('a[data-drill], [data-export-path]')) return;
       const row = t.closest('[data-account]') as HTMLElement | null;
       const pager = t.closest('[data-page]') as HTMLElement | null;
       const close = t.closest('[data-close-detail]');
@@ -177,11 +178,17 @@ export class BookView {
       const c = this.compare?.channel === channel ? (at(this.compare.data, `kpis.${path}`) as unknown as Compared | undefined) : undefined;
       return c && typeof c === 'object' ? changeLine('kpis', path, c, this.compare!.period) : '';
     };
+    const D = (path: string, fmt: (v: unknown) => string) => drill(this.ctx, channel, channel, path, val(`kpis.${path}`, at(k, path), fmt(at(k, path))));
     part('kpis').innerHTML = [
-      `<span>${val('kpis.health.accounts', at(k, 'health.accounts'), count(at(k, 'health.accounts')))} accounts</span>`,
-      `<span>${val('kpis.revenue.arr', at(k, 'revenue.arr'), money(at(k, 'revenue.arr')))} ARR ${cmp('revenue.arr')}</span>`,
-      `<span class="risk-text">${val('kpis.health.at_risk_arr', at(k, 'health.at_risk_arr'), money(at(k, 'health.at_risk_arr')))} at risk ${cmp('health.at_risk_arr')}</span>`,
+      `<span>${D('health.accounts', count)} accounts</span>`,
+      `<span>${D('revenue.arr', money)} ARR ${cmp('revenue.arr')}</span>`,
+      `<span class="risk-text">${D('health.at_risk_arr', money)} at risk ${cmp('health.at_risk_arr')}</span>`,
     ].join('');
+    const exports = exportButtons(this.ctx, channel, 'accounts');
+    if (part('exports').dataset.channel !== channel) {
+      part('exports').innerHTML = exports;
+      part('exports').dataset.channel = channel;
+    }
     part('targets').innerHTML = (this.targets?.channel === channel ? this.targets.list : []).map(targetLine).join('');
 
     const rows = bookOrder(obj(data.accounts));

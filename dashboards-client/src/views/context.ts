@@ -4,6 +4,7 @@
 import type { Compared, Fetcher, Target } from '../api';
 import { count, dec1, moneyShort, pct } from '../format.js';
 import { changeArrow, changeTone, type ComparePeriod } from '../history';
+import { drillHref } from '../explore';
 import { esc } from './common';
 
 export interface ViewContext {
@@ -11,6 +12,29 @@ export interface ViewContext {
   period: () => ComparePeriod;
   /** Something loaded: render again. */
   changed: () => void;
+  /** Whether figures open their accounts (not on a wall, not for a role without the accounts list). */
+  drillable: boolean;
+  /** Whether tables offer their export (not on a wall). */
+  exportable: boolean;
+}
+
+/**
+ * A figure that opens the accounts behind it (SPEC §19): a link to the
+ * explorer with the figure's filters (`#accounts?…&from=&scope=&metric=`),
+ * or the figure alone where there is nothing to open.
+ */
+export function drill(ctx: ViewContext, from: string, scope: string, metric: string, inner: string): string {
+  const href = ctx.drillable ? drillHref({ from, scope, metric }) : null;
+  return href ? `<a class="drill" href="${esc(href)}" data-drill="${esc(`${scope}|${metric}`)}" title="Open the accounts behind this figure">${inner}</a>` : inner;
+}
+
+/** The CSV and XLSX export buttons of a channel's table (`GET /api/v1/channels/{channel}/export.*?table=`). */
+export function exportButtons(ctx: ViewContext, channel: string, table: string): string {
+  if (!ctx.exportable) return '';
+  const path = (ext: string) => `/api/v1/channels/${encodeURIComponent(channel)}/export.${ext}?table=${encodeURIComponent(table)}`;
+  return `<span class="exports" role="group" aria-label="Export ${esc(table)}">${['csv', 'xlsx']
+    .map((ext) => `<button type="button" class="btn-small" data-export-path="${esc(path(ext))}" data-export-name="${esc(`${channel.replace(':', '-')}-${table}.${ext}`)}">⤓ ${ext.toUpperCase()}</button>`)
+    .join('')}</span>`;
 }
 
 /** How a figure at `path` is written (for its change and target lines). */

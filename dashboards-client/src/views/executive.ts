@@ -24,7 +24,7 @@ import {
 import type { JsonObject } from '../mergePatch';
 import type { Alert } from '../protocol';
 import { at, esc, keys, num, obj, tierBadge, TIERS, tile, val } from './common';
-import { changeLine, targetLine, type ViewContext } from './context';
+import { changeLine, drill, exportButtons, targetLine, type ViewContext } from './context';
 
 /** The charted figures of the portfolio (paths inside its KPI object). */
 const TREND_SERIES = [
@@ -98,7 +98,7 @@ export class ExecutiveView {
         <section class="panel" aria-labelledby="h-dist"><h2 id="h-dist">Health distribution</h2><div data-part="dist"></div></section>
         <section class="panel" aria-labelledby="h-crit"><h2 id="h-crit">Firing critical alerts</h2><div data-part="alerts"></div></section>
       </div>
-      <section class="panel" aria-labelledby="h-seg"><h2 id="h-seg">Segments</h2><div class="table-wrap" data-part="segments"></div></section>`;
+      <section class="panel" aria-labelledby="h-seg"><div class="panel-head"><h2 id="h-seg">Segments</h2>${exportButtons(this.ctx, 'executive', 'segments')}</div><div class="table-wrap" data-part="segments"></div></section>`;
     this.charts = TREND_SERIES.map(
       (s) => new TrendChart(root.querySelector(`[data-trend="${s.key}"]`) as HTMLElement, s.label, s.format),
     );
@@ -228,16 +228,18 @@ export class ExecutiveView {
     const p = obj(data.portfolio);
     const f = (path: string) => at(p, path);
     const F = (path: string) => `portfolio.${path}`;
+    /** A portfolio figure that opens its accounts. */
+    const D = (path: string, fmt: (v: unknown) => string) => drill(this.ctx, 'executive', 'portfolio', path, val(F(path), f(path), fmt(f(path))));
     part('kpis').innerHTML = [
-      tile('Total ARR', val(F('revenue.arr'), f('revenue.arr'), money(f('revenue.arr'))), `${val(F('revenue.paying_accounts'), f('revenue.paying_accounts'), count(f('revenue.paying_accounts')))} paying accounts` + this.card('arr'), 'wide'),
-      tile('NRR QTD', val(F('revenue.nrr_qtd'), f('revenue.nrr_qtd'), pct(f('revenue.nrr_qtd'))), `T12M ${val(F('revenue.nrr_t12m'), f('revenue.nrr_t12m'), pct(f('revenue.nrr_t12m')))}` + this.card('nrr')),
-      tile('GRR QTD', val(F('revenue.grr_qtd'), f('revenue.grr_qtd'), pct(f('revenue.grr_qtd'))), `T12M ${val(F('revenue.grr_t12m'), f('revenue.grr_t12m'), pct(f('revenue.grr_t12m')))}` + this.card('grr')),
-      tile('At-risk ARR', val(F('health.at_risk_arr'), f('health.at_risk_arr'), money(f('health.at_risk_arr'))), `${val(F('health.at_risk_share'), f('health.at_risk_share'), pct(f('health.at_risk_share')))} of ARR` + this.card('risk'), 'wide risk'),
-      tile('Adoption rate', val(F('usage.adoption_rate'), f('usage.adoption_rate'), pct(f('usage.adoption_rate'))), `${val(F('usage.active_users_7d'), f('usage.active_users_7d'), count(f('usage.active_users_7d')))} active users (7 d)` + this.card('adoption')),
-      tile('CSAT (90 d)', val(F('tickets.csat_avg_90d'), f('tickets.csat_avg_90d'), dec1(f('tickets.csat_avg_90d'))), `${val(F('tickets.csat_count_90d'), f('tickets.csat_count_90d'), count(f('tickets.csat_count_90d')))} ratings` + this.card('csat')),
-      tile('Open P1 tickets', val(F('tickets.open.p1'), f('tickets.open.p1'), count(f('tickets.open.p1'))), `${val(F('tickets.open.total'), f('tickets.open.total'), count(f('tickets.open.total')))} open in all` + this.card('p1'), (num(f('tickets.open.p1')) ?? 0) > 0 ? 'risk' : ''),
-      tile('Escalations', val(F('tickets.escalated_open'), f('tickets.escalated_open'), count(f('tickets.escalated_open'))), `${val(F('tickets.sla_breached'), f('tickets.sla_breached'), count(f('tickets.sla_breached')))} SLA breaches` + this.card('esc')),
-      tile('Critical alerts', val(F('alerts.critical'), f('alerts.critical'), count(f('alerts.critical'))), `${val(F('alerts.warning'), f('alerts.warning'), count(f('alerts.warning')))} warnings (account)` + this.card('crit'), (num(f('alerts.critical')) ?? 0) > 0 ? 'risk' : ''),
+      tile('Total ARR', D('revenue.arr', money), `${D('revenue.paying_accounts', count)} paying accounts` + this.card('arr'), 'wide'),
+      tile('NRR QTD', D('revenue.nrr_qtd', pct), `T12M ${D('revenue.nrr_t12m', pct)}` + this.card('nrr')),
+      tile('GRR QTD', D('revenue.grr_qtd', pct), `T12M ${D('revenue.grr_t12m', pct)}` + this.card('grr')),
+      tile('At-risk ARR', D('health.at_risk_arr', money), `${D('health.at_risk_share', pct)} of ARR` + this.card('risk'), 'wide risk'),
+      tile('Adoption rate', D('usage.adoption_rate', pct), `${D('usage.active_users_7d', count)} active users (7 d)` + this.card('adoption')),
+      tile('CSAT (90 d)', D('tickets.csat_avg_90d', dec1), `${D('tickets.csat_count_90d', count)} ratings` + this.card('csat')),
+      tile('Open P1 tickets', D('tickets.open.p1', count), `${D('tickets.open.total', count)} open in all` + this.card('p1'), (num(f('tickets.open.p1')) ?? 0) > 0 ? 'risk' : ''),
+      tile('Escalations', D('tickets.escalated_open', count), `${D('tickets.sla_breached', count)} SLA breaches` + this.card('esc')),
+      tile('Critical alerts', D('alerts.critical', count), `${D('alerts.warning', count)} warnings (account)` + this.card('crit'), (num(f('alerts.critical')) ?? 0) > 0 ? 'risk' : ''),
     ].join('');
 
     const totalAccounts = num(f('health.accounts')) ?? 0;
@@ -247,11 +249,11 @@ export class ExecutiveView {
       return `<div class="dist-row">
         <div class="dist-label">${tierBadge(t)}</div>
         <div class="bar" role="img" aria-label="${share.toFixed(0)}% of accounts"><div class="bar-fill tier-bg-${t}" style="width:${share.toFixed(1)}%"></div></div>
-        <div class="dist-n">${val(F(`health.tiers.${t}.accounts`), n, count(n))} accts</div>
-        <div class="dist-arr">${val(F(`health.tiers.${t}.arr`), f(`health.tiers.${t}.arr`), moneyShort(f(`health.tiers.${t}.arr`)))}</div>
+        <div class="dist-n">${D(`health.tiers.${t}.accounts`, count)} accts</div>
+        <div class="dist-arr">${D(`health.tiers.${t}.arr`, moneyShort)}</div>
       </div>`;
     }).join('')}</div>
-    <p class="muted">Average health score ${val(F('health.avg_score'), f('health.avg_score'), dec1(f('health.avg_score')))} over ${val(F('health.accounts'), f('health.accounts'), count(f('health.accounts')))} accounts</p>`;
+    <p class="muted">Average health score ${D('health.avg_score', dec1)} over ${D('health.accounts', count)} accounts</p>`;
 
     const critical = alerts.filter((a) => a.severity === 'critical');
     part('alerts').innerHTML = critical.length
@@ -264,21 +266,22 @@ export class ExecutiveView {
     const segs = keys(data.segments);
     const seg = (s: string, path: string) => at(obj(data.segments)[s], path);
     const S = (s: string, path: string) => `segments.${s}.${path}`;
+    const DS = (s: string, path: string, fmt: (v: unknown) => string) => drill(this.ctx, 'executive', `segment:${s}`, path, val(S(s, path), seg(s, path), fmt(seg(s, path))));
     part('segments').innerHTML = `<table class="data"><thead><tr>
       <th scope="col">Segment</th><th scope="col" class="n">Accounts</th><th scope="col" class="n">ARR</th><th scope="col" class="n">At-risk share</th>
       <th scope="col" class="n">Avg health</th><th scope="col" class="n">NRR QTD</th><th scope="col" class="n">GRR QTD</th><th scope="col" class="n">Adoption</th><th scope="col" class="n">CSAT</th><th scope="col" class="n">Open P1</th>
     </tr></thead><tbody>${segs
       .map(
-        (s) => `<tr data-segment="${esc(s)}"><th scope="row">${esc(s)}</th>
-        <td class="n">${val(S(s, 'health.accounts'), seg(s, 'health.accounts'), count(seg(s, 'health.accounts')))}</td>
-        <td class="n">${val(S(s, 'revenue.arr'), seg(s, 'revenue.arr'), money(seg(s, 'revenue.arr')))}</td>
-        <td class="n">${val(S(s, 'health.at_risk_share'), seg(s, 'health.at_risk_share'), pct(seg(s, 'health.at_risk_share')))}</td>
-        <td class="n">${val(S(s, 'health.avg_score'), seg(s, 'health.avg_score'), dec1(seg(s, 'health.avg_score')))}</td>
-        <td class="n">${val(S(s, 'revenue.nrr_qtd'), seg(s, 'revenue.nrr_qtd'), pct(seg(s, 'revenue.nrr_qtd')))}</td>
-        <td class="n">${val(S(s, 'revenue.grr_qtd'), seg(s, 'revenue.grr_qtd'), pct(seg(s, 'revenue.grr_qtd')))}</td>
-        <td class="n">${val(S(s, 'usage.adoption_rate'), seg(s, 'usage.adoption_rate'), pct(seg(s, 'usage.adoption_rate')))}</td>
-        <td class="n">${val(S(s, 'tickets.csat_avg_90d'), seg(s, 'tickets.csat_avg_90d'), dec1(seg(s, 'tickets.csat_avg_90d')))}</td>
-        <td class="n">${val(S(s, 'tickets.open.p1'), seg(s, 'tickets.open.p1'), count(seg(s, 'tickets.open.p1')))}</td></tr>`,
+        (s) => `<tr data-segment="${esc(s)}"><th scope="row">${drill(this.ctx, 'executive', `segment:${s}`, 'health.accounts', esc(s))}</th>
+        <td class="n">${DS(s, 'health.accounts', count)}</td>
+        <td class="n">${DS(s, 'revenue.arr', money)}</td>
+        <td class="n">${DS(s, 'health.at_risk_share', pct)}</td>
+        <td class="n">${DS(s, 'health.avg_score', dec1)}</td>
+        <td class="n">${DS(s, 'revenue.nrr_qtd', pct)}</td>
+        <td class="n">${DS(s, 'revenue.grr_qtd', pct)}</td>
+        <td class="n">${DS(s, 'usage.adoption_rate', pct)}</td>
+        <td class="n">${DS(s, 'tickets.csat_avg_90d', dec1)}</td>
+        <td class="n">${DS(s, 'tickets.open.p1', count)}</td></tr>`,
       )
       .join('')}</tbody></table>`;
 

@@ -8,7 +8,7 @@ import { count, money, pct } from '../format.js';
 import type { Json, JsonObject } from '../mergePatch';
 import { at, esc, num, obj, TIERS, val } from './common';
 import { TIER_ICON } from '../format.js';
-import type { ViewContext } from './context';
+import { drill as drillTo, exportButtons, type ViewContext } from './context';
 
 /** `health.improvement_rate` of a scope (SPEC §15). */
 interface Improvement {
@@ -37,6 +37,21 @@ const COLUMNS: Column[] = [
   { key: 'improvement', label: 'Improvement', sort: () => null, numeric: true },
   { key: 'alerts', label: 'Alerts firing', sort: (k) => (num(at(k, 'alerts.critical')) ?? 0) * 1e6 + (num(at(k, 'alerts.warning')) ?? 0), numeric: true },
 ];
+
+/**
+ * The columns a saved view can keep as its sort: the server checks a view's
+ * `sort` as an accounts-list sort, so only columns that are the sum of an
+ * account field have one (ARR, open tickets, SLA breaches, critical
+ * alerts, and the CSM's id); the others (at-risk ARR, accounts, tiers,
+ * NRR, improvement) are saved without a sort (the default order).
+ */
+const SORT_PATHS: Record<string, string> = {
+  csm: 'info.csm_id',
+  arr: 'revenue.arr',
+  tickets: 'tickets.open',
+  sla: 'tickets.sla_breached',
+  alerts: 'alerts.critical',
+};
 
 export class ManagerView {
   private root: HTMLElement | null = null;
@@ -83,10 +98,11 @@ export class ManagerView {
 
   mount(root: HTMLElement): void {
     this.root = root;
-    root.innerHTML = `<section class="panel" aria-labelledby="h-team"><h2 id="h-team">Team</h2><div class="table-wrap" data-part="team"></div>
+    root.innerHTML = `<section class="panel" aria-labelledby="h-team"><div class="panel-head"><h2 id="h-team">Team</h2>${exportButtons(this.ctx, 'manager', 'csms')}</div><div class="table-wrap" data-part="team"></div>
       <p class="muted hint">${this.onDrill ? 'Click a CSM to open their book. ' : ''}Click a column to sort. Improvement: the share of the accounts that were yellow or red at the start of the chosen period that are in a better tier now.</p></section>`;
     root.addEventListener('click', (ev) => {
       const t = ev.target as HTMLElement;
+      if (t.closest('a[data-drill], [data-export-path]')) return; // a figure's accounts or an export, not the row's book
       const th = t.closest('[data-sort]') as HTMLElement | null;
       const row = t.closest('[data-csm]') as HTMLElement | null;
       if (th) this.sortBy(th.dataset.sort!);
@@ -95,6 +111,7 @@ export class ManagerView {
     root.addEventListener('keydown', (ev) => {
       const t = ev.target as HTMLElement;
       if (ev.key !== 'Enter' && ev.key !== ' ') return;
+      if (t.closest('a[data-drill], [data-export-path]')) return;
       const th = t.closest('[data-sort]') as HTMLElement | null;
       const row = t.closest('[data-csm]') as HTMLElement | null;
       if (th || (row && this.onDrill)) ev.preventDefault();
@@ -105,6 +122,29 @@ export class ManagerView {
 
   unmount(): void {
     this.root = null;
+  }
+
+  /** The sort as a saved view keeps it: the column's KPI path, `-` for descending. */
+  sortPath(): string | null {
+    const path = SORT_PATHS[this.sortKey];
+    return path ? `${this.sortDesc ? '-' : ''}${path}` : null;
+  }
+
+  /** The sort of a saved view (none: the default, at-risk ARR descending). */
+  applySort(sort: string | null): void {
+    if (!sort) {
+      this.sortKey = 'at_risk';
+      this.sortDesc = true;
+      this.onChange();
+      return;
+    }
+    const desc = sort.startsWith('-');
+    const path = desc ? sort.slice(1) : sort;
+    const key = Object.entries(SORT_PATHS).find(([, p]) => p === path)?.[0];
+    if (!key) return;
+    this.sortKey = key;
+    this.sortDesc = desc;
+    this.onChange();
   }
 
   sortBy(key: string): void {
@@ -144,26 +184,24 @@ export class ManagerView {
     this.loadImprovement();
     const row = (id: string, k: Json, label: string, drill: boolean) => {
       const F = (p: string) => (drill ? `csms.${id}.${p}` : `unassigned.${p}`);
+      const scope = drill ? `csm:${id}` : 'unassigned';
+      const D = (p: string, raw: Json | undefined, text: string) => drillTo(this.ctx, 'manager', scope, p, val(F(p), raw, text));
       const crit = num(at(k, 'alerts.critical')) ?? 0;
       const warn = num(at(k, 'alerts.warning')) ?? 0;
       return `<tr ${drill ? `data-csm="${esc(id)}" tabindex="0" class="clickable"` : 'class="unassigned"'}>
-        <th scope="row">${esc(label)}</th>
-        <td class="n">${val(F('health.accounts'), at(k, 'health.accounts'), count(at(k, 'health.accounts')))}</td>
-        <td class="n">${val(F('revenue.arr'), at(k, 'revenue.arr'), money(at(k, 'revenue.arr')))}</td>
+        <th scope="row">${esc(label)}${this.ctx.drillable ? ` ${drillTo(this.ctx, 'manager', scope, 'health.accounts', '<span class="muted small">accounts ›</span>')}` : ''}</th>
+        <td class="n">${D('health.accounts', at(k, 'health.accounts'), count(at(k, 'health.accounts')))}</td>
+        <td class="n">${D('revenue.arr', at(k, 'revenue.arr'), money(at(k, 'revenue.arr')))}</td>
         <td class="tiers-cell">${TIERS.map(
-          (t) => `<span class="tier-count tier-${t}" title="${t}"><span aria-hidden="true">${TIER_ICON[t]}</span>${val(
-            F(`health.tiers.${t}.accounts`),
-            at(k, `health.tiers.${t}.accounts`),
-            count(at(k, `health.tiers.${t}.accounts`)),
-          )}<span class="sr-only"> ${t}</span></span>`,
+          (t) => `<span class="tier-count tier-${t}" title="${t}"><span aria-hidden="true">${TIER_ICON[t]}</span>${D(`health.tiers.${t}.accounts`, at(k, `health.tiers.${t}.accounts`), count(at(k, `health.tiers.${t}.accounts`)))}<span class="sr-only"> ${t}</span></span>`,
         ).join(' ')}</td>
-        <td class="n">${val(F('health.at_risk_arr'), at(k, 'health.at_risk_arr'), money(at(k, 'health.at_risk_arr')))}</td>
-        <td class="n">${val(F('revenue.nrr_qtd'), at(k, 'revenue.nrr_qtd'), pct(at(k, 'revenue.nrr_qtd')))}</td>
-        <td class="n">${val(F('tickets.open.total'), at(k, 'tickets.open.total'), count(at(k, 'tickets.open.total')))}</td>
-        <td class="n">${val(F('tickets.sla_breached'), at(k, 'tickets.sla_breached'), count(at(k, 'tickets.sla_breached')))}</td>
+        <td class="n">${D('health.at_risk_arr', at(k, 'health.at_risk_arr'), money(at(k, 'health.at_risk_arr')))}</td>
+        <td class="n">${D('revenue.nrr_qtd', at(k, 'revenue.nrr_qtd'), pct(at(k, 'revenue.nrr_qtd')))}</td>
+        <td class="n">${D('tickets.open.total', at(k, 'tickets.open.total'), count(at(k, 'tickets.open.total')))}</td>
+        <td class="n">${D('tickets.sla_breached', at(k, 'tickets.sla_breached'), count(at(k, 'tickets.sla_breached')))}</td>
         <td class="n">${this.improvementCell(drill ? `csms.${id}` : 'unassigned')}</td>
-        <td class="n">${crit ? `<span class="crit">■ ${val(F('alerts.critical'), crit, count(crit))}</span>` : val(F('alerts.critical'), crit, '')}${
-          warn ? ` <span class="warn">▲ ${val(F('alerts.warning'), warn, count(warn))}</span>` : val(F('alerts.warning'), warn, '')
+        <td class="n">${crit ? `<span class="crit">■ ${D('alerts.critical', crit, count(crit))}</span>` : val(F('alerts.critical'), crit, '')}${
+          warn ? ` <span class="warn">▲ ${D('alerts.warning', warn, count(warn))}</span>` : val(F('alerts.warning'), warn, '')
         }${crit + warn === 0 ? '<span class="muted">0</span>' : ''}</td>
       </tr>`;
     };
