@@ -430,6 +430,32 @@ async fn exports_open_in_independent_readers_and_distributions_count_exactly() {
     })
     .await;
 
+    // `sums=`: additive figures over every match (not only the page), exactly.
+    let (status, page) = get(
+        &format!("{base}/api/v1/accounts?tier=red&tier=yellow&limit=3&sums=revenue.arr&sums=tickets.open_p1&sums=usage.active_users_7d"),
+        Some(&executive),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(schema("accounts").is_valid(&page), "{page}");
+    let matched = naive(&all, &[("tier", "red"), ("tier", "yellow")]);
+    let cents: i64 = matched.iter().map(|a| (a["revenue"]["arr"].as_f64().unwrap() * 100.0).round() as i64).sum();
+    assert_eq!(page["sums"]["revenue.arr"].as_f64().unwrap(), cents as f64 / 100.0);
+    for path in ["tickets.open_p1", "usage.active_users_7d"] {
+        let want: i64 = matched.iter().map(|a| at(a, path).as_i64().unwrap()).sum();
+        assert_eq!(page["sums"][path], want, "{path}");
+    }
+    let (_, own) =
+        get(&format!("{base}/api/v1/accounts?sums=revenue.arr"), Some(&token(Role::Csm, Some("csm-1")))).await;
+    let book: i64 = naive(&all, &[("csm_id", "csm-1")])
+        .iter()
+        .map(|a| (a["revenue"]["arr"].as_f64().unwrap() * 100.0).round() as i64)
+        .sum();
+    assert_eq!(own["sums"]["revenue.arr"].as_f64().unwrap(), book as f64 / 100.0, "a csm's sums are of its book");
+    let (status, body) = get(&format!("{base}/api/v1/accounts?sums=health.score"), Some(&executive)).await;
+    assert_eq!(status, 400, "a score does not add up: {body}");
+    assert!(body["message"].as_str().unwrap().contains("sums=health.score"), "{body}");
+
     // `csm_id=` (empty) lists the unassigned accounts.
     let (_, unassigned) = get(&format!("{base}/api/v1/accounts?csm_id=&sort=account_id"), Some(&executive)).await;
     let want: Vec<&Value> = all.iter().filter(|a| a["info"]["csm_id"].is_null()).collect();

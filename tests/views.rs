@@ -56,7 +56,8 @@ async fn scenario(config: Config) {
     assert_eq!((view["pinned"].as_bool(), view["wall"].as_bool()), (Some(true), Some(false)));
     let (status, again) = put(&base, &ada, "Renewals at risk", renewals).await;
     assert_eq!(status, 200, "a second PUT replaces: {again}");
-    let lobby = json!({"page": "executive", "filters": {"period": "month"}, "wall": true});
+    let lobby =
+        json!({"page": "executive", "filters": {"period": "month"}, "sort": "-health.at_risk_arr", "wall": true});
     assert_eq!(put(&base, &ada, "Lobby", lobby.clone()).await.0, 201);
     let (status, body) = put(&base, &ada, "Segments", json!({"page": "analyst", "filters": {"tier": "green"}})).await;
     assert_eq!(status, 201, "{body}");
@@ -107,6 +108,8 @@ async fn scenario(config: Config) {
         (json!({"page": "accounts", "filters": {"period": "decade"}}), "filters.period"),
         (json!({"page": "accounts", "columns": ["revenue.nope"]}), "revenue.nope"),
         (json!({"page": "accounts", "sort": "-health.nope"}), "sort=-health.nope"),
+        (json!({"page": "accounts", "sort": "-health.at_risk_arr"}), "sort=-health.at_risk_arr"),
+        (json!({"page": "manager", "sort": "-info.name"}), "sort=-info.name"),
         (json!({"page": "accounts", "shape": 1}), "shape"),
         (json!({"page": "accounts", "name": "Other"}), "Other"),
     ] {

@@ -82,12 +82,16 @@ impl HistoryStore {
     /// it is new.
     pub async fn put_view(&self, v: &NewView<'_>) -> Result<bool, PutError> {
         let mut tx = self.pool().begin().await?;
-        let exists = query("SELECT 1 FROM saved_views WHERE subject = $1 AND name = $2")
+        // A write first: SQLite takes the write lock here, so the reads below
+        // cannot deadlock against another writer by upgrading a read lock
+        // (SQLITE_BUSY at once, whatever the busy timeout). It changes nothing.
+        let exists = query("UPDATE saved_views SET updated_at = updated_at WHERE subject = $1 AND name = $2")
             .bind(v.subject)
             .bind(v.name)
-            .fetch_optional(&mut *tx)
+            .execute(&mut *tx)
             .await?
-            .is_some();
+            .rows_affected()
+            > 0;
         if !exists {
             let count: i64 = query("SELECT COUNT(*) AS n FROM saved_views WHERE subject = $1")
                 .bind(v.subject)

@@ -52,6 +52,7 @@ const PARAMS: &[&str] = &[
     "alert",
     "q",
     "sort",
+    "sums",
     "limit",
     "cursor",
     "token",
@@ -136,6 +137,8 @@ struct Filters {
 
 struct Query {
     filters: Filters,
+    /// Figures to add up over every match (`sums=`), in the order asked.
+    sums: Vec<&'static crate::metric::Metric<AccountMetric>>,
     /// The filters and sort as written, in a fixed order (a cursor belongs to one).
     key: String,
     limit: usize,
@@ -231,11 +234,28 @@ fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
         q: single("q")?.map(|q| q.to_lowercase()),
         sort,
     };
+    let mut sums = Vec::new();
+    for path in many("sums") {
+        let additive = |m: &&crate::metric::Metric<AccountMetric>| {
+            m.path == path && matches!(m.unit, crate::metric::Unit::Money | crate::metric::Unit::Count)
+        };
+        let metric = ACCOUNT.iter().find(additive).ok_or_else(|| {
+            let paths: Vec<&str> = ACCOUNT
+                .iter()
+                .filter(|m| matches!(m.unit, crate::metric::Unit::Money | crate::metric::Unit::Count))
+                .map(|m| m.path)
+                .collect();
+            bad(format!("sums={path}: an additive account figure ({})", paths.join(", ")))
+        })?;
+        if !sums.iter().any(|m: &&crate::metric::Metric<AccountMetric>| m.path == path) {
+            sums.push(metric);
+        }
+    }
     let mut written: Vec<&(String, String)> =
-        pairs.iter().filter(|(k, _)| !matches!(k.as_str(), "limit" | "cursor" | "token")).collect();
+        pairs.iter().filter(|(k, _)| !matches!(k.as_str(), "limit" | "cursor" | "token" | "sums")).collect();
     written.sort();
     let key = written.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
-    Ok(Query { filters, key, limit, cursor: single("cursor")? })
+    Ok(Query { filters, sums, key, limit, cursor: single("cursor")? })
 }
 
 impl Filters {
@@ -562,6 +582,32 @@ async fn export(
     super::exports::respond(format!("cspulse-accounts-{day}"), vec![table], format).await
 }
 
+/// `{path: total}` of the asked figures over every match, exactly: money
+/// added in cents, counts as integers.
+fn sums(snapshot: &Snapshot, who: &Principal, query: &Query) -> Value {
+    let now = snapshot.now_or_zero();
+    let mut totals = vec![0i128; query.sums.len()];
+    for r in matches(snapshot, who, &query.filters) {
+        for (total, m) in totals.iter_mut().zip(&query.sums) {
+            if let MetricValue::Num(n) = r.value(m.id, now) {
+                *total += i128::from(match m.unit {
+                    crate::metric::Unit::Money => n.exact.round_scaled(100),
+                    _ => n.exact.floor_i64(),
+                });
+            }
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for (total, m) in totals.into_iter().zip(&query.sums) {
+        let shown = match m.unit {
+            crate::metric::Unit::Money => json!(total as f64 / 100.0),
+            _ => json!(total as i64),
+        };
+        out.insert(m.path.to_owned(), shown);
+    }
+    Value::Object(out)
+}
+
 /// Buckets of a distribution at most, and by default.
 const MAX_BUCKETS: usize = 100;
 const DEFAULT_BUCKETS: usize = 20;
@@ -794,12 +840,16 @@ pub async fn list(
         None
     };
     let accounts = objects(&snapshot, &rows);
-    Ok(axum::Json(json!({
+    let mut body = json!({
         "as_of": snapshot.now.map(format_rfc3339),
         "accounts": accounts,
         "total": total,
         "next_cursor": next_cursor,
-    })))
+    });
+    if !query.sums.is_empty() {
+        body["sums"] = sums(&snapshot, &who, &query);
+    }
+    Ok(axum::Json(body))
 }
 
 #[cfg(test)]

@@ -9,8 +9,9 @@
 //! only name its own book, and only the executive and manager pages (what
 //! a wall display shows) may be marked `wall`. A wall token lists and loads
 //! the wall views (of any subject) and changes nothing. Filters, columns
-//! and sort are checked as the accounts list checks them, so a saved view
-//! always loads.
+//! are checked as the accounts list checks them, and so is the sort of the
+//! accounts and book pages (the scope pages sort by a KPI path), so a
+//! saved view always loads.
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -148,6 +149,22 @@ fn check_columns(columns: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The sort of a page of scope tables: a KPI path (§3.2), the
+/// improvement rate, or a table's key, `-` for descending.
+fn check_scope_sort(sort: &str) -> Result<(), ApiError> {
+    let path = sort.strip_prefix('-').unwrap_or(sort);
+    let known = crate::metric::KPI.iter().any(|m| m.path == path)
+        || matches!(path, "health.improvement_rate" | "csm_id" | "segment" | "region");
+    if known {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "sort={sort}: a scope page sorts by a KPI path (e.g. -health.at_risk_arr), health.improvement_rate, \
+             csm_id, segment or region"
+        )))
+    }
+}
+
 /// Whether `who` may still load `view` (a view saved under another role
 /// of the same subject is not shown).
 fn loadable(who: &Principal, view: &Value) -> bool {
@@ -225,11 +242,15 @@ pub async fn put(
         return Err(bad(format!("wall: only executive and manager views may be shown on a wall, not {}", body.page)));
     }
     check_columns(&body.columns)?;
-    if let Some(sort) = &body.sort {
-        if !list_query.is_empty() {
-            list_query.push('&');
+    match &body.sort {
+        Some(sort) if matches!(body.page.as_str(), "executive" | "manager" | "analyst") => check_scope_sort(sort)?,
+        Some(sort) => {
+            if !list_query.is_empty() {
+                list_query.push('&');
+            }
+            list_query.push_str(&form_urlencoded::Serializer::new(String::new()).append_pair("sort", sort).finish());
         }
-        list_query.push_str(&form_urlencoded::Serializer::new(String::new()).append_pair("sort", sort).finish());
+        None => {}
     }
     super::accounts::check_query(&list_query).map_err(|e| bad(format!("filters and sort: {}", e.message)))?;
     let now = crate::time::wall_now();

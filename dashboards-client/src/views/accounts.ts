@@ -7,10 +7,10 @@
 //! the page URL (`#accounts?…`).
 //!
 //! A drill-down names its source (`from` channel, `scope`, `metric`): for an
-//! additive figure the page sums the figure's account field over every
-//! listed account (all pages of one cursor, so one `as_of`, in integer
-//! cents) and sets it beside the figure as the channel gives it at that
-//! `as_of`; alert counts show the scope's own alerts as the difference. A
+//! additive figure the page asks the list for the sum of the figure's
+//! account field over every listed account (`sums=`: one read, one
+//! `as_of`, exact) and sets it beside the figure as the channel gives it at
+//! that `as_of`; alert counts show the scope's own alerts as the difference. A
 //! ratio lists the scope's accounts with its component columns.
 //!
 //! A csm lists its own book only: the server restricts the token, and the
@@ -45,6 +45,8 @@ interface ListAnswer {
   accounts: JsonObject[];
   total: number;
   next_cursor: string | null;
+  /** With `sums=`: each asked field added up over every match. */
+  sums?: Record<string, number>;
 }
 
 export interface Distribution {
@@ -69,7 +71,6 @@ interface DrillCheck {
   sum: number | null;
   listed: number;
   listAsOf: string | null;
-  partial: boolean;
 }
 
 const LABELS: Record<string, string> = {
@@ -116,8 +117,6 @@ export function cellText(path: string, v: Json | undefined): string {
 
 /** Sortable by the server (`sort=`): the account object's fields, not the rank. */
 const UNSORTABLE = new Set(['health.rank', 'status']);
-/** Stop summing after this many pages of 1,000 (the figure is then marked partial). */
-const MAX_SUM_PAGES = 100;
 /** Money paths: summed in cents. */
 const isMoney = (path: string) => path === 'revenue.arr';
 
@@ -363,9 +362,10 @@ export class AccountsView {
   }
 
   /**
-   * The drilled figure against the listed accounts: every page of the list
-   * (one cursor: one `as_of`), then the source channel; read again when the
-   * two `as_of` differ (the data moved in between), a few times at most.
+   * The drilled figure against the listed accounts: the list's sum of the
+   * figure's field over every match (`sums=`, one read, one `as_of`), then
+   * the source channel; read again when the two `as_of` differ (the data
+   * moved in between), a few times at most.
    */
   private loadCheck(): void {
     const src = this.state.drill;
@@ -376,47 +376,34 @@ export class AccountsView {
     }
     const key = `${this.params()}|${src.from}|${src.scope}|${src.metric}`;
     if (this.check?.key === key) return;
-    const check: DrillCheck = { key, loading: true, error: null, figure: undefined, figureAsOf: null, sum: null, listed: 0, listAsOf: null, partial: false };
+    const check: DrillCheck = { key, loading: true, error: null, figure: undefined, figureAsOf: null, sum: null, listed: 0, listAsOf: null };
     this.check = check;
     const field = d.sum.field;
     const moneyField = d.sum.money;
     void (async () => {
       for (let attempt = 0; attempt < 4; attempt++) {
-        const p = listParams(this.state.filters, field ? `-${field}` : null);
-        p.set('limit', field ? '1000' : '1');
-        let sum = 0;
-        let listed = 0;
-        let asOf: string | null = null;
-        let partial = false;
-        let cursor: string | null = null;
-        for (let page = 0; ; page++) {
-          if (cursor) p.set('cursor', cursor);
-          const r = await this.ctx.fetch<ListAnswer>(`/api/v1/accounts?${p}`);
-          if (this.check !== check) return;
-          if (!r.ok || !r.body) {
-            check.error = `accounts list: ${errorText(r)}`;
-            check.loading = false;
-            this.ctx.changed();
-            return;
-          }
-          if (page === 0) {
-            asOf = r.body.as_of;
-            listed = r.body.total;
-          }
-          if (!field) break;
-          let zero = false;
-          for (const a of r.body.accounts) {
-            const v = fieldOf(a, field);
-            if (typeof v !== 'number' || v === 0) zero = true; // sorted descending: only zeros and nulls follow
-            else sum += moneyField ? cents(v) : v;
-          }
-          cursor = r.body.next_cursor;
-          if (zero || !cursor) break;
-          if (page + 1 >= MAX_SUM_PAGES) {
-            partial = true;
-            break;
-          }
+        // One read: the server adds the field up over every match (`sums=`), exactly.
+        const p = listParams(this.state.filters, null);
+        p.set('limit', '1');
+        if (field) p.set('sums', field);
+        const r = await this.ctx.fetch<ListAnswer>(`/api/v1/accounts?${p}`);
+        if (this.check !== check) return;
+        if (!r.ok || !r.body) {
+          check.error = `accounts list: ${errorText(r)}`;
+          check.loading = false;
+          this.ctx.changed();
+          return;
         }
+        const asOf = r.body.as_of;
+        const listed = r.body.total;
+        const total = field ? r.body.sums?.[field] : undefined;
+        if (field && typeof total !== 'number') {
+          check.error = `accounts list: no sum of ${field} in the answer`;
+          check.loading = false;
+          this.ctx.changed();
+          return;
+        }
+        const sum = field ? (moneyField ? cents(total) : (total as number)) : listed;
         const ch = await this.ctx.fetch<JsonObject>(`/api/v1/channels/${encodeURIComponent(src.from)}`);
         if (this.check !== check) return;
         if (!ch.ok || !ch.body) {
@@ -428,10 +415,9 @@ export class AccountsView {
         Object.assign(check, {
           figure: figureIn(ch.body, src),
           figureAsOf: typeof ch.body.as_of === 'string' ? ch.body.as_of : null,
-          sum: field ? sum : listed,
+          sum,
           listed,
           listAsOf: asOf,
-          partial,
         });
         if (check.figureAsOf === check.listAsOf) break;
         await new Promise((r) => setTimeout(r, 300));
@@ -574,9 +560,9 @@ export class AccountsView {
     el.innerHTML = `${title}
       <div class="drill-compare" data-drill-check data-scope="${esc(src.scope)}" data-metric="${esc(src.metric)}" data-figure="${esc(JSON.stringify(figure))}" data-figure-as-of="${esc(
         c.figureAsOf ?? '',
-      )}" data-sum="${esc(JSON.stringify(c.sum))}" data-listed="${c.listed}" data-list-as-of="${esc(c.listAsOf ?? '')}" data-money="${isMoneySum}" data-partial="${c.partial}" data-loading="${c.loading}">
+      )}" data-sum="${esc(JSON.stringify(c.sum))}" data-listed="${c.listed}" data-list-as-of="${esc(c.listAsOf ?? '')}" data-money="${isMoneySum}" data-loading="${c.loading}">
         <div><span class="muted">On the page</span> <strong>${esc(fmt(figure))}</strong> <span class="muted">as of ${esc(instant(c.figureAsOf))}</span></div>
-        <div><span class="muted">${esc(what)}</span> <strong>${esc(fmt(c.sum))}</strong>${c.partial ? ' <span class="warn">(first pages only)</span>' : ''} <span class="muted">as of ${esc(
+        <div><span class="muted">${esc(what)}</span> <strong>${esc(fmt(c.sum))}</strong> <span class="muted">as of ${esc(
           instant(c.listAsOf),
         )}</span></div>
         <div>${verdict}</div>

@@ -39,17 +39,20 @@ const COLUMNS: Column[] = [
 ];
 
 /**
- * The columns a saved view can keep as its sort: the server checks a view's
- * `sort` as an accounts-list sort, so only columns that are the sum of an
- * account field have one (ARR, open tickets, SLA breaches, critical
- * alerts, and the CSM's id); the others (at-risk ARR, accounts, tiers,
- * NRR, improvement) are saved without a sort (the default order).
+ * The sort a saved view keeps for each column: the column's KPI path (the
+ * server takes any §3.2 path, `health.improvement_rate` or `csm_id` as the
+ * sort of a scope page), `-` for descending.
  */
 const SORT_PATHS: Record<string, string> = {
-  csm: 'info.csm_id',
+  csm: 'csm_id',
+  accounts: 'health.accounts',
   arr: 'revenue.arr',
-  tickets: 'tickets.open',
+  tiers: 'health.tiers.red.accounts',
+  at_risk: 'health.at_risk_arr',
+  nrr: 'revenue.nrr_qtd',
+  tickets: 'tickets.open.total',
   sla: 'tickets.sla_breached',
+  improvement: 'health.improvement_rate',
   alerts: 'alerts.critical',
 };
 
