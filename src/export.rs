@@ -126,6 +126,12 @@ fn number_format(unit: Unit) -> Option<&'static str> {
 /// value is kept; the format only rounds what is displayed), text as text.
 pub fn xlsx(tables: &[Table]) -> Result<Vec<u8>, ExportError> {
     let mut workbook = Workbook::new();
+    write_sheets(&mut workbook, tables)?;
+    Ok(workbook.save_to_buffer()?)
+}
+
+/// Adds a sheet per table to `workbook` (one empty sheet for none).
+pub fn write_sheets(workbook: &mut Workbook, tables: &[Table]) -> Result<(), ExportError> {
     let header = Format::new().set_bold().set_align(FormatAlign::Center);
     for table in tables {
         let sheet = workbook.add_worksheet_with_constant_memory();
@@ -169,7 +175,7 @@ pub fn xlsx(tables: &[Table]) -> Result<Vec<u8>, ExportError> {
     if tables.is_empty() {
         workbook.add_worksheet();
     }
-    Ok(workbook.save_to_buffer()?)
+    Ok(())
 }
 
 /// A file name part made of what any file system and `Content-Disposition`

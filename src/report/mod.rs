@@ -1,8 +1,10 @@
 //! Reports (SPEC §17). So far: the `[[reports]]` entries checked and
 //! resolved (`ReportSpec`), their schedules and the periods their runs
-//! cover (`schedule`); templates, rendering, the scheduler and the portal
-//! come next (issue #22).
+//! cover (`schedule`), and a report's content with its CSV and XLSX forms
+//! (`document`); the templates' data, HTML and PDF, the scheduler and the
+//! portal come next (issue #22).
 
+pub mod document;
 pub mod schedule;
 
 use crate::config::delivery::DeliveryConfig;
