@@ -81,6 +81,11 @@ pub enum Command {
         #[command(subcommand)]
         action: HistoryCommand,
     },
+    /// Reports (SPEC §17).
+    Report {
+        #[command(subcommand)]
+        action: ReportCommand,
+    },
     /// Exit 0 if the URL answers 200 within 2 s, else 1 (a container HEALTHCHECK).
     Healthcheck {
         /// Plain `http://` URL to GET.
@@ -108,6 +113,32 @@ pub enum HistoryCommand {
         files: Vec<PathBuf>,
         #[arg(long, value_parser = instant)]
         from: Option<crate::time::Ts>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReportCommand {
+    /// Render a report from the history store without sending it. So far
+    /// `daily_ops` as `csv` (a zip of one CSV per table) or `xlsx`.
+    Render {
+        #[arg(long)]
+        template: String,
+        /// `manager` or `csm:<id>` (daily_ops).
+        #[arg(long)]
+        audience: String,
+        /// The run's instant (RFC 3339): the period ends here.
+        #[arg(long, value_parser = instant)]
+        at: crate::time::Ts,
+        /// `csv` or `xlsx`.
+        #[arg(long)]
+        format: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// IANA zone of the period (local days).
+        #[arg(long, default_value = "UTC")]
+        time_zone: String,
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -220,6 +251,59 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 summary.events,
                 summary.rows,
                 summary.watermark.map_or("(no events)".into(), crate::time::format_rfc3339)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report {
+            action: ReportCommand::Render { template, audience, at, format, out, time_zone, config },
+        } => {
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            crate::telemetry::init_logging(&config.log);
+            let usage = |message: String| -> anyhow::Result<ExitCode> {
+                eprintln!("cspulse report render: {message}");
+                Ok(ExitCode::from(EXIT_CONFIG))
+            };
+            if template != crate::report::Template::DailyOps.name() {
+                return usage(format!("--template {template}: only daily_ops renders so far (issue #22)"));
+            }
+            let Some(audience_of) = crate::report::Audience::parse(&audience) else {
+                return usage(format!("--audience {audience}: manager or csm:<id>"));
+            };
+            if !matches!(format.as_str(), "csv" | "xlsx") {
+                return usage(format!("--format {format}: csv or xlsx so far (html and pdf: issue #22)"));
+            }
+            if !config.history.enabled() {
+                return usage("history.store is off: a render reads the history store".to_owned());
+            }
+            let bytes = runtime()?.block_on(async {
+                let store = crate::history::store::HistoryStore::open(&config.history.store).await?;
+                let doc = crate::report::daily::daily_ops(&store, &template, &audience_of, at, &time_zone)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                let bytes = if format == "csv" { doc.csv_zip()? } else { doc.xlsx()? };
+                anyhow::Ok((doc, bytes))
+            });
+            let (doc, bytes) = match bytes {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("cspulse report render: {e:#}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            std::fs::write(&out, &bytes)?;
+            let rows: usize = doc.sections.iter().map(|s| s.table.rows.len()).sum();
+            println!(
+                "rendered {} ({}) for {} to {}: {} rows in {} tables, {} bytes",
+                template,
+                format,
+                doc.header.audience,
+                out.display(),
+                rows,
+                doc.sections.len(),
+                bytes.len()
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -3,6 +3,7 @@
 //! ever making the fold wait.
 
 pub mod ledger;
+pub mod reads;
 pub mod rebuild;
 pub mod store;
 pub mod targets;

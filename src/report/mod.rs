@@ -4,6 +4,7 @@
 //! (`document`); the templates' data, HTML and PDF, the scheduler and the
 //! portal come next (issue #22).
 
+pub mod daily;
 pub mod document;
 pub mod schedule;
 
