@@ -552,6 +552,8 @@ fn the_configuration_reference_lists_exactly_the_config_structs_keys_defaults_an
     assert!(alerts.1.contains("file only"));
     let targets = reference.remove("[[targets]]").expect("the reference documents [[targets]]");
     assert!(targets.1.contains("file only"));
+    let reports = reference.remove("[[reports]]").expect("the reference documents [[reports]]");
+    assert!(reports.1.contains("file only"));
     assert_eq!(
         reference.keys().cloned().collect::<BTreeSet<_>>(),
         struct_keys.keys().cloned().collect::<BTreeSet<_>>(),
