@@ -124,6 +124,11 @@ fn naive(all: &[Value], query: &[(&str, &str)]) -> Vec<Value> {
                 })
         })
         .filter(|a| {
+            let score = a["health"]["score"].as_f64().unwrap();
+            one("score_min").is_none_or(|m| score >= m.parse::<f64>().unwrap())
+                && one("score_below").is_none_or(|m| score < m.parse::<f64>().unwrap())
+        })
+        .filter(|a| {
             one("q").is_none_or(|q| {
                 let q = q.to_lowercase();
                 a["account_id"].as_str().unwrap().to_lowercase().contains(&q)
@@ -247,6 +252,8 @@ async fn every_filter_sort_and_cursor_agrees_with_a_naive_filter_of_the_account_
         vec![("sort", "-health.tier")],
         vec![("sort", "tickets.open")],
         vec![("segment", "smb"), ("region", "apac"), ("tier", "green"), ("q", "nothing-matches")],
+        vec![("score_min", "50"), ("score_below", "70.5"), ("sort", "-health.score")],
+        vec![("score_below", "50")],
     ];
     for query in &queries {
         let want = naive(&all, query);
@@ -322,6 +329,7 @@ async fn every_filter_sort_and_cursor_agrees_with_a_naive_filter_of_the_account_
         ("arr_min=lots", "arr_min=lots"),
         ("renewal_within=soon", "renewal_within=soon"),
         ("cursor=99.1", "cursor=99.1"),
+        ("score_min=high", "score_min=high"),
     ] {
         let (status, body) = get(&format!("{base}/api/v1/accounts?{query}"), Some(&executive)).await;
         assert_eq!(status, 400, "{query}: {body}");
@@ -455,6 +463,15 @@ async fn exports_open_in_independent_readers_and_distributions_count_exactly() {
     let (status, body) = get(&format!("{base}/api/v1/accounts?sums=health.score"), Some(&executive)).await;
     assert_eq!(status, 400, "a score does not add up: {body}");
     assert!(body["message"].as_str().unwrap().contains("sums=health.score"), "{body}");
+
+    // A health histogram bucket is `score_min=10·i&score_below=10·(i+1)`
+    // (the last one `score_min=90`): its accounts are the bucket's count.
+    let (_, analyst) = get(&format!("{base}/api/v1/channels/analyst"), Some(&executive)).await;
+    for i in 0..10 {
+        let query = if i == 9 { "score_min=90".to_owned() } else { format!("score_min={}&score_below={}", i * 10, i * 10 + 10) };
+        let (_, page) = get(&format!("{base}/api/v1/accounts?{query}&limit=1"), Some(&executive)).await;
+        assert_eq!(page["total"], analyst["health_histogram"][i], "bucket {i}: {query}");
+    }
 
     // `csm_id=` (empty) lists the unassigned accounts.
     let (_, unassigned) = get(&format!("{base}/api/v1/accounts?csm_id=&sort=account_id"), Some(&executive)).await;

@@ -42,6 +42,8 @@ for (const t of ['green', 'yellow', 'red']) {
   MODEL[`health.tiers.${t}.accounts`] = [null, { tier: [t] }];
   MODEL[`health.tiers.${t}.arr`] = ['revenue.arr', { tier: [t] }];
 }
+// The analyst's health histogram: bucket i is the accounts scoring in [10·i, 10·i + 10) ([90, 100] the last).
+for (let i = 0; i < 10; i++) MODEL[`health_histogram.${i}`] = [null, { score_min: String(i * 10), ...(i < 9 ? { score_below: String(i * 10 + 10) } : {}) }];
 const MONEY = new Set(['revenue.arr']);
 
 function scopeFilter(scope) {
@@ -75,7 +77,7 @@ const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 
 function query(filters, sort) {
   const p = new URLSearchParams();
-  for (const k of ['segment', 'region', 'csm_id', 'arr_min', 'arr_max', 'renewal_within', 'q']) if (filters[k] !== undefined) p.append(k, filters[k]);
+  for (const k of ['segment', 'region', 'csm_id', 'arr_min', 'arr_max', 'renewal_within', 'q', 'score_min', 'score_below']) if (filters[k] !== undefined) p.append(k, filters[k]);
   for (const k of ['tier', 'alert']) for (const v of filters[k] ?? []) p.append(k, v);
   if (sort) p.set('sort', sort);
   return p;
@@ -200,7 +202,7 @@ export function exploreChecks({ check, rest, waitFor, BASE, TOKENS, results }) {
       }
       const money = field !== null && MONEY.has(field);
       const sum = field === null ? listed.total : listed.accounts.reduce((n, a) => n + (money ? cents(lookup(a, field) ?? 0) : (lookup(a, field) ?? 0)), 0);
-      const raw = lookup(scopeData(channel, from, scope), metric);
+      const raw = metric.startsWith('health_histogram.') ? channel.health_histogram[Number(metric.split('.')[1])] : lookup(scopeData(channel, from, scope), metric);
       const figure = money ? cents(raw) : raw;
       let scopeOwn = 0;
       if (metric.startsWith('alerts.')) {

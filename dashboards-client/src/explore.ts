@@ -20,11 +20,14 @@ export interface Filters {
   renewal_within?: string;
   alert?: string[];
   q?: string;
+  /** `score_min <= health.score < score_below` (a health histogram bucket). */
+  score_min?: string;
+  score_below?: string;
 }
 
 export const TIER_VALUES = ['red', 'yellow', 'green'];
 export const ALERT_VALUES = ['critical', 'warning', 'any'];
-const SINGLE_KEYS = ['segment', 'region', 'csm_id', 'arr_min', 'arr_max', 'renewal_within', 'q'] as const;
+const SINGLE_KEYS = ['segment', 'region', 'csm_id', 'arr_min', 'arr_max', 'renewal_within', 'q', 'score_min', 'score_below'] as const;
 const MANY_KEYS = ['tier', 'alert'] as const;
 
 /** Where a drill-down came from: the figure `metric` of `scope` as the channel `from` shows it. */
@@ -215,6 +218,14 @@ for (const p of ['count', 'p50', 'p90', 'p99']) {
 /** What the figure `metric` of `scope` drills into, or null when it cannot. */
 export function drillFor(scope: string, metric: string): Drill | null {
   const base = scopeFilters(scope);
+  // A bucket of the analyst's health histogram: [10·i, 10·i + 10), the last [90, 100].
+  const bucket = /^health_histogram\.(\d)$/.exec(metric);
+  if (bucket && scope === 'portfolio') {
+    const i = Number(bucket[1]);
+    const filters: Filters = { score_min: String(i * 10), ...(i < 9 ? { score_below: String(i * 10 + 10) } : {}) };
+    const label = `Accounts with a health score in ${i < 9 ? `[${i * 10}, ${i * 10 + 10})` : '[90, 100]'}`;
+    return { label, filters, sort: 'health.score', columns: [], sum: { field: null, money: false }, scopeAlerts: false, note: null };
+  }
   const add = ADDITIVE[metric];
   if (add) {
     const sort = add.field ? `-${add.field}` : null;
@@ -263,6 +274,12 @@ export function scopePath(from: string, scope: string): string[] | null {
 
 /** The drilled figure as the channel data holds it (undefined when absent). */
 export function figureIn(data: Json | undefined, source: DrillSource): Json | undefined {
+  const bucket = /^health_histogram\.(\d)$/.exec(source.metric);
+  if (bucket) {
+    if (source.from !== 'analyst' || source.scope !== 'portfolio' || !isObject(data)) return undefined;
+    const hist = data.health_histogram;
+    return Array.isArray(hist) ? hist[Number(bucket[1])] : undefined;
+  }
   const path = scopePath(source.from, source.scope);
   if (!path) return undefined;
   let cur: Json | undefined = data;

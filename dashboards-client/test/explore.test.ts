@@ -53,6 +53,15 @@ describe('explorer state in the URL', () => {
 });
 
 describe('drill-down of a figure', () => {
+  it('a health histogram bucket: its score range, counted; the last bucket holds 100', () => {
+    expect(drillFor('portfolio', 'health_histogram.3')!.filters).toEqual({ score_min: '30', score_below: '40' });
+    expect(drillFor('portfolio', 'health_histogram.9')!.filters).toEqual({ score_min: '90' });
+    expect(drillFor('portfolio', 'health_histogram.3')!.sum).toEqual({ field: null, money: false });
+    const data = { health_histogram: [0, 1, 2, 7, 0, 0, 0, 0, 0, 0] };
+    expect(figureIn(data, { from: 'analyst', scope: 'portfolio', metric: 'health_histogram.3' })).toBe(7);
+    expect(parseExplorer('score_min=30&score_below=40').filters).toEqual({ score_min: '30', score_below: '40' });
+  });
+
   it('at-risk ARR: the red accounts of the scope, ARR summed in cents', () => {
     const d = drillFor('segment:enterprise', 'health.at_risk_arr')!;
     expect(d.filters).toEqual({ segment: 'enterprise', tier: ['red'] });

@@ -51,6 +51,8 @@ const PARAMS: &[&str] = &[
     "renewal_within",
     "alert",
     "q",
+    "score_min",
+    "score_below",
     "sort",
     "sums",
     "limit",
@@ -132,6 +134,9 @@ struct Filters {
     renewal_within: Option<i64>,
     alerts: Vec<AlertFilter>,
     q: Option<String>,
+    /// `score_min <= health.score < score_below`, compared exactly.
+    score_min: Option<crate::exact::Ratio>,
+    score_below: Option<crate::exact::Ratio>,
     sort: SortBy,
 }
 
@@ -222,6 +227,15 @@ fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
         },
     };
     let money = |key: &str| single(key)?.map(|t| Money::parse(key, &t)).transpose();
+    let score = |key: &str| -> Result<Option<crate::exact::Ratio>, ApiError> {
+        single(key)?
+            .map(|t| {
+                crate::exact::Decimal::parse(&t)
+                    .map(|d| d.ratio())
+                    .map_err(|e| bad(format!("{key}={t}: a health score, e.g. 40 or 72.5 ({e})")))
+            })
+            .transpose()
+    };
     let filters = Filters {
         segment: single("segment")?,
         region: single("region")?,
@@ -232,6 +246,8 @@ fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
         renewal_within,
         alerts,
         q: single("q")?.map(|q| q.to_lowercase()),
+        score_min: score("score_min")?,
+        score_below: score("score_below")?,
         sort,
     };
     let mut sums = Vec::new();
@@ -289,6 +305,14 @@ impl Filters {
             })
         {
             return false;
+        }
+        if self.score_min.is_some() || self.score_below.is_some() {
+            let MetricValue::Num(score) = r.value(AccountMetric::Score, now) else { return false };
+            if self.score_min.is_some_and(|m| score.exact.cmp_ratio(&m).is_lt())
+                || self.score_below.is_some_and(|b| score.exact.cmp_ratio(&b).is_ge())
+            {
+                return false;
+            }
         }
         if let Some(q) = &self.q
             && !r.id.to_lowercase().contains(q.as_str())

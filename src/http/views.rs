@@ -126,7 +126,7 @@ fn filters_of(given: Map<String, Value>) -> Result<(Map<String, Value>, String),
                 .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| bad(format!("filters.{key}: a list of strings"))))
                 .collect::<Result<_, _>>()?,
             (Value::String(s), _) => vec![s.clone()],
-            (Value::Number(n), false) if key.starts_with("arr_") => vec![n.to_string()],
+            (Value::Number(n), false) if key.starts_with("arr_") || key.starts_with("score_") => vec![n.to_string()],
             _ => return Err(bad(format!("filters.{key}={value}: not a value of this filter"))),
         };
         for t in &texts {

@@ -86,11 +86,11 @@ export class AnalystView {
             })
             .join('')}</tbody></table></div></section>
         <section class="panel" aria-labelledby="h-hist"><h2 id="h-hist">Health histogram</h2>
-          <div class="histogram" role="img" aria-label="Accounts per health score bucket">${hist
+          <div class="histogram" role="group" aria-label="Accounts per health score bucket">${hist
             .map((n, i) => {
               const v = num(n) ?? 0;
               const tier = i >= 7 ? 'green' : i >= 4 ? 'yellow' : 'red';
-              return `<div class="hbar"><div class="hbar-n">${val(`health_histogram.${i}`, v, count(v))}</div><div class="hbar-col"><div class="hbar-fill tier-bg-${tier}" style="height:${((v / maxBucket) * 100).toFixed(1)}%"></div></div><div class="hbar-label">${i * 10}</div></div>`;
+              return `<div class="hbar"><div class="hbar-n">${drill(this.ctx, 'analyst', 'portfolio', `health_histogram.${i}`, val(`health_histogram.${i}`, v, count(v)))}</div><div class="hbar-col"><div class="hbar-fill tier-bg-${tier}" style="height:${((v / maxBucket) * 100).toFixed(1)}%"></div></div><div class="hbar-label">${i * 10}</div></div>`;
             })
             .join('')}</div>
           <p class="muted">Accounts by health score, buckets of 10 (0–9 … 90–100); colour follows the default tier thresholds.</p>
