@@ -371,6 +371,20 @@ async fn every_filter_sort_and_cursor_agrees_with_a_naive_filter_of_the_account_
     app.shutdown().await;
 }
 
+fn form_urlencoded_pair(key: &str, value: &str) -> String {
+    let encoded: String = value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("{key}={encoded}")
+}
+
 /// What `python3 -c script` prints as JSON, given `input` on stdin.
 fn python(script: &str, input: &[u8]) -> Value {
     let mut child = std::process::Command::new("python3")
@@ -468,10 +482,26 @@ async fn exports_open_in_independent_readers_and_distributions_count_exactly() {
     // (the last one `score_min=90`): its accounts are the bucket's count.
     let (_, analyst) = get(&format!("{base}/api/v1/channels/analyst"), Some(&executive)).await;
     for i in 0..10 {
-        let query = if i == 9 { "score_min=90".to_owned() } else { format!("score_min={}&score_below={}", i * 10, i * 10 + 10) };
+        let query = if i == 9 {
+            "score_min=90".to_owned()
+        } else {
+            format!("score_min={}&score_below={}", i * 10, i * 10 + 10)
+        };
         let (_, page) = get(&format!("{base}/api/v1/accounts?{query}&limit=1"), Some(&executive)).await;
         assert_eq!(page["total"], analyst["health_histogram"][i], "bucket {i}: {query}");
     }
+
+    // A feature row's accounts: `feature=<name>` lists the accounts with a
+    // usage event on it in 30 days, as many as the row counts.
+    let features = analyst["features"].as_object().unwrap();
+    assert!(!features.is_empty());
+    for (name, row) in features {
+        let q = form_urlencoded_pair("feature", name);
+        let (_, page) = get(&format!("{base}/api/v1/accounts?{q}&limit=1"), Some(&executive)).await;
+        assert_eq!(page["total"], row["accounts_30d"], "feature {name}");
+    }
+    let (_, none) = get(&format!("{base}/api/v1/accounts?feature=never-used"), Some(&executive)).await;
+    assert_eq!(none["total"], 0);
 
     // `csm_id=` (empty) lists the unassigned accounts.
     let (_, unassigned) = get(&format!("{base}/api/v1/accounts?csm_id=&sort=account_id"), Some(&executive)).await;

@@ -45,6 +45,12 @@ for (const t of ['green', 'yellow', 'red']) {
 // The analyst's health histogram: bucket i is the accounts scoring in [10·i, 10·i + 10) ([90, 100] the last).
 for (let i = 0; i < 10; i++) MODEL[`health_histogram.${i}`] = [null, { score_min: String(i * 10), ...(i < 9 ? { score_below: String(i * 10 + 10) } : {}) }];
 const MONEY = new Set(['revenue.arr']);
+/** The model of a figure: MODEL's, or a feature row's accounts (counted, `feature=<name>`). */
+function modelOf(metric) {
+  if (MODEL[metric]) return MODEL[metric];
+  const feature = /^features\.(.+)\.accounts_30d$/.exec(metric);
+  return feature ? [null, { feature: feature[1] }] : null;
+}
 
 function scopeFilter(scope) {
   if (scope === 'unassigned') return { csm_id: '' };
@@ -77,7 +83,7 @@ const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 
 function query(filters, sort) {
   const p = new URLSearchParams();
-  for (const k of ['segment', 'region', 'csm_id', 'arr_min', 'arr_max', 'renewal_within', 'q', 'score_min', 'score_below']) if (filters[k] !== undefined) p.append(k, filters[k]);
+  for (const k of ['segment', 'region', 'csm_id', 'arr_min', 'arr_max', 'renewal_within', 'q', 'feature', 'score_min', 'score_below']) if (filters[k] !== undefined) p.append(k, filters[k]);
   for (const k of ['tier', 'alert']) for (const v of filters[k] ?? []) p.append(k, v);
   if (sort) p.set('sort', sort);
   return p;
@@ -148,7 +154,7 @@ export function exploreChecks({ check, rest, waitFor, BASE, TOKENS, results }) {
       const [scope, metric] = drill.split('|');
       const kind = scope.split(':')[0];
       const dedupe = `${kind}|${metric}`;
-      const isAdditive = metric in MODEL;
+      const isAdditive = modelOf(metric) !== null;
       // Every figure of the portfolio and the unassigned, the others once per scope kind (and every scope for at-risk ARR and counts).
       if (!all && seen.has(dedupe) && !['health.at_risk_arr', 'health.accounts'].includes(metric)) continue;
       if (!isAdditive && seen.has(`ratio|${kind}`)) continue;
@@ -184,7 +190,7 @@ export function exploreChecks({ check, rest, waitFor, BASE, TOKENS, results }) {
         problems.push(`${drill}: no total on the page`);
         continue;
       }
-      const [field, extra] = MODEL[metric];
+      const [field, extra] = modelOf(metric);
       const filters = { ...scopeFilter(scope), ...extra };
       const state = await page.evaluate(() => window.__cspulse.explorer());
       if (!same(norm(state.filters), norm(filters))) problems.push(`${drill}: page filters ${JSON.stringify(state.filters)}, want ${JSON.stringify(filters)}`);
@@ -202,7 +208,12 @@ export function exploreChecks({ check, rest, waitFor, BASE, TOKENS, results }) {
       }
       const money = field !== null && MONEY.has(field);
       const sum = field === null ? listed.total : listed.accounts.reduce((n, a) => n + (money ? cents(lookup(a, field) ?? 0) : (lookup(a, field) ?? 0)), 0);
-      const raw = metric.startsWith('health_histogram.') ? channel.health_histogram[Number(metric.split('.')[1])] : lookup(scopeData(channel, from, scope), metric);
+      const feature = /^features\.(.+)\.accounts_30d$/.exec(metric);
+      const raw = metric.startsWith('health_histogram.')
+        ? channel.health_histogram[Number(metric.split('.')[1])]
+        : feature
+          ? channel.features[feature[1]]?.accounts_30d
+          : lookup(scopeData(channel, from, scope), metric);
       const figure = money ? cents(raw) : raw;
       let scopeOwn = 0;
       if (metric.startsWith('alerts.')) {

@@ -20,6 +20,8 @@ export interface Filters {
   renewal_within?: string;
   alert?: string[];
   q?: string;
+  /** Accounts with a usage event on the feature in 30 days (a feature row). */
+  feature?: string;
   /** `score_min <= health.score < score_below` (a health histogram bucket). */
   score_min?: string;
   score_below?: string;
@@ -27,7 +29,7 @@ export interface Filters {
 
 export const TIER_VALUES = ['red', 'yellow', 'green'];
 export const ALERT_VALUES = ['critical', 'warning', 'any'];
-const SINGLE_KEYS = ['segment', 'region', 'csm_id', 'arr_min', 'arr_max', 'renewal_within', 'q', 'score_min', 'score_below'] as const;
+const SINGLE_KEYS = ['segment', 'region', 'csm_id', 'arr_min', 'arr_max', 'renewal_within', 'q', 'feature', 'score_min', 'score_below'] as const;
 const MANY_KEYS = ['tier', 'alert'] as const;
 
 /** Where a drill-down came from: the figure `metric` of `scope` as the channel `from` shows it. */
@@ -218,6 +220,12 @@ for (const p of ['count', 'p50', 'p90', 'p99']) {
 /** What the figure `metric` of `scope` drills into, or null when it cannot. */
 export function drillFor(scope: string, metric: string): Drill | null {
   const base = scopeFilters(scope);
+  // A feature row's accounts (the analyst's feature adoption).
+  const feature = /^features\.(.+)\.accounts_30d$/.exec(metric);
+  if (feature && scope === 'portfolio') {
+    const label = `Accounts using ${feature[1]} (30 days)`;
+    return { label, filters: { feature: feature[1] }, sort: null, columns: ['usage.features_30d'], sum: { field: null, money: false }, scopeAlerts: false, note: null };
+  }
   // A bucket of the analyst's health histogram: [10·i, 10·i + 10), the last [90, 100].
   const bucket = /^health_histogram\.(\d)$/.exec(metric);
   if (bucket && scope === 'portfolio') {
@@ -274,6 +282,12 @@ export function scopePath(from: string, scope: string): string[] | null {
 
 /** The drilled figure as the channel data holds it (undefined when absent). */
 export function figureIn(data: Json | undefined, source: DrillSource): Json | undefined {
+  const feature = /^features\.(.+)\.accounts_30d$/.exec(source.metric);
+  if (feature) {
+    if (source.from !== 'analyst' || source.scope !== 'portfolio' || !isObject(data) || !isObject(data.features)) return undefined;
+    const row = data.features[feature[1]];
+    return isObject(row) ? row.accounts_30d : undefined;
+  }
   const bucket = /^health_histogram\.(\d)$/.exec(source.metric);
   if (bucket) {
     if (source.from !== 'analyst' || source.scope !== 'portfolio' || !isObject(data)) return undefined;

@@ -53,6 +53,13 @@ describe('explorer state in the URL', () => {
 });
 
 describe('drill-down of a figure', () => {
+  it('a feature row: the accounts using the feature, counted (names may hold dots)', () => {
+    expect(drillFor('portfolio', 'features.api.v2.accounts_30d')!.filters).toEqual({ feature: 'api.v2' });
+    const data = { features: { 'api.v2': { accounts_30d: 4, users_30d: 9 } } };
+    expect(figureIn(data, { from: 'analyst', scope: 'portfolio', metric: 'features.api.v2.accounts_30d' })).toBe(4);
+    expect(parseExplorer('feature=api.v2').filters).toEqual({ feature: 'api.v2' });
+  });
+
   it('a health histogram bucket: its score range, counted; the last bucket holds 100', () => {
     expect(drillFor('portfolio', 'health_histogram.3')!.filters).toEqual({ score_min: '30', score_below: '40' });
     expect(drillFor('portfolio', 'health_histogram.9')!.filters).toEqual({ score_min: '90' });

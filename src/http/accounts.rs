@@ -51,6 +51,7 @@ const PARAMS: &[&str] = &[
     "renewal_within",
     "alert",
     "q",
+    "feature",
     "score_min",
     "score_below",
     "sort",
@@ -134,6 +135,8 @@ struct Filters {
     renewal_within: Option<i64>,
     alerts: Vec<AlertFilter>,
     q: Option<String>,
+    /// Accounts with a usage event on this feature in the last 30 days.
+    feature: Option<String>,
     /// `score_min <= health.score < score_below`, compared exactly.
     score_min: Option<crate::exact::Ratio>,
     score_below: Option<crate::exact::Ratio>,
@@ -246,6 +249,7 @@ fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
         renewal_within,
         alerts,
         q: single("q")?.map(|q| q.to_lowercase()),
+        feature: single("feature")?,
         score_min: score("score_min")?,
         score_below: score("score_below")?,
         sort,
@@ -304,6 +308,9 @@ impl Filters {
                 AlertFilter::Any => r.alerts[0] + r.alerts[1] > 0,
             })
         {
+            return false;
+        }
+        if self.feature.as_deref().is_some_and(|f| !r.used(f)) {
             return false;
         }
         if self.score_min.is_some() || self.score_below.is_some() {

@@ -325,6 +325,12 @@ impl FeatureTable {
             .map(|i| (self.names[i].as_deref().unwrap_or(OTHER_FEATURE), self.accounts_30d[i], self.users_30d[i]))
     }
 
+    /// The shared name of a slot, if it holds a named feature (else it is
+    /// the slot of `(other)`).
+    pub fn shared_name(&self, slot: u32) -> Option<&Arc<str>> {
+        self.names.get(slot as usize).and_then(Option::as_ref)
+    }
+
     /// Slots allocated, free ones included (how large the table grew).
     pub fn slots(&self) -> usize {
         self.names.len()
@@ -454,6 +460,11 @@ impl Usage {
     }
     pub fn features_30d(&self) -> u64 {
         self.features.len() as u64
+    }
+
+    /// The feature slots used in the last 30 days (see [`FeatureTable::shared_name`]).
+    pub fn feature_slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.features.iter().map(|(slot, _)| *slot)
     }
 
     fn next_change(&self, now: Ts) -> Option<Ts> {

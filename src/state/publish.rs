@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use super::config::OTHER_FEATURE;
 use super::scope::{Scope, ScopeKeys, ScopeTable};
 use super::snapshot::{Book, Kpis, Record, Rendered, Snapshot};
 use super::view::kpi;
@@ -80,7 +81,15 @@ impl Engine {
     /// The account's record as of the watermark, for barrier `version`.
     fn record_of(&self, idx: u32, version: u64) -> Arc<Record> {
         let a = &self.slots[idx as usize].account;
-        Arc::new(Record::of(a, idx, a.metrics(self.watermark.unwrap_or(0), &self.cfg), version))
+        let mut features: Vec<Arc<str>> = a
+            .usage
+            .feature_slots()
+            .map(|slot| self.features.shared_name(slot).cloned().unwrap_or_else(|| Arc::from(OTHER_FEATURE)))
+            .collect();
+        features.sort_unstable();
+        features.dedup();
+        let metrics = a.metrics(self.watermark.unwrap_or(0), &self.cfg);
+        Arc::new(Record::of(a, idx, metrics, version, features.into_boxed_slice()))
     }
 
     fn book_of(&self, csm: &str, version: u64) -> Option<Arc<Book>> {

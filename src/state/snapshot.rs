@@ -46,6 +46,9 @@ pub struct Record {
     pub last_activity: Option<Ts>,
     /// Firing condition alerts of account scope: critical, warning.
     pub alerts: [u64; 2],
+    /// The features used in the last 30 days, sorted (the accounts list's
+    /// `feature` filter: a feature row's accounts, §19).
+    pub features: Box<[Arc<str>]>,
 }
 
 /// The priority key of §3.4: red renewing within 90 days, tier, score,
@@ -54,7 +57,7 @@ pub struct Record {
 pub type PriorityKey<'a> = (bool, Tier, &'a Exact, Reverse<i64>, &'a str);
 
 impl Record {
-    pub fn of(a: &Account, slot: u32, metrics: Metrics, version: u64) -> Record {
+    pub fn of(a: &Account, slot: u32, metrics: Metrics, version: u64, features: Box<[Arc<str>]>) -> Record {
         Record {
             version,
             slot,
@@ -63,7 +66,13 @@ impl Record {
             metrics,
             last_activity: a.usage.last_activity,
             alerts: a.alerts,
+            features,
         }
+    }
+
+    /// Whether the account used `feature` in the last 30 days.
+    pub fn used(&self, feature: &str) -> bool {
+        self.features.binary_search_by(|f| (**f).cmp(feature)).is_ok()
     }
 
     pub fn days_to_renewal(&self, now: Ts) -> Option<i64> {

@@ -81,7 +81,7 @@ export class AnalystView {
             .map((n) => {
               const acc = num(at(features[n], 'accounts_30d')) ?? 0;
               return `<tr data-feature="${esc(n)}"><th scope="row">${esc(n)}</th>
-                <td><div class="inline-bar"><div class="bar"><div class="bar-fill" style="width:${((acc / maxAccounts) * 100).toFixed(1)}%"></div></div>${val(`features.${n}.accounts_30d`, acc, count(acc))}</div></td>
+                <td><div class="inline-bar"><div class="bar"><div class="bar-fill" style="width:${((acc / maxAccounts) * 100).toFixed(1)}%"></div></div>${drill(this.ctx, 'analyst', 'portfolio', `features.${n}.accounts_30d`, val(`features.${n}.accounts_30d`, acc, count(acc)))}</div></td>
                 <td class="n">${val(`features.${n}.users_30d`, at(features[n], 'users_30d'), count(at(features[n], 'users_30d')))}</td></tr>`;
             })
             .join('')}</tbody></table></div></section>
