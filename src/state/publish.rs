@@ -89,7 +89,7 @@ impl Engine {
         features.sort_unstable();
         features.dedup();
         let metrics = a.metrics(self.watermark.unwrap_or(0), &self.cfg);
-        Arc::new(Record::of(a, idx, metrics, version, features.into_boxed_slice()))
+        Arc::new(Record::of(a, idx, metrics, version, features))
     }
 
     fn book_of(&self, csm: &str, version: u64) -> Option<Arc<Book>> {

@@ -47,8 +47,9 @@ pub struct Record {
     /// Firing condition alerts of account scope: critical, warning.
     pub alerts: [u64; 2],
     /// The features used in the last 30 days, sorted (the accounts list's
-    /// `feature` filter: a feature row's accounts, §19).
-    pub features: Box<[Arc<str>]>,
+    /// `feature` filter: a feature row's accounts, §19); `None` for none.
+    /// A thin pointer: the record stays as small as the list's walk wants.
+    pub features: Option<Arc<Vec<Arc<str>>>>,
 }
 
 /// The priority key of §3.4: red renewing within 90 days, tier, score,
@@ -57,7 +58,7 @@ pub struct Record {
 pub type PriorityKey<'a> = (bool, Tier, &'a Exact, Reverse<i64>, &'a str);
 
 impl Record {
-    pub fn of(a: &Account, slot: u32, metrics: Metrics, version: u64, features: Box<[Arc<str>]>) -> Record {
+    pub fn of(a: &Account, slot: u32, metrics: Metrics, version: u64, features: Vec<Arc<str>>) -> Record {
         Record {
             version,
             slot,
@@ -66,13 +67,13 @@ impl Record {
             metrics,
             last_activity: a.usage.last_activity,
             alerts: a.alerts,
-            features,
+            features: (!features.is_empty()).then(|| Arc::new(features)),
         }
     }
 
     /// Whether the account used `feature` in the last 30 days.
     pub fn used(&self, feature: &str) -> bool {
-        self.features.binary_search_by(|f| (**f).cmp(feature)).is_ok()
+        self.features.as_ref().is_some_and(|fs| fs.binary_search_by(|f| (**f).cmp(feature)).is_ok())
     }
 
     pub fn days_to_renewal(&self, now: Ts) -> Option<i64> {
