@@ -385,25 +385,6 @@ fn form_urlencoded_pair(key: &str, value: &str) -> String {
     format!("{key}={encoded}")
 }
 
-/// What `python3 -c script` prints as JSON, given `input` on stdin.
-fn python(script: &str, input: &[u8]) -> Value {
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "python3 failed on {script}");
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Reads an XLSX workbook with openpyxl: `{sheet: [[cell…]…]}`.
-const READ_XLSX: &str = "import io, json, sys, openpyxl
-wb = openpyxl.load_workbook(io.BytesIO(sys.stdin.buffer.read()), read_only=True)
-print(json.dumps({ws.title: [list(r) for r in ws.iter_rows(values_only=True)] for ws in wb.worksheets}))";
-
 /// Reads a zip of CSVs with Python's zipfile and csv: `{file: [row…]}`.
 const READ_ZIP: &str = "import csv, io, json, sys, zipfile
 z = zipfile.ZipFile(io.BytesIO(sys.stdin.buffer.read()))
@@ -517,7 +498,7 @@ async fn exports_open_in_independent_readers_and_distributions_count_exactly() {
         download(&format!("{base}/api/v1/accounts/export.xlsx?segment=enterprise&sort=-revenue.arr"), &executive).await;
     assert_eq!(status, 200);
     assert!(kind.starts_with("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"), "{kind}");
-    let book = python(READ_XLSX, &body);
+    let book = python_json(READ_XLSX, &body);
     let sheet = book["accounts"].as_array().unwrap();
     let header = sheet[0].as_array().unwrap();
     let want = naive(&all, &[("segment", "enterprise"), ("sort", "-revenue.arr")]);
@@ -535,7 +516,7 @@ async fn exports_open_in_independent_readers_and_distributions_count_exactly() {
     let (_, analyst) = get(&format!("{base}/api/v1/channels/analyst"), Some(&executive)).await;
     let (status, kind, body) = download(&format!("{base}/api/v1/channels/analyst/export.csv"), &executive).await;
     assert_eq!((status, kind.as_str()), (200, "application/zip"));
-    let files = python(READ_ZIP, &body);
+    let files = python_json(READ_ZIP, &body);
     let mut names: Vec<&String> = files.as_object().unwrap().keys().collect();
     names.sort();
     assert_eq!(names, ["features.csv", "regions.csv", "segments.csv"]);
@@ -566,7 +547,7 @@ async fn exports_open_in_independent_readers_and_distributions_count_exactly() {
     let (_, manager) = get(&format!("{base}/api/v1/channels/manager"), Some(&executive)).await;
     let (status, _, body) = download(&format!("{base}/api/v1/channels/manager/export.xlsx"), &executive).await;
     assert_eq!(status, 200);
-    let book = python(READ_XLSX, &body);
+    let book = python_json(READ_XLSX, &body);
     let csms = book["csms"].as_array().unwrap();
     let header = csms[0].as_array().unwrap().clone();
     let mut want: Vec<Vec<Value>> =
@@ -588,7 +569,7 @@ async fn exports_open_in_independent_readers_and_distributions_count_exactly() {
     let (status, kind, body) = download(&format!("{base}/api/v1/channels/csm:csm-1/export.csv"), &own).await;
     assert_eq!(status, 200);
     assert!(kind.starts_with("text/csv"), "{kind}");
-    let rows = python("import csv, json, sys; print(json.dumps(list(csv.DictReader(sys.stdin))))", &body);
+    let rows = python_json("import csv, json, sys; print(json.dumps(list(csv.DictReader(sys.stdin))))", &body);
     let book: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["account_id"].as_str().unwrap()).collect();
     assert_eq!(book, ids(&naive(&all, &[("csm_id", "csm-1")])), "the book in its priority order");
     let (status, _, _) = download(&format!("{base}/api/v1/channels/csm:csm-2/export.xlsx"), &own).await;

@@ -167,7 +167,7 @@ async fn daily_ops_from_history_is_the_books_logs_and_rows_and_nothing_of_anothe
         if d == 4 {
             // The workbook as openpyxl reads it: the same rows, numbers as numbers.
             let book = doc.xlsx().unwrap();
-            let read = python_xlsx(&book);
+            let read = python_json(READ_XLSX, &book);
             let sheet = read["attention"].as_array().unwrap();
             assert_eq!(sheet.len(), attention.table.rows.len() + 1);
             for (row, want) in sheet[1..].iter().zip(&attention.table.rows) {
@@ -255,21 +255,4 @@ async fn daily_ops_from_history_is_the_books_logs_and_rows_and_nothing_of_anothe
     let refused = cli(&["--format", "docx"]);
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--format docx"));
-}
-
-/// Reads an XLSX workbook with openpyxl: `{sheet: [[cell…]…]}`.
-fn python_xlsx(bytes: &[u8]) -> Value {
-    let script = "import io, json, sys, openpyxl
-wb = openpyxl.load_workbook(io.BytesIO(sys.stdin.buffer.read()), read_only=True)
-print(json.dumps({ws.title: [list(r) for r in ws.iter_rows(values_only=True)] for ws in wb.worksheets}))";
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), bytes).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    serde_json::from_slice(&out.stdout).unwrap()
 }

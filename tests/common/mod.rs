@@ -142,3 +142,23 @@ pub fn schema(name: &str) -> jsonschema::Validator {
         .build(&read(&format!("{name}.schema.json")))
         .unwrap()
 }
+
+/// What `python3 -c script` prints as JSON, given `input` on stdin (the
+/// tests' independent readers of what we render: csv, zipfile, openpyxl).
+pub fn python_json(script: &str, input: &[u8]) -> serde_json::Value {
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "python3 failed on {script}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Reads an XLSX workbook with openpyxl: `{sheet: [[cell…]…]}`.
+pub const READ_XLSX: &str = "import io, json, sys, openpyxl
+wb = openpyxl.load_workbook(io.BytesIO(sys.stdin.buffer.read()), read_only=True)
+print(json.dumps({ws.title: [list(r) for r in ws.iter_rows(values_only=True)] for ws in wb.worksheets}))";
