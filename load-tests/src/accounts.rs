@@ -31,15 +31,21 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
-pub fn accounts(args: AccountsArgs, runs: usize) -> anyhow::Result<()> {
-    crate::push::pin_self(0);
+/// The portfolio the accounts-list scenarios read, published: renewal
+/// dates spread over 2027, ARR varied by account.
+pub fn published_portfolio(accounts: usize, csms: usize) -> cspulse::state::snapshot::Snapshot {
     let (mut engine, _, _) = crate::reload::portfolio(
-        args.accounts,
-        args.csms,
+        accounts,
+        csms,
         |a| format!("2027-{:02}-15", 1 + a % 12),
         |a| 1000 + (a as u64 * 7919) % 250_000,
     );
-    let snapshot = engine.publish();
+    engine.publish()
+}
+
+pub fn accounts(args: AccountsArgs, runs: usize) -> anyhow::Result<()> {
+    crate::push::pin_self(0);
+    let snapshot = published_portfolio(args.accounts, args.csms);
     let who = Principal { sub: "bench".into(), role: Role::Manager, csm_id: None };
     let limit = 100;
     let (mut pages, mut floors) = (Vec::new(), Vec::new());

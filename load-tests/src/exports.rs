@@ -47,13 +47,7 @@ fn floor_csv(table: &cspulse::export::Table) -> Vec<u8> {
 
 pub fn exports(args: ExportsArgs, runs: usize) -> anyhow::Result<()> {
     crate::push::pin_self(0);
-    let (mut engine, _, _) = crate::reload::portfolio(
-        args.accounts,
-        args.csms,
-        |a| format!("2027-{:02}-15", 1 + a % 12),
-        |a| 1000 + (a as u64 * 7919) % 250_000,
-    );
-    let snapshot = engine.publish();
+    let snapshot = crate::accounts::published_portfolio(args.accounts, args.csms);
     let who = Principal { sub: "bench".into(), role: Role::Manager, csm_id: None };
     println!("\naccounts export in-process: {} accounts, one core, query `{}`", args.accounts, args.query);
     for run in 1..=runs.max(1) {

@@ -26,27 +26,17 @@ impl HistoryStore {
     /// of the rows at the day boundary `at`, of `csm_id`'s book when given
     /// (`Some("")`: the unassigned), ordered by account id.
     pub async fn account_rows_at(&self, at: Ts, csm_id: Option<&str>) -> Result<Vec<Value>, sqlx::Error> {
-        let rows = match csm_id {
-            None => {
-                query("SELECT account_id, vals FROM account_rows WHERE at = $1 ORDER BY account_id")
-                    .bind(at)
-                    .fetch_all(self.pool())
-                    .await?
-            }
-            Some("") => {
-                query("SELECT account_id, vals FROM account_rows WHERE at = $1 AND csm_id IS NULL ORDER BY account_id")
-                    .bind(at)
-                    .fetch_all(self.pool())
-                    .await?
-            }
-            Some(csm) => {
-                query("SELECT account_id, vals FROM account_rows WHERE at = $1 AND csm_id = $2 ORDER BY account_id")
-                    .bind(at)
-                    .bind(csm)
-                    .fetch_all(self.pool())
-                    .await?
-            }
+        let (book, bound) = match csm_id {
+            None => ("", None),
+            Some("") => (" AND csm_id IS NULL", None),
+            Some(csm) => (" AND csm_id = $2", Some(csm)),
         };
+        let sql = format!("SELECT account_id, vals FROM account_rows WHERE at = $1{book} ORDER BY account_id");
+        let mut q = query(&sql).bind(at);
+        if let Some(csm) = bound {
+            q = q.bind(csm);
+        }
+        let rows = q.fetch_all(self.pool()).await?;
         rows.iter()
             .map(|r| {
                 let id: String = r.try_get("account_id")?;

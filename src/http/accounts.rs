@@ -457,8 +457,22 @@ fn page<'s>(
     offset: usize,
     limit: usize,
 ) -> (usize, Vec<&'s Arc<Record>>) {
+    page_visiting(snapshot, who, filters, sort, offset, limit, |_| {})
+}
+
+/// As [`page`], showing every match to `visit` on the way (the one pass
+/// that filters also adds up `sums=`).
+fn page_visiting<'s>(
+    snapshot: &'s Snapshot,
+    who: &'s Principal,
+    filters: &'s Filters,
+    sort: SortBy,
+    offset: usize,
+    limit: usize,
+    mut visit: impl FnMut(&Record),
+) -> (usize, Vec<&'s Arc<Record>>) {
     let now = snapshot.now_or_zero();
-    let rows = matches(snapshot, who, filters);
+    let rows = matches(snapshot, who, filters).inspect(move |r| visit(r));
     match sort {
         SortBy::Priority => page_by(rows, |r| r.priority_key(now), offset, limit),
         SortBy::Id { descending: false } => page_by(rows, |r| &*r.id, offset, limit),
@@ -613,14 +627,22 @@ async fn export(
     super::exports::respond(format!("cspulse-accounts-{day}"), vec![table], format).await
 }
 
-/// `{path: total}` of the asked figures over every match, exactly: money
-/// added in cents, counts as integers.
-fn sums(snapshot: &Snapshot, who: &Principal, query: &Query) -> Value {
-    let now = snapshot.now_or_zero();
-    let mut totals = vec![0i128; query.sums.len()];
-    for r in matches(snapshot, who, &query.filters) {
-        for (total, m) in totals.iter_mut().zip(&query.sums) {
-            if let MetricValue::Num(n) = r.value(m.id, now) {
+/// The asked figures (`sums=`) added up over the matches shown to
+/// [`Sums::add`], exactly: money in cents, counts as integers.
+struct Sums<'q> {
+    figures: &'q [&'static crate::metric::Metric<AccountMetric>],
+    totals: Vec<i128>,
+    now: Ts,
+}
+
+impl<'q> Sums<'q> {
+    fn new(figures: &'q [&'static crate::metric::Metric<AccountMetric>], now: Ts) -> Self {
+        Sums { figures, totals: vec![0; figures.len()], now }
+    }
+
+    fn add(&mut self, r: &Record) {
+        for (total, m) in self.totals.iter_mut().zip(self.figures) {
+            if let MetricValue::Num(n) = r.value(m.id, self.now) {
                 *total += i128::from(match m.unit {
                     crate::metric::Unit::Money => n.exact.round_scaled(100),
                     _ => n.exact.floor_i64(),
@@ -628,15 +650,18 @@ fn sums(snapshot: &Snapshot, who: &Principal, query: &Query) -> Value {
             }
         }
     }
-    let mut out = serde_json::Map::new();
-    for (total, m) in totals.into_iter().zip(&query.sums) {
-        let shown = match m.unit {
-            crate::metric::Unit::Money => json!(total as f64 / 100.0),
-            _ => json!(total as i64),
-        };
-        out.insert(m.path.to_owned(), shown);
+
+    /// `{path: total}`.
+    fn to_json(&self) -> Value {
+        let shown = self.figures.iter().zip(&self.totals).map(|(m, &total)| {
+            let v = match m.unit {
+                crate::metric::Unit::Money => json!(total as f64 / 100.0),
+                _ => json!(total as i64),
+            };
+            (m.path.to_owned(), v)
+        });
+        Value::Object(shown.collect())
     }
-    Value::Object(out)
 }
 
 /// Buckets of a distribution at most, and by default.
@@ -854,7 +879,9 @@ pub async fn list(
             (listing.snapshot, offset, Some(id))
         }
     };
-    let (total, rows) = page(&snapshot, &who, &query.filters, query.filters.sort, offset, query.limit);
+    let mut sums = Sums::new(&query.sums, snapshot.now_or_zero());
+    let (total, rows) =
+        page_visiting(&snapshot, &who, &query.filters, query.filters.sort, offset, query.limit, |r| sums.add(r));
     let end = offset.min(total) + rows.len();
     let next_cursor = if end < total {
         let id = match listing {
@@ -878,7 +905,7 @@ pub async fn list(
         "next_cursor": next_cursor,
     });
     if !query.sums.is_empty() {
-        body["sums"] = sums(&snapshot, &who, &query);
+        body["sums"] = sums.to_json();
     }
     Ok(axum::Json(body))
 }
