@@ -61,7 +61,10 @@ fi
 if ! python3 -c 'import openpyxl' 2>/dev/null; then
   step "installing openpyxl (the exports' independent XLSX reader)"
   python3 -m pip install --quiet 'openpyxl==3.1.5' 2>/dev/null ||
-    python3 -m pip install --quiet --break-system-packages 'openpyxl==3.1.5'
+    python3 -m pip install --quiet --break-system-packages 'openpyxl==3.1.5' 2>/dev/null ||
+    { apt-get update -qq && apt-get install -y -qq python3-openpyxl; }
+  python3 -c 'import openpyxl' 2>/dev/null || /usr/bin/python3 -c 'import openpyxl' ||
+    { echo "openpyxl could not be installed for python3" >&2; exit 1; }
 fi
 # Its TLS test signs the SMTP servers' certificates with a private CA.
 if ! command -v openssl >/dev/null; then
