@@ -37,25 +37,6 @@ fn client_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dashboards-client")
 }
 
-/// A Python with openpyxl, which reads the downloaded exports (CSV with the
-/// csv module, XLSX with openpyxl): `python3` first, then the system's
-/// (`scripts/test.sh` installs python3-openpyxl). None is a loud failure.
-fn python_with_openpyxl() -> String {
-    for candidate in ["python3", "/usr/bin/python3"] {
-        let ok = Command::new(candidate)
-            .args(["-c", "import csv, zipfile, openpyxl"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return candidate.to_owned();
-        }
-    }
-    panic!(
-        "the dashboard test reads exports with Python's openpyxl: apt-get install -y python3-openpyxl (or pip install openpyxl)"
-    );
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -369,7 +350,7 @@ async fn dashboards_in_headless_chromium() {
         .env("CSPULSE_FOREIGN", serde_json::to_string(&foreign).unwrap())
         .env("CSPULSE_ALERT_ACCOUNT", json!({"id": "globex", "name": "Globex Corporation"}).to_string())
         .env("CSPULSE_E2E_REPORT", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-e2e.json"))
-        .env("CSPULSE_PYTHON", python_with_openpyxl())
+        .env("CSPULSE_PYTHON", python())
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -146,7 +146,7 @@ pub fn schema(name: &str) -> jsonschema::Validator {
 /// What `python3 -c script` prints as JSON, given `input` on stdin (the
 /// tests' independent readers of what we render: csv, zipfile, openpyxl).
 pub fn python_json(script: &str, input: &[u8]) -> serde_json::Value {
-    let mut child = std::process::Command::new("python3")
+    let mut child = std::process::Command::new(python())
         .args(["-c", script])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -156,6 +156,24 @@ pub fn python_json(script: &str, input: &[u8]) -> serde_json::Value {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "python3 failed on {script}");
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A Python with openpyxl: `python3`, else the system's (where
+/// `scripts/test.sh` may have installed Debian's python3-openpyxl).
+pub fn python() -> &'static str {
+    static FOUND: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    FOUND.get_or_init(|| {
+        ["python3", "/usr/bin/python3"]
+            .into_iter()
+            .find(|p| {
+                std::process::Command::new(p)
+                    .args(["-c", "import openpyxl"])
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
+            .unwrap_or("python3")
+    })
 }
 
 /// Reads an XLSX workbook with openpyxl: `{sheet: [[cell…]…]}`.
